@@ -1,0 +1,134 @@
+"""The ``allium-agent`` command line; the only place logging is configured.
+
+Exit codes: 0 success; 1 the command ran but found a problem (``once``: no
+authority served a consensus with a quorum of valid signatures); 2 bad
+configuration or usage; 3 the private network could not be managed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from agent import __version__
+from agent.errors import ConfigError, TestnetError
+
+log = logging.getLogger("agent")
+
+EXIT_OK, EXIT_PROBLEM, EXIT_CONFIG, EXIT_TESTNET = 0, 1, 2, 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="allium-agent", description="Watches the Tor network's directory authorities.")
+    parser.add_argument("--version", action="version", version=f"allium-agent {__version__}")
+    parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="overrides logging.level from the config")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    config = commands.add_parser("config", help="configuration tools")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    check = config_commands.add_parser("check", help="validate a config file and report every problem")
+    check.add_argument("file", nargs="?", help="config file (default: $ALLIUM_AGENT_CONFIG or the defaults)")
+
+    once = commands.add_parser("once", help="fetch one voting period now and report per authority")
+    once.add_argument("--config", help="config file (default: $ALLIUM_AGENT_CONFIG or the defaults)")
+    once.add_argument("--json", action="store_true", help="print the documented JSON object (docs/once-json.md)")
+
+    testnet = commands.add_parser("testnet", help="a private Tor network on 127.0.0.1")
+    testnet_commands = testnet.add_subparsers(dest="testnet_command", required=True)
+    for name, text in (("up", "create (if needed) and start the network, wait for a consensus"),
+                       ("status", "show each node, its pid and the consensus each authority serves"),
+                       ("down", "stop every node by PID"),
+                       ("start", "start stopped nodes (all, or those named)"),
+                       ("stop", "stop nodes by name, e.g. one authority")):
+        sub = testnet_commands.add_parser(name, help=text)
+        sub.add_argument("--dir", default="testnet", help="the network's directory (default: ./testnet)")
+        if name in ("start", "stop"):
+            sub.add_argument("nodes", nargs="*", help="node names (default: all)")
+        if name == "up":
+            sub.add_argument("--authorities", type=int, default=3, help="directory authorities (default 3)")
+            sub.add_argument("--relays", type=int, default=3, help="relays (default 3)")
+            sub.add_argument("--interval", type=int, default=10, help="voting interval in seconds (default 10)")
+            sub.add_argument("--no-wait", action="store_true", help="return without waiting for a consensus")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = _parser().parse_args(argv)
+    _configure_logging(arguments.log_level or "INFO")
+    try:
+        if arguments.command == "config":
+            return _config_check(arguments.file)
+        if arguments.command == "once":
+            return _once(arguments)
+        return _testnet(arguments)
+    except ConfigError as error:
+        print(f"configuration error in {error.source}:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except TestnetError as error:
+        print(f"testnet: {error}", file=sys.stderr)
+        return EXIT_TESTNET
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%dT%H:%M:%S")
+    # urllib3 logs every connection at DEBUG and retries at WARNING; our records say it better.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
+
+
+def _config_check(path: str | None) -> int:
+    from agent.config import load_config
+
+    config = load_config(path)
+    print(f"{config.source}: OK ({len(config.authorities.bootstrap)} bootstrap authorities, "
+          f"vantage {config.vantage!r})")
+    return EXIT_OK
+
+
+def _once(arguments) -> int:
+    from agent.collect import collect
+    from agent.config import load_config
+    from agent.report import build_report, render_table
+
+    config = load_config(arguments.config)
+    if not arguments.log_level:
+        logging.getLogger().setLevel(config.log_level)
+    report = build_report(collect(config))
+    print(json.dumps(report, indent=2) if arguments.json else render_table(report))
+    return EXIT_OK if report["valid_after"] else EXIT_PROBLEM
+
+
+def _testnet(arguments) -> int:
+    from agent.testnet import network as testnet
+    from agent.testnet.watch import status_lines, wait_until_ready, describe
+
+    directory = Path(arguments.dir)
+    action = arguments.testnet_command
+    if action == "up":
+        if (directory / testnet.DESCRIPTION).exists():
+            network = testnet.Network.load(directory)
+        else:
+            network = testnet.create(directory, arguments.authorities, arguments.relays, arguments.interval)
+        testnet.start(network)
+        if not arguments.no_wait:
+            for served in wait_until_ready(network):
+                print(describe(served))
+        print(f"agent config: {network.directory / testnet.AGENT_CONFIG}")
+        return EXIT_OK
+    network = testnet.Network.load(directory)
+    if action == "status":
+        print("\n".join(status_lines(network)))
+    elif action == "start":
+        testnet.start(network, arguments.nodes or None)
+        print("\n".join(status_lines(network)))
+    else:  # down, stop
+        names = None if action == "down" else (arguments.nodes or None)
+        stopped = testnet.stop(network, names)
+        print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+    return EXIT_OK

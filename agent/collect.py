@@ -1,0 +1,220 @@
+"""Collects one voting period into a Snapshot: fetch, parse, verify, discover.
+
+Every authority is fetched in parallel (its own documents one after another,
+which is gentler on DirPorts that throttle), all under one deadline. At the
+deadline whatever has arrived is kept and the rest is recorded as such; an
+authority that hangs or answers garbage costs only its own records.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
+from datetime import datetime, timezone
+
+from agent.authorities import Authority, AuthorityChanges, from_consensus, merge
+from agent.config import Config
+from agent.documents import parse_document
+from agent.errors import DocumentError
+from agent.fetch import PATHS, Deadline, download, new_session
+from agent.signatures import check_signatures, trust_certificates
+from agent.snapshot import AuthorityView, DocKind, FetchRecord, Outcome, Snapshot, quorum
+
+log = logging.getLogger(__name__)
+
+#: Per authority, in this order; server descriptors come from one authority only.
+AUTHORITY_KINDS = (
+    DocKind.CONSENSUS,
+    DocKind.VOTE,
+    DocKind.MICRODESC_CONSENSUS,
+    DocKind.KEY_CERTIFICATES,
+    DocKind.BANDWIDTH_FILE,
+)
+
+_VIEW_FIELDS = {
+    DocKind.CONSENSUS: "consensus",
+    DocKind.MICRODESC_CONSENSUS: "microdesc_consensus",
+    DocKind.VOTE: "vote",
+    DocKind.KEY_CERTIFICATES: "key_certificates",
+    DocKind.BANDWIDTH_FILE: "bandwidth_file",
+}
+
+
+class _AuthorityJob:
+    """One authority's fetches, run in a worker thread, readable at the deadline."""
+
+    def __init__(self, authority: Authority, kinds: tuple[DocKind, ...]):
+        self.authority = authority
+        self.kinds = kinds
+        self.view = AuthorityView(authority)
+        self.records: dict[DocKind, FetchRecord] = {}
+        self.raw: dict[DocKind, bytes] = {}
+        self.in_flight: DocKind | None = None
+        self._lock = threading.Lock()
+        self._abandoned = False
+
+    def run(self, session, deadline: Deadline, timeout: float) -> None:
+        for kind in self.kinds:
+            with self._lock:
+                if self._abandoned:
+                    return
+                self.in_flight = kind
+            fetched = download(session, self.authority, kind, deadline, timeout)
+            document = _parse(fetched.record, fetched.body)
+            with self._lock:
+                if self._abandoned:
+                    return
+                self.records[kind] = fetched.record
+                if document is not None:
+                    setattr(self.view, _VIEW_FIELDS[kind], document)
+                    self.raw[kind] = fetched.body
+                self.in_flight = None
+            if not fetched.record.answered:
+                self._skip_rest(kind, f"not attempted: {self.authority.nickname} did not answer "
+                                      f"the {kind.value} request")
+                return
+
+    def collect(self) -> list[FetchRecord]:
+        """Stops the job and returns a record for every kind, finished or not."""
+        with self._lock:
+            self._abandoned = True
+            for kind in self.kinds:
+                if kind in self.records:
+                    continue
+                record = FetchRecord(self.authority.nickname, kind, self.authority.base_url + PATHS[kind],
+                                     started_at=datetime.now(timezone.utc))
+                if kind == self.in_flight:
+                    record.error = "the cycle's deadline was reached during this download"
+                else:
+                    record.outcome, record.error = Outcome.SKIPPED, "not attempted: the cycle's deadline was reached"
+                self.records[kind] = record
+            return [self.records[kind] for kind in self.kinds]
+
+    def _skip_rest(self, after: DocKind, reason: str) -> None:
+        with self._lock:
+            for kind in self.kinds[self.kinds.index(after) + 1:]:
+                self.records[kind] = FetchRecord(
+                    self.authority.nickname, kind, self.authority.base_url + PATHS[kind],
+                    started_at=datetime.now(timezone.utc), outcome=Outcome.SKIPPED, error=reason)
+
+
+def _parse(record: FetchRecord, body: bytes | None):
+    """Parses a downloaded body; a bad document is recorded on its record and dropped."""
+    if body is None:
+        return None
+    try:
+        return parse_document(record.kind, body, f"{record.authority} ({record.url})")
+    except DocumentError as error:
+        record.outcome, record.error = Outcome.FAILED, str(error)
+        log.warning("rejected %s", error)
+        return None
+
+
+def collect(config: Config, authorities: list[Authority] | None = None) -> Snapshot:
+    """Fetches one voting period from every authority and returns its Snapshot."""
+    started_at = datetime.now(timezone.utc)
+    deadline = Deadline(config.fetch.deadline_seconds)
+    timeout = config.fetch.timeout_seconds
+    kinds = tuple(kind for kind in AUTHORITY_KINDS if kind in config.fetch.documents)
+    known = list(authorities or config.authorities.bootstrap)
+    session = new_session()
+    pool = ThreadPoolExecutor(max_workers=config.fetch.max_workers, thread_name_prefix="fetch")
+    try:
+        jobs = _run_jobs(pool, session, known, kinds, deadline, timeout)
+        trusted = _verify(jobs, quorum(len(known)))
+        watched, changes = known, AuthorityChanges()
+        if config.authorities.discover:
+            watched, changes = _discover(jobs, known)
+            new = [authority for authority in watched if authority.nickname not in jobs]
+            jobs.update(_run_jobs(pool, session, new, kinds, deadline, timeout))
+            trusted = _verify(jobs, quorum(len(watched)))
+        descriptors, descriptor_records = [], []
+        if DocKind.SERVER_DESCRIPTORS in config.fetch.documents:
+            descriptors, descriptor_records = _fetch_descriptors(session, jobs, deadline, timeout)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        session.close()
+    records = [record for job in jobs.values() for record in job.collect()] + descriptor_records
+    log.debug("trusted %d signing keys", len(trusted))
+    return Snapshot(
+        vantage=config.vantage,
+        started_at=started_at,
+        finished_at=datetime.now(timezone.utc),
+        authorities=watched,
+        views={nickname: job.view for nickname, job in jobs.items()},
+        records=records,
+        changes=changes,
+        server_descriptors=descriptors,
+    )
+
+
+def _run_jobs(pool, session, authorities, kinds, deadline, timeout) -> dict[str, _AuthorityJob]:
+    jobs = {authority.nickname: _AuthorityJob(authority, kinds) for authority in authorities}
+    futures = [pool.submit(job.run, session, deadline, timeout) for job in jobs.values()]
+    done, _ = wait(futures, timeout=deadline.remaining())
+    for future in done:
+        if future.exception() is not None:
+            log.error("fetch job failed unexpectedly", exc_info=future.exception())
+    return jobs
+
+
+def _verify(jobs: dict[str, _AuthorityJob], needed: int) -> dict:
+    """Checks every consensus's signatures against all certificates any authority served."""
+    certificates = {}
+    for job in jobs.values():
+        with job._lock:
+            for certificate in job.view.key_certificates:
+                certificates[certificate.get_bytes()] = certificate
+    trusted, rejected = trust_certificates(certificates.values())
+    for problem in rejected:
+        log.warning("rejected %s", problem)
+    for job in jobs.values():
+        with job._lock:
+            view, raw = job.view, dict(job.raw)
+        if view.consensus is not None:
+            view.consensus_signatures = check_signatures(raw[DocKind.CONSENSUS], view.consensus, trusted)
+            _note_unsigned(job, DocKind.CONSENSUS, view.consensus_signatures, needed)
+        if view.microdesc_consensus is not None:
+            view.microdesc_signatures = check_signatures(
+                raw[DocKind.MICRODESC_CONSENSUS], view.microdesc_consensus, trusted)
+            _note_unsigned(job, DocKind.MICRODESC_CONSENSUS, view.microdesc_signatures, needed)
+    return trusted
+
+
+def _note_unsigned(job: _AuthorityJob, kind: DocKind, report, needed: int) -> None:
+    valid = len(report.valid_identities)
+    if valid < needed:
+        log.warning("%s from %s has %d valid signatures of %d needed",
+                    kind.value, job.authority.nickname, valid, needed)
+
+
+def _discover(jobs: dict[str, _AuthorityJob], known: list[Authority]):
+    """Merges the authorities listed by the newest accepted consensus with ``known``."""
+    needed = quorum(len(known))
+    accepted = [job.view.consensus for job in jobs.values()
+                if job.view.consensus is not None and job.view.consensus_signatures is not None
+                and len(job.view.consensus_signatures.valid_identities) >= needed]
+    if not accepted:
+        return known, AuthorityChanges()
+    latest = max(accepted, key=lambda consensus: consensus.valid_after)
+    return merge(known, from_consensus(latest))
+
+
+def _fetch_descriptors(session, jobs, deadline, timeout):
+    """Server descriptors from the first authority that serves them, fastest consensus first."""
+    def preference(job):
+        record = job.records.get(DocKind.CONSENSUS)
+        ok = record is not None and record.outcome is Outcome.OK
+        return (not ok, record.latency_seconds if ok else 0.0)
+
+    records = []
+    for job in sorted(jobs.values(), key=preference):
+        if deadline.expired():
+            break
+        fetched = download(session, job.authority, DocKind.SERVER_DESCRIPTORS, deadline, timeout)
+        records.append(fetched.record)
+        descriptors = _parse(fetched.record, fetched.body)
+        if descriptors is not None:
+            return descriptors, records
+    return [], records

@@ -1,0 +1,236 @@
+"""The one configuration loader: YAML file + environment, validated all at once.
+
+Every setting is declared once in ``SETTINGS`` with its default and converter;
+``config/allium-agent.example.yaml`` documents each of them and a test keeps the
+two in step. Validation collects every problem, each prefixed with its key path
+(``fetch.timeout_seconds: must be a positive number, got "ten"``), so an
+operator fixes a file in one pass instead of one error per restart.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from agent.authorities import Authority, default_authorities, make_authority, parse_dir_authority_line
+from agent.errors import ConfigError
+from agent.snapshot import DocKind
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+#: Environment variable naming the config file when ``--config`` is not given.
+CONFIG_ENV = "ALLIUM_AGENT_CONFIG"
+
+
+@dataclass(frozen=True)
+class FetchConfig:
+    deadline_seconds: float
+    timeout_seconds: float
+    max_workers: int
+    documents: tuple[DocKind, ...]
+
+
+@dataclass(frozen=True)
+class AuthoritiesConfig:
+    bootstrap: tuple[Authority, ...]
+    discover: bool
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    vantage: str
+    log_level: str
+    authorities: AuthoritiesConfig
+    fetch: FetchConfig
+
+
+class _Invalid(ValueError):
+    """A converter's complaint, worded to follow "<key>: "."""
+
+
+def _describe(value: Any) -> str:
+    try:
+        return json.dumps(value)
+    except TypeError:
+        return repr(value)
+
+
+def _positive_number(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise _Invalid(f"must be a positive number, got {_describe(value)}")
+    return float(value)
+
+
+def _positive_int(value):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise _Invalid(f"must be a positive whole number, got {_describe(value)}")
+    return value
+
+
+def _boolean(value):
+    if not isinstance(value, bool):
+        raise _Invalid(f"must be true or false, got {_describe(value)}")
+    return value
+
+
+def _vantage(value):
+    if value is None:
+        return socket.gethostname()
+    if not isinstance(value, str) or not value.strip() or len(value) > 64:
+        raise _Invalid(f"must be a non-empty name of at most 64 characters, got {_describe(value)}")
+    return value.strip()
+
+
+def _log_level(value):
+    if not isinstance(value, str) or value.upper() not in LOG_LEVELS:
+        raise _Invalid(f"must be one of {', '.join(LOG_LEVELS)}, got {_describe(value)}")
+    return value.upper()
+
+
+def _document_kinds(value):
+    known = [kind.value for kind in DocKind]
+    if not isinstance(value, list) or not value:
+        raise _Invalid(f"must be a non-empty list of {', '.join(known)}, got {_describe(value)}")
+    unknown = [item for item in value if item not in known]
+    if unknown:
+        raise _Invalid(f"unknown document kind {_describe(unknown[0])}; known: {', '.join(known)}")
+    return tuple(DocKind(item) for item in value)
+
+
+def _bootstrap(value):
+    if value == "default":
+        return default_authorities()
+    if not isinstance(value, list) or not value:
+        raise _Invalid(f'must be "default" or a non-empty list of authorities, got {_describe(value)}')
+    authorities, problems = [], []
+    for index, item in enumerate(value):
+        try:
+            if isinstance(item, str):
+                authorities.append(parse_dir_authority_line(item))
+            elif isinstance(item, dict):
+                authorities.append(make_authority(**item))
+            else:
+                raise ValueError(f"must be a DirAuthority line or a mapping, got {_describe(item)}")
+        except (TypeError, ValueError) as error:
+            problems.append(f"[{index}] {error}")
+    if problems:
+        raise _Invalid("; ".join(problems))
+    return tuple(authorities)
+
+
+@dataclass(frozen=True)
+class Setting:
+    path: str
+    default: Any
+    convert: Callable[[Any], Any]
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("vantage", None, _vantage),
+    Setting("logging.level", "INFO", _log_level),
+    Setting("authorities.bootstrap", "default", _bootstrap),
+    Setting("authorities.discover", True, _boolean),
+    Setting("fetch.deadline_seconds", 60, _positive_number),
+    Setting("fetch.timeout_seconds", 30, _positive_number),
+    Setting("fetch.max_workers", 10, _positive_int),
+    Setting("fetch.documents", [kind.value for kind in DocKind], _document_kinds),
+)
+
+
+def load_config(path: str | os.PathLike | None = None, environ=os.environ) -> Config:
+    """Loads and validates the configuration; raises ConfigError listing every problem.
+
+    With no path, ``$ALLIUM_AGENT_CONFIG`` is used if set, else the defaults.
+    """
+    path = path or environ.get(CONFIG_ENV)
+    source = str(path) if path else "<defaults>"
+    raw = _read_yaml(Path(path)) if path else {}
+    problems = [f"{key}: unknown setting" for key in _unknown_keys(raw)]
+    values = {}
+    for setting in SETTINGS:
+        supplied = _lookup(raw, setting.path, setting.default)
+        try:
+            values[setting.path] = setting.convert(supplied)
+        except _Invalid as error:
+            problems.append(f"{setting.path}: {error}")
+    if not problems:
+        problems.extend(_cross_checks(values))
+    if problems:
+        raise ConfigError(source, problems)
+    return Config(
+        source=source,
+        vantage=values["vantage"],
+        log_level=values["logging.level"],
+        authorities=AuthoritiesConfig(values["authorities.bootstrap"], values["authorities.discover"]),
+        fetch=FetchConfig(
+            deadline_seconds=values["fetch.deadline_seconds"],
+            timeout_seconds=values["fetch.timeout_seconds"],
+            max_workers=values["fetch.max_workers"],
+            documents=values["fetch.documents"],
+        ),
+    )
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(str(path), [f"cannot read the file: {error.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(str(path), [f"not valid YAML: {error}"]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), [f"the top level must be a mapping of settings, got {type(data).__name__}"])
+    return data
+
+
+def _unknown_keys(raw: dict, prefix: str = "") -> list[str]:
+    known_paths = {setting.path for setting in SETTINGS}
+    sections = {path.rsplit(".", 1)[0] for path in known_paths if "." in path}
+    unknown = []
+    for key, value in raw.items():
+        path = f"{prefix}{key}"
+        if path in known_paths:
+            continue
+        if path in sections and isinstance(value, dict):
+            unknown.extend(_unknown_keys(value, prefix=f"{path}."))
+        elif path in sections:
+            unknown.append(f"{path} (must be a mapping)")
+        else:
+            unknown.append(path)
+    return unknown
+
+
+def _lookup(raw: dict, path: str, default: Any) -> Any:
+    node: Any = raw
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def _cross_checks(values: dict) -> list[str]:
+    problems = []
+    if values["fetch.timeout_seconds"] > values["fetch.deadline_seconds"]:
+        problems.append(
+            "fetch.timeout_seconds: must not exceed fetch.deadline_seconds "
+            f"({values['fetch.timeout_seconds']:g} > {values['fetch.deadline_seconds']:g})"
+        )
+    nicknames = [authority.nickname for authority in values["authorities.bootstrap"]]
+    duplicates = sorted({name for name in nicknames if nicknames.count(name) > 1})
+    if duplicates:
+        problems.append(f"authorities.bootstrap: nickname listed twice: {', '.join(duplicates)}")
+    return problems
+

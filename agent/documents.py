@@ -1,0 +1,79 @@
+"""Pure parsing of raw directory documents into stem objects, with type checks.
+
+DirPort replies carry no ``@type`` annotation, so the kind we asked for decides
+the parser, and we then check the document really is that kind: an authority
+answering the consensus URL with a vote, or a consensus of the other flavour,
+is an error that names what was expected and what arrived.
+"""
+
+from __future__ import annotations
+
+import io
+
+import stem.descriptor
+from stem.descriptor.networkstatus import NetworkStatusDocumentV3
+
+from agent.errors import DocumentError
+from agent.snapshot import DocKind
+
+_STEM_TYPES = {
+    DocKind.KEY_CERTIFICATES: "dir-key-certificate-3 1.0",
+    DocKind.BANDWIDTH_FILE: "bandwidth-file 1.0",
+    DocKind.SERVER_DESCRIPTORS: "server-descriptor 1.0",
+}
+
+
+def parse_document(kind: DocKind, raw: bytes, source: str):
+    """Parses ``raw`` as ``kind``; raises DocumentError naming ``source`` and the problem.
+
+    Returns a NetworkStatusDocumentV3 for the three network status kinds, a list
+    for key certificates and server descriptors, a BandwidthFile otherwise.
+    """
+    if not raw or not raw.strip():
+        raise DocumentError(f"{kind.value} from {source}: empty document")
+    try:
+        if kind in (DocKind.CONSENSUS, DocKind.MICRODESC_CONSENSUS, DocKind.VOTE):
+            return _network_status(kind, raw, source)
+        parsed = list(stem.descriptor.parse_file(io.BytesIO(raw), _STEM_TYPES[kind], validate=True))
+    except DocumentError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError) as error:
+        raise DocumentError(f"{kind.value} from {source}: {_first_line(error)}") from error
+    if not parsed:
+        raise DocumentError(f"{kind.value} from {source}: no {kind.value} in the document")
+    if kind is DocKind.BANDWIDTH_FILE:
+        return parsed[0]
+    return parsed
+
+
+def _network_status(kind: DocKind, raw: bytes, source: str) -> NetworkStatusDocumentV3:
+    first_line = raw.lstrip().split(b"\n", 1)[0]
+    if first_line.startswith(b"@type"):
+        first_line = raw.lstrip().split(b"\n", 2)[1]
+    if not first_line.startswith(b"network-status-version 3"):
+        shown = first_line[:60].decode("ascii", "replace")
+        raise DocumentError(f"{kind.value} from {source}: not a v3 network status document (starts {shown!r})")
+    document = NetworkStatusDocumentV3(raw, validate=True)
+    actual = describe_network_status(document)
+    expected = {
+        DocKind.CONSENSUS: "ns consensus",
+        DocKind.MICRODESC_CONSENSUS: "microdesc consensus",
+        DocKind.VOTE: "vote",
+    }[kind]
+    if actual != expected:
+        raise DocumentError(f"{kind.value} from {source}: expected {expected}, got {actual}")
+    if not document.signatures:
+        raise DocumentError(f"{kind.value} from {source}: no directory-signature (truncated?)")
+    return document
+
+
+def describe_network_status(document: NetworkStatusDocumentV3) -> str:
+    """'vote', 'ns consensus' or 'microdesc consensus'."""
+    if document.is_vote:
+        return "vote"
+    return "microdesc consensus" if document.is_microdescriptor else "ns consensus"
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:300]

@@ -1,0 +1,39 @@
+"""The agent's exception tree; each is caught at the edge that can act on it.
+
+    AlliumError
+     |- ConfigError      a configuration file or value is wrong (CLI exits 2)
+     |- DocumentError    a Tor document is malformed or of the wrong type
+     |- FetchError       a download failed (refused, HTTP error, deadline)
+     +- TestnetError     the private Tor network could not be built or run
+"""
+
+
+class AlliumError(Exception):
+    """Base of every error the agent raises on purpose."""
+
+
+class ConfigError(AlliumError):
+    """Every problem found in a configuration, each naming its key path."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = list(problems)
+        super().__init__(f"{source}: " + "; ".join(self.problems))
+
+
+class DocumentError(AlliumError):
+    """A downloaded or read document cannot be used; the message names it."""
+
+
+class FetchError(AlliumError):
+    """A download from a directory authority failed."""
+
+    def __init__(self, message: str, status: int | None = None):
+        self.status = status
+        super().__init__(message)
+
+
+class TestnetError(AlliumError):
+    """The private Tor network could not be set up, started or stopped."""
+
+    __test__ = False  # keeps pytest from collecting this class

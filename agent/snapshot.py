@@ -1,0 +1,128 @@
+"""One voting period as the agent saw it: the documents and a record of each fetch.
+
+A Snapshot is plain data. The live loop builds it from DirPort downloads
+(``agent.collect``), a backfill from files; everything downstream (metrics,
+checks, detection) reads only this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+
+from agent.authorities import Authority, AuthorityChanges
+
+
+def quorum(authority_count: int) -> int:
+    """Valid signatures a client needs: more than half of the voting authorities it knows."""
+    return authority_count // 2 + 1
+
+
+class DocKind(str, Enum):
+    """The documents fetched each period, named as in the config and JSON output."""
+
+    CONSENSUS = "consensus"
+    MICRODESC_CONSENSUS = "consensus-microdesc"
+    VOTE = "vote"
+    KEY_CERTIFICATES = "key-certificates"
+    BANDWIDTH_FILE = "bandwidth-file"
+    SERVER_DESCRIPTORS = "server-descriptors"
+
+
+class Outcome(str, Enum):
+    OK = "ok"
+    ABSENT = "absent"  # the authority does not serve this document (404 on a bandwidth file)
+    FAILED = "failed"
+    SKIPPED = "skipped"  # not attempted: deadline reached, or its authority was unreachable
+
+
+@dataclass
+class FetchRecord:
+    """What happened to one (authority, document) fetch; failures are data too."""
+
+    authority: str
+    kind: DocKind
+    url: str
+    started_at: datetime
+    outcome: Outcome = Outcome.FAILED
+    status: int | None = None
+    latency_seconds: float | None = None
+    bytes: int = 0
+    wire_bytes: int = 0
+    clock_skew_seconds: float | None = None
+    digest: str | None = None
+    error: str | None = None
+
+    @property
+    def answered(self) -> bool:
+        """True when the DirPort answered with any HTTP status."""
+        return self.status is not None
+
+
+@dataclass(frozen=True)
+class SignatureCheck:
+    """The verdict on one ``directory-signature`` of a consensus."""
+
+    identity: str
+    algorithm: str
+    valid: bool
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class SignatureReport:
+    """Every signature of one consensus document and whether it verifies."""
+
+    algorithm_digests: dict[str, str]
+    checks: tuple[SignatureCheck, ...]
+
+    @property
+    def valid_identities(self) -> frozenset[str]:
+        return frozenset(check.identity for check in self.checks if check.valid)
+
+
+@dataclass
+class AuthorityView:
+    """The documents one authority served this period (None where it failed)."""
+
+    authority: Authority
+    consensus: object | None = None
+    consensus_signatures: SignatureReport | None = None
+    microdesc_consensus: object | None = None
+    microdesc_signatures: SignatureReport | None = None
+    vote: object | None = None
+    key_certificates: list = field(default_factory=list)
+    bandwidth_file: object | None = None
+
+
+@dataclass
+class Snapshot:
+    """One voting period: per-authority documents, fetch records, descriptors."""
+
+    vantage: str
+    started_at: datetime
+    finished_at: datetime
+    authorities: list[Authority]
+    views: dict[str, AuthorityView]
+    records: list[FetchRecord]
+    changes: AuthorityChanges = field(default_factory=AuthorityChanges)
+    server_descriptors: list = field(default_factory=list)
+
+    def accepted(self, report: SignatureReport | None) -> bool:
+        """Would a client accept a consensus with these signatures (quorum of our authorities)?"""
+        return report is not None and len(report.valid_identities) >= quorum(len(self.authorities))
+
+    def latest_consensus(self):
+        """The accepted ns consensus with the newest valid-after, or None."""
+        served = [view.consensus for view in self.views.values()
+                  if view.consensus is not None and self.accepted(view.consensus_signatures)]
+        return max(served, key=lambda consensus: consensus.valid_after, default=None)
+
+    @property
+    def valid_after(self) -> datetime | None:
+        latest = self.latest_consensus()
+        return latest.valid_after if latest is not None else None
+
+    def records_of(self, nickname: str) -> list[FetchRecord]:
+        return [record for record in self.records if record.authority == nickname]
