@@ -9,6 +9,7 @@ authority that hangs or answers garbage costs only its own records.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import datetime, timezone
@@ -19,16 +20,18 @@ from agent.documents import parse_document
 from agent.errors import DocumentError
 from agent.fetch import PATHS, Deadline, download, new_session
 from agent.signatures import check_signatures, trust_certificates
-from agent.snapshot import AuthorityView, DocKind, FetchRecord, Outcome, Snapshot, quorum
+from agent.snapshot import AuthorityView, DocKind, FetchRecord, Outcome, Snapshot, accepted_by
 
 log = logging.getLogger(__name__)
 
-#: Per authority, in this order; server descriptors come from one authority only.
+#: Per authority, in this order: the certificates are small and every
+#: signature check needs them, so they come first. Server descriptors come
+#: from one authority only (see _DescriptorJob).
 AUTHORITY_KINDS = (
+    DocKind.KEY_CERTIFICATES,
     DocKind.CONSENSUS,
     DocKind.VOTE,
     DocKind.MICRODESC_CONSENSUS,
-    DocKind.KEY_CERTIFICATES,
     DocKind.BANDWIDTH_FILE,
 )
 
@@ -44,9 +47,10 @@ _VIEW_FIELDS = {
 class _AuthorityJob:
     """One authority's fetches, run in a worker thread, readable at the deadline."""
 
-    def __init__(self, authority: Authority, kinds: tuple[DocKind, ...]):
+    def __init__(self, authority: Authority, kinds: tuple[DocKind, ...], consensus_ok: queue.Queue):
         self.authority = authority
         self.kinds = kinds
+        self.consensus_ok = consensus_ok
         self.view = AuthorityView(authority)
         self.records: dict[DocKind, FetchRecord] = {}
         self.raw: dict[DocKind, bytes] = {}
@@ -70,15 +74,22 @@ class _AuthorityJob:
                     setattr(self.view, _VIEW_FIELDS[kind], document)
                     self.raw[kind] = fetched.body
                 self.in_flight = None
+            if kind is DocKind.CONSENSUS and document is not None:
+                self.consensus_ok.put(self.authority)
             if not fetched.record.answered:
                 self._skip_rest(kind, f"not attempted: {self.authority.nickname} did not answer "
                                       f"the {kind.value} request")
                 return
 
-    def collect(self) -> list[FetchRecord]:
-        """Stops the job and returns a record for every kind, finished or not."""
+    def abandon(self) -> None:
+        """From now on the job writes nothing: what it had is final."""
         with self._lock:
             self._abandoned = True
+
+    def collect(self) -> list[FetchRecord]:
+        """Stops the job and returns a record for every kind, finished or not."""
+        self.abandon()
+        with self._lock:
             for kind in self.kinds:
                 if kind in self.records:
                     continue
@@ -97,6 +108,44 @@ class _AuthorityJob:
                 self.records[kind] = FetchRecord(
                     self.authority.nickname, kind, self.authority.base_url + PATHS[kind],
                     started_at=datetime.now(timezone.utc), outcome=Outcome.SKIPPED, error=reason)
+
+
+class _DescriptorJob:
+    """Server descriptors from one authority: the first whose consensus arrived.
+
+    Runs beside the authority jobs so that a hanging authority does not delay
+    it; tries the next authority that served a consensus if one fails.
+    """
+
+    def __init__(self, candidates: queue.Queue):
+        self.candidates = candidates
+        self.descriptors: list = []
+        self.records: list[FetchRecord] = []
+        self._lock = threading.Lock()
+        self._abandoned = False
+
+    def run(self, session, deadline: Deadline, timeout: float) -> None:
+        while not deadline.expired():
+            try:
+                authority = self.candidates.get(timeout=deadline.remaining())
+            except queue.Empty:
+                return
+            if authority is None:  # every authority job has finished
+                return
+            fetched = download(session, authority, DocKind.SERVER_DESCRIPTORS, deadline, timeout)
+            descriptors = _parse(fetched.record, fetched.body)
+            with self._lock:
+                if self._abandoned:
+                    return
+                self.records.append(fetched.record)
+                if descriptors is not None:
+                    self.descriptors = descriptors
+                    return
+
+    def collect(self) -> tuple[list, list[FetchRecord]]:
+        with self._lock:
+            self._abandoned = True
+            return self.descriptors, list(self.records)
 
 
 def _parse(record: FetchRecord, body: bytes | None):
@@ -119,22 +168,28 @@ def collect(config: Config, authorities: list[Authority] | None = None) -> Snaps
     kinds = tuple(kind for kind in AUTHORITY_KINDS if kind in config.fetch.documents)
     known = list(authorities or config.authorities.bootstrap)
     session = new_session()
-    pool = ThreadPoolExecutor(max_workers=config.fetch.max_workers, thread_name_prefix="fetch")
+    # One more worker than authorities for the server-descriptor job.
+    pool = ThreadPoolExecutor(max_workers=config.fetch.max_workers + 1, thread_name_prefix="fetch")
+    consensus_ok: queue.Queue = queue.Queue()
+    descriptor_job = _DescriptorJob(consensus_ok)
     try:
-        jobs = _run_jobs(pool, session, known, kinds, deadline, timeout)
-        trusted = _verify(jobs, quorum(len(known)))
+        if DocKind.SERVER_DESCRIPTORS in config.fetch.documents:
+            descriptor_future = pool.submit(descriptor_job.run, session, deadline, timeout)
+        jobs = _run_jobs(pool, session, known, kinds, deadline, timeout, consensus_ok)
+        trusted = _verify(jobs, known)
         watched, changes = known, AuthorityChanges()
         if config.authorities.discover:
             watched, changes = _discover(jobs, known)
             new = [authority for authority in watched if authority.nickname not in jobs]
-            jobs.update(_run_jobs(pool, session, new, kinds, deadline, timeout))
-            trusted = _verify(jobs, quorum(len(watched)))
-        descriptors, descriptor_records = [], []
+            jobs.update(_run_jobs(pool, session, new, kinds, deadline, timeout, consensus_ok))
+            trusted = _verify(jobs, watched)
+        consensus_ok.put(None)
         if DocKind.SERVER_DESCRIPTORS in config.fetch.documents:
-            descriptors, descriptor_records = _fetch_descriptors(session, jobs, deadline, timeout)
+            wait([descriptor_future], timeout=deadline.remaining())
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         session.close()
+    descriptors, descriptor_records = descriptor_job.collect()
     records = [record for job in jobs.values() for record in job.collect()] + descriptor_records
     log.debug("trusted %d signing keys", len(trusted))
     return Snapshot(
@@ -149,72 +204,53 @@ def collect(config: Config, authorities: list[Authority] | None = None) -> Snaps
     )
 
 
-def _run_jobs(pool, session, authorities, kinds, deadline, timeout) -> dict[str, _AuthorityJob]:
-    jobs = {authority.nickname: _AuthorityJob(authority, kinds) for authority in authorities}
-    futures = [pool.submit(job.run, session, deadline, timeout) for job in jobs.values()]
-    done, _ = wait(futures, timeout=deadline.remaining())
+def _run_jobs(pool, session, authorities, kinds, deadline, timeout, consensus_ok) -> dict[str, _AuthorityJob]:
+    jobs = {authority.nickname: _AuthorityJob(authority, kinds, consensus_ok) for authority in authorities}
+    futures = {pool.submit(job.run, session, deadline, timeout): job for job in jobs.values()}
+    done, late = wait(futures, timeout=deadline.remaining())
+    for future in late:
+        futures[future].abandon()  # so nothing changes under the verification below
     for future in done:
         if future.exception() is not None:
             log.error("fetch job failed unexpectedly", exc_info=future.exception())
     return jobs
 
 
-def _verify(jobs: dict[str, _AuthorityJob], needed: int) -> dict:
-    """Checks every consensus's signatures against all certificates any authority served."""
+def _verify(jobs: dict[str, _AuthorityJob], authorities: list[Authority]) -> dict:
+    """Checks every consensus's signatures against all certificates any authority served.
+
+    Runs only on finished or abandoned jobs, so no worker changes them meanwhile.
+    """
     certificates = {}
     for job in jobs.values():
-        with job._lock:
-            for certificate in job.view.key_certificates:
-                certificates[certificate.get_bytes()] = certificate
+        for certificate in job.view.key_certificates:
+            certificates[certificate.get_bytes()] = certificate
     trusted, rejected = trust_certificates(certificates.values())
     for problem in rejected:
         log.warning("rejected %s", problem)
     for job in jobs.values():
-        with job._lock:
-            view, raw = job.view, dict(job.raw)
+        view, raw = job.view, job.raw
         if view.consensus is not None:
             view.consensus_signatures = check_signatures(raw[DocKind.CONSENSUS], view.consensus, trusted)
-            _note_unsigned(job, DocKind.CONSENSUS, view.consensus_signatures, needed)
+            _note_unsigned(job, DocKind.CONSENSUS, view.consensus_signatures, authorities)
         if view.microdesc_consensus is not None:
             view.microdesc_signatures = check_signatures(
                 raw[DocKind.MICRODESC_CONSENSUS], view.microdesc_consensus, trusted)
-            _note_unsigned(job, DocKind.MICRODESC_CONSENSUS, view.microdesc_signatures, needed)
+            _note_unsigned(job, DocKind.MICRODESC_CONSENSUS, view.microdesc_signatures, authorities)
     return trusted
 
 
-def _note_unsigned(job: _AuthorityJob, kind: DocKind, report, needed: int) -> None:
-    valid = len(report.valid_identities)
-    if valid < needed:
-        log.warning("%s from %s has %d valid signatures of %d needed",
-                    kind.value, job.authority.nickname, valid, needed)
+def _note_unsigned(job: _AuthorityJob, kind: DocKind, report, authorities: list[Authority]) -> None:
+    if not accepted_by(report, authorities):
+        log.warning("%s from %s lacks a quorum of valid signatures (%d valid)",
+                    kind.value, job.authority.nickname, len(report.valid_identities))
 
 
 def _discover(jobs: dict[str, _AuthorityJob], known: list[Authority]):
     """Merges the authorities listed by the newest accepted consensus with ``known``."""
-    needed = quorum(len(known))
     accepted = [job.view.consensus for job in jobs.values()
-                if job.view.consensus is not None and job.view.consensus_signatures is not None
-                and len(job.view.consensus_signatures.valid_identities) >= needed]
+                if job.view.consensus is not None and accepted_by(job.view.consensus_signatures, known)]
     if not accepted:
         return known, AuthorityChanges()
     latest = max(accepted, key=lambda consensus: consensus.valid_after)
     return merge(known, from_consensus(latest))
-
-
-def _fetch_descriptors(session, jobs, deadline, timeout):
-    """Server descriptors from the first authority that serves them, fastest consensus first."""
-    def preference(job):
-        record = job.records.get(DocKind.CONSENSUS)
-        ok = record is not None and record.outcome is Outcome.OK
-        return (not ok, record.latency_seconds if ok else 0.0)
-
-    records = []
-    for job in sorted(jobs.values(), key=preference):
-        if deadline.expired():
-            break
-        fetched = download(session, job.authority, DocKind.SERVER_DESCRIPTORS, deadline, timeout)
-        records.append(fetched.record)
-        descriptors = _parse(fetched.record, fetched.body)
-        if descriptors is not None:
-            return descriptors, records
-    return [], records

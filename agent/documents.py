@@ -47,9 +47,8 @@ def parse_document(kind: DocKind, raw: bytes, source: str):
 
 
 def _network_status(kind: DocKind, raw: bytes, source: str) -> NetworkStatusDocumentV3:
-    first_line = raw.lstrip().split(b"\n", 1)[0]
-    if first_line.startswith(b"@type"):
-        first_line = raw.lstrip().split(b"\n", 2)[1]
+    raw = _strip_annotations(raw)
+    first_line = raw.split(b"\n", 1)[0]
     if not first_line.startswith(b"network-status-version 3"):
         shown = first_line[:60].decode("ascii", "replace")
         raise DocumentError(f"{kind.value} from {source}: not a v3 network status document (starts {shown!r})")
@@ -65,6 +64,14 @@ def _network_status(kind: DocKind, raw: bytes, source: str) -> NetworkStatusDocu
     if not document.signatures:
         raise DocumentError(f"{kind.value} from {source}: no directory-signature (truncated?)")
     return document
+
+
+def _strip_annotations(raw: bytes) -> bytes:
+    """Drops CollecTor's leading ``@type ...`` lines, which stem's constructor rejects."""
+    raw = raw.lstrip()
+    while raw.startswith(b"@"):
+        raw = raw.split(b"\n", 1)[1] if b"\n" in raw else b""
+    return raw
 
 
 def describe_network_status(document: NetworkStatusDocumentV3) -> str:

@@ -95,12 +95,20 @@ def download(session: requests.Session, authority: Authority, kind: DocKind,
 
 
 def _read_body(response: requests.Response, deadline: Deadline, give_up_at: float) -> bytes:
+    """Reads the body, checking the clock after every socket read.
+
+    ``read1`` returns whatever one read brings, so a server that trickles a
+    few bytes at a time is cut off at the deadline instead of holding the
+    worker until a full chunk has arrived (``iter_content`` would block).
+    """
     chunks = []
-    for chunk in response.iter_content(_CHUNK_BYTES):
+    while True:
+        chunk = response.raw.read1(_CHUNK_BYTES, decode_content=True)
+        if not chunk:
+            return b"".join(chunks)
         chunks.append(chunk)
         if deadline.expired() or time.monotonic() > give_up_at:
             raise TimeoutError
-    return b"".join(chunks)
 
 
 def _judge_status(record: FetchRecord, reason: str, body: bytes) -> Download:

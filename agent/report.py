@@ -88,6 +88,7 @@ def _consensus(snapshot: Snapshot, document, report: SignatureReport | None, nam
         "fresh_until": _time(document.fresh_until),
         "valid_until": _time(document.valid_until),
         "consensus_method": document.consensus_method,
+        "votes": sum(1 for source in document.directory_authorities if not source.is_legacy),
         "relays": len(document.routers),
         "signatures": len(document.signatures),
         "valid_signatures": len(valid),

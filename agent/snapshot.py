@@ -19,6 +19,18 @@ def quorum(authority_count: int) -> int:
     return authority_count // 2 + 1
 
 
+def accepted_by(report: "SignatureReport | None", authorities: list[Authority]) -> bool:
+    """Would a client knowing ``authorities`` accept a consensus with these signatures?
+
+    Like tor's client, it counts only valid signatures of authorities it knows
+    and needs more than half of them.
+    """
+    if report is None:
+        return False
+    known = {authority.v3ident for authority in authorities}
+    return len(report.valid_identities & known) >= quorum(len(known))
+
+
 class DocKind(str, Enum):
     """The documents fetched each period, named as in the config and JSON output."""
 
@@ -110,8 +122,8 @@ class Snapshot:
     server_descriptors: list = field(default_factory=list)
 
     def accepted(self, report: SignatureReport | None) -> bool:
-        """Would a client accept a consensus with these signatures (quorum of our authorities)?"""
-        return report is not None and len(report.valid_identities) >= quorum(len(self.authorities))
+        """Would a client that knows our watched authorities accept these signatures?"""
+        return accepted_by(report, self.authorities)
 
     def latest_consensus(self):
         """The accepted ns consensus with the newest valid-after, or None."""

@@ -1,0 +1,55 @@
+"""Shared fixtures: real Tor documents from tests/data (see its README)."""
+
+import lzma
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+
+
+def read_data(name: str) -> bytes:
+    """Bytes of a file in tests/data; ``.xz`` files are decompressed."""
+    path = DATA / name
+    if path.suffix == ".xz":
+        return lzma.decompress(path.read_bytes())
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="session")
+def consensus_bytes() -> bytes:
+    return read_data("2022-11-19-10-00-00-consensus.xz")
+
+
+@pytest.fixture(scope="session")
+def microdesc_bytes() -> bytes:
+    return read_data("2022-11-19-10-00-00-consensus-microdesc.xz")
+
+
+@pytest.fixture(scope="session")
+def certs_bytes() -> bytes:
+    return read_data("2022-11-certs")
+
+
+@pytest.fixture(scope="session")
+def consensus(consensus_bytes):
+    from agent.documents import parse_document
+    from agent.snapshot import DocKind
+
+    return parse_document(DocKind.CONSENSUS, consensus_bytes, "tests/data")
+
+
+@pytest.fixture(scope="session")
+def microdesc_consensus(microdesc_bytes):
+    from agent.documents import parse_document
+    from agent.snapshot import DocKind
+
+    return parse_document(DocKind.MICRODESC_CONSENSUS, microdesc_bytes, "tests/data")
+
+
+@pytest.fixture(scope="session")
+def certificates(certs_bytes):
+    from agent.documents import parse_document
+    from agent.snapshot import DocKind
+
+    return parse_document(DocKind.KEY_CERTIFICATES, certs_bytes, "tests/data")

@@ -1,0 +1,109 @@
+"""A small DirPort of our own on 127.0.0.1 that misbehaves on purpose.
+
+Each server plays one authority with one behaviour; the healthy one serves
+real 2022 documents. Used for the faults a real tor will not produce on
+demand (garbage, truncation, wrong document types, hangs, trickling).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.conftest import read_data
+
+BEHAVIOURS = ("healthy", "busy", "hang", "trickle", "garbage", "truncated", "wrong-type")
+
+
+def _documents() -> dict[str, bytes]:
+    consensus = read_data("2022-11-19-10-00-00-consensus.xz")
+    return {
+        "/tor/status-vote/current/consensus": consensus,
+        "/tor/status-vote/current/consensus-microdesc": read_data("2022-11-19-10-00-00-consensus-microdesc.xz"),
+        "/tor/status-vote/current/authority": read_data("2017-07-17-17-00-00-vote-cropped"),
+        "/tor/keys/all": read_data("2022-11-certs"),
+        "/tor/server/all": read_data("server-descriptors-2"),
+    }
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, *args):  # keep test output quiet
+        pass
+
+    def do_GET(self):
+        server: HostileDirPort = self.server.owner
+        server.requests.append(self.path)
+        behaviour = server.behaviour
+        if behaviour == "busy":
+            return self._reply(503, b"", reason="Directory busy, try again later")
+        if behaviour == "hang":
+            server.stopping.wait(60)
+            return
+        body = server.documents.get(self.path)
+        if body is None:
+            return self._reply(404, b"", reason="Not found")
+        if behaviour == "garbage":
+            body = bytes(range(256)) * 40
+        elif behaviour == "truncated" and self.path.endswith("/consensus"):
+            body = body[: len(body) // 3]
+        elif behaviour == "wrong-type":
+            body = {"/tor/status-vote/current/consensus": server.documents["/tor/status-vote/current/consensus-microdesc"],
+                    "/tor/status-vote/current/authority": server.documents["/tor/status-vote/current/consensus"],
+                    }.get(self.path, server.documents["/tor/server/all"])
+        if behaviour == "trickle":
+            return self._trickle(body)
+        return self._reply(200, body)
+
+    def _reply(self, status: int, body: bytes, reason: str | None = None):
+        self.send_response(status, reason)
+        self.send_header("Content-Type", "text/plain")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _trickle(self, body: bytes):
+        self.send_response(200)
+        self.end_headers()
+        for offset in range(0, len(body), 100):
+            if self.server.owner.stopping.is_set():
+                return
+            self.wfile.write(body[offset:offset + 100])
+            self.wfile.flush()
+            time.sleep(0.2)
+
+
+class HostileDirPort:
+    """Serves one behaviour on 127.0.0.1:<port> in a background thread."""
+
+    def __init__(self, behaviour: str):
+        assert behaviour in BEHAVIOURS, behaviour
+        self.behaviour = behaviour
+        self.documents = _documents()
+        self.requests: list[str] = []
+        self.stopping = threading.Event()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.daemon_threads = True
+        self._server.owner = self
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "HostileDirPort":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def refused_port() -> int:
+    """A loopback port with nothing listening (connections are refused)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port

@@ -1,0 +1,139 @@
+"""One cycle against authorities that refuse, hang, trickle, 503 or serve garbage.
+
+Each misbehaving DirPort costs only its own fetch records: the cycle ends
+within its deadline and the healthy authority's documents are all intact.
+"""
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from agent import cli
+from agent.collect import collect
+from agent.config import load_config
+from agent.report import build_report
+from agent.snapshot import DocKind, Outcome
+from tests.integration.hostile_dirport import HostileDirPort, refused_port
+
+SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "once.schema.json").read_text())
+DEADLINE, TIMEOUT = 5.0, 2.0
+
+# v3idents of the 2022 authorities, so the healthy server's real consensus
+# carries valid signatures from "our" authorities.
+IDENTS = ["14C131DFC5C6F93646BE72FA1401C02A8DF2E8B4", "23D15D965BC35114467363C165C4F724B64B4F66",
+          "27102BC123E7AF1D4741AE047E160C91ADC76B21", "0232AF901C31A04EE9848595AF9BB7620D4C5B2E",
+          "49015F787433103580E3B66A1707A00E60F2D15B", "E8A9C45EDE6D711294FADF8E7951F4DE6CA56B58",
+          "ED03BB616EB2F60BEC80151114BB25CEF515B226", "D586D18309DED4CD6D57C18FDB97EFA96D330566"]
+BEHAVIOURS = ["healthy", "busy", "hang", "trickle", "garbage", "truncated", "wrongtype"]
+
+
+@pytest.fixture(scope="module")
+def hostile_config(tmp_path_factory):
+    servers = [HostileDirPort(b.replace("wrongtype", "wrong-type")) for b in BEHAVIOURS]
+    for server in servers:
+        server.__enter__()
+    bootstrap = [{"nickname": name, "v3ident": ident, "address": "127.0.0.1", "dir_port": server.port}
+                 for name, ident, server in zip(BEHAVIOURS, IDENTS, servers)]
+    bootstrap.append({"nickname": "refused", "v3ident": IDENTS[7], "address": "127.0.0.1",
+                      "dir_port": refused_port()})
+    path = tmp_path_factory.mktemp("hostile") / "agent.yaml"
+    # discover off: the real consensus lists the real authorities' addresses,
+    # and tests never send traffic off this machine.
+    path.write_text(yaml.safe_dump({
+        "vantage": "test",
+        "authorities": {"bootstrap": bootstrap, "discover": False},
+        "fetch": {"deadline_seconds": DEADLINE, "timeout_seconds": TIMEOUT},
+    }))
+    yield path
+    for server in servers:
+        server.__exit__()
+
+
+@pytest.fixture(scope="module")
+def snapshot(hostile_config):
+    return collect(load_config(hostile_config, environ={}))
+
+
+def record(snapshot, authority, kind):
+    return next(r for r in snapshot.records if r.authority == authority and r.kind is kind)
+
+
+def test_cycle_finishes_within_its_deadline(snapshot):
+    assert (snapshot.finished_at - snapshot.started_at).total_seconds() < DEADLINE + 1.5
+    assert len(snapshot.records) >= 8 * 5
+
+
+def test_healthy_authority_is_intact(snapshot):
+    view = snapshot.views["healthy"]
+    assert len(view.consensus.routers) == 6088
+    assert snapshot.accepted(view.consensus_signatures)
+    assert len(view.microdesc_signatures.valid_identities) == 8
+    assert len(view.key_certificates) == 9
+    assert record(snapshot, "healthy", DocKind.BANDWIDTH_FILE).outcome is Outcome.ABSENT
+    assert snapshot.valid_after.isoformat() == "2022-11-19T10:00:00"
+    assert [d.nickname for d in snapshot.server_descriptors] == ["anonion", "Unnamed"]
+    ok = record(snapshot, "healthy", DocKind.CONSENSUS)
+    assert ok.status == 200 and ok.bytes > 2_000_000 and ok.digest and ok.clock_skew_seconds is not None
+
+
+def test_busy_authority(snapshot):
+    busy = record(snapshot, "busy", DocKind.CONSENSUS)
+    assert (busy.outcome, busy.status, busy.error) == (Outcome.FAILED, 503, "HTTP 503 Directory busy, try again later")
+    assert snapshot.views["busy"].consensus is None
+
+
+def test_hanging_authority_times_out_and_the_rest_is_skipped(snapshot):
+    hung = record(snapshot, "hang", DocKind.KEY_CERTIFICATES)  # the first request
+    assert hung.outcome is Outcome.FAILED and hung.status is None
+    assert hung.error.startswith("timed out after 2.")
+    consensus = record(snapshot, "hang", DocKind.CONSENSUS)
+    assert consensus.outcome is Outcome.SKIPPED and "did not answer the key-certificates request" in consensus.error
+
+
+def test_trickling_authority_is_cut_off(snapshot):
+    # 100 bytes every 0.2 s: the 20 kB of certificates take 40 s, so the
+    # per-download budget (2 s) cuts them off, and the deadline the rest.
+    trickle = record(snapshot, "trickle", DocKind.KEY_CERTIFICATES)
+    assert trickle.outcome is Outcome.FAILED and trickle.status == 200 and "timed out" in trickle.error
+    later = [r for r in snapshot.records_of("trickle") if r.kind is not DocKind.KEY_CERTIFICATES]
+    assert any(r.outcome is Outcome.SKIPPED and "deadline" in r.error for r in later)
+
+
+def test_garbage_truncated_and_wrong_type_are_named(snapshot):
+    assert "not a v3 network status document" in record(snapshot, "garbage", DocKind.CONSENSUS).error
+    assert record(snapshot, "garbage", DocKind.KEY_CERTIFICATES).outcome is Outcome.FAILED
+    truncated = record(snapshot, "truncated", DocKind.CONSENSUS)
+    assert truncated.outcome is Outcome.FAILED and truncated.error.startswith("consensus from truncated")
+    assert snapshot.views["truncated"].microdesc_consensus is not None  # only the consensus was cut
+    wrong = record(snapshot, "wrongtype", DocKind.CONSENSUS)
+    assert "expected ns consensus, got microdesc consensus" in wrong.error
+    assert "expected vote, got ns consensus" in record(snapshot, "wrongtype", DocKind.VOTE).error
+
+
+def test_refused_connection(snapshot):
+    refused = record(snapshot, "refused", DocKind.KEY_CERTIFICATES)
+    assert (refused.outcome, refused.status, refused.error) == (Outcome.FAILED, None, "connection refused")
+    assert all(r.outcome is Outcome.SKIPPED for r in snapshot.records_of("refused")
+               if r.kind is not DocKind.KEY_CERTIFICATES)
+
+
+def test_report_follows_the_documented_schema(snapshot):
+    report = build_report(snapshot)
+    jsonschema.validate(report, SCHEMA)
+    by_name = {item["nickname"]: item for item in report["authorities"]}
+    assert by_name["busy"]["reachable"] is True and by_name["refused"]["reachable"] is False
+    assert by_name["healthy"]["consensus"]["accepted"] is True
+    assert by_name["healthy"]["failures"] == []
+    assert report["failures"] >= 7
+
+
+def test_once_cli_prints_the_table_and_json(hostile_config, capsys):
+    assert cli.main(["once", "--config", str(hostile_config)]) == 0
+    table = capsys.readouterr().out
+    assert "latest accepted consensus: 2022-11-19T10:00:00Z" in table
+    assert "refused: key-certificates: connection refused" in table
+    assert cli.main(["once", "--config", str(hostile_config), "--json"]) == 0
+    jsonschema.validate(json.loads(capsys.readouterr().out), SCHEMA)

@@ -1,0 +1,138 @@
+"""The config loader: defaults, the documented example, and collect-all validation."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agent import cli
+from agent.config import SETTINGS, load_config
+from agent.errors import ConfigError
+from agent.snapshot import DocKind
+
+EXAMPLE = Path(__file__).parents[2] / "config" / "allium-agent.example.yaml"
+
+
+def write(tmp_path, text: str) -> Path:
+    path = tmp_path / "agent.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_watch_the_nine_live_voting_authorities():
+    config = load_config(None, environ={})
+    assert config.source == "<defaults>"
+    assert [a.nickname for a in config.authorities.bootstrap] == [
+        "moria1", "tor26", "dizum", "gabelmoo", "dannenberg", "maatuska", "longclaw", "bastet", "faravahar"]
+    assert config.fetch.deadline_seconds == 60.0
+    assert config.fetch.documents == tuple(DocKind)
+    assert config.vantage  # the host name
+
+
+def test_example_file_documents_every_setting_with_its_default():
+    example = load_config(EXAMPLE, environ={})
+    defaults = load_config(None, environ={})
+    assert example.fetch == defaults.fetch
+    assert example.authorities == defaults.authorities
+    assert example.log_level == defaults.log_level
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    for setting in SETTINGS:
+        node = raw
+        for part in setting.path.split("."):
+            assert part in node, f"{setting.path} is not in the example config"
+            node = node[part]
+
+
+def test_every_mistake_is_reported_with_its_key_path(tmp_path):
+    path = write(tmp_path, """
+vantage: ""
+logging: {level: LOUD}
+fetch:
+  timeout_seconds: ten
+  deadline_seconds: -5
+  max_workers: 2.5
+  documents: [consensus, votes]
+  retries: 3
+authorities:
+  discover: "yes"
+  bootstrap:
+    - "moria1 orport=9201 v3ident=XYZ 128.31.0.39:9231"
+    - {nickname: a1, v3ident: F533C81CEF0BC0267857C99B2F471ADF249FA232, address: 127.0.0.1, dir_port: 99999}
+colour: blue
+""")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    problems = caught.value.problems
+    assert 'fetch.timeout_seconds: must be a positive number, got "ten"' in problems
+    assert "fetch.deadline_seconds: must be a positive number, got -5" in problems
+    assert "fetch.max_workers: must be a positive whole number, got 2.5" in problems
+    assert any(p.startswith('fetch.documents: unknown document kind "votes"') for p in problems)
+    assert "fetch.retries: unknown setting" in problems
+    assert "colour: unknown setting" in problems
+    assert 'authorities.discover: must be true or false, got "yes"' in problems
+    assert 'logging.level: must be one of DEBUG, INFO, WARNING, ERROR, got "LOUD"' in problems
+    assert any(p.startswith('vantage: must be a non-empty name') for p in problems)
+    bootstrap = next(p for p in problems if p.startswith("authorities.bootstrap:"))
+    assert "[0] v3ident of moria1 must be 40 hex digits" in bootstrap
+    assert "[1] dir_port of a1 must be a port number, got 99999" in bootstrap
+    assert len(problems) == 10
+
+
+def test_cross_checks_run_once_values_are_valid(tmp_path):
+    path = write(tmp_path, "fetch: {timeout_seconds: 90, deadline_seconds: 60}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert caught.value.problems == ["fetch.timeout_seconds: must not exceed fetch.deadline_seconds (90 > 60)"]
+
+
+def test_unreadable_and_malformed_files_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read the file"):
+        load_config(tmp_path / "missing.yaml", environ={})
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "fetch: [unclosed\n"), environ={})
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(write(tmp_path, "- a\n- b\n"), environ={})
+
+
+def test_environment_names_the_file(tmp_path):
+    path = write(tmp_path, "vantage: lab\n")
+    assert load_config(None, environ={"ALLIUM_AGENT_CONFIG": str(path)}).vantage == "lab"
+
+
+def test_bootstrap_accepts_lines_and_mappings(tmp_path):
+    path = write(tmp_path, """
+authorities:
+  bootstrap:
+    - "auth1 orport=5000 v3ident=DA509FEC938DFEF32CB1C5F7321B48EE2A20BFD2 127.0.0.1:5001 F4DA 2FD9 6F43 E0FA 3CCE 206F 0096 4EA9 E3C9 7B36"
+    - {nickname: auth2, v3ident: e784e6affebea7b2c91ddcbb3784e5fe354a9796, address: 127.0.0.1, dir_port: 5003}
+""")
+    first, second = load_config(path, environ={}).authorities.bootstrap
+    assert (first.nickname, first.dir_port, first.or_port) == ("auth1", 5001, 5000)
+    assert first.fingerprint == "F4DA2FD96F43E0FA3CCE206F00964EA9E3C97B36"
+    assert second.v3ident == "E784E6AFFEBEA7B2C91DDCBB3784E5FE354A9796"
+    assert second.base_url == "http://127.0.0.1:5003"
+
+
+def test_config_check_exits_2_and_lists_every_problem(tmp_path, capsys):
+    path = write(tmp_path, "fetch: {timeout_seconds: ten, max_workers: 0}\n")
+    assert cli.main(["config", "check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert 'fetch.timeout_seconds: must be a positive number, got "ten"' in err
+    assert "fetch.max_workers: must be a positive whole number, got 0" in err
+
+
+def test_config_check_accepts_the_example(capsys):
+    assert cli.main(["config", "check", str(EXAMPLE)]) == 0
+    assert "OK (9 bootstrap authorities" in capsys.readouterr().out
+
+
+def test_once_with_a_bad_config_starts_nothing(tmp_path, capsys, monkeypatch):
+    import agent.collect
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("collect ran despite a bad config")
+
+    monkeypatch.setattr(agent.collect, "collect", must_not_run)
+    path = write(tmp_path, "fetch: {deadline_seconds: soon}\n")
+    assert cli.main(["once", "--config", str(path)]) == 2
+    assert "fetch.deadline_seconds" in capsys.readouterr().err

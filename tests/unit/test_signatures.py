@@ -1,0 +1,86 @@
+"""Per-signature verification of both consensus flavours, held against stem for sha1."""
+
+import dataclasses
+from datetime import datetime
+
+import pytest
+
+from agent.signatures import check_signatures, trust_certificates
+
+
+@pytest.fixture(scope="module")
+def trusted(certificates):
+    keys, rejected = trust_certificates(certificates)
+    assert rejected == []
+    return keys
+
+
+def test_every_certificate_checks_out(trusted):
+    assert len(trusted) == 9
+
+
+def test_ns_consensus_sha1_signatures_all_verify(consensus_bytes, consensus, trusted):
+    report = check_signatures(consensus_bytes, consensus, trusted)
+    assert {check.algorithm for check in report.checks} == {"sha1"}
+    assert len(report.valid_identities) == 8 == len(consensus.signatures)
+
+
+def test_microdesc_consensus_sha256_signatures_all_verify(microdesc_bytes, microdesc_consensus, trusted):
+    report = check_signatures(microdesc_bytes, microdesc_consensus, trusted)
+    assert {check.algorithm for check in report.checks} == {"sha256"}
+    assert len(report.valid_identities) == 8
+
+
+def test_agrees_with_stem_on_the_ns_flavour(consensus_bytes, consensus, certificates, trusted):
+    consensus.validate_signatures(certificates)  # stem: raises if fewer than half verify
+    ours = check_signatures(consensus_bytes, consensus, trusted)
+    assert len(ours.valid_identities) >= len(consensus.signatures) / 2
+
+
+def test_one_changed_byte_invalidates_every_signature(consensus_bytes, consensus, trusted):
+    tampered = consensus_bytes.replace(b"s Exit Fast", b"s Exit Fass", 1)
+    assert tampered != consensus_bytes
+    report = check_signatures(tampered, consensus, trusted)
+    assert report.valid_identities == frozenset()
+    assert {check.reason for check in report.checks} == {"signature does not match the document"}
+
+
+def test_missing_certificate_and_expired_certificate(consensus_bytes, consensus, trusted):
+    longclaw = "23D15D965BC35114467363C165C4F724B64B4F66"
+    fewer = {key: value for key, value in trusted.items() if key[0] != longclaw}
+    report = check_signatures(consensus_bytes, consensus, fewer)
+    failed = [check for check in report.checks if not check.valid]
+    assert [(c.identity, c.reason) for c in failed] == [(longclaw, "no trusted key certificate for this signing key")]
+
+    expired = {key: dataclasses.replace(value, expires=datetime(2022, 1, 1)) for key, value in trusted.items()}
+    report = check_signatures(consensus_bytes, consensus, expired)
+    assert report.valid_identities == frozenset()
+    assert all(check.reason.startswith("key certificate expired 2022-01-01") for check in report.checks)
+
+
+def _stand_in(real, fingerprint=None, raw=None):
+    """A certificate-like object: stem's KeyCertificate cannot be edited in place."""
+
+    class StandIn:
+        identity_key = real.identity_key
+        signing_key = real.signing_key
+        certification = real.certification
+        expires = real.expires
+
+        def get_bytes(self):
+            return raw if raw is not None else real.get_bytes()
+
+    StandIn.fingerprint = fingerprint or real.fingerprint
+    return StandIn()
+
+
+def test_forged_certificates_are_not_trusted(certificates):
+    real, other = certificates[0], certificates[1]
+    trusted, rejected = trust_certificates([_stand_in(real, fingerprint=other.fingerprint)])
+    assert trusted == {}
+    assert rejected == [f"certificate {other.fingerprint}: identity key does not match fingerprint"]
+
+    altered = real.get_bytes().replace(b"dir-key-expires 20", b"dir-key-expires 30")
+    trusted, rejected = trust_certificates([_stand_in(real, raw=altered)])
+    assert trusted == {}
+    assert rejected == [f"certificate {real.fingerprint}: certification signature does not verify"]
