@@ -11,10 +11,11 @@ import argparse
 import json
 import logging
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from agent import __version__
-from agent.errors import ConfigError, TestnetError
+from agent.errors import ConfigError, StoreError, TestnetError
 
 log = logging.getLogger("agent")
 
@@ -36,6 +37,13 @@ def _parser() -> argparse.ArgumentParser:
     once = commands.add_parser("once", help="fetch one voting period now and report per authority")
     once.add_argument("--config", help="config file (default: $ALLIUM_AGENT_CONFIG or the defaults)")
     once.add_argument("--json", action="store_true", help="print the documented JSON object (docs/once-json.md)")
+
+    outbox = commands.add_parser("outbox", help="the periods waiting for the TSDB")
+    outbox_commands = outbox.add_subparsers(dest="outbox_command", required=True)
+    for name, text in (("status", "show how many periods wait and their time range"),
+                       ("drain", "deliver waiting periods to store.url now, oldest first")):
+        sub = outbox_commands.add_parser(name, help=text)
+        sub.add_argument("--config", help="config file (default: $ALLIUM_AGENT_CONFIG or the defaults)")
 
     testnet = commands.add_parser("testnet", help="a private Tor network on 127.0.0.1")
     testnet_commands = testnet.add_subparsers(dest="testnet_command", required=True)
@@ -64,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             return _config_check(arguments.file)
         if arguments.command == "once":
             return _once(arguments)
+        if arguments.command == "outbox":
+            return _outbox(arguments)
         return _testnet(arguments)
     except ConfigError as error:
         print(f"configuration error in {error.source}:", file=sys.stderr)
@@ -73,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     except TestnetError as error:
         print(f"testnet: {error}", file=sys.stderr)
         return EXIT_TESTNET
+    except StoreError as error:
+        print(f"store: {error}", file=sys.stderr)
+        return EXIT_PROBLEM
 
 
 def _configure_logging(level: str) -> None:
@@ -92,16 +105,53 @@ def _config_check(path: str | None) -> int:
 
 
 def _once(arguments) -> int:
-    from agent.collect import collect
     from agent.config import load_config
+    from agent.cycle import run_cycle
+    from agent.geoip import load_or_empty
     from agent.report import build_report, render_table
+    from agent.state import State
+    from agent.store import Store
 
     config = load_config(arguments.config)
     if not arguments.log_level:
         logging.getLogger().setLevel(config.log_level)
-    report = build_report(collect(config))
+    state = State(config.state_dir)
+    store = Store.from_config(config)
+    try:
+        result = run_cycle(config, state, store, load_or_empty(config.metrics.geoip_file))
+    finally:
+        store.close()
+        state.close()
+    report = build_report(result.snapshot, result.saved)
     print(json.dumps(report, indent=2) if arguments.json else render_table(report))
     return EXIT_OK if report["valid_after"] else EXIT_PROBLEM
+
+
+def _outbox(arguments) -> int:
+    from agent.config import load_config
+    from agent.store import Store
+
+    config = load_config(arguments.config)
+    store = Store.from_config(config)
+    try:
+        if arguments.outbox_command == "drain":
+            if store.writer is None:
+                print("no store.url configured: nothing to drain to", file=sys.stderr)
+                return EXIT_PROBLEM
+            periods, lines, error = store.drain()
+            print(f"delivered {periods} periods ({lines} lines) to {store.writer.url}; "
+                  f"{store.outbox.records} periods wait" + (f" ({error})" if error else ""))
+            return EXIT_PROBLEM if error else EXIT_OK
+        times = [record.time for record in store.outbox.pending()]
+        span = ""
+        if times:
+            span = (f", {datetime.fromtimestamp(min(times), timezone.utc):%Y-%m-%d %H:%M:%S} to "
+                    f"{datetime.fromtimestamp(max(times), timezone.utc):%Y-%m-%d %H:%M:%S} UTC")
+        print(f"{store.outbox.directory}: {len(times)} periods waiting, {store.outbox.pending_bytes} bytes "
+              f"(limit {store.outbox.max_bytes}){span}")
+        return EXIT_OK
+    finally:
+        store.close()
 
 
 def _testnet(arguments) -> int:

@@ -21,6 +21,7 @@ import yaml
 
 from agent.authorities import Authority, default_authorities, make_authority, parse_dir_authority_line
 from agent.errors import ConfigError
+from agent.retry import RetryPolicy
 from agent.snapshot import DocKind
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -44,12 +45,33 @@ class AuthoritiesConfig:
 
 
 @dataclass(frozen=True)
+class StoreConfig:
+    url: str | None
+    org: str
+    bucket: str
+    token_env: str
+    timeout_seconds: float
+    batch_lines: int
+    outbox_max_bytes: int
+    retry: RetryPolicy
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    geoip_file: str | None
+    operators_top_n: int
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
     vantage: str
     log_level: str
+    state_dir: Path
     authorities: AuthoritiesConfig
     fetch: FetchConfig
+    store: StoreConfig
+    metrics: MetricsConfig
 
 
 class _Invalid(ValueError):
@@ -87,6 +109,36 @@ def _vantage(value):
     if not isinstance(value, str) or not value.strip() or len(value) > 64:
         raise _Invalid(f"must be a non-empty name of at most 64 characters, got {_describe(value)}")
     return value.strip()
+
+
+def _name(value):
+    if not isinstance(value, str) or not value.strip() or len(value) > 256:
+        raise _Invalid(f"must be a non-empty string, got {_describe(value)}")
+    return value.strip()
+
+
+def _env_name(value):
+    if not isinstance(value, str) or not value.replace("_", "A").isalnum() or value[0].isdigit():
+        raise _Invalid(f"must be an environment variable name, got {_describe(value)}")
+    return value
+
+
+def _optional_path(value):
+    return None if value is None else _name(value)
+
+
+def _url(value):
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise _Invalid(f"must be null or an http:// or https:// URL, got {_describe(value)}")
+    return value.rstrip("/")
+
+
+def _non_negative_number(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise _Invalid(f"must be a number >= 0, got {_describe(value)}")
+    return float(value)
 
 
 def _log_level(value):
@@ -142,6 +194,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("fetch.timeout_seconds", 30, _positive_number),
     Setting("fetch.max_workers", 10, _positive_int),
     Setting("fetch.documents", [kind.value for kind in DocKind], _document_kinds),
+    Setting("state_dir", "state", _name),
+    Setting("store.url", None, _url),
+    Setting("store.org", "tor", _name),
+    Setting("store.bucket", "tor", _name),
+    Setting("store.token_env", "ALLIUM_INFLUX_TOKEN", _env_name),
+    Setting("store.timeout_seconds", 10, _positive_number),
+    Setting("store.batch_lines", 5000, _positive_int),
+    Setting("store.outbox_max_bytes", 1073741824, _positive_int),
+    Setting("store.retry.attempts", 3, _positive_int),
+    Setting("store.retry.initial_delay_seconds", 1, _non_negative_number),
+    Setting("store.retry.max_delay_seconds", 30, _non_negative_number),
+    Setting("metrics.geoip_file", "/usr/share/tor/geoip", _optional_path),
+    Setting("metrics.operators_top_n", 200, _positive_int),
 )
 
 
@@ -169,6 +234,7 @@ def load_config(path: str | os.PathLike | None = None, environ=os.environ) -> Co
         source=source,
         vantage=values["vantage"],
         log_level=values["logging.level"],
+        state_dir=_relative_to(path, values["state_dir"]),
         authorities=AuthoritiesConfig(values["authorities.bootstrap"], values["authorities.discover"]),
         fetch=FetchConfig(
             deadline_seconds=values["fetch.deadline_seconds"],
@@ -176,7 +242,28 @@ def load_config(path: str | os.PathLike | None = None, environ=os.environ) -> Co
             max_workers=values["fetch.max_workers"],
             documents=values["fetch.documents"],
         ),
+        store=StoreConfig(
+            url=values["store.url"],
+            org=values["store.org"],
+            bucket=values["store.bucket"],
+            token_env=values["store.token_env"],
+            timeout_seconds=values["store.timeout_seconds"],
+            batch_lines=values["store.batch_lines"],
+            outbox_max_bytes=values["store.outbox_max_bytes"],
+            retry=RetryPolicy(attempts=values["store.retry.attempts"],
+                              initial_delay_seconds=values["store.retry.initial_delay_seconds"],
+                              max_delay_seconds=values["store.retry.max_delay_seconds"]),
+        ),
+        metrics=MetricsConfig(values["metrics.geoip_file"], values["metrics.operators_top_n"]),
     )
+
+
+def _relative_to(config_path, directory: str) -> Path:
+    """A relative state_dir is taken relative to the config file's directory (or the cwd without one)."""
+    candidate = Path(directory).expanduser()
+    if candidate.is_absolute() or not config_path:
+        return candidate
+    return Path(config_path).resolve().parent / candidate
 
 
 def _read_yaml(path: Path) -> dict:
@@ -223,6 +310,8 @@ def _lookup(raw: dict, path: str, default: Any) -> Any:
 
 def _cross_checks(values: dict) -> list[str]:
     problems = []
+    if values["store.retry.initial_delay_seconds"] > values["store.retry.max_delay_seconds"]:
+        problems.append("store.retry.initial_delay_seconds: must not exceed store.retry.max_delay_seconds")
     if values["fetch.timeout_seconds"] > values["fetch.deadline_seconds"]:
         problems.append(
             "fetch.timeout_seconds: must not exceed fetch.deadline_seconds "

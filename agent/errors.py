@@ -4,6 +4,7 @@
      |- ConfigError      a configuration file or value is wrong (CLI exits 2)
      |- DocumentError    a Tor document is malformed or of the wrong type
      |- FetchError       a download failed (refused, HTTP error, deadline)
+     |- StoreError       the TSDB or the outbox cannot take points
      +- TestnetError     the private Tor network could not be built or run
 """
 
@@ -30,6 +31,14 @@ class FetchError(AlliumError):
 
     def __init__(self, message: str, status: int | None = None):
         self.status = status
+        super().__init__(message)
+
+
+class StoreError(AlliumError):
+    """Points could not be written; ``permanent`` when retrying cannot help (HTTP 400)."""
+
+    def __init__(self, message: str, permanent: bool = False):
+        self.permanent = permanent
         super().__init__(message)
 
 

@@ -25,8 +25,8 @@ def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def build_report(snapshot: Snapshot) -> dict:
-    """The documented JSON object for one collected voting period."""
+def build_report(snapshot: Snapshot, saved=None) -> dict:
+    """The documented JSON object for one collected voting period (``saved``: a store.SaveResult)."""
     names = {authority.v3ident: authority.nickname for authority in snapshot.authorities}
     latest = snapshot.latest_consensus()
     authorities = [_authority(snapshot, view, names) for view in snapshot.views.values()]
@@ -53,6 +53,15 @@ def build_report(snapshot: Snapshot) -> dict:
         },
         "failures": sum(len(item["failures"]) for item in authorities)
         + sum(1 for record in descriptor_records if record.outcome is Outcome.FAILED),
+        "storage": None if saved is None else {
+            "points": saved.points,
+            "stored": saved.stored,
+            "destination": saved.destination,
+            "periods_written": saved.periods_written,
+            "lines_written": saved.lines_written,
+            "periods_waiting": saved.periods_waiting,
+            "error": saved.error,
+        },
     }
 
 
@@ -171,4 +180,16 @@ def render_table(report: dict) -> str:
     failures += [(f["url"], f"server-descriptors: {f['error']}") for f in descriptors["fetches"] if f["error"]]
     lines.append(f"failures: {len(failures)}")
     lines += [f"  {who}: {text}" for who, text in failures]
+    storage = report["storage"]
+    if storage is not None:
+        lines.append(_storage_line(storage))
     return "\n".join(lines)
+
+
+def _storage_line(storage: dict) -> str:
+    where = (f"{storage['lines_written']} lines written to {storage['destination']}" if storage["destination"]
+             else "no store.url: kept in the outbox")
+    if not storage["stored"]:
+        where = "NOT stored (the outbox is full)"
+    line = f"points: {storage['points']}; {where}; {storage['periods_waiting']} periods waiting in the outbox"
+    return line + (f" ({storage['error']})" if storage["error"] else "")

@@ -10,6 +10,8 @@ with_tests=0
 [ "${1:-}" = "--test" ] && with_tests=1
 
 packages=(tor tor-geoipdb python3-venv python3-pip ca-certificates)
+# The tests also start a real VictoriaMetrics on 127.0.0.1.
+[ "$with_tests" -eq 1 ] && packages+=(victoria-metrics)
 
 sudo_cmd=()
 [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
@@ -32,9 +34,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   [ "$created_policy" -eq 1 ] && "${sudo_cmd[@]}" rm -f /usr/sbin/policy-rc.d
 fi
 # Belt and braces: no system tor may run beside the private test network.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet tor 2>/dev/null; then
-  "${sudo_cmd[@]}" systemctl disable --now tor
-fi
+for service in tor victoria-metrics; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$service" 2>/dev/null; then
+    "${sudo_cmd[@]}" systemctl disable --now "$service"
+  fi
+done
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip

@@ -53,3 +53,24 @@ def certificates(certs_bytes):
     from agent.snapshot import DocKind
 
     return parse_document(DocKind.KEY_CERTIFICATES, certs_bytes, "tests/data")
+
+
+SHARED_TORDATA = Path(__file__).parents[2] / "shared" / "tordata"
+
+
+def parse_data(kind_name: str, name: str):
+    """A parsed document from tests/data, kind named as in agent.snapshot.DocKind."""
+    from agent.documents import parse_document
+    from agent.snapshot import DocKind
+
+    return parse_document(DocKind(kind_name), read_data(name), f"tests/data/{name}")
+
+
+def full_consensuses() -> list[Path]:
+    """Every full real consensus in ../shared/tordata (the CI checkout has it beside the repo)."""
+    import os
+
+    paths = sorted((SHARED_TORDATA / "consensus").glob("*consensus*"))
+    if not paths and os.environ.get("CI"):
+        raise RuntimeError(f"{SHARED_TORDATA} is missing; CI must have shared/ beside the repo")
+    return paths

@@ -200,6 +200,20 @@ def is_running(network: Network, name: str) -> bool:
     return state != "Z" and str(network.node(name).torrc_path).encode() in command
 
 
+def exit_status(network: Network, name: str) -> str:
+    """How a node we started ended, if this process is its parent ('unknown' otherwise)."""
+    pid = network.pids.get(name)
+    try:
+        reaped, status = os.waitpid(pid, os.WNOHANG) if pid else (0, 0)
+    except ChildProcessError:
+        return "unknown: not our child"
+    if not reaped:
+        return "still running under another command line" if pid else "never started"
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit code {os.WEXITSTATUS(status)}"
+
+
 def stop(network: Network, names: list[str] | None = None) -> list[str]:
     """Stops the named nodes (default: all) by PID: SIGTERM, then SIGKILL after a grace time."""
     targets = [node.name for node in network.nodes if names is None or node.name in names]

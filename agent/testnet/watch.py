@@ -10,7 +10,7 @@ from agent.documents import parse_document
 from agent.errors import DocumentError, TestnetError
 from agent.fetch import Deadline, download, new_session
 from agent.snapshot import DocKind
-from agent.testnet.network import Network, is_running
+from agent.testnet.network import Network, exit_status, is_running
 from agent.testnet.torrc import LOOPBACK, Node
 
 
@@ -56,10 +56,20 @@ def wait_until_ready(network: Network, timeout: float = 120.0) -> list[Served]:
         if time.monotonic() > end:
             raise TestnetError(f"the network in {network.directory} was not ready within {timeout:.0f} s: "
                                + "; ".join(describe(item) for item in served))
-        dead = [node.name for node in network.nodes if not is_running(network, node.name)]
+        dead = [node for node in network.nodes if not is_running(network, node.name)]
         if dead:
-            raise TestnetError(f"tor exited for {', '.join(dead)}; see notice.log in their directories")
+            raise TestnetError("; ".join(f"tor {node.name} exited ({exit_status(network, node.name)}), "
+                                         f"last log line: {_last_line(node.data_dir / 'notice.log')}"
+                                         for node in dead))
         time.sleep(1.0)
+
+
+def _last_line(path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return lines[-1] if lines else "(empty log)"
 
 
 def describe(served: Served) -> str:

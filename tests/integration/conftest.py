@@ -20,3 +20,13 @@ def tor_network(tmp_path_factory):
         yield network
     finally:
         testnet.stop(network)
+
+
+@pytest.fixture
+def victoria(tmp_path):
+    """A fresh VictoriaMetrics for one test, stopped by PID afterwards."""
+    from tests.integration.victoria import VictoriaMetrics
+
+    server = VictoriaMetrics(tmp_path / "vmdata").start()
+    yield server
+    server.stop()

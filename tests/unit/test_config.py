@@ -35,6 +35,9 @@ def test_example_file_documents_every_setting_with_its_default():
     assert example.fetch == defaults.fetch
     assert example.authorities == defaults.authorities
     assert example.log_level == defaults.log_level
+    assert example.store == defaults.store
+    assert example.metrics == defaults.metrics
+    assert example.state_dir == EXAMPLE.parent / "state"  # relative to the file
     raw = yaml.safe_load(EXAMPLE.read_text())
     for setting in SETTINGS:
         node = raw
@@ -127,12 +130,13 @@ def test_config_check_accepts_the_example(capsys):
 
 
 def test_once_with_a_bad_config_starts_nothing(tmp_path, capsys, monkeypatch):
-    import agent.collect
+    import agent.cycle
 
     def must_not_run(*args, **kwargs):
-        raise AssertionError("collect ran despite a bad config")
+        raise AssertionError("a cycle ran despite a bad config")
 
-    monkeypatch.setattr(agent.collect, "collect", must_not_run)
+    # cli looks run_cycle up in agent.cycle when `once` runs.
+    monkeypatch.setattr(agent.cycle, "run_cycle", must_not_run)
     path = write(tmp_path, "fetch: {deadline_seconds: soon}\n")
     assert cli.main(["once", "--config", str(path)]) == 2
     assert "fetch.deadline_seconds" in capsys.readouterr().err

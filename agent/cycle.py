@@ -1,0 +1,54 @@
+"""One voting period end to end: collect -> metrics -> store, and remember the relays."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from agent.collect import collect
+from agent.config import Config
+from agent.geoip import GeoIP
+from agent.metrics import relays_of, snapshot_points
+from agent.metrics.authority import unix
+from agent.snapshot import Snapshot
+from agent.state import State
+from agent.store import SaveResult, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    snapshot: Snapshot
+    saved: SaveResult
+
+
+def run_cycle(config: Config, state: State, store: Store, geoip: GeoIP) -> CycleResult:
+    """Fetches one period, turns it into points and hands them to the store."""
+    snapshot = collect(config)
+    return CycleResult(snapshot, record_period(snapshot, config, state, store, geoip))
+
+
+def record_period(snapshot: Snapshot, config: Config, state: State, store: Store, geoip: GeoIP) -> SaveResult:
+    """Metrics of a collected snapshot into the store; the same path serves backfill."""
+    consensus = snapshot.latest_consensus()
+    period_time = unix(consensus.valid_after) if consensus is not None else unix(snapshot.started_at)
+    previous = state.relays_before(period_time) if consensus is not None else None
+    points = snapshot_points(snapshot, previous, geoip, config.metrics.operators_top_n)
+    saved = store.save(points, period_time)
+    if consensus is not None:
+        state.save_relays(period_time, relays_of(consensus))
+    log.info("period %s: %d points, %s", consensus.valid_after if consensus else "none (no accepted consensus)",
+             saved.points, describe(saved))
+    return saved
+
+
+def describe(saved: SaveResult) -> str:
+    """One line on where the points went."""
+    if not saved.stored:
+        return "NOT stored: the outbox is full"
+    if saved.destination is None:
+        return f"kept in the outbox ({saved.periods_waiting} periods wait; no store.url configured)"
+    if saved.error:
+        return f"kept in the outbox ({saved.periods_waiting} periods wait): {saved.error}"
+    return f"{saved.lines_written} written to {saved.destination} ({saved.periods_written} periods)"

@@ -1,0 +1,120 @@
+"""Per-authority metrics: what we saw fetching (vantage-tagged) and what its vote says."""
+
+from __future__ import annotations
+
+import statistics
+from datetime import datetime, timezone
+
+from agent.metrics.points import Point, point
+from agent.snapshot import Outcome, Snapshot
+
+#: flavour tag -> (AuthorityView document attribute, its signature report attribute)
+_FLAVOURS = {"ns": ("consensus", "consensus_signatures"),
+             "microdesc": ("microdesc_consensus", "microdesc_signatures")}
+
+
+def unix(moment: datetime) -> int:
+    """Unix seconds of a stem datetime (naive UTC) or an aware one."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp())
+
+
+def authority_points(snapshot: Snapshot, consensus, time: int) -> list[Point]:
+    """tor_authority* points for every watched authority."""
+    points = fetch_points(snapshot, time)
+    points += _served_points(snapshot, consensus, time)
+    voted = {source.v3ident.upper() for source in consensus.directory_authorities if not source.is_legacy}
+    in_consensus = {fp: router for fp, router in consensus.routers.items()}
+    for authority in snapshot.authorities:
+        view = snapshot.views.get(authority.nickname)
+        vote = view.vote if view is not None else None
+        fields = {"voted": authority.v3ident in voted}
+        if vote is not None:
+            fields.update(_vote_fields(vote, in_consensus))
+        points.append(point("tor_authority", {"authority": authority.nickname}, fields, time))
+        if vote is not None:
+            points += _flag_agreement(authority.nickname, vote, consensus, time)
+    return points
+
+
+def fetch_points(snapshot: Snapshot, time: int) -> list[Point]:
+    points = []
+    for record in snapshot.records:
+        if record.outcome is Outcome.SKIPPED:
+            continue
+        points.append(point("tor_authority_fetch",
+                            {"authority": record.authority, "document": record.kind.value, "vantage": snapshot.vantage},
+                            {"answered": record.answered, "ok": record.outcome in (Outcome.OK, Outcome.ABSENT),
+                             "latency_seconds": record.latency_seconds, "bytes": record.bytes,
+                             "wire_bytes": record.wire_bytes, "clock_skew_seconds": record.clock_skew_seconds},
+                            time))
+    return points
+
+
+def _served_points(snapshot: Snapshot, consensus, time: int) -> list[Point]:
+    """The consensus of each flavour each authority served us, against the newest one."""
+    fetched_at = unix(snapshot.finished_at)
+    latest = unix(consensus.valid_after)
+    points = []
+    for view in snapshot.views.values():
+        for flavour, (document_attribute, report_attribute) in _FLAVOURS.items():
+            served = getattr(view, document_attribute)
+            report = getattr(view, report_attribute)
+            fields = {"served": served is not None}
+            if served is not None:
+                valid_after = unix(served.valid_after)
+                fields.update({
+                    "valid_after_seconds": valid_after,
+                    "lag_seconds": latest - valid_after,
+                    "age_seconds": fetched_at - valid_after,
+                    "signatures": len(served.signatures),
+                    "valid_signatures": len(report.valid_identities) if report else 0,
+                    "accepted": snapshot.accepted(report),
+                })
+            points.append(point("tor_authority_consensus", {"authority": view.authority.nickname, "flavour": flavour,
+                                                            "vantage": snapshot.vantage}, fields, time))
+    return points
+
+
+def _vote_fields(vote, in_consensus: dict) -> dict:
+    entries = vote.routers.values()
+    measured = [entry.measured for entry in entries if entry.measured is not None]
+    measured_in_consensus = sum(1 for fp, entry in vote.routers.items()
+                                if entry.measured is not None and fp in in_consensus)
+    certificate = vote.directory_authorities[0].key_certificate if vote.directory_authorities else None
+    methods = list(vote.consensus_methods or [])
+    return {
+        "vote_relays": len(vote.routers),
+        "vote_running": sum(1 for entry in entries if "Running" in entry.flags),
+        "measured_relays": len(measured),
+        "measured_ratio": measured_in_consensus / len(in_consensus) if in_consensus else 0.0,
+        # Tor Metrics' totalcw: the sum of Measured= over Running relays in the vote.
+        "total_measured_weight": sum(entry.measured for entry in entries
+                                     if entry.measured is not None and "Running" in entry.flags),
+        "measured_median": statistics.median(measured) if measured else None,
+        "consensus_methods": len(methods),
+        "max_consensus_method": max(methods) if methods else None,
+        "key_expiry_seconds": unix(certificate.expires) - unix(vote.valid_after) if certificate else None,
+    }
+
+
+def _flag_agreement(nickname: str, vote, consensus, time: int) -> list[Point]:
+    """Per flag the vote knows: relays flagged only in the vote, in both, only in the consensus.
+
+    Only relays present in both documents are compared for the overlap, as
+    depictor's flag table does; a relay the vote lacks is not a disagreement.
+    """
+    common = vote.routers.keys() & consensus.routers.keys()
+    points = []
+    for flag in sorted(vote.known_flags):
+        in_vote = {fp for fp in common if flag in vote.routers[fp].flags}
+        in_consensus = {fp for fp in common if flag in consensus.routers[fp].flags}
+        points.append(point("tor_authority_flag", {"authority": nickname, "flag": flag}, {
+            "relays": sum(1 for entry in vote.routers.values() if flag in entry.flags),
+            "only_in_vote": len(in_vote - in_consensus),
+            "in_both": len(in_vote & in_consensus),
+            "only_in_consensus": len(in_consensus - in_vote),
+        }, time))
+    return points
+

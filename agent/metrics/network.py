@@ -1,0 +1,153 @@
+"""Network-wide metrics of one consensus: flags, roles, versions, places, churn, concentration."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from agent.metrics import versions
+from agent.metrics.points import Point, point
+from agent.metrics.relays import RelayTable
+
+ROLES = ("guard", "middle", "exit")
+CONCENTRATION_TOP = (1, 5, 10)
+
+#: The previous period's relays: fingerprint -> its flags.
+PreviousRelays = dict[str, frozenset[str]]
+
+
+def network_points(consensus, table: RelayTable, previous: PreviousRelays | None, time: int) -> list[Point]:
+    """Every tor_network* point for one consensus (churn only when ``previous`` is known)."""
+    total_weight = float(table.weight.sum())
+    points = [point("tor_network", {}, {
+        "relays": len(table),
+        "weight_total": total_weight,
+        "advertised_bandwidth_bytes": float(np.nansum(table.advertised_bytes)),
+        "descriptors_ratio": _ratio(int(np.count_nonzero(~np.isnan(table.advertised_bytes))), len(table)),
+        "ipv6_orport_relays": int(table.ipv6_orport.sum()),
+        "ipv6_exit_relays": int((table.ipv6_exit & table.exit_role).sum()),
+        "signatures": len(consensus.signatures),
+        "votes": sum(1 for source in consensus.directory_authorities if not source.is_legacy),
+        "consensus_method": consensus.consensus_method,
+        "joined_relays": _count_new(table.fingerprints, previous),
+        "left_relays": _count_gone(table.fingerprints, previous),
+    }, time)]
+    points += _flag_points(table, previous, total_weight, time)
+    points += _role_points(consensus, table, time)
+    points += _group_points("tor_network_version", "status", table.version_status, table, total_weight, time,
+                            always=versions.STATUSES)
+    points += _group_points("tor_network_version_series", "series", table.version_series, table, total_weight, time)
+    points += _group_points("tor_network_platform", "os", table.platform, table, total_weight, time)
+    points += _group_points("tor_network_country", "country", table.country, table, total_weight, time)
+    points += concentration_points(table, time)
+    points += [point("tor_network_bandwidth_weight", {"param": name}, {"value": value / 10000.0}, time)
+               for name, value in sorted((consensus.bandwidth_weights or {}).items())]
+    return points
+
+
+def _ratio(part: float, whole: float) -> float:
+    return part / whole if whole else 0.0
+
+
+def _count_new(fingerprints: list[str], previous: PreviousRelays | None) -> int | None:
+    return None if previous is None else sum(1 for fp in fingerprints if fp not in previous)
+
+
+def _count_gone(fingerprints: list[str], previous: PreviousRelays | None) -> int | None:
+    if previous is None:
+        return None
+    current = set(fingerprints)
+    return sum(1 for fp in previous if fp not in current)
+
+
+def _flag_points(table: RelayTable, previous: PreviousRelays | None, total_weight: float, time: int) -> list[Point]:
+    points = []
+    for flag, has in table.flags.items():
+        fields = {"relays": int(has.sum()), "weight_fraction": _ratio(float(table.weight[has].sum()), total_weight)}
+        if previous is not None:
+            now = {fp for fp, flagged in zip(table.fingerprints, has) if flagged}
+            before = {fp for fp, flags in previous.items() if flag in flags}
+            fields["joined"] = len(now - before)
+            fields["left"] = len(before - now)
+        points.append(point("tor_network_flag", {"flag": flag}, fields, time))
+    return points
+
+
+def role_masks(table: RelayTable) -> dict[str, np.ndarray]:
+    """guard (Guard, not exit), exit (Exit and not BadExit), middle (the rest)."""
+    exits = table.exit_role
+    guards = table.flags["Guard"] & ~exits
+    return {"guard": guards, "middle": ~guards & ~exits, "exit": exits}
+
+
+def role_weight_fractions(consensus, table: RelayTable) -> dict[str, float] | None:
+    """Share of consensus weight clients give each position, from the bandwidth weights.
+
+    dir-spec 3.8.3: guard = Wgg*G + Wgd*D, middle = Wmg*G + Wmm*M + Wme*E + Wmd*D,
+    exit = Wee*E + Wed*D, where G, M, E, D are the weights of guard-only,
+    neither, exit-only and guard+exit relays.
+    """
+    weights = consensus.bandwidth_weights or {}
+    if not weights:
+        return None
+    exits, guards = table.exit_role, table.flags["Guard"]
+    sums = {
+        "G": float(table.weight[guards & ~exits].sum()), "D": float(table.weight[guards & exits].sum()),
+        "E": float(table.weight[exits & ~guards].sum()), "M": float(table.weight[~guards & ~exits].sum()),
+    }
+    w = defaultdict(int, weights)
+    by_role = {
+        "guard": w["Wgg"] * sums["G"] + w["Wgd"] * sums["D"],
+        "middle": w["Wmg"] * sums["G"] + w["Wmm"] * sums["M"] + w["Wme"] * sums["E"] + w["Wmd"] * sums["D"],
+        "exit": w["Wee"] * sums["E"] + w["Wed"] * sums["D"],
+    }
+    total = sum(by_role.values())
+    return {role: _ratio(value, total) for role, value in by_role.items()}
+
+
+def _role_points(consensus, table: RelayTable, time: int) -> list[Point]:
+    fractions = role_weight_fractions(consensus, table) or {}
+    points = []
+    for role, mask in role_masks(table).items():
+        points.append(point("tor_network_role", {"role": role}, {
+            "relays": int(mask.sum()),
+            "weight_fraction": fractions.get(role),
+            "advertised_bandwidth_bytes": float(np.nansum(table.advertised_bytes[mask])),
+        }, time))
+    return points
+
+
+def _group_points(measurement: str, tag: str, labels: list[str], table: RelayTable, total_weight: float,
+                  time: int, always: tuple[str, ...] = ()) -> list[Point]:
+    relays: dict[str, int] = dict.fromkeys(always, 0)
+    weight: dict[str, float] = dict.fromkeys(always, 0.0)
+    for label, relay_weight in zip(labels, table.weight):
+        relays[label] = relays.get(label, 0) + 1
+        weight[label] = weight.get(label, 0.0) + relay_weight
+    return [point(measurement, {tag: label}, {"relays": relays[label], "weight_fraction": _ratio(weight[label], total_weight)},
+                  time) for label in sorted(relays)]
+
+
+def concentration_points(table: RelayTable, time: int) -> list[Point]:
+    """Herfindahl index and top-N shares of consensus weight by country, operator and family.
+
+    A relay without contact (or family) counts as an operator (family) of its own,
+    so anonymous relays do not pool into one giant fake operator.
+    """
+    groupings = {
+        "country": table.country,
+        "operator": [key or f"relay:{fp}" for key, fp in zip(table.operator_id, table.fingerprints)],
+        "family": [key or f"relay:{fp}" for key, fp in zip(table.family_id, table.fingerprints)],
+    }
+    total = float(table.weight.sum())
+    points = []
+    for by, labels in groupings.items():
+        sums: dict[str, float] = defaultdict(float)
+        for label, relay_weight in zip(labels, table.weight):
+            sums[label] += relay_weight
+        shares = np.sort(np.array(list(sums.values())) / total)[::-1] if total else np.zeros(0)
+        fields = {"hhi": float(np.sum(shares ** 2)), "groups": len(sums)}
+        fields.update({f"top{n}_fraction": float(shares[:n].sum()) for n in CONCENTRATION_TOP})
+        points.append(point("tor_network_concentration", {"by": by}, fields, time))
+    return points

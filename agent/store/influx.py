@@ -1,0 +1,68 @@
+"""Synchronous line-protocol writes to an InfluxDB v2 write API (the only influxdb_client user).
+
+The same requests work against InfluxDB 2.x and VictoriaMetrics' ``/api/v2/write``.
+We use the SYNCHRONOUS write API: the default batching API writes from a
+background thread and only logs failures, which would lose data silently.
+influxdb-client's own retries are off; ``RetryPolicy`` is the one policy.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import requests
+import urllib3
+from influxdb_client import InfluxDBClient, WritePrecision
+from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.rest import ApiException
+
+from agent.errors import StoreError
+from agent.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+
+class InfluxWriter:
+    """Writes lines to one bucket, in batches, retrying what can succeed later."""
+
+    def __init__(self, url: str, org: str, bucket: str, token: str, timeout_seconds: float,
+                 batch_lines: int, retry: RetryPolicy):
+        self.url, self.org, self.bucket = url, org, bucket
+        self.batch_lines = batch_lines
+        self.retry = retry
+        self._client = InfluxDBClient(url=url, token=token or "unset", org=org,
+                                      timeout=int(timeout_seconds * 1000), retries=False)
+        self._api = self._client.write_api(write_options=SYNCHRONOUS)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def ping(self) -> bool:
+        """True if the server answers /ping (influxdb-client's health() fails on VictoriaMetrics)."""
+        try:
+            return requests.get(f"{self.url.rstrip('/')}/ping", timeout=5).status_code in (200, 204)
+        except requests.RequestException:
+            return False
+
+    def write(self, lines: list[str]) -> None:
+        """Writes every line or raises StoreError (``permanent`` if retrying cannot help)."""
+        for start in range(0, len(lines), self.batch_lines):
+            batch = lines[start:start + self.batch_lines]
+            try:
+                self.retry.call(lambda: self._write_batch(batch), _retryable, f"write to {self.url}")
+            except ApiException as error:
+                permanent = not _retryable(error)
+                hint = " (is the token set?)" if error.status in (401, 403) else ""
+                raise StoreError(f"{self.url} refused the write: HTTP {error.status} "
+                                 f"{(error.body or error.reason or '')[:200]}{hint}", permanent=permanent) from None
+            except (urllib3.exceptions.HTTPError, OSError) as error:
+                raise StoreError(f"{self.url} unreachable: {error}") from None
+
+    def _write_batch(self, batch: list[str]) -> None:
+        self._api.write(bucket=self.bucket, org=self.org, record=batch, write_precision=WritePrecision.S)
+
+
+def _retryable(error: Exception) -> bool:
+    if isinstance(error, ApiException):
+        return error.status is None or error.status == 429 or error.status >= 500
+    return isinstance(error, (urllib3.exceptions.HTTPError, OSError))

@@ -1,0 +1,188 @@
+"""A durable, append-only outbox of periods waiting for the TSDB.
+
+Every period's lines are appended here (fsync'd) before any write is tried,
+and a record is marked delivered only after the TSDB accepted it. A crash
+between the two re-sends that record: delivery is at least once, and the
+store makes it exactly once, because a period's points carry its valid-after
+as timestamp (InfluxDB overwrites; VictoriaMetrics deduplicates with
+``-dedup.minScrapeInterval``).
+
+Files in the outbox directory:
+  outbox.data    records: header (magic, payload length, crc32, period time) + zlib'd lines
+  outbox.offset  where undelivered records start (replaced atomically)
+  outbox.lock    held (flock) by the one process using the outbox
+A damaged tail (a crash mid-append) is reported, moved aside to
+``outbox.damaged-<time>`` and cut off; every intact record before it is kept.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import struct
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"ALB1"
+HEADER = struct.Struct(">4sIIq")  # magic, payload bytes, crc32 of payload, period time (Unix s)
+WARN_FILL_RATIO = 0.8
+
+
+@dataclass(frozen=True)
+class PendingRecord:
+    start: int
+    end: int
+    time: int
+    lines: list[str]
+
+
+class Outbox:
+    """The outbox in ``directory``, bounded to ``max_bytes`` of undelivered data."""
+
+    def __init__(self, directory: Path, max_bytes: int):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        self.data_path = self.directory / "outbox.data"
+        self.offset_path = self.directory / "outbox.offset"
+        self._lock = open(self.directory / "outbox.lock", "a+")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise StoreError(f"the outbox in {self.directory} is in use by another allium-agent process") from None
+        self.data_path.touch()
+        self._offset = self._read_offset()
+        self.records = self._recover()
+
+    def close(self) -> None:
+        self._lock.close()
+
+    @property
+    def pending_bytes(self) -> int:
+        return self.data_path.stat().st_size - self._offset
+
+    def append(self, lines: list[str], period_time: int) -> bool:
+        """Stores one period durably; False (and an error log) if the outbox is full."""
+        payload = zlib.compress("\n".join(lines).encode(), 1)
+        record = HEADER.pack(MAGIC, len(payload), zlib.crc32(payload), period_time) + payload
+        if self.pending_bytes + len(record) > self.max_bytes:
+            log.error("outbox full (%d of %d bytes waiting): period %s (%d points) NOT stored",
+                      self.pending_bytes, self.max_bytes, _when(period_time), len(lines))
+            return False
+        with open(self.data_path, "ab") as data:
+            data.write(record)
+            data.flush()
+            os.fsync(data.fileno())
+        self.records += 1
+        if self.pending_bytes > WARN_FILL_RATIO * self.max_bytes:
+            log.warning("outbox %.0f%% full (%d periods waiting); the TSDB is not taking writes",
+                        100 * self.pending_bytes / self.max_bytes, self.records)
+        return True
+
+    def pending(self) -> Iterator[PendingRecord]:
+        """Undelivered records, oldest first."""
+        with open(self.data_path, "rb") as data:
+            data.seek(self._offset)
+            position = self._offset
+            while True:
+                header = data.read(HEADER.size)
+                if len(header) < HEADER.size:
+                    return
+                _, length, _, period_time = HEADER.unpack(header)
+                payload = data.read(length)
+                end = position + HEADER.size + length
+                yield PendingRecord(position, end, period_time, zlib.decompress(payload).decode().split("\n"))
+                position = end
+
+    def commit(self, end: int) -> None:
+        """Marks everything before ``end`` delivered; empties the file once all is."""
+        self._write_offset(end)
+        self.records = max(0, self.records - 1)
+        if end >= self.data_path.stat().st_size:
+            # Order matters: a crash after the truncate leaves offset > size, which recovery resets.
+            with open(self.data_path, "r+b") as data:
+                data.truncate(0)
+                os.fsync(data.fileno())
+            self._write_offset(0)
+            self.records = 0
+
+    def _read_offset(self) -> int:
+        try:
+            offset = int(self.offset_path.read_text().strip() or 0)
+        except FileNotFoundError:
+            return 0
+        except ValueError:
+            log.error("%s is unreadable; re-sending the whole outbox (the store ignores duplicates)",
+                      self.offset_path)
+            return 0
+        if offset > self.data_path.stat().st_size:
+            return 0  # the data file was emptied after a full drain
+        return offset
+
+    def _write_offset(self, offset: int) -> None:
+        temporary = self.offset_path.with_suffix(".tmp")
+        with open(temporary, "w") as handle:
+            handle.write(f"{offset}\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.offset_path)
+        directory = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        self._offset = offset
+
+    def _recover(self) -> int:
+        """Counts intact records; cuts off and keeps aside a damaged tail."""
+        size = self.data_path.stat().st_size
+        records, position = 0, self._offset
+        with open(self.data_path, "rb") as data:
+            data.seek(position)
+            while position < size:
+                problem = _check_record(data, size - position)
+                if problem:
+                    self._set_aside(position, size, problem, records)
+                    break
+                position = data.tell()
+                records += 1
+        if records:
+            log.info("outbox holds %d undelivered periods (%d bytes)", records, position - self._offset)
+        return records
+
+    def _set_aside(self, position: int, size: int, problem: str, intact: int) -> None:
+        damaged = self.directory / f"outbox.damaged-{int(time.time())}"
+        with open(self.data_path, "r+b") as data:
+            data.seek(position)
+            damaged.write_bytes(data.read())
+            data.truncate(position)
+            os.fsync(data.fileno())
+        log.error("outbox record at byte %d is damaged (%s): kept %d intact periods, moved the last %d bytes to %s",
+                  position, problem, intact, size - position, damaged)
+
+
+def _check_record(data, available: int) -> str | None:
+    header = data.read(HEADER.size)
+    if len(header) < HEADER.size:
+        return f"truncated header ({len(header)} of {HEADER.size} bytes)"
+    magic, length, checksum, _ = HEADER.unpack(header)
+    if magic != MAGIC:
+        return "bad magic"
+    if HEADER.size + length > available:
+        return f"truncated payload ({available - HEADER.size} of {length} bytes)"
+    if zlib.crc32(data.read(length)) != checksum:
+        return "checksum mismatch"
+    return None
+
+
+def _when(period_time: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(period_time))

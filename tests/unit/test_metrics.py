@@ -1,0 +1,198 @@
+"""Metrics on real consensuses, held against values computed here directly from stem's objects."""
+
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.authorities import default_authorities
+from agent.documents import parse_document
+from agent.geoip import GeoIP
+from agent.metrics import relays_of, snapshot_points
+from agent.metrics.catalogue import catalogue, problems
+from agent.metrics.network import network_points, role_weight_fractions
+from agent.metrics.relays import KNOWN_FLAGS, build_table
+from agent.snapshot import (AuthorityView, DocKind, FetchRecord, Outcome, SignatureCheck, SignatureReport,
+                            Snapshot)
+from tests.conftest import DATA, full_consensuses, parse_data
+
+GEOIP = GeoIP.load(DATA / "geoip-excerpt")
+
+
+@pytest.fixture(scope="module")
+def hour10():
+    return parse_data("consensus", "2020-02-29-10-00-00-consensus.xz")
+
+
+@pytest.fixture(scope="module")
+def hour11():
+    return parse_data("consensus", "2020-02-29-11-00-00-consensus.xz")
+
+
+@pytest.fixture(scope="module")
+def descriptors():
+    return parse_data("server-descriptors", "2020-02-29-10-05-00-server-descriptors.xz")
+
+
+def by(points, measurement, tag=None):
+    """{tag value: fields} (or the fields of the one point) for one measurement."""
+    chosen = [p for p in points if p.measurement == measurement]
+    if tag is None:
+        assert len(chosen) == 1
+        return chosen[0].fields
+    return {p.tags[tag]: p.fields for p in chosen}
+
+
+def snapshot_of(consensus, votes=(), descriptors=(), records=()):
+    """A Snapshot whose accepted consensus is ``consensus`` (signatures taken as valid)."""
+    authorities = list(default_authorities())
+    views = {a.nickname: AuthorityView(a) for a in authorities}
+    first = views[authorities[0].nickname]
+    first.consensus = consensus
+    first.consensus_signatures = SignatureReport({}, tuple(SignatureCheck(a.v3ident, "sha1", True) for a in authorities))
+    for authority, vote in zip(authorities, votes):
+        views[authority.nickname].vote = vote
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    return Snapshot("test", now, now, authorities, views, list(records), server_descriptors=list(descriptors))
+
+
+@pytest.mark.parametrize("path", full_consensuses(), ids=lambda p: p.name)
+def test_every_full_real_consensus(path: Path):
+    consensus = parse_document(DocKind.CONSENSUS, path.read_bytes(), str(path))
+    points = snapshot_points(snapshot_of(consensus), None, GEOIP)
+    assert problems(points) == []
+    routers = list(consensus.routers.values())
+    network = by(points, "tor_network")
+    assert network["relays"] == len(routers)
+    assert network["weight_total"] == sum(r.bandwidth or 0 for r in routers)
+    flags = by(points, "tor_network_flag", "flag")
+    for flag in set(KNOWN_FLAGS) | set(consensus.known_flags):
+        expected = sum(1 for r in routers if flag in r.flags)
+        assert flags[flag]["relays"] == expected, flag
+        weight = sum(r.bandwidth or 0 for r in routers if flag in r.flags)
+        assert flags[flag]["weight_fraction"] == pytest.approx(weight / network["weight_total"])
+    assert sum(f["relays"] for f in by(points, "tor_network_version", "status").values()) == len(routers)
+    assert sum(f["relays"] for f in by(points, "tor_network_country", "country").values()) == len(routers)
+    relay_points = [p for p in points if p.measurement == "tor_relay"]
+    assert len(relay_points) == len(routers)
+
+
+def test_churn_between_two_consecutive_real_consensuses(hour10, hour11):
+    points = snapshot_points(snapshot_of(hour11), relays_of(hour10), GEOIP)
+    assert problems(points) == []
+    before, after = set(hour10.routers), set(hour11.routers)
+    network = by(points, "tor_network")
+    assert network["joined_relays"] == len(after - before) > 0
+    assert network["left_relays"] == len(after ^ before) - len(after - before) > 0
+    flags = by(points, "tor_network_flag", "flag")
+    for flag in ("Guard", "Exit", "Running", "Stable", "HSDir", "Fast"):
+        had = {fp for fp, r in hour10.routers.items() if flag in r.flags}
+        has = {fp for fp, r in hour11.routers.items() if flag in r.flags}
+        assert (flags[flag]["joined"], flags[flag]["left"]) == (len(has - had), len(had - has)), flag
+    left = [p for p in points if p.measurement == "tor_relay" and p.fields == {"in_consensus": 0.0}]
+    assert {p.tags["fingerprint"] for p in left} == before - after
+    assert {p.time for p in points} == {int(datetime(2020, 2, 29, 11, tzinfo=timezone.utc).timestamp())}
+
+
+def test_role_weights_follow_the_bandwidth_weights(hour10):
+    table = build_table(hour10, [], GEOIP)
+    fractions = role_weight_fractions(hour10, table)
+    w = hour10.bandwidth_weights
+    guard = middle = exit_ = 0.0
+    for router in hour10.routers.values():
+        is_guard = "Guard" in router.flags
+        is_exit = "Exit" in router.flags and "BadExit" not in router.flags
+        weight = router.bandwidth or 0
+        if is_guard and is_exit:
+            guard, middle, exit_ = guard + weight * w["Wgd"], middle + weight * w["Wmd"], exit_ + weight * w["Wed"]
+        elif is_guard:
+            guard, middle = guard + weight * w["Wgg"], middle + weight * w["Wmg"]
+        elif is_exit:
+            middle, exit_ = middle + weight * w["Wme"], exit_ + weight * w["Wee"]
+        else:
+            middle += weight * w["Wmm"]
+    total = guard + middle + exit_
+    assert fractions == pytest.approx({"guard": guard / total, "middle": middle / total, "exit": exit_ / total})
+    assert sum(fractions.values()) == pytest.approx(1.0)
+
+
+def test_descriptors_give_platform_advertised_bandwidth_and_families(hour10, descriptors):
+    table = build_table(hour10, descriptors, GEOIP)
+    newest = {}
+    for d in descriptors:
+        if d.fingerprint in hour10.routers and (d.fingerprint not in newest or d.published > newest[d.fingerprint].published):
+            newest[d.fingerprint] = d
+    in_consensus = list(newest.values())
+    assert len(in_consensus) < len([d for d in descriptors if d.fingerprint in hour10.routers])  # duplicates exist
+    assert int(np.count_nonzero(~np.isnan(table.advertised_bytes))) == len(in_consensus)
+    one = in_consensus[0]
+    index = table.fingerprints.index(one.fingerprint)
+    assert table.advertised_bytes[index] == min(one.average_bandwidth, one.burst_bandwidth, one.observed_bandwidth)
+    platforms = Counter(table.platform)
+    assert platforms["Linux"] > platforms["FreeBSD"] > 0 and platforms["unknown"] == len(table) - len(in_consensus)
+    families = Counter(f for f in table.family_id if f)
+    assert families and all(size >= 2 for size in families.values())
+
+
+def test_concentration_of_a_known_split():
+    from agent.metrics.network import concentration_points
+
+    table = build_table(parse_data("consensus", "2020-02-29-10-00-00-consensus.xz"), [], GEOIP)
+    table.weight = np.zeros(len(table))
+    table.weight[:4] = [50, 30, 10, 10]
+    table.country = ["US", "US", "DE", "FR"] + ["??"] * (len(table) - 4)
+    concentration = {p.tags["by"]: p.fields for p in concentration_points(table, 1)}
+    assert concentration["country"]["hhi"] == pytest.approx(0.8 ** 2 + 0.1 ** 2 + 0.1 ** 2)
+    assert concentration["country"]["top1_fraction"] == pytest.approx(0.8)
+    assert concentration["operator"]["top5_fraction"] == pytest.approx(1.0)  # no contacts: each relay alone
+
+
+def test_authority_metrics_from_a_real_vote():
+    consensus = parse_data("consensus", "2016-09-20-13-00-00-consensus.xz")
+    vote = parse_data("vote", "2016-09-20-13-00-00-vote-maatuska.xz")
+    now = datetime(2016, 9, 20, 13, 1, tzinfo=timezone.utc)
+    record = FetchRecord("moria1", DocKind.CONSENSUS, "http://x", now, Outcome.OK, 200, 0.25, 100, 40, -1.5, "d")
+    points = snapshot_points(snapshot_of(consensus, votes=[vote], records=[record]), None, GEOIP)
+    assert problems(points) == []
+    moria1 = by(points, "tor_authority", "authority")["moria1"]  # the first authority carries the vote here
+    assert moria1["vote_relays"] == len(vote.routers) == 7903
+    measured = [e.measured for e in vote.routers.values() if e.measured is not None]
+    assert moria1["measured_relays"] == len(measured)
+    assert moria1["total_measured_weight"] == sum(e.measured for e in vote.routers.values()
+                                                 if e.measured is not None and "Running" in e.flags)
+    flags = {p.tags["flag"]: p.fields for p in points
+             if p.measurement == "tor_authority_flag" and p.tags["authority"] == "moria1"}
+    common = vote.routers.keys() & consensus.routers.keys()
+    guard_vote = {fp for fp in common if "Guard" in vote.routers[fp].flags}
+    guard_consensus = {fp for fp in common if "Guard" in consensus.routers[fp].flags}
+    assert flags["Guard"]["in_both"] == len(guard_vote & guard_consensus)
+    assert flags["Guard"]["only_in_vote"] == len(guard_vote - guard_consensus)
+    assert flags["Guard"]["only_in_consensus"] == len(guard_consensus - guard_vote)
+    fetch = by(points, "tor_authority_fetch", "authority")["moria1"]
+    assert fetch == {"answered": 1.0, "ok": 1.0, "latency_seconds": 0.25, "bytes": 100.0, "wire_bytes": 40.0,
+                     "clock_skew_seconds": -1.5}
+    relay = next(p.fields for p in points if p.measurement == "tor_relay" and p.tags["fingerprint"] in vote.routers)
+    assert relay["authorities_listing"] == 1
+
+
+def test_every_catalogue_entry_is_emitted(hour10, hour11, descriptors):
+    consensus = parse_data("consensus", "2016-09-20-13-00-00-consensus.xz")
+    vote = parse_data("vote", "2016-09-20-13-00-00-vote-maatuska.xz")
+    now = datetime(2016, 9, 20, 13, 1, tzinfo=timezone.utc)
+    record = FetchRecord("moria1", DocKind.CONSENSUS, "http://x", now, Outcome.OK, 200, 0.25, 100, 40, -1.5, "d")
+    emitted = {(p.measurement, name) for p in snapshot_points(snapshot_of(consensus, [vote], records=[record]),
+                                                                None, GEOIP) for name in p.fields}
+    emitted |= {(p.measurement, name) for p in snapshot_points(snapshot_of(hour11, descriptors=descriptors),
+                                                                 relays_of(hour10), GEOIP) for name in p.fields}
+    assert set(catalogue()) - emitted == set()
+
+
+def test_no_accepted_consensus_still_records_the_fetches():
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    record = FetchRecord("moria1", DocKind.CONSENSUS, "http://x", now, error="connection refused")
+    snapshot = Snapshot("test", now, now, list(default_authorities()), {}, [record])
+    points = snapshot_points(snapshot, None, GEOIP)
+    assert [(p.measurement, p.fields["answered"], p.fields["ok"]) for p in points] == [("tor_authority_fetch", 0.0, 0.0)]
+    assert problems(points) == []

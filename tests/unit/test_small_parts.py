@@ -1,0 +1,41 @@
+"""GeoIP parsing, version status, and the SQLite state."""
+
+import pytest
+
+from agent.geoip import GeoIP, load_or_empty
+from agent.metrics import versions
+from agent.state import State
+from tests.conftest import DATA
+
+
+def test_geoip_excerpt():
+    geoip = GeoIP.load(DATA / "geoip-excerpt")
+    assert geoip.countries(["128.31.0.39", "45.66.35.11", "10.0.0.1", "not-an-ip"]) == ["US", "NL", "??", "??"]
+
+
+def test_geoip_bad_line_names_file_and_line(tmp_path):
+    path = tmp_path / "geoip"
+    path.write_text("# header\n1,2,US\nthree,4,DE\n")
+    with pytest.raises(ValueError, match=r"geoip:3: not a LOW,HIGH,CC line"):
+        GeoIP.load(path)
+    assert load_or_empty(tmp_path / "missing").countries(["1.2.3.4"]) == ["??"]
+
+
+@pytest.mark.parametrize("version, status", [
+    ("0.4.8.9", "recommended"), ("0.4.8.8", "obsolete"), ("0.4.9.2-alpha", "experimental"),
+    ("0.4.8.11", "new_in_series"), ("0.4.9.0", "unrecommended"), (None, "unknown"), ("garbage", "unknown"),
+])
+def test_version_status_like_tor(version, status):
+    assert versions.classify(version, ("0.4.8.9", "0.4.8.10", "0.4.9.1-alpha")) == status
+
+
+def test_state_keeps_recent_periods_and_migrates_once(tmp_path):
+    state = State(tmp_path)
+    state.save_relays(100, {"A": frozenset({"Guard", "Running"})})
+    state.save_relays(200, {"B": frozenset()})
+    assert state.relays_before(200) == {"A": frozenset({"Guard", "Running"})}
+    assert state.relays_before(100) is None
+    state.close()
+    reopened = State(tmp_path)
+    assert reopened.relays_before(300) == {"B": frozenset()}
+    assert reopened._db.execute("PRAGMA user_version").fetchone()[0] == 1

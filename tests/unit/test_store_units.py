@@ -1,0 +1,130 @@
+"""Line protocol, the retry policy and the durable outbox, without a server."""
+
+import logging
+import os
+
+import pytest
+from influxdb_client import Point as LibraryPoint
+from influxdb_client import WritePrecision
+
+from agent.errors import StoreError
+from agent.metrics.points import Point
+from agent.retry import RetryPolicy
+from agent.store.lineprotocol import encode, encode_all
+from agent.store.outbox import HEADER, Outbox
+
+NASTY = "op, with=odd \"chars\"\\ and\nnewline"
+
+
+@pytest.mark.parametrize("item", [
+    Point("tor_network", {}, {"relays": 6433.0, "weight_total": 1.5e-05}, 1582970400),
+    Point("tor_network_flag", {"flag": "Guard"}, {"relays": 2.0, "weight_fraction": 0.123456789012345}, 1),
+    Point("tor_operator", {"operator": "a b,c=d", "operator_id": "ab12", "group": "contact"},
+          {"relays": 3.0}, 1582970400),
+])
+def test_line_protocol_matches_influxdb_client(item):
+    library = LibraryPoint(item.measurement)
+    for key, value in item.tags.items():
+        library = library.tag(key, value)
+    for key, value in item.fields.items():
+        library = library.field(key, value)
+    library = library.time(item.time, WritePrecision.S)
+    assert encode(item) == library.to_line_protocol()
+
+
+def test_attacker_controlled_tags_stay_on_one_line():
+    line = encode(Point("tor_operator", {"operator": NASTY, "operator_id": "x", "group": "contact"},
+                        {"relays": 1.0}, 5))
+    assert "\n" not in line and "\\\\" not in line
+    assert line.endswith(" relays=1 5")
+    assert encode_all([Point("tor_network", {}, {}, 1)]) == []  # no fields, no line
+
+
+def test_retry_policy_delays_and_gives_up():
+    policy = RetryPolicy(attempts=4, initial_delay_seconds=1, max_delay_seconds=3, jitter=0)
+    assert list(policy.delays()) == [1, 2, 3]
+    calls, slept = [], []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionError("down")
+        return "ok"
+
+    assert policy.call(flaky, lambda e: isinstance(e, ConnectionError), "test", sleep=slept.append) == "ok"
+    assert slept == [1, 2]
+    with pytest.raises(ValueError):
+        policy.call(lambda: (_ for _ in ()).throw(ValueError("bad")), lambda e: False, "test", sleep=slept.append)
+    calls.clear()
+    with pytest.raises(ConnectionError):
+        policy.call(lambda: (_ for _ in ()).throw(ConnectionError("down")), lambda e: True, "t",
+                    sleep=lambda s: calls.append(s))
+    assert len(calls) == 3  # 4 attempts, 3 waits
+
+
+def periods(outbox):
+    return [(record.time, record.lines) for record in outbox.pending()]
+
+
+def test_outbox_keeps_order_and_survives_reopening(tmp_path):
+    outbox = Outbox(tmp_path, max_bytes=10_000_000)
+    for hour in range(3):
+        assert outbox.append([f"tor_network relays={hour}.0 {hour}"], hour)
+    first = next(outbox.pending())
+    outbox.commit(first.end)
+    outbox.close()
+    reopened = Outbox(tmp_path, max_bytes=10_000_000)
+    assert reopened.records == 2
+    assert periods(reopened) == [(1, ["tor_network relays=1.0 1"]), (2, ["tor_network relays=2.0 2"])]
+    for record in list(reopened.pending()):
+        reopened.commit(record.end)
+    assert reopened.records == 0 and (tmp_path / "outbox.data").stat().st_size == 0
+
+
+def test_a_second_process_cannot_share_the_outbox(tmp_path):
+    outbox = Outbox(tmp_path, max_bytes=1000)
+    with pytest.raises(StoreError, match="in use by another allium-agent process"):
+        Outbox(tmp_path, max_bytes=1000)
+    outbox.close()
+
+
+def test_truncated_last_record_is_reported_and_intact_records_kept(tmp_path, caplog):
+    outbox = Outbox(tmp_path, max_bytes=10_000_000)
+    for hour in range(3):
+        outbox.append([f"tor_network relays={hour}.0 {hour}"] * 50, hour)
+    outbox.close()
+    data = tmp_path / "outbox.data"
+    size = data.stat().st_size
+    with open(data, "r+b") as handle:  # a crash in the middle of the last append
+        handle.truncate(size - 7)
+    with caplog.at_level(logging.ERROR):
+        recovered = Outbox(tmp_path, max_bytes=10_000_000)
+    assert recovered.records == 2
+    assert [time for time, _ in periods(recovered)] == [0, 1]
+    assert "damaged (truncated payload" in caplog.text and "kept 2 intact periods" in caplog.text
+    damaged = list(tmp_path.glob("outbox.damaged-*"))
+    assert len(damaged) == 1 and damaged[0].stat().st_size > HEADER.size
+    assert recovered.append(["tor_network relays=9.0 9"], 9)  # and it carries on
+    assert [time for time, _ in periods(recovered)] == [0, 1, 9]
+
+
+def test_corrupted_bytes_are_caught_by_the_checksum(tmp_path, caplog):
+    outbox = Outbox(tmp_path, max_bytes=10_000_000)
+    outbox.append(["tor_network relays=1.0 1"], 1)
+    outbox.append(["tor_network relays=2.0 2"], 2)
+    outbox.close()
+    data = tmp_path / "outbox.data"
+    raw = bytearray(data.read_bytes())
+    raw[-3] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    recovered = Outbox(tmp_path, max_bytes=10_000_000)
+    assert [time for time, _ in periods(recovered)] == [1]
+    assert "checksum mismatch" in caplog.text
+
+
+def test_full_outbox_refuses_loudly_and_keeps_what_it_has(tmp_path, caplog):
+    outbox = Outbox(tmp_path, max_bytes=300)
+    assert outbox.append(["x" * 50], 1)
+    assert not outbox.append([os.urandom(400).hex()], 2)
+    assert "outbox full" in caplog.text and "NOT stored" in caplog.text
+    assert [time for time, _ in periods(outbox)] == [1]
