@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +39,21 @@ def _parser() -> argparse.ArgumentParser:
     once.add_argument("--config", help="config file (default: $ALLIUM_AGENT_CONFIG or the defaults)")
     once.add_argument("--json", action="store_true", help="print the documented JSON object (docs/once-json.md)")
 
+    run = commands.add_parser("run", help="run as a daemon: one cycle per voting period until SIGTERM/SIGINT")
+    run.add_argument("--config", help="config file (default: $ALLIUM_AGENT_CONFIG or the defaults)")
+
+    status = commands.add_parser("status", help="the last cycle and the agent's health (exit 1 if stale)")
+    status.add_argument("--config", help="config file (default: $ALLIUM_AGENT_CONFIG or the defaults)")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+
+    backfill = commands.add_parser("backfill", help="replay archived periods (CollecTor files, tarballs) into the store")
+    backfill.add_argument("paths", nargs="+", help="files, directories or .tar/.tar.xz archives")
+    backfill.add_argument("--config", help="config file (default: $ALLIUM_AGENT_CONFIG or the defaults)")
+    backfill.add_argument("--since", type=_utc_time, help="first valid-after to write (UTC, e.g. 2020-02-29T10:00)")
+    backfill.add_argument("--until", type=_utc_time, help="last valid-after to write (UTC)")
+    backfill.add_argument("--force", action="store_true", help="rewrite periods already written")
+    backfill.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     outbox = commands.add_parser("outbox", help="the periods waiting for the TSDB")
     outbox_commands = outbox.add_subparsers(dest="outbox_command", required=True)
     for name, text in (("status", "show how many periods wait and their time range"),
@@ -64,6 +80,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _utc_time(text: str) -> datetime:
+    """An ISO time, taken as UTC, as the naive datetime stem uses."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO time: {text!r} (e.g. 2020-02-29T10:00)") from None
+    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
+
+
 def main(argv: list[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     _configure_logging(arguments.log_level or "INFO")
@@ -74,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
             return _once(arguments)
         if arguments.command == "outbox":
             return _outbox(arguments)
+        if arguments.command == "run":
+            return _run(arguments)
+        if arguments.command == "backfill":
+            return _backfill(arguments)
+        if arguments.command == "status":
+            return _status(arguments)
         return _testnet(arguments)
     except ConfigError as error:
         print(f"configuration error in {error.source}:", file=sys.stderr)
@@ -93,6 +124,8 @@ def _configure_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%dT%H:%M:%S")
     # urllib3 logs every connection at DEBUG and retries at WARNING; our records say it better.
     logging.getLogger("urllib3").setLevel(logging.ERROR)
+    # APScheduler logs every job run at INFO; our one summary line per cycle says more.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 def _config_check(path: str | None) -> int:
@@ -125,6 +158,91 @@ def _once(arguments) -> int:
     report = build_report(result.snapshot, result.saved)
     print(json.dumps(report, indent=2) if arguments.json else render_table(report))
     return EXIT_OK if report["valid_after"] else EXIT_PROBLEM
+
+
+def _run(arguments) -> int:
+    import signal
+    import threading
+
+    from agent.config import load_config
+    from agent.geoip import load_or_empty
+    from agent.runner import PeriodRunner
+    from agent.scheduler import Daemon
+    from agent.state import State
+    from agent.store import Store
+
+    config = load_config(arguments.config)
+    if not arguments.log_level:
+        logging.getLogger().setLevel(config.log_level)
+    stop = threading.Event()
+
+    def request_stop(signum, frame):
+        log.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    state = State(config.state_dir)
+    store = Store.from_config(config)
+    log.info("allium-agent %s starting: vantage %s, %d bootstrap authorities, store %s, state %s",
+             __version__, config.vantage, len(config.authorities.bootstrap), config.store.url or "outbox only",
+             config.state_dir)
+    runner = PeriodRunner(config, state, store, load_or_empty(config.metrics.geoip_file))
+    finished = Daemon(runner, stop, config.schedule.grace_seconds).run()
+    if not finished:
+        # The cycle thread is stuck in I/O; everything it stored is fsync'd in the outbox.
+        logging.shutdown()
+        os._exit(EXIT_OK)
+    store.close()
+    state.close()
+    log.info("stopped")
+    return EXIT_OK
+
+
+def _backfill(arguments) -> int:
+    from agent.backfill import backfill
+    from agent.config import load_config
+    from agent.geoip import load_or_empty
+    from agent.state import State
+    from agent.store import Store
+
+    config = load_config(arguments.config)
+    state = State(config.state_dir)
+    store = Store.from_config(config)
+    try:
+        result = backfill([Path(p) for p in arguments.paths], config, state, store,
+                          load_or_empty(config.metrics.geoip_file), arguments.since, arguments.until,
+                          arguments.force, progress=not arguments.no_progress)
+    finally:
+        store.close()
+        state.close()
+    documents = ", ".join(f"{count} {kind}" for kind, count in sorted(result.documents.items())) or "none"
+    print(f"read: {documents}; {result.read.ignored} files of other kinds passed over")
+    print(f"periods: {result.periods_found} found, {result.periods_written} written, "
+          f"{result.periods_already_done} already written (use --force to rewrite), "
+          f"{result.periods_without_consensus} without a consensus, {result.periods_unverified} unverified "
+          f"(no key certificates for their signers in the input)")
+    print(f"points: {result.points}; {result.lines_written} lines delivered to {config.store.url or 'nowhere'}; "
+          f"{result.periods_waiting} periods wait in the outbox")
+    problems = result.read.unreadable + result.periods_rejected
+    for problem in problems:
+        print(f"problem: {problem}")
+    return EXIT_PROBLEM if problems else EXIT_OK
+
+
+def _status(arguments) -> int:
+    from agent.config import load_config
+    from agent.health import health
+
+    config = load_config(arguments.config)
+    report = health(config)
+    if arguments.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print("\n".join(f"{key}: {value}" for key, value in report.items() if key != "last_cycle"))
+        for key, value in (report.get("last_cycle") or {}).items():
+            print(f"  last cycle {key}: {value}")
+    return EXIT_OK if report["healthy"] else EXIT_PROBLEM
 
 
 def _outbox(arguments) -> int:

@@ -155,15 +155,19 @@ def _parse(record: FetchRecord, body: bytes | None):
     try:
         return parse_document(record.kind, body, f"{record.authority} ({record.url})")
     except DocumentError as error:
-        record.outcome, record.error = Outcome.FAILED, str(error)
+        record.outcome, record.error, record.rejected = Outcome.FAILED, str(error), True
         log.warning("rejected %s", error)
         return None
 
 
-def collect(config: Config, authorities: list[Authority] | None = None) -> Snapshot:
-    """Fetches one voting period from every authority and returns its Snapshot."""
+def collect(config: Config, authorities: list[Authority] | None = None,
+            cancel: threading.Event | None = None) -> Snapshot:
+    """Fetches one voting period from every authority and returns its Snapshot.
+
+    Setting ``cancel`` ends the fetches early, as if the deadline had passed.
+    """
     started_at = datetime.now(timezone.utc)
-    deadline = Deadline(config.fetch.deadline_seconds)
+    deadline = Deadline(config.fetch.deadline_seconds, cancel)
     timeout = config.fetch.timeout_seconds
     kinds = tuple(kind for kind in AUTHORITY_KINDS if kind in config.fetch.documents)
     known = list(authorities or config.authorities.bootstrap)
@@ -185,7 +189,7 @@ def collect(config: Config, authorities: list[Authority] | None = None) -> Snaps
             trusted = _verify(jobs, watched)
         consensus_ok.put(None)
         if DocKind.SERVER_DESCRIPTORS in config.fetch.documents:
-            wait([descriptor_future], timeout=deadline.remaining())
+            _wait(deadline, [descriptor_future])
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         session.close()
@@ -207,13 +211,23 @@ def collect(config: Config, authorities: list[Authority] | None = None) -> Snaps
 def _run_jobs(pool, session, authorities, kinds, deadline, timeout, consensus_ok) -> dict[str, _AuthorityJob]:
     jobs = {authority.nickname: _AuthorityJob(authority, kinds, consensus_ok) for authority in authorities}
     futures = {pool.submit(job.run, session, deadline, timeout): job for job in jobs.values()}
-    done, late = wait(futures, timeout=deadline.remaining())
+    done, late = _wait(deadline, futures)
     for future in late:
         futures[future].abandon()  # so nothing changes under the verification below
     for future in done:
         if future.exception() is not None:
             log.error("fetch job failed unexpectedly", exc_info=future.exception())
     return jobs
+
+
+def _wait(deadline: Deadline, futures):
+    """Waits for the futures until the deadline passes or is cancelled (checked every 0.2 s)."""
+    pending = set(futures)
+    done: set = set()
+    while pending and deadline.remaining() > 0:
+        finished, pending = wait(pending, timeout=min(0.2, deadline.remaining()))
+        done |= finished
+    return done, pending
 
 
 def _verify(jobs: dict[str, _AuthorityJob], authorities: list[Authority]) -> dict:

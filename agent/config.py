@@ -57,6 +57,13 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class ScheduleConfig:
+    poll_delay_seconds: float
+    retry_seconds: float
+    grace_seconds: float
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     geoip_file: str | None
     operators_top_n: int
@@ -72,6 +79,7 @@ class Config:
     fetch: FetchConfig
     store: StoreConfig
     metrics: MetricsConfig
+    schedule: ScheduleConfig
 
 
 class _Invalid(ValueError):
@@ -207,6 +215,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("store.retry.max_delay_seconds", 30, _non_negative_number),
     Setting("metrics.geoip_file", "/usr/share/tor/geoip", _optional_path),
     Setting("metrics.operators_top_n", 200, _positive_int),
+    Setting("schedule.poll_delay_seconds", 10, _non_negative_number),
+    Setting("schedule.retry_seconds", 30, _positive_number),
+    Setting("schedule.grace_seconds", 30, _non_negative_number),
 )
 
 
@@ -255,6 +266,8 @@ def load_config(path: str | os.PathLike | None = None, environ=os.environ) -> Co
                               max_delay_seconds=values["store.retry.max_delay_seconds"]),
         ),
         metrics=MetricsConfig(values["metrics.geoip_file"], values["metrics.operators_top_n"]),
+        schedule=ScheduleConfig(values["schedule.poll_delay_seconds"], values["schedule.retry_seconds"],
+                                values["schedule.grace_seconds"]),
     )
 
 

@@ -29,16 +29,26 @@ def run_cycle(config: Config, state: State, store: Store, geoip: GeoIP) -> Cycle
     return CycleResult(snapshot, record_period(snapshot, config, state, store, geoip))
 
 
-def record_period(snapshot: Snapshot, config: Config, state: State, store: Store, geoip: GeoIP) -> SaveResult:
-    """Metrics of a collected snapshot into the store; the same path serves backfill."""
+_FROM_STATE = object()
+
+
+def record_period(snapshot: Snapshot, config: Config, state: State, store: Store, geoip: GeoIP,
+                  previous=_FROM_STATE) -> SaveResult:
+    """Metrics of a snapshot into the store; the same path serves backfill.
+
+    The previous period's relays (for churn) come from the state, unless the
+    caller passes them (backfill replays history and knows them itself).
+    """
     consensus = snapshot.latest_consensus()
     period_time = unix(consensus.valid_after) if consensus is not None else unix(snapshot.started_at)
-    previous = state.relays_before(period_time) if consensus is not None else None
+    live = previous is _FROM_STATE
+    if live:
+        previous = state.relays_before(period_time) if consensus is not None else None
     points = snapshot_points(snapshot, previous, geoip, config.metrics.operators_top_n)
     saved = store.save(points, period_time)
-    if consensus is not None:
+    if consensus is not None and live:
         state.save_relays(period_time, relays_of(consensus))
-    log.info("period %s: %d points, %s", consensus.valid_after if consensus else "none (no accepted consensus)",
+    log.debug("period %s: %d points, %s", consensus.valid_after if consensus else "none (no accepted consensus)",
              saved.points, describe(saved))
     return saved
 

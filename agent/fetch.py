@@ -11,6 +11,7 @@ query rather than the whole cycle. stem still parses everything we download.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -35,13 +36,19 @@ _CHUNK_BYTES = 64 * 1024
 
 
 class Deadline:
-    """One overall time budget, shared by every fetch of a cycle (monotonic clock)."""
+    """One overall time budget, shared by every fetch of a cycle (monotonic clock).
 
-    def __init__(self, seconds: float):
+    Setting ``cancel`` (the agent is shutting down) ends the budget at once.
+    """
+
+    def __init__(self, seconds: float, cancel: threading.Event | None = None):
         self.seconds = seconds
+        self.cancel = cancel
         self._end = time.monotonic() + seconds
 
     def remaining(self) -> float:
+        if self.cancel is not None and self.cancel.is_set():
+            return 0.0
         return max(0.0, self._end - time.monotonic())
 
     def expired(self) -> bool:

@@ -65,6 +65,7 @@ class FetchRecord:
     clock_skew_seconds: float | None = None
     digest: str | None = None
     error: str | None = None
+    rejected: bool = False  # downloaded, but the document failed to parse or was of the wrong kind
 
     @property
     def answered(self) -> bool:
@@ -120,13 +121,26 @@ class Snapshot:
     records: list[FetchRecord]
     changes: AuthorityChanges = field(default_factory=AuthorityChanges)
     server_descriptors: list = field(default_factory=list)
+    # A period read from an archive (backfill) rather than fetched: its one
+    # consensus, and its signature report (None when no certificate in the
+    # input covers it: archived consensuses are then taken as published).
+    archived_consensus: object | None = None
+    archived_signatures: SignatureReport | None = None
 
     def accepted(self, report: SignatureReport | None) -> bool:
         """Would a client that knows our watched authorities accept these signatures?"""
         return accepted_by(report, self.authorities)
 
+    @property
+    def archived(self) -> bool:
+        return self.archived_consensus is not None
+
     def latest_consensus(self):
         """The accepted ns consensus with the newest valid-after, or None."""
+        if self.archived:
+            if self.archived_signatures is None or self.accepted(self.archived_signatures):
+                return self.archived_consensus
+            return None
         served = [view.consensus for view in self.views.values()
                   if view.consensus is not None and self.accepted(view.consensus_signatures)]
         return max(served, key=lambda consensus: consensus.valid_after, default=None)

@@ -1,8 +1,11 @@
 """The agent's state between cycles and restarts, in SQLite (state_dir/agent.sqlite).
 
-Holds what the next period needs from earlier ones: each recent period's
-relays and their flags (for churn and for relays that left). Schema changes
-go through MIGRATIONS, applied in order and recorded in PRAGMA user_version.
+Holds what the next period needs from earlier ones (each recent period's
+relays and their flags, for churn and relays that left), the daemon's
+progress and health (last processed period, last success, counters, the last
+cycle's summary) and which periods a backfill has written. Schema changes go
+through MIGRATIONS, applied in order and recorded in PRAGMA user_version;
+a migration is never edited once released, only added.
 """
 
 from __future__ import annotations
@@ -19,6 +22,14 @@ MIGRATIONS = (
            valid_after INTEGER PRIMARY KEY,  -- Unix seconds
            relays BLOB NOT NULL              -- zlib'd JSON {fingerprint: "Flag Flag ..."}
        )""",
+    """CREATE TABLE agent_status (
+           key TEXT PRIMARY KEY,             -- e.g. last_processed, counter:cycle_errors
+           value TEXT NOT NULL               -- JSON
+       )""",
+    """CREATE TABLE backfilled (
+           valid_after INTEGER PRIMARY KEY,  -- a period a backfill wrote (Unix seconds)
+           written_at INTEGER NOT NULL
+       )""",
 )
 KEEP_PERIODS = 48
 
@@ -27,7 +38,10 @@ class State:
     def __init__(self, directory: Path):
         Path(directory).mkdir(parents=True, exist_ok=True)
         self.path = Path(directory) / "agent.sqlite"
-        self._db = sqlite3.connect(self.path, isolation_level=None)
+        # The daemon opens the state in the main thread and uses it from the
+        # scheduler's worker; one connection, serialised by SQLite's own
+        # locking and our transactions, is enough for one writer.
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._migrate()
 
@@ -59,3 +73,33 @@ class State:
             self._db.execute("DELETE FROM period_relays WHERE valid_after NOT IN "
                              "(SELECT valid_after FROM period_relays ORDER BY valid_after DESC LIMIT ?)",
                              (KEEP_PERIODS,))
+
+    def get(self, key: str, default=None):
+        """A JSON value of the agent's status, or ``default``."""
+        row = self._db.execute("SELECT value FROM agent_status WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def put(self, **values) -> None:
+        """Sets several status values in one transaction."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO agent_status VALUES (?, ?)",
+                                 [(key, json.dumps(value)) for key, value in values.items()])
+
+    def count(self, name: str, by: int = 1) -> int:
+        """Adds to a persistent counter and returns its new value."""
+        value = self.get(f"counter:{name}", 0) + by
+        self.put(**{f"counter:{name}": value})
+        return value
+
+    def counters(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT key, value FROM agent_status WHERE key LIKE 'counter:%'").fetchall()
+        return {key.removeprefix("counter:"): json.loads(value) for key, value in rows}
+
+    def backfilled(self) -> set[int]:
+        return {row[0] for row in self._db.execute("SELECT valid_after FROM backfilled")}
+
+    def mark_backfilled(self, valid_after: int, written_at: int) -> None:
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("INSERT OR REPLACE INTO backfilled VALUES (?, ?)", (valid_after, written_at))

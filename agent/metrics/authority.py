@@ -54,6 +54,8 @@ def fetch_points(snapshot: Snapshot, time: int) -> list[Point]:
 
 def _served_points(snapshot: Snapshot, consensus, time: int) -> list[Point]:
     """The consensus of each flavour each authority served us, against the newest one."""
+    if snapshot.archived:
+        return []  # nothing was served to us: the period came from an archive
     fetched_at = unix(snapshot.finished_at)
     latest = unix(consensus.valid_after)
     points = []

@@ -66,7 +66,12 @@ class Store:
                           self.writer.url if self.writer else None, error)
 
     def drain(self) -> tuple[int, int, str | None]:
-        """Delivers waiting periods oldest first; stops at the first that cannot be written now."""
+        """Delivers waiting periods oldest first; stops at the first that cannot be written now.
+
+        A shutdown does not interrupt it (the newest period drains last); the
+        daemon's grace time bounds it, and a period cut off mid-write is re-sent
+        next time, which the store absorbs.
+        """
         if self.writer is None:
             return 0, 0, None
         periods = lines = 0

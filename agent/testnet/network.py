@@ -164,6 +164,7 @@ def _write_files(network: Network) -> None:
         # A 10 s period leaves little room: answer well inside one period.
         "fetch": {"deadline_seconds": min(20, network.interval_seconds),
                   "timeout_seconds": min(10, network.interval_seconds / 2)},
+        "schedule": {"poll_delay_seconds": 1, "retry_seconds": 2, "grace_seconds": 10},
     }
     header = "# Written by `allium-agent testnet up`: the agent watching the private network.\n"
     (network.directory / AGENT_CONFIG).write_text(header + yaml.safe_dump(config, sort_keys=False))

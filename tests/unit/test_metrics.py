@@ -186,7 +186,9 @@ def test_every_catalogue_entry_is_emitted(hour10, hour11, descriptors):
                                                                 None, GEOIP) for name in p.fields}
     emitted |= {(p.measurement, name) for p in snapshot_points(snapshot_of(hour11, descriptors=descriptors),
                                                                  relays_of(hour10), GEOIP) for name in p.fields}
-    assert set(catalogue()) - emitted == set()
+    # allium_agent (self-monitoring) comes from the daemon's runner; its
+    # integration test holds those points against the catalogue.
+    assert {key for key in catalogue() if key[0] != "allium_agent"} - emitted == set()
 
 
 def test_no_accepted_consensus_still_records_the_fetches():

@@ -4,7 +4,7 @@ import pytest
 
 from agent.geoip import GeoIP, load_or_empty
 from agent.metrics import versions
-from agent.state import State
+from agent.state import MIGRATIONS, State
 from tests.conftest import DATA
 
 
@@ -38,4 +38,4 @@ def test_state_keeps_recent_periods_and_migrates_once(tmp_path):
     state.close()
     reopened = State(tmp_path)
     assert reopened.relays_before(300) == {"B": frozenset()}
-    assert reopened._db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert reopened._db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)

@@ -1,0 +1,214 @@
+"""Backfill: replays archived voting periods through the same metrics and store path.
+
+Documents are grouped into periods by valid-after (consensuses, microdesc
+consensuses, votes); key certificates verify every consensus they cover;
+each period gets the newest server descriptor each relay had published by
+its valid-after. Periods are replayed in time order, so churn is measured
+against the preceding period of the input. Nothing is ever sent to people:
+backfill writes points only.
+
+Resumable and idempotent: each written period is recorded in the state
+file and skipped next time unless --force; rewriting a period writes the
+same timestamps, so the store overwrites rather than duplicates.
+
+Limits of this version (not hidden): the input's documents are held in
+memory (consensuses and votes zlib'd, descriptors parsed), so import a
+CollecTor archive a month or so at a time; bandwidth files are read and
+checked but not yet used by any metric.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tqdm import tqdm
+
+from agent.archive import RawDocument, ReadReport, read_paths
+from agent.authorities import from_consensus
+from agent.config import Config
+from agent.cycle import record_period
+from agent.documents import parse_document
+from agent.errors import DocumentError
+from agent.geoip import GeoIP
+from agent.metrics import relays_of
+from agent.metrics.authority import unix
+from agent.signatures import check_signatures, trust_certificates
+from agent.snapshot import AuthorityView, DocKind, Snapshot
+from agent.state import State
+from agent.store import Store
+
+log = logging.getLogger(__name__)
+
+_VALID_AFTER = re.compile(rb"^valid-after (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)$", re.M)
+
+
+@dataclass
+class Period:
+    """The archived documents of one valid-after, kept compressed until replayed."""
+
+    valid_after: datetime
+    consensus: tuple[str, bytes] | None = None  # (name, zlib'd bytes)
+    votes: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+@dataclass
+class BackfillResult:
+    periods_found: int = 0
+    periods_written: int = 0
+    periods_already_done: int = 0
+    periods_without_consensus: int = 0
+    periods_unverified: int = 0
+    periods_rejected: list[str] = field(default_factory=list)
+    points: int = 0
+    lines_written: int = 0
+    periods_waiting: int = 0
+    documents: dict[str, int] = field(default_factory=dict)
+    read: ReadReport = field(default_factory=ReadReport)
+
+
+def backfill(paths: list[Path], config: Config, state: State, store: Store, geoip: GeoIP,
+             since: datetime | None = None, until: datetime | None = None, force: bool = False,
+             progress: bool = True) -> BackfillResult:
+    """Reads ``paths`` and writes every period in [since, until] not yet written (all with ``force``)."""
+    result = BackfillResult()
+    periods, certificates, descriptors = _gather(paths, result)
+    trusted, rejected = trust_certificates(certificates)
+    for problem in rejected:
+        result.read.problem("key certificate", problem)
+    ordered = [periods[key] for key in sorted(periods)]
+    result.periods_found = len(ordered)
+    done = state.backfilled()
+    chosen = [p for p in ordered if (since is None or p.valid_after >= since)
+              and (until is None or p.valid_after <= until)]
+    todo = [p for p in chosen if force or unix(p.valid_after) not in done]
+    result.periods_already_done = len(chosen) - len(todo)
+    result.periods_without_consensus = sum(1 for p in todo if p.consensus is None)
+    todo = [p for p in todo if p.consensus is not None]
+    descriptor_feed = _DescriptorFeed(descriptors)
+    previous: tuple[datetime, dict] | None = None
+    with tqdm(total=len(todo), unit="period", desc="backfill", disable=not progress, smoothing=0.1) as bar:
+        for period in todo:
+            previous = _replay(period, periods, previous, config, state, store, geoip, trusted,
+                               descriptor_feed, result)
+            bar.update(1)
+    return result
+
+
+def _gather(paths: list[Path], result: BackfillResult):
+    periods: dict[datetime, Period] = {}
+    certificates, descriptors = {}, []
+    counts: dict[str, int] = defaultdict(int)
+    for document in read_paths(paths, result.read):
+        counts[document.kind.value] += 1
+        if document.kind in (DocKind.CONSENSUS, DocKind.VOTE):
+            valid_after = _valid_after(document, result.read)
+            if valid_after is None:
+                continue
+            period = periods.setdefault(valid_after, Period(valid_after))
+            packed = (document.name, zlib.compress(document.raw, 1))
+            if document.kind is DocKind.CONSENSUS:
+                period.consensus = packed
+            else:
+                period.votes.append(packed)
+        elif document.kind in (DocKind.KEY_CERTIFICATES, DocKind.SERVER_DESCRIPTORS, DocKind.BANDWIDTH_FILE):
+            parsed = _parse(document, result.read)
+            if document.kind is DocKind.KEY_CERTIFICATES and parsed:
+                certificates.update((certificate.get_bytes(), certificate) for certificate in parsed)
+            elif document.kind is DocKind.SERVER_DESCRIPTORS and parsed:
+                descriptors.extend(parsed)
+        # microdesc consensuses are counted but not replayed: no metric reads them yet.
+    result.documents = dict(counts)
+    return periods, list(certificates.values()), descriptors
+
+
+def _valid_after(document: RawDocument, report: ReadReport) -> datetime | None:
+    match = _VALID_AFTER.search(document.raw[:4000])
+    if match is None:
+        report.problem(document.name, f"{document.kind.value} without a valid-after line")
+        return None
+    return datetime.strptime(match.group(1).decode(), "%Y-%m-%d %H:%M:%S")
+
+
+def _parse(document: RawDocument, report: ReadReport, raw: bytes | None = None):
+    try:
+        return parse_document(document.kind, raw if raw is not None else document.raw, document.name)
+    except DocumentError as error:
+        report.add(str(error))  # names the document already
+        return None
+
+
+class _DescriptorFeed:
+    """Newest descriptor per relay published by a time; periods must come in time order."""
+
+    def __init__(self, descriptors: list):
+        self._sorted = sorted(descriptors, key=lambda d: d.published)
+        self._next = 0
+        self.newest: dict[str, object] = {}
+
+    def until(self, moment: datetime) -> list:
+        while self._next < len(self._sorted) and self._sorted[self._next].published <= moment:
+            descriptor = self._sorted[self._next]
+            self.newest[descriptor.fingerprint] = descriptor
+            self._next += 1
+        return list(self.newest.values())
+
+
+def _replay(period: Period, periods: dict, previous, config: Config, state: State, store: Store,
+            geoip: GeoIP, trusted: dict, descriptors: _DescriptorFeed, result: BackfillResult):
+    """Writes one period; returns (valid_after, relays) for the next one's churn."""
+    name, packed = period.consensus
+    raw = zlib.decompress(packed)
+    consensus = _parse(RawDocument(name, DocKind.CONSENSUS, b""), result.read, raw)
+    if consensus is None:
+        return previous
+    authorities = from_consensus(consensus)
+    views = {authority.nickname: AuthorityView(authority) for authority in authorities}
+    for vote_name, vote_packed in period.votes:
+        vote = _parse(RawDocument(vote_name, DocKind.VOTE, b""), result.read, zlib.decompress(vote_packed))
+        voters = from_consensus(vote) if vote is not None else []
+        if voters:
+            views.setdefault(voters[0].nickname, AuthorityView(voters[0])).vote = vote
+    report = check_signatures(raw, consensus, trusted)
+    now = datetime.now(timezone.utc)
+    snapshot = Snapshot(config.vantage, now, now, authorities, views, [],
+                        server_descriptors=descriptors.until(consensus.valid_after),
+                        archived_consensus=consensus, archived_signatures=report)
+    if snapshot.latest_consensus() is None:
+        if any(check.reason == "signature does not match the document" for check in report.checks):
+            result.periods_rejected.append(f"{name}: a signature does not match the document "
+                                           f"({len(report.valid_identities)} of {len(consensus.signatures)} valid)")
+            return previous
+        # No certificate in the input covers enough signers: take the archive's word for it.
+        snapshot.archived_signatures = None
+        result.periods_unverified += 1
+    relays = relays_of(consensus)
+    saved = record_period(snapshot, config, state, store, geoip,
+                          previous=_previous_relays(period, periods, previous, consensus))
+    state.mark_backfilled(unix(consensus.valid_after), int(time.time()))
+    result.periods_written += 1
+    result.points += saved.points
+    result.lines_written += saved.lines_written
+    result.periods_waiting = saved.periods_waiting
+    return consensus.valid_after, relays
+
+
+def _previous_relays(period: Period, periods: dict, previous, consensus):
+    """Relays of the period one period length before this one, from the replay or the input."""
+    before = period.valid_after - (consensus.fresh_until - consensus.valid_after)
+    if previous is not None and previous[0] == before:
+        return previous[1]
+    earlier = periods.get(before)
+    if earlier is None or earlier.consensus is None:
+        return None  # the input lacks it: no churn for this period rather than churn against an older one
+    try:
+        return relays_of(parse_document(DocKind.CONSENSUS, zlib.decompress(earlier.consensus[1]),
+                                        earlier.consensus[0]))
+    except DocumentError:
+        return None

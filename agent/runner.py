@@ -1,0 +1,149 @@
+"""The daemon's cycle: record each new voting period exactly once, and say when to look next.
+
+Timing comes from the documents: the next period starts at the current
+consensus's fresh-until, so the next cycle runs then plus a small poll delay;
+until the new consensus is served, the cycle is retried every few seconds
+(within the period). A period already recorded is never recorded again, and
+a period that appears late (valid-after jumped by more than one period while
+the agent ran) is counted as skipped.
+
+Self-monitoring goes to the ``allium_agent`` measurement at the period's
+time, and each cycle logs one INFO summary line.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from agent.collect import collect
+from agent.config import Config
+from agent.cycle import describe, record_period
+from agent.geoip import GeoIP
+from agent.metrics.authority import unix
+from agent.metrics.points import point
+from agent.snapshot import Outcome, Snapshot
+from agent.state import State
+from agent.store import Store
+
+log = logging.getLogger(__name__)
+
+PROCESSED, NOT_YET, FAILED = "processed", "not yet", "failed"
+
+
+@dataclass(frozen=True)
+class CycleOutcome:
+    status: str
+    next_run: datetime
+    summary: dict
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class PeriodRunner:
+    """Runs one cycle at a time (a lock guards it, whatever calls it)."""
+
+    def __init__(self, config: Config, state: State, store: Store, geoip: GeoIP):
+        self.config, self.state, self.store, self.geoip = config, state, store, geoip
+        self._lock = threading.Lock()
+        self.idle = threading.Event()
+        self.idle.set()
+
+    def cycle(self, stop: threading.Event | None = None) -> CycleOutcome:
+        if not self._lock.acquire(blocking=False):
+            log.warning("a cycle is still running; not starting another")
+            return CycleOutcome(NOT_YET, utc_now() + self._retry(), {"status": "busy"})
+        self.idle.clear()
+        try:
+            return self._cycle(stop)
+        finally:
+            self.idle.set()
+            self._lock.release()
+
+    def _cycle(self, stop: threading.Event | None) -> CycleOutcome:
+        started, started_at = time.monotonic(), utc_now()
+        summary: dict = {"started_at": started_at.isoformat(timespec="seconds")}
+        try:
+            snapshot = collect(self.config, cancel=stop)
+            status, next_run = self._handle(snapshot, summary)
+        except Exception:
+            log.exception("cycle failed; the next one runs as scheduled")
+            status, next_run = FAILED, utc_now() + self._retry()
+            summary["errors"] = self.state.count("cycle_errors")
+        summary.update(status=status, duration_seconds=round(time.monotonic() - started, 3),
+                       next_run=next_run.isoformat(timespec="seconds"))
+        self.state.put(last_cycle=summary)
+        log.info("cycle %s", _summary_line(summary))
+        return CycleOutcome(status, next_run, summary)
+
+    def _handle(self, snapshot: Snapshot, summary: dict) -> tuple[str, datetime]:
+        consensus = snapshot.latest_consensus()
+        failures = sum(1 for record in snapshot.records if record.outcome is Outcome.FAILED)
+        rejected = sum(1 for record in snapshot.records if record.rejected)
+        summary.update(fetch_failures=failures, documents_rejected=rejected)
+        if consensus is None:
+            summary["problem"] = "no authority served a consensus a client would accept"
+            self.state.count("cycles_without_consensus")
+            return FAILED, utc_now() + self._retry()
+        valid_after = unix(consensus.valid_after)
+        period = unix(consensus.fresh_until) - valid_after
+        summary.update(valid_after=consensus.valid_after.isoformat(), period_seconds=period)
+        last = self.state.get("last_processed")
+        if last is not None and valid_after <= last:
+            expected = datetime.fromtimestamp(last + period, timezone.utc) + self._poll_delay()
+            return NOT_YET, min(max(expected, utc_now() + timedelta(seconds=1)), utc_now() + self._retry())
+        skipped = max(0, (valid_after - last) // period - 1) if last is not None and period > 0 else 0
+        if skipped:
+            log.warning("%d period(s) before %s were not recorded (the agent was down or late)",
+                        skipped, consensus.valid_after)
+            self.state.count("periods_skipped", skipped)
+        saved = record_period(snapshot, self.config, self.state, self.store, self.geoip)
+        self.state.put(last_processed=valid_after, last_success=unix(utc_now()), period_seconds=period)
+        processed = self.state.count("periods_processed")
+        summary.update(points=saved.points, storage=describe(saved), periods_waiting=saved.periods_waiting)
+        self._save_self_metrics(summary, saved, valid_after, processed)
+        next_run = datetime.fromtimestamp(unix(consensus.fresh_until), timezone.utc) + self._poll_delay()
+        return PROCESSED, max(next_run, utc_now() + timedelta(seconds=1))
+
+    def _save_self_metrics(self, summary: dict, saved, valid_after: int, processed: int) -> None:
+        counters = self.state.counters()
+        fields = {
+            "cycle_duration_seconds": (utc_now() - datetime.fromisoformat(summary["started_at"])).total_seconds(),
+            "last_success_seconds": unix(utc_now()),
+            "fetch_failures": summary["fetch_failures"],
+            "documents_rejected": summary["documents_rejected"],
+            "points": saved.points,
+            "points_written": saved.lines_written,
+            "outbox_periods": saved.periods_waiting,
+            "outbox_bytes": self.store.outbox.pending_bytes,
+            "periods_processed_total": processed,
+            "periods_skipped_total": counters.get("periods_skipped", 0),
+            "cycle_errors_total": counters.get("cycle_errors", 0),
+        }
+        self.store.save([point("allium_agent", {"vantage": self.config.vantage}, fields, valid_after)], valid_after)
+
+    def _poll_delay(self) -> timedelta:
+        return timedelta(seconds=self.config.schedule.poll_delay_seconds)
+
+    def _retry(self) -> timedelta:
+        return timedelta(seconds=self.config.schedule.retry_seconds)
+
+
+def _summary_line(summary: dict) -> str:
+    parts = [summary["status"], f"in {summary['duration_seconds']} s"]
+    if "valid_after" in summary:
+        parts.append(f"consensus {summary['valid_after']}")
+    for key in ("points", "fetch_failures", "documents_rejected", "periods_waiting"):
+        if key in summary:
+            parts.append(f"{key.replace('_', ' ')} {summary[key]}")
+    if "storage" in summary:
+        parts.append(summary["storage"])
+    if "problem" in summary:
+        parts.append(summary["problem"])
+    parts.append(f"next {summary['next_run']}")
+    return "; ".join(parts)
