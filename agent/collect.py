@@ -20,7 +20,8 @@ from agent.documents import parse_document
 from agent.errors import DocumentError
 from agent.fetch import PATHS, Deadline, download, new_session
 from agent.signatures import check_signatures, trust_certificates
-from agent.snapshot import AuthorityView, DocKind, FetchRecord, Outcome, Snapshot, accepted_by
+from agent.snapshot import (AuthorityView, DocKind, FetchRecord, Outcome, SignatureReport, Snapshot,
+                            accepted_by)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,28 @@ class _AuthorityJob:
         self._lock = threading.Lock()
         self._abandoned = False
 
-    def run(self, session, deadline: Deadline, timeout: float) -> None:
+    def run(self, deadline: Deadline, timeout: float) -> None:
+        """Fetches every kind in turn; never raises (a surprise is recorded on the kind in flight)."""
+        session = new_session()
+        try:
+            self._fetch_all(session, deadline, timeout)
+        except Exception as error:
+            log.exception("fetching from %s failed unexpectedly", self.authority.nickname)
+            self._record_surprise(error)
+        finally:
+            session.close()
+
+    def _record_surprise(self, error: Exception) -> None:
+        with self._lock:
+            kind = self.in_flight
+            if kind is None or self._abandoned:
+                return
+            self.records[kind] = FetchRecord(self.authority.nickname, kind, self.authority.base_url + PATHS[kind],
+                                             started_at=datetime.now(timezone.utc),
+                                             error=f"unexpected error: {type(error).__name__}: {str(error)[:200]}")
+            self.in_flight = None
+
+    def _fetch_all(self, session, deadline: Deadline, timeout: float) -> None:
         for kind in self.kinds:
             with self._lock:
                 if self._abandoned:
@@ -104,6 +126,8 @@ class _AuthorityJob:
 
     def _skip_rest(self, after: DocKind, reason: str) -> None:
         with self._lock:
+            if self._abandoned:
+                return
             for kind in self.kinds[self.kinds.index(after) + 1:]:
                 self.records[kind] = FetchRecord(
                     self.authority.nickname, kind, self.authority.base_url + PATHS[kind],
@@ -124,7 +148,16 @@ class _DescriptorJob:
         self._lock = threading.Lock()
         self._abandoned = False
 
-    def run(self, session, deadline: Deadline, timeout: float) -> None:
+    def run(self, deadline: Deadline, timeout: float) -> None:
+        session = new_session()
+        try:
+            self._fetch(session, deadline, timeout)
+        except Exception:
+            log.exception("fetching server descriptors failed unexpectedly")
+        finally:
+            session.close()
+
+    def _fetch(self, session, deadline: Deadline, timeout: float) -> None:
         while not deadline.expired():
             try:
                 authority = self.candidates.get(timeout=deadline.remaining())
@@ -171,28 +204,30 @@ def collect(config: Config, authorities: list[Authority] | None = None,
     timeout = config.fetch.timeout_seconds
     kinds = tuple(kind for kind in AUTHORITY_KINDS if kind in config.fetch.documents)
     known = list(authorities or config.authorities.bootstrap)
-    session = new_session()
     # One more worker than authorities for the server-descriptor job.
     pool = ThreadPoolExecutor(max_workers=config.fetch.max_workers + 1, thread_name_prefix="fetch")
     consensus_ok: queue.Queue = queue.Queue()
     descriptor_job = _DescriptorJob(consensus_ok)
     try:
         if DocKind.SERVER_DESCRIPTORS in config.fetch.documents:
-            descriptor_future = pool.submit(descriptor_job.run, session, deadline, timeout)
-        jobs = _run_jobs(pool, session, known, kinds, deadline, timeout, consensus_ok)
+            descriptor_future = pool.submit(descriptor_job.run, deadline, timeout)
+        jobs = _run_jobs(pool, known, kinds, deadline, timeout, consensus_ok)
         trusted = _verify(jobs, known)
         watched, changes = known, AuthorityChanges()
         if config.authorities.discover:
             watched, changes = _discover(jobs, known)
-            new = [authority for authority in watched if authority.nickname not in jobs]
-            jobs.update(_run_jobs(pool, session, new, kinds, deadline, timeout, consensus_ok))
+            # New authorities, and known ones at a new address, are fetched now.
+            fetched = {(job.authority.v3ident, job.authority.address, job.authority.dir_port) for job in jobs.values()}
+            new = [a for a in watched if (a.v3ident, a.address, a.dir_port) not in fetched]
+            for authority in new:
+                jobs.pop(authority.nickname, None)
+            jobs.update(_run_jobs(pool, new, kinds, deadline, timeout, consensus_ok))
             trusted = _verify(jobs, watched)
         consensus_ok.put(None)
         if DocKind.SERVER_DESCRIPTORS in config.fetch.documents:
             _wait(deadline, [descriptor_future])
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-        session.close()
     descriptors, descriptor_records = descriptor_job.collect()
     records = [record for job in jobs.values() for record in job.collect()] + descriptor_records
     log.debug("trusted %d signing keys", len(trusted))
@@ -208,9 +243,9 @@ def collect(config: Config, authorities: list[Authority] | None = None,
     )
 
 
-def _run_jobs(pool, session, authorities, kinds, deadline, timeout, consensus_ok) -> dict[str, _AuthorityJob]:
+def _run_jobs(pool, authorities, kinds, deadline, timeout, consensus_ok) -> dict[str, _AuthorityJob]:
     jobs = {authority.nickname: _AuthorityJob(authority, kinds, consensus_ok) for authority in authorities}
-    futures = {pool.submit(job.run, session, deadline, timeout): job for job in jobs.values()}
+    futures = {pool.submit(job.run, deadline, timeout): job for job in jobs.values()}
     done, late = _wait(deadline, futures)
     for future in late:
         futures[future].abandon()  # so nothing changes under the verification below
@@ -244,13 +279,20 @@ def _verify(jobs: dict[str, _AuthorityJob], authorities: list[Authority]) -> dic
         log.warning("rejected %s", problem)
     for job in jobs.values():
         view, raw = job.view, job.raw
-        if view.consensus is not None:
-            view.consensus_signatures = check_signatures(raw[DocKind.CONSENSUS], view.consensus, trusted)
-            _note_unsigned(job, DocKind.CONSENSUS, view.consensus_signatures, authorities)
-        if view.microdesc_consensus is not None:
-            view.microdesc_signatures = check_signatures(
-                raw[DocKind.MICRODESC_CONSENSUS], view.microdesc_consensus, trusted)
-            _note_unsigned(job, DocKind.MICRODESC_CONSENSUS, view.microdesc_signatures, authorities)
+        for kind, document_attribute, report_attribute in (
+                (DocKind.CONSENSUS, "consensus", "consensus_signatures"),
+                (DocKind.MICRODESC_CONSENSUS, "microdesc_consensus", "microdesc_signatures")):
+            document = getattr(view, document_attribute)
+            if document is None:
+                continue
+            try:
+                report = check_signatures(raw[kind], document, trusted)
+            except Exception as error:  # a document that parsed but has no signable portion
+                log.warning("cannot check the signatures of the %s from %s: %s", kind.value,
+                            job.authority.nickname, error)
+                report = SignatureReport({}, ())
+            setattr(view, report_attribute, report)
+            _note_unsigned(job, kind, report, authorities)
     return trusted
 
 

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
 import requests
+import urllib3
 
 from agent import __version__
 from agent.authorities import Authority
@@ -33,6 +34,12 @@ PATHS = {
 }
 
 _CHUNK_BYTES = 64 * 1024
+#: All server descriptors of the live network are ~20 MiB uncompressed.
+MAX_DOCUMENT_BYTES = 128 * 2**20
+
+
+class TooLarge(Exception):
+    """A reply grew past MAX_DOCUMENT_BYTES."""
 
 
 class Deadline:
@@ -92,7 +99,8 @@ def download(session: requests.Session, authority: Authority, kind: DocKind,
             record.clock_skew_seconds = _clock_skew(response.headers.get("Date"), started, answered)
             body = _read_body(response, deadline, started + budget)
             record.wire_bytes = response.raw.tell()
-    except (requests.exceptions.RequestException, TimeoutError) as error:
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError, TooLarge) as error:
+        # read1() raises urllib3's own errors (truncated body, stalled read, bad gzip), not requests'.
         record.latency_seconds = time.monotonic() - started
         record.error = _describe_failure(error, record.latency_seconds)
         return Download(record)
@@ -108,12 +116,15 @@ def _read_body(response: requests.Response, deadline: Deadline, give_up_at: floa
     few bytes at a time is cut off at the deadline instead of holding the
     worker until a full chunk has arrived (``iter_content`` would block).
     """
-    chunks = []
+    chunks, size = [], 0
     while True:
         chunk = response.raw.read1(_CHUNK_BYTES, decode_content=True)
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_DOCUMENT_BYTES:
+            raise TooLarge(f"document larger than {MAX_DOCUMENT_BYTES // 2**20} MiB")
         if deadline.expired() or time.monotonic() > give_up_at:
             raise TimeoutError
 
@@ -152,6 +163,8 @@ def _clock_skew(date_header: str | None, started: float, answered: float) -> flo
 def _describe_failure(error: Exception, elapsed: float) -> str:
     """A short, stable description of why a download failed."""
     text = f"{type(error).__name__}: {error}"
+    if isinstance(error, TooLarge):
+        return str(error)
     if isinstance(error, (TimeoutError, requests.exceptions.Timeout)) or "timed out" in text:
         return f"timed out after {elapsed:.1f} s"
     for marker, message in (
@@ -159,7 +172,8 @@ def _describe_failure(error: Exception, elapsed: float) -> str:
         ("Connection reset", "connection reset by peer"),
         ("RemoteDisconnected", "closed the connection without replying"),
         ("IncompleteRead", "closed the connection mid-document (truncated)"),
-        ("ContentDecodingError", "the compressed body does not decode"),
+        ("ProtocolError", "the connection broke mid-document"),
+        ("DecodeError", "the compressed body does not decode"),
     ):
         if marker in text:
             return message

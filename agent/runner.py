@@ -50,6 +50,7 @@ class PeriodRunner:
 
     def __init__(self, config: Config, state: State, store: Store, geoip: GeoIP):
         self.config, self.state, self.store, self.geoip = config, state, store, geoip
+        self.authorities = list(config.authorities.bootstrap)
         self._lock = threading.Lock()
         self.idle = threading.Event()
         self.idle.set()
@@ -69,7 +70,9 @@ class PeriodRunner:
         started, started_at = time.monotonic(), utc_now()
         summary: dict = {"started_at": started_at.isoformat(timespec="seconds")}
         try:
-            snapshot = collect(self.config, cancel=stop)
+            snapshot = collect(self.config, self.authorities, cancel=stop)
+            if snapshot.latest_consensus() is not None:
+                self.authorities = snapshot.authorities  # discovery carries over to the next cycle
             status, next_run = self._handle(snapshot, summary)
         except Exception:
             log.exception("cycle failed; the next one runs as scheduled")
@@ -89,6 +92,9 @@ class PeriodRunner:
         if consensus is None:
             summary["problem"] = "no authority served a consensus a client would accept"
             self.state.count("cycles_without_consensus")
+            # The fetch records still become points (at the fetch time): an outage must show.
+            saved = record_period(snapshot, self.config, self.state, self.store, self.geoip)
+            summary.update(points=saved.points, storage=describe(saved))
             return FAILED, utc_now() + self._retry()
         valid_after = unix(consensus.valid_after)
         period = unix(consensus.fresh_until) - valid_after

@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from agent.snapshot import SignatureCheck, SignatureReport
 
 _HASHES = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
+#: Authorities have cross-certified their signing keys since tor 0.2.0 (2008).
+CROSSCERT_REQUIRED_FROM = datetime(2009, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -72,31 +74,48 @@ def _recover(key: rsa.RSAPublicKey, signature_block: str) -> bytes | None:
 
 
 def trust_certificates(certificates) -> tuple[dict[tuple[str, str], TrustedKey], list[str]]:
-    """Checks each stem KeyCertificate; returns trusted keys by (identity, key digest) and rejections."""
+    """Checks each stem KeyCertificate; returns trusted keys by (identity, key digest) and rejections.
+
+    A certificate that cannot be checked is rejected with a reason; it never
+    raises, so one odd certificate cannot stop a cycle.
+    """
     trusted, rejected = {}, []
     for certificate in certificates:
         try:
-            identity_key = _load_key(certificate.identity_key)
-            signing_key = _load_key(certificate.signing_key)
-        except (ValueError, TypeError) as error:
-            rejected.append(f"certificate {certificate.fingerprint}: unreadable key ({error})")
-            continue
-        if _key_digest(identity_key) != certificate.fingerprint:
-            rejected.append(f"certificate {certificate.fingerprint}: identity key does not match fingerprint")
-            continue
-        raw = certificate.get_bytes()
-        content = signed_portion(raw, b"dir-key-certificate-version", b"\ndir-key-certification\n")
-        if _recover(identity_key, certificate.certification) != hashlib.sha1(content).digest():
-            rejected.append(f"certificate {certificate.fingerprint}: certification signature does not verify")
-            continue
-        key = TrustedKey(certificate.fingerprint, _key_digest(signing_key), signing_key, certificate.expires)
-        trusted[(key.identity, key.key_digest)] = key
+            key = _check_certificate(certificate)
+        except Exception as error:  # malformed keys, missing lines, odd whitespace
+            key = f"cannot be checked ({type(error).__name__}: {str(error)[:100]})"
+        if isinstance(key, str):
+            rejected.append(f"certificate {certificate.fingerprint}: {key}")
+        else:
+            trusted[(key.identity, key.key_digest)] = key
     return trusted, rejected
+
+
+def _check_certificate(certificate) -> TrustedKey | str:
+    """The certificate's signing key if every check passes, else why not (dir-spec 3.1)."""
+    identity_key = _load_key(certificate.identity_key)
+    signing_key = _load_key(certificate.signing_key)
+    if _key_digest(identity_key) != certificate.fingerprint:
+        return "identity key does not match fingerprint"
+    identity_der = identity_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
+    # The signing key signs the identity key's digest, so a signing key cannot be re-used under
+    # another identity. Certificates from before tor 0.2.0 (2008) have no cross-certificate.
+    if certificate.crosscert is None:
+        if certificate.published >= CROSSCERT_REQUIRED_FROM:
+            return "no cross-certificate (dir-key-crosscert)"
+    elif _recover(signing_key, certificate.crosscert) != hashlib.sha1(identity_der).digest():
+        return "cross-certificate (dir-key-crosscert) does not verify"
+    content = signed_portion(certificate.get_bytes(), b"dir-key-certificate-version", b"\ndir-key-certification")
+    content += certificate.get_bytes()[len(content):].split(b"\n", 1)[0] + b"\n"
+    if _recover(identity_key, certificate.certification) != hashlib.sha1(content).digest():
+        return "certification signature does not verify"
+    return TrustedKey(certificate.fingerprint, _key_digest(signing_key), signing_key, certificate.expires)
 
 
 def check_signatures(raw: bytes, document, trusted: dict[tuple[str, str], TrustedKey]) -> SignatureReport:
     """Verifies every ``directory-signature`` of a parsed consensus ``document`` whose bytes are ``raw``."""
-    content = signed_portion(raw, b"network-status-version", b"directory-signature ")
+    content = signed_portion(raw, b"network-status-version", b"\ndirectory-signature ")
     digests = {name: digest(content).digest() for name, digest in _HASHES.items()}
     checks = []
     for signature in document.signatures:

@@ -20,17 +20,22 @@ UNKNOWN = "unknown"
 
 STATUSES = (RECOMMENDED, EXPERIMENTAL, NEW_IN_SERIES, OBSOLETE, UNRECOMMENDED, UNKNOWN)
 
-_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:\.(\d+))?")
+_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:\.(\d+))?(?:-(\w+))?")
+#: tor orders pre-releases before the release of the same number (versions.c).
+_STATUS_RANK = {"dev": 0, "alpha": 1, "beta": 2, "rc": 3}
+_RELEASE = 4
 
 
-def parse_version(text: str | None) -> tuple[int, int, int, int] | None:
-    """'0.4.8.9' or '0.4.9.1-alpha' -> (0, 4, 8, 9); None if unreadable."""
+def parse_version(text: str | None) -> tuple[int, int, int, int, int] | None:
+    """'0.4.8.9' -> (0, 4, 8, 9, 4); '0.4.9.1-alpha' -> (0, 4, 9, 1, 1); None if unreadable."""
     if not text:
         return None
     match = _VERSION.match(text.strip())
     if not match:
         return None
-    return tuple(int(part or 0) for part in match.groups())
+    *numbers, status = match.groups()
+    rank = _RELEASE if status is None else _STATUS_RANK.get(status.lower(), 0)
+    return (*(int(part or 0) for part in numbers), rank)
 
 
 def series(text: str | None) -> str:

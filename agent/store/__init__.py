@@ -15,7 +15,7 @@ from pathlib import Path
 from agent.errors import StoreError
 from agent.metrics.points import Point
 from agent.store.lineprotocol import encode_all
-from agent.store.outbox import Outbox
+from agent.store.outbox import Outbox, fsync_directory
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,10 @@ class Store:
         lines = encode_all(points)
         stored = self.outbox.append(lines, period_time)
         written, written_lines, error = self.drain()
+        if not stored and written:  # the drain made room
+            stored = self.outbox.append(lines, period_time)
+            more, more_lines, error = self.drain()
+            written, written_lines = written + more, written_lines + more_lines
         return SaveResult(len(lines), stored, written, written_lines, self.outbox.records,
                           self.writer.url if self.writer else None, error)
 
@@ -91,6 +95,10 @@ class Store:
 
     def _reject(self, record, error: StoreError) -> None:
         """A period the TSDB will never accept is kept aside for a person, not retried forever."""
-        path = self.outbox.directory / f"rejected-{record.time}.lp"
-        path.write_text("\n".join(record.lines) + "\n")
+        path = self.outbox.directory / f"rejected-{record.time}-{record.start}.lp"
+        with open(path, "w") as kept:  # durable before the outbox forgets the record
+            kept.write("\n".join(record.lines) + "\n")
+            kept.flush()
+            os.fsync(kept.fileno())
+        fsync_directory(self.outbox.directory)
         log.error("the TSDB rejected period %d for good (%s); its lines are in %s", record.time, error, path)

@@ -51,7 +51,7 @@ class InfluxWriter:
             try:
                 self.retry.call(lambda: self._write_batch(batch), _retryable, f"write to {self.url}")
             except ApiException as error:
-                permanent = not _retryable(error)
+                permanent = error.status in DATA_REJECTED
                 hint = " (is the token set?)" if error.status in (401, 403) else ""
                 raise StoreError(f"{self.url} refused the write: HTTP {error.status} "
                                  f"{(error.body or error.reason or '')[:200]}{hint}", permanent=permanent) from None
@@ -60,6 +60,12 @@ class InfluxWriter:
 
     def _write_batch(self, batch: list[str]) -> None:
         self._api.write(bucket=self.bucket, org=self.org, record=batch, write_precision=WritePrecision.S)
+
+
+#: Statuses that say the data itself is unacceptable; retrying cannot help, so
+#: the period is set aside. Anything else (401/403 token, 404 bucket, 5xx)
+#: may be fixed by a person or by time, so the period stays in the outbox.
+DATA_REJECTED = {400, 413, 422}
 
 
 def _retryable(error: Exception) -> bool:

@@ -12,7 +12,9 @@ Files in the outbox directory:
   outbox.offset  where undelivered records start (replaced atomically)
   outbox.lock    held (flock) by the one process using the outbox
 A damaged tail (a crash mid-append) is reported, moved aside to
-``outbox.damaged-<time>`` and cut off; every intact record before it is kept.
+``outbox.damaged-<time>-at-<byte>`` and cut off; every intact record before
+it is kept. (Damage in the middle is treated the same way: the records after
+it are kept aside in that file, not re-sent. Not resynchronised yet.)
 """
 
 from __future__ import annotations
@@ -79,9 +81,14 @@ class Outbox:
                       self.pending_bytes, self.max_bytes, _when(period_time), len(lines))
             return False
         with open(self.data_path, "ab") as data:
-            data.write(record)
-            data.flush()
-            os.fsync(data.fileno())
+            size_before = data.tell()
+            try:
+                data.write(record)
+                data.flush()
+                os.fsync(data.fileno())
+            except OSError as error:  # disk full, I/O error: leave no partial record behind
+                data.truncate(size_before)
+                raise StoreError(f"cannot append to {self.data_path}: {error.strerror or error}") from None
         self.records += 1
         if self.pending_bytes > WARN_FILL_RATIO * self.max_bytes:
             log.warning("outbox %.0f%% full (%d periods waiting); the TSDB is not taking writes",
@@ -89,7 +96,7 @@ class Outbox:
         return True
 
     def pending(self) -> Iterator[PendingRecord]:
-        """Undelivered records, oldest first."""
+        """Undelivered records, oldest first; stops (with an error) at a record that fails its checks."""
         with open(self.data_path, "rb") as data:
             data.seek(self._offset)
             position = self._offset
@@ -97,8 +104,12 @@ class Outbox:
                 header = data.read(HEADER.size)
                 if len(header) < HEADER.size:
                     return
-                _, length, _, period_time = HEADER.unpack(header)
+                magic, length, checksum, period_time = HEADER.unpack(header)
                 payload = data.read(length)
+                if magic != MAGIC or len(payload) < length or zlib.crc32(payload) != checksum:
+                    log.error("outbox record at byte %d fails its checks; it is set aside at the next start",
+                              position)
+                    return
                 end = position + HEADER.size + length
                 yield PendingRecord(position, end, period_time, zlib.decompress(payload).decode().split("\n"))
                 position = end
@@ -125,7 +136,11 @@ class Outbox:
                       self.offset_path)
             return 0
         if offset > self.data_path.stat().st_size:
-            return 0  # the data file was emptied after a full drain
+            # The data file was emptied after a full drain but the crash came
+            # before the offset was reset: reset it durably now, or later
+            # appends would be taken as delivered.
+            self._write_offset(0)
+            return 0
         return offset
 
     def _write_offset(self, offset: int) -> None:
@@ -135,11 +150,7 @@ class Outbox:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, self.offset_path)
-        directory = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        fsync_directory(self.directory)
         self._offset = offset
 
     def _recover(self) -> int:
@@ -160,14 +171,27 @@ class Outbox:
         return records
 
     def _set_aside(self, position: int, size: int, problem: str, intact: int) -> None:
-        damaged = self.directory / f"outbox.damaged-{int(time.time())}"
+        damaged = self.directory / f"outbox.damaged-{time.time_ns()}-at-{position}"
         with open(self.data_path, "r+b") as data:
             data.seek(position)
-            damaged.write_bytes(data.read())
+            with open(damaged, "wb") as kept:  # durable before the data file is cut
+                kept.write(data.read())
+                kept.flush()
+                os.fsync(kept.fileno())
+            fsync_directory(self.directory)
             data.truncate(position)
             os.fsync(data.fileno())
         log.error("outbox record at byte %d is damaged (%s): kept %d intact periods, moved the last %d bytes to %s",
                   position, problem, intact, size - position, damaged)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Makes a rename or a new file in ``directory`` durable."""
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def _check_record(data, available: int) -> str | None:

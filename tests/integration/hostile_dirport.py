@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from tests.conftest import read_data
 
-BEHAVIOURS = ("healthy", "busy", "hang", "trickle", "garbage", "truncated", "wrong-type")
+BEHAVIOURS = ("healthy", "busy", "hang", "trickle", "garbage", "truncated", "wrong-type", "short")
 
 
 def _documents() -> dict[str, bytes]:
@@ -56,6 +56,14 @@ class _Handler(BaseHTTPRequestHandler):
                     }.get(self.path, server.documents["/tor/server/all"])
         if behaviour == "trickle":
             return self._trickle(body)
+        if behaviour == "short":  # promises more than it sends, then hangs up
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body) + 5000))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
         return self._reply(200, body)
 
     def _reply(self, status: int, body: bytes, reason: str | None = None):

@@ -26,8 +26,9 @@ DEADLINE, TIMEOUT = 5.0, 2.0
 IDENTS = ["14C131DFC5C6F93646BE72FA1401C02A8DF2E8B4", "23D15D965BC35114467363C165C4F724B64B4F66",
           "27102BC123E7AF1D4741AE047E160C91ADC76B21", "0232AF901C31A04EE9848595AF9BB7620D4C5B2E",
           "49015F787433103580E3B66A1707A00E60F2D15B", "E8A9C45EDE6D711294FADF8E7951F4DE6CA56B58",
-          "ED03BB616EB2F60BEC80151114BB25CEF515B226", "D586D18309DED4CD6D57C18FDB97EFA96D330566"]
-BEHAVIOURS = ["healthy", "busy", "hang", "trickle", "garbage", "truncated", "wrongtype"]
+          "ED03BB616EB2F60BEC80151114BB25CEF515B226", "D586D18309DED4CD6D57C18FDB97EFA96D330566",
+          "EFCBE720AB3A82B99F9E953CD5BF50F7EEFC7B97"]
+BEHAVIOURS = ["healthy", "busy", "hang", "trickle", "garbage", "truncated", "wrongtype", "short"]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def hostile_config(tmp_path_factory):
         server.__enter__()
     bootstrap = [{"nickname": name, "v3ident": ident, "address": "127.0.0.1", "dir_port": server.port}
                  for name, ident, server in zip(BEHAVIOURS, IDENTS, servers)]
-    bootstrap.append({"nickname": "refused", "v3ident": IDENTS[7], "address": "127.0.0.1",
+    bootstrap.append({"nickname": "refused", "v3ident": IDENTS[8], "address": "127.0.0.1",
                       "dir_port": refused_port()})
     path = tmp_path_factory.mktemp("hostile") / "agent.yaml"
     # discover off: the real consensus lists the real authorities' addresses,
@@ -63,7 +64,7 @@ def record(snapshot, authority, kind):
 
 def test_cycle_finishes_within_its_deadline(snapshot):
     assert (snapshot.finished_at - snapshot.started_at).total_seconds() < DEADLINE + 1.5
-    assert len(snapshot.records) >= 8 * 5
+    assert len(snapshot.records) >= 9 * 5
 
 
 def test_healthy_authority_is_intact(snapshot):
@@ -137,3 +138,10 @@ def test_once_cli_prints_the_table_and_json(hostile_config, capsys):
     assert "refused: key-certificates: connection refused" in table
     assert cli.main(["once", "--config", str(hostile_config), "--json"]) == 0
     jsonschema.validate(json.loads(capsys.readouterr().out), SCHEMA)
+
+
+def test_a_reply_shorter_than_promised_is_a_clear_failure(snapshot):
+    short = record(snapshot, "short", DocKind.KEY_CERTIFICATES)
+    assert short.outcome is Outcome.FAILED and short.status == 200
+    assert short.error in ("the connection broke mid-document", "closed the connection mid-document (truncated)")
+    assert snapshot.views["short"].key_certificates == []

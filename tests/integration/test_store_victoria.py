@@ -158,3 +158,33 @@ def test_kill_during_drain_then_restart_delivers_each_period_once(victoria, tmp_
           f"{len(expected)} samples, one per period")
     at = expected[-1] / 1000
     assert victoria.query("count(count_over_time(tor_relay_weight[2d]) == 30)", at=at)[0]["value"][1] == "6433"
+
+
+def test_refused_credentials_keep_every_period_in_the_outbox(tmp_path, real_points):
+    from tests.integration.victoria import VictoriaMetrics
+
+    guarded = VictoriaMetrics(tmp_path / "vmdata", ("-httpAuth.username=u", "-httpAuth.password=p")).start()
+    try:
+        config = load_config(write_config(tmp_path / "agent.yaml", guarded.url), environ={})
+        store = Store.from_config(config)
+        first = store.save(real_points, real_points[0].time)
+        second = store.save(real_points, real_points[0].time + 3600)
+        store.close()
+    finally:
+        guarded.stop()
+    assert "HTTP 401" in first.error and "(is the token set?)" in first.error
+    assert (second.periods_waiting, second.lines_written) == (2, 0)
+    assert not list((tmp_path / "state" / "outbox").glob("rejected-*"))
+
+
+def test_a_full_outbox_makes_room_by_draining_first(victoria, tmp_path, real_points):
+    config = load_config(write_config(tmp_path / "agent.yaml", victoria.url), environ={})
+    store = Store.from_config(config)
+    store.writer, writer = None, store.writer  # the TSDB is unreachable for a while
+    first = store.save(real_points, real_points[0].time)
+    store.outbox.max_bytes = store.outbox.pending_bytes + 100  # no room for a second period
+    assert not store.outbox.append(encode_all(real_points), real_points[0].time + 3600)
+    store.writer = writer  # the TSDB is back
+    second = store.save(real_points, real_points[0].time + 3600)
+    store.close()
+    assert first.stored and second.stored and second.periods_written == 2 and second.periods_waiting == 0

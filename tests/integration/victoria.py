@@ -28,11 +28,11 @@ class VictoriaMetrics:
     -retentionPeriod 100y: backfilled history from 2016-2020 is kept.
     """
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, extra_flags: tuple[str, ...] = ()):
         binary = shutil.which("victoria-metrics")
         if binary is None:
             raise RuntimeError("victoria-metrics is not installed (apt-get install victoria-metrics)")
-        self.binary, self.data_dir = binary, Path(data_dir)
+        self.binary, self.data_dir, self.extra_flags = binary, Path(data_dir), tuple(extra_flags)
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
@@ -42,11 +42,11 @@ class VictoriaMetrics:
         self.process = subprocess.Popen(
             [self.binary, f"-httpListenAddr=127.0.0.1:{self.port}", f"-storageDataPath={self.data_dir}",
              "-search.latencyOffset=0s", "-dedup.minScrapeInterval=1s", "-retentionPeriod=100y",
-             "-loggerLevel=WARN"], stdout=log, stderr=subprocess.STDOUT)
+             "-loggerLevel=WARN", *self.extra_flags], stdout=log, stderr=subprocess.STDOUT)
         end = time.monotonic() + 30
         while time.monotonic() < end:
             try:
-                if requests.get(f"{self.url}/health", timeout=1).status_code == 200:
+                if requests.get(f"{self.url}/health", timeout=1).status_code in (200, 401):
                     return self
             except requests.RequestException:
                 time.sleep(0.1)

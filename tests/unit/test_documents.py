@@ -57,3 +57,19 @@ def test_garbage_is_rejected_for_every_kind(raw):
     for kind in DocKind:
         with pytest.raises(DocumentError, match=f"^{kind.value} from x: "):
             parse_document(kind, raw, "x")
+
+
+def test_inputs_stem_would_hang_on_or_explode_with_are_refused(consensus_bytes):
+    versioned_without_terminator = b"1700000000\nversion=1.4.0\nbw=1 node_id=$AA\n"
+    with pytest.raises(DocumentError, match="no header terminator line"):
+        parse_document(DocKind.BANDWIDTH_FILE, versioned_without_terminator, "x")
+    wide = consensus_bytes.replace(b"\npr Cons=1-2 ", b"\npr Cons=1-2000000000 ", 1)
+    assert wide != consensus_bytes
+    with pytest.raises(DocumentError, match="protocol range 1-2000000000 is implausibly wide"):
+        parse_document(DocKind.CONSENSUS, wide, "x")
+
+
+def test_any_parser_exception_becomes_a_named_document_error(consensus_bytes):
+    huge_timestamp = b"9" * 40 + b"\nbw=1 node_id=$" + b"A" * 40 + b"\n"
+    with pytest.raises(DocumentError, match="^bandwidth-file from x: "):
+        parse_document(DocKind.BANDWIDTH_FILE, huge_timestamp, "x")

@@ -64,7 +64,9 @@ def _stand_in(real, fingerprint=None, raw=None):
     class StandIn:
         identity_key = real.identity_key
         signing_key = real.signing_key
+        crosscert = real.crosscert
         certification = real.certification
+        published = real.published
         expires = real.expires
 
         def get_bytes(self):
@@ -84,3 +86,21 @@ def test_forged_certificates_are_not_trusted(certificates):
     trusted, rejected = trust_certificates([_stand_in(real, raw=altered)])
     assert trusted == {}
     assert rejected == [f"certificate {real.fingerprint}: certification signature does not verify"]
+
+
+def test_cross_certificate_binds_signing_key_to_identity(certificates):
+    real, other = certificates[0], certificates[1]
+    swapped = _stand_in(real)
+    swapped.crosscert = other.crosscert  # another authority's cross-certificate
+    trusted, rejected = trust_certificates([swapped])
+    assert trusted == {} and rejected == [f"certificate {real.fingerprint}: cross-certificate (dir-key-crosscert) "
+                                          "does not verify"]
+    missing = _stand_in(real)
+    missing.crosscert = None
+    assert trust_certificates([missing])[1] == [f"certificate {real.fingerprint}: no cross-certificate (dir-key-crosscert)"]
+
+
+def test_odd_certificates_are_rejected_not_raised(certificates):
+    broken = _stand_in(certificates[0], raw=b"no certificate here")
+    trusted, rejected = trust_certificates([broken])
+    assert trusted == {} and "cannot be checked" in rejected[0]

@@ -24,6 +24,7 @@ def test_geoip_bad_line_names_file_and_line(tmp_path):
 @pytest.mark.parametrize("version, status", [
     ("0.4.8.9", "recommended"), ("0.4.8.8", "obsolete"), ("0.4.9.2-alpha", "experimental"),
     ("0.4.8.11", "new_in_series"), ("0.4.9.0", "unrecommended"), (None, "unknown"), ("garbage", "unknown"),
+    ("0.4.8.10-rc", "unrecommended"), ("0.4.9.1-alpha", "recommended"), ("0.4.9.1", "experimental"),
 ])
 def test_version_status_like_tor(version, status):
     assert versions.classify(version, ("0.4.8.9", "0.4.8.10", "0.4.9.1-alpha")) == status

@@ -128,3 +128,20 @@ def test_full_outbox_refuses_loudly_and_keeps_what_it_has(tmp_path, caplog):
     assert not outbox.append([os.urandom(400).hex()], 2)
     assert "outbox full" in caplog.text and "NOT stored" in caplog.text
     assert [time for time, _ in periods(outbox)] == [1]
+
+
+def test_a_crash_between_emptying_and_resetting_the_offset_loses_nothing(tmp_path):
+    outbox = Outbox(tmp_path, max_bytes=10_000_000)
+    outbox.append(["tor_network relays=1 1"], 1)
+    outbox.close()
+    data, offset = tmp_path / "outbox.data", tmp_path / "outbox.offset"
+    stale = data.stat().st_size
+    data.write_bytes(b"")  # emptied after a full drain ...
+    offset.write_text(f"{stale}\n")  # ... but the crash came before the offset was reset
+    reopened = Outbox(tmp_path, max_bytes=10_000_000)
+    assert offset.read_text().strip() == "0"
+    for hour in range(2, 6):  # more than the stale offset's worth of new data
+        reopened.append([f"tor_network relays={hour} {hour}"], hour)
+    reopened.close()
+    again = Outbox(tmp_path, max_bytes=10_000_000)
+    assert [time for time, _ in periods(again)] == [2, 3, 4, 5]
