@@ -10,8 +10,8 @@ with_tests=0
 [ "${1:-}" = "--test" ] && with_tests=1
 
 packages=(tor tor-geoipdb python3-venv python3-pip ca-certificates)
-# The tests also start a real VictoriaMetrics on 127.0.0.1.
-[ "$with_tests" -eq 1 ] && packages+=(victoria-metrics)
+# The tests also start a real VictoriaMetrics on 127.0.0.1 and verify the systemd unit.
+[ "$with_tests" -eq 1 ] && packages+=(victoria-metrics systemd)
 
 sudo_cmd=()
 [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
