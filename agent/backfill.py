@@ -160,14 +160,19 @@ class _DescriptorFeed:
         return list(self.newest.values())
 
 
-def _replay(period: Period, periods: dict, previous, config: Config, state: State, store: Store,
-            geoip: GeoIP, trusted: dict, descriptors: _DescriptorFeed, result: BackfillResult):
-    """Writes one period; returns (valid_after, relays) for the next one's churn."""
+def archived_snapshot(period: Period, config: Config, trusted: dict, descriptors: list,
+                      result: BackfillResult) -> Snapshot | None:
+    """The Snapshot of an archived period: its consensus, its votes in their authorities' views.
+
+    None if the consensus is unusable: unparseable, or a signature provably does
+    not match it. Without certificates for enough signers it is taken as archived
+    (counted as unverified).
+    """
     name, packed = period.consensus
     raw = zlib.decompress(packed)
     consensus = _parse(RawDocument(name, DocKind.CONSENSUS, b""), result.read, raw)
     if consensus is None:
-        return previous
+        return None
     authorities = from_consensus(consensus)
     views = {authority.nickname: AuthorityView(authority) for authority in authorities}
     for vote_name, vote_packed in period.votes:
@@ -177,17 +182,38 @@ def _replay(period: Period, periods: dict, previous, config: Config, state: Stat
             views.setdefault(voters[0].nickname, AuthorityView(voters[0])).vote = vote
     report = check_signatures(raw, consensus, trusted)
     now = datetime.now(timezone.utc)
-    snapshot = Snapshot(config.vantage, now, now, authorities, views, [],
-                        server_descriptors=descriptors.until(consensus.valid_after),
+    snapshot = Snapshot(config.vantage, now, now, authorities, views, [], server_descriptors=descriptors,
                         archived_consensus=consensus, archived_signatures=report)
     if snapshot.latest_consensus() is None:
         if any(check.reason == "signature does not match the document" for check in report.checks):
             result.periods_rejected.append(f"{name}: a signature does not match the document "
                                            f"({len(report.valid_identities)} of {len(consensus.signatures)} valid)")
-            return previous
-        # No certificate in the input covers enough signers: take the archive's word for it.
+            return None
         snapshot.archived_signatures = None
         result.periods_unverified += 1
+    return snapshot
+
+
+def newest_snapshot(paths: list[Path], config: Config) -> tuple[Snapshot | None, BackfillResult]:
+    """The newest period with a consensus in ``paths``, as a Snapshot (for ``check --from``)."""
+    result = BackfillResult()
+    periods, certificates, descriptors = _gather(paths, result)
+    trusted, _ = trust_certificates(certificates)
+    with_consensus = [periods[key] for key in sorted(periods) if periods[key].consensus is not None]
+    if not with_consensus:
+        return None, result
+    newest = with_consensus[-1]
+    return archived_snapshot(newest, config, trusted, _DescriptorFeed(descriptors).until(newest.valid_after),
+                             result), result
+
+
+def _replay(period: Period, periods: dict, previous, config: Config, state: State, store: Store,
+            geoip: GeoIP, trusted: dict, descriptors: _DescriptorFeed, result: BackfillResult):
+    """Writes one period; returns (valid_after, relays) for the next one's churn."""
+    snapshot = archived_snapshot(period, config, trusted, descriptors.until(period.valid_after), result)
+    if snapshot is None:
+        return previous
+    consensus = snapshot.archived_consensus
     relays = relays_of(consensus)
     saved = record_period(snapshot, config, state, store, geoip,
                           previous=_previous_relays(period, periods, previous, consensus))

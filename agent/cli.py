@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--config", help="config file (default: $ALLIUM_AGENT_CONFIG or the defaults)")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
 
+    checks = commands.add_parser("check", help="run the consensus-health checks now (or on files) and list findings")
+    checks.add_argument("--config", help="config file (default: $ALLIUM_AGENT_CONFIG or the defaults)")
+    checks.add_argument("--from", dest="paths", nargs="+", metavar="PATH",
+                        help="judge the newest period in these files instead of fetching")
+    checks.add_argument("--json", action="store_true", help="print the findings as JSON")
+
     backfill = commands.add_parser("backfill", help="replay archived periods (CollecTor files, tarballs) into the store")
     backfill.add_argument("paths", nargs="+", help="files, directories or .tar/.tar.xz archives")
     backfill.add_argument("--config", help="config file (default: $ALLIUM_AGENT_CONFIG or the defaults)")
@@ -103,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(arguments)
         if arguments.command == "backfill":
             return _backfill(arguments)
+        if arguments.command == "check":
+            return _check(arguments)
         if arguments.command == "status":
             return _status(arguments)
         return _testnet(arguments)
@@ -228,6 +236,43 @@ def _backfill(arguments) -> int:
     for problem in problems:
         print(f"problem: {problem}")
     return EXIT_PROBLEM if problems else EXIT_OK
+
+
+def _check(arguments) -> int:
+    from agent.checks.evaluate import evaluate
+    from agent.config import load_config
+
+    config = load_config(arguments.config)
+    if arguments.paths:
+        from agent.backfill import newest_snapshot
+
+        snapshot, read = newest_snapshot([Path(p) for p in arguments.paths], config)
+        for problem in read.read.unreadable:
+            print(f"problem: {problem}", file=sys.stderr)
+        if snapshot is None:
+            print("no usable consensus in the files", file=sys.stderr)
+            return EXIT_CONFIG
+        consensus = snapshot.latest_consensus()
+        findings = evaluate(snapshot, config, now=consensus.valid_after + (consensus.fresh_until - consensus.valid_after) / 2)
+    else:
+        from agent.collect import collect
+
+        snapshot = collect(config)
+        findings = evaluate(snapshot, config)
+    active = [f for f in findings if not f.silenced_by]
+    if arguments.json:
+        print(json.dumps({"valid_after": str(snapshot.valid_after) if snapshot.valid_after else None,
+                          "findings": [f.as_dict() for f in findings]}, indent=2))
+    else:
+        for finding in findings:
+            muted = f" [silenced: {finding.silenced_by}]" if finding.silenced_by else ""
+            print(f"[{finding.severity}] {finding.check}: {finding.description}{muted}")
+        counts = {s: sum(1 for f in active if f.severity == s) for s in ("critical", "warning", "info")}
+        print(f"{len(findings)} findings ({counts['critical']} critical, {counts['warning']} warning, "
+              f"{counts['info']} info, {len(findings) - len(active)} silenced)")
+    if any(f.severity == "critical" for f in active):
+        return 2
+    return 1 if any(f.severity == "warning" for f in active) else EXIT_OK
 
 
 def _status(arguments) -> int:

@@ -14,6 +14,8 @@ import math
 import os
 import socket
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
@@ -64,6 +66,13 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class ChecksConfig:
+    thresholds: dict
+    disabled: frozenset[str]
+    silences: tuple  # of agent.checks.Silence
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     geoip_file: str | None
     operators_top_n: int
@@ -80,6 +89,7 @@ class Config:
     store: StoreConfig
     metrics: MetricsConfig
     schedule: ScheduleConfig
+    checks: ChecksConfig
 
 
 class _Invalid(ValueError):
@@ -147,6 +157,42 @@ def _non_negative_number(value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise _Invalid(f"must be a number >= 0, got {_describe(value)}")
     return float(value)
+
+
+def _names(value):
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise _Invalid(f"must be a list of names, got {_describe(value)}")
+    return tuple(value)
+
+
+def _ratio(value):
+    number = _positive_number(value)
+    if number > 1:
+        raise _Invalid(f"must be a ratio between 0 and 1, got {_describe(value)}")
+    return number
+
+
+def _silences(value):
+    from agent.checks.registry import Silence
+
+    if not isinstance(value, list):
+        raise _Invalid(f"must be a list of {{check, until, reason[, authority]}}, got {_describe(value)}")
+    silences, problems = [], []
+    for index, item in enumerate(value):
+        if not isinstance(item, dict) or not {"check", "until", "reason"} <= set(item) \
+                or set(item) - {"check", "until", "reason", "authority"}:
+            problems.append(f"[{index}] needs check, until and reason (and optionally authority)")
+            continue
+        try:
+            until = datetime.fromisoformat(str(item["until"]).replace("Z", "+00:00"))
+        except ValueError:
+            problems.append(f"[{index}] until must be an ISO time, got {_describe(str(item['until']))}")
+            continue
+        until = until.astimezone(timezone.utc).replace(tzinfo=None) if until.tzinfo else until
+        silences.append(Silence(str(item["check"]), until, str(item["reason"]), item.get("authority")))
+    if problems:
+        raise _Invalid("; ".join(problems))
+    return tuple(silences)
 
 
 def _log_level(value):
@@ -218,6 +264,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("schedule.poll_delay_seconds", 10, _non_negative_number),
     Setting("schedule.retry_seconds", 30, _positive_number),
     Setting("schedule.grace_seconds", 30, _non_negative_number),
+    Setting("checks.disabled", [], _names),
+    Setting("checks.silences", [], _silences),
+    Setting("checks.extra_known_parameters", [], _names),
+    # DocTor's thresholds are the defaults.
+    Setting("checks.thresholds.latency_factor", 5, _positive_number),
+    Setting("checks.thresholds.clock_skew_seconds", 10, _positive_number),
+    Setting("checks.thresholds.stale_authorities_critical", 3, _positive_int),
+    Setting("checks.thresholds.certificate_warning_days", 14, _positive_int),
+    Setting("checks.thresholds.certificate_info_days", 21, _positive_int),
+    Setting("checks.thresholds.flag_count_high", 1.5, _positive_number),
+    Setting("checks.thresholds.flag_count_low", 0.5, _ratio),
+    Setting("checks.thresholds.flag_count_skip", ["Running", "HSDir", "StaleDesc", "BadExit", "MiddleOnly"], _names),
+    Setting("checks.thresholds.unmeasured_ratio", 0.05, _ratio),
+    Setting("checks.thresholds.bwauth_sync_ratio", 0.2, _ratio),
+    Setting("checks.thresholds.bandwidth_file_max_age_hours", 48, _positive_number),
 )
 
 
@@ -268,7 +329,19 @@ def load_config(path: str | os.PathLike | None = None, environ=os.environ) -> Co
         metrics=MetricsConfig(values["metrics.geoip_file"], values["metrics.operators_top_n"]),
         schedule=ScheduleConfig(values["schedule.poll_delay_seconds"], values["schedule.retry_seconds"],
                                 values["schedule.grace_seconds"]),
+        checks=ChecksConfig(
+            thresholds={**{path.rsplit(".", 1)[1]: value for path, value in values.items()
+                           if path.startswith("checks.thresholds.")},
+                        "known_parameters": _known_parameters() | set(values["checks.extra_known_parameters"])},
+            disabled=frozenset(values["checks.disabled"]),
+            silences=values["checks.silences"],
+        ),
     )
+
+
+def _known_parameters() -> frozenset[str]:
+    text = resources.files("agent").joinpath("data/known-parameters.txt").read_text()
+    return frozenset(word for line in text.splitlines() if not line.startswith("#") for word in line.split())
 
 
 def _relative_to(config_path, directory: str) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from agent.checks.evaluate import evaluate, health_points
 from agent.collect import collect
 from agent.config import Config
 from agent.geoip import GeoIP
@@ -45,6 +46,12 @@ def record_period(snapshot: Snapshot, config: Config, state: State, store: Store
     if live:
         previous = state.relays_before(period_time) if consensus is not None else None
     points = snapshot_points(snapshot, previous, geoip, config.metrics.operators_top_n)
+    if consensus is not None:
+        # Live: checks judge against the clock and learn which authorities measure;
+        # an archived period is judged as of its own time and teaches nothing.
+        now = None if live else consensus.valid_after + (consensus.fresh_until - consensus.valid_after) / 2
+        findings = evaluate(snapshot, config, state if live else None, now)
+        points += health_points(findings, period_time)
     saved = store.save(points, period_time)
     if consensus is not None and live:
         state.save_relays(period_time, relays_of(consensus))

@@ -145,6 +145,12 @@ class Snapshot:
                   if view.consensus is not None and self.accepted(view.consensus_signatures)]
         return max(served, key=lambda consensus: consensus.valid_after, default=None)
 
+    def signatures_of(self, consensus) -> SignatureReport | None:
+        """The signature report of a consensus in this snapshot (None if unverified)."""
+        if consensus is self.archived_consensus:
+            return self.archived_signatures
+        return next((view.consensus_signatures for view in self.views.values() if view.consensus is consensus), None)
+
     @property
     def valid_after(self) -> datetime | None:
         latest = self.latest_consensus()

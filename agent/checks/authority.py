@@ -1,0 +1,143 @@
+"""Checks of each authority as we reached it: reachability, latency, clock, freshness, keys, version."""
+
+from __future__ import annotations
+
+import statistics
+from datetime import timedelta
+
+from agent.checks.registry import Context, Hit, check
+from agent.metrics.versions import parse_version
+from agent.snapshot import DocKind, Outcome
+
+_WATCHED_DOCUMENTS = (DocKind.CONSENSUS, DocKind.VOTE, DocKind.MICRODESC_CONSENSUS)
+
+
+@check("TorAuthorityUnreachable", "warning", "A directory authority did not serve a document",
+       doctor="AUTHORITY_UNAVAILABLE")
+def unreachable(context: Context):
+    # DocTor says ERROR for one authority; one authority down does not stop the network, so this is
+    # a warning here and TorConsensusNotAccepted / TorConsensusStale carry the critical cases.
+    for record in context.snapshot.records:
+        if record.kind in _WATCHED_DOCUMENTS and record.outcome is Outcome.FAILED:
+            yield Hit({"authority": record.authority, "document": record.kind.value},
+                      f"{record.authority} did not serve its {record.kind.value}: {record.error}",
+                      {"status": record.status, "error": record.error})
+
+
+@check("TorAuthorityLatencyHigh", "info", "A directory authority answers far slower than the others",
+       doctor="LATENCY")
+def latency(context: Context):
+    times = {r.authority: r.latency_seconds for r in context.snapshot.records
+             if r.kind is DocKind.CONSENSUS and r.outcome is Outcome.OK and r.latency_seconds is not None}
+    if len(times) < 3:
+        return
+    median = statistics.median(times.values())
+    factor = context.thresholds["latency_factor"]
+    for authority, seconds in sorted(times.items()):
+        if seconds > factor * median and seconds > 1.0:
+            yield Hit({"authority": authority},
+                      f"{authority} took {seconds:.1f} s for the consensus, more than {factor:g}x the median "
+                      f"of {median:.2f} s (all: {', '.join(f'{a} {t:.2f} s' for a, t in sorted(times.items()))})",
+                      {"latency_seconds": round(seconds, 3), "median_seconds": round(median, 3)})
+
+
+@check("TorAuthorityClockSkew", "info", "A directory authority's clock is off", doctor="CLOCK_SKEW")
+def clock_skew(context: Context):
+    limit = context.thresholds["clock_skew_seconds"]
+    for record in context.snapshot.records:
+        if record.kind is DocKind.CONSENSUS and record.clock_skew_seconds is not None \
+                and abs(record.clock_skew_seconds) > limit:
+            yield Hit({"authority": record.authority},
+                      f"the clock of {record.authority} is {record.clock_skew_seconds:+.0f} s off "
+                      f"(limit {limit:g} s; seen from {context.snapshot.vantage})",
+                      {"clock_skew_seconds": record.clock_skew_seconds})
+
+
+@check("TorAuthorityConsensusStale", "warning", "A directory authority serves an old consensus",
+       doctor="MISSING_LATEST_CONSENSUS")
+def consensus_stale(context: Context):
+    stale = []
+    for view in context.snapshot.views.values():
+        served = view.consensus
+        if served is None:
+            continue
+        period = served.fresh_until - served.valid_after
+        age = context.now - served.valid_after
+        if age > period:
+            stale.append((view.authority.nickname, served.valid_after, age))
+    # DocTor: ERROR when more than three authorities are stale at once.
+    severity = "critical" if len(stale) > context.thresholds["stale_authorities_critical"] else None
+    for nickname, valid_after, age in stale:
+        yield Hit({"authority": nickname},
+                  f"{nickname} serves the consensus of {valid_after:%Y-%m-%d %H:%M:%S}, "
+                  f"{age.total_seconds() / 60:.0f} min old ({len(stale)} authorities stale)",
+                  {"valid_after": valid_after.isoformat(), "age_seconds": int(age.total_seconds())}, severity)
+
+
+@check("TorAuthorityCertificateExpiring", "warning", "A directory authority's signing key certificate expires soon",
+       doctor="CERTIFICATE_ABOUT_TO_EXPIRE")
+def certificate_expiring(context: Context):
+    warn = timedelta(days=context.thresholds["certificate_warning_days"])
+    note = timedelta(days=context.thresholds["certificate_info_days"])
+    for view in context.snapshot.views.values():
+        vote = view.vote
+        certificate = vote.directory_authorities[0].key_certificate if vote and vote.directory_authorities else None
+        if certificate is None:
+            continue
+        left = certificate.expires - context.now
+        if left <= note:
+            yield Hit({"authority": view.authority.nickname},
+                      f"the key certificate of {view.authority.nickname} expires {certificate.expires:%Y-%m-%d %H:%M} "
+                      f"UTC, in {left.days} days",
+                      {"expires": certificate.expires.isoformat(), "days_left": left.days},
+                      None if left <= warn else "info")
+
+
+def authority_relays(context: Context) -> dict[str, object]:
+    """The relay entry of each watched authority in the newest consensus (by fingerprint, else address)."""
+    consensus = context.snapshot.latest_consensus()
+    if consensus is None:
+        return {}
+    by_address = {(router.address, router.or_port): router for router in consensus.routers.values()}
+    found = {}
+    for authority in context.snapshot.authorities:
+        router = consensus.routers.get(authority.fingerprint) if authority.fingerprint else None
+        router = router or by_address.get((authority.address, authority.or_port))
+        if router is not None:
+            found[authority.nickname] = router
+    return found
+
+
+@check("TorAuthorityVersionOutdated", "warning", "A directory authority runs a tor older than every recommended one",
+       doctor="TOR_OUT_OF_DATE")
+def version_outdated(context: Context):
+    consensus = context.snapshot.latest_consensus()
+    recommended = [parse_version(str(v)) for v in (consensus.server_versions if consensus else [])]
+    recommended = [v for v in recommended if v]
+    if not recommended:
+        return
+    oldest = min(recommended)
+    for nickname, router in sorted(authority_relays(context).items()):
+        mine = parse_version(str(router.version)) if router.version else None
+        # Only too old counts: a newer (e.g. -dev) build is fine (DocTor #7725, #8393).
+        if mine is not None and mine < oldest:
+            yield Hit({"authority": nickname},
+                      f"{nickname} runs tor {router.version}, older than every recommended server version "
+                      f"(oldest: {'.'.join(map(str, oldest[:4]))})", {"version": str(router.version)})
+
+
+@check("TorAuthorityFingerprintMismatch", "warning",
+       "The relay at a directory authority's address has another fingerprint than configured",
+       doctor="FINGERPRINT_MISMATCH")
+def fingerprint_mismatch(context: Context):
+    consensus = context.snapshot.latest_consensus()
+    if consensus is None:
+        return
+    by_address = {(router.address, router.or_port): router for router in consensus.routers.values()}
+    for authority in context.snapshot.authorities:
+        router = by_address.get((authority.address, authority.or_port))
+        if authority.fingerprint and router is not None and router.fingerprint != authority.fingerprint:
+            yield Hit({"authority": authority.nickname},
+                      f"the relay at {authority.address}:{authority.or_port} is {router.fingerprint}, "
+                      f"not {authority.fingerprint} as configured for {authority.nickname}",
+                      {"expected": authority.fingerprint, "found": router.fingerprint})
