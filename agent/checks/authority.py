@@ -17,11 +17,20 @@ _WATCHED_DOCUMENTS = (DocKind.CONSENSUS, DocKind.VOTE, DocKind.MICRODESC_CONSENS
 def unreachable(context: Context):
     # DocTor says ERROR for one authority; one authority down does not stop the network, so this is
     # a warning here and TorConsensusNotAccepted / TorConsensusStale carry the critical cases.
+    first_failure = {}
     for record in context.snapshot.records:
-        if record.kind in _WATCHED_DOCUMENTS and record.outcome is Outcome.FAILED:
+        if record.outcome is Outcome.FAILED:
+            first_failure.setdefault(record.authority, record)
+    for record in context.snapshot.records:
+        # Skipped counts too: after a refused first request the rest is not even tried.
+        if record.kind in _WATCHED_DOCUMENTS and record.outcome in (Outcome.FAILED, Outcome.SKIPPED):
+            cause = record.error
+            root = first_failure.get(record.authority)
+            if record.outcome is Outcome.SKIPPED and root is not None:
+                cause = f"{root.error} (on its {root.kind.value} request; not attempted after that)"
             yield Hit({"authority": record.authority, "document": record.kind.value},
-                      f"{record.authority} did not serve its {record.kind.value}: {record.error}",
-                      {"status": record.status, "error": record.error})
+                      f"{record.authority} did not serve its {record.kind.value}: {cause}",
+                      {"status": record.status, "error": cause})
 
 
 @check("TorAuthorityLatencyHigh", "info", "A directory authority answers far slower than the others",

@@ -150,3 +150,16 @@ def quorum_lost(context: Context):
                       f"a consensus needs {needed} signatures; not answering: "
                       f"{', '.join(n for n in names if n not in answering)}",
                   {"answering": answering, "needed": needed})
+
+
+@check("TorAuthorityVoteMissing", "warning", "The consensus was built without a directory authority's vote")
+def vote_missing(context: Context):
+    latest = context.snapshot.latest_consensus()
+    if latest is None:
+        return
+    voted = {source.v3ident.upper() for source in latest.directory_authorities if not source.is_legacy}
+    for authority in context.snapshot.authorities:
+        if authority.v3ident not in voted:
+            yield Hit({"authority": authority.nickname},
+                      f"the consensus of {latest.valid_after:%Y-%m-%d %H:%M:%S} was built without a vote from "
+                      f"{authority.nickname} ({len(voted)} votes)", {"votes": len(voted)})

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 DESCRIPTION = "network.json"
 AGENT_CONFIG = "allium-agent.yaml"
 STOP_GRACE_SECONDS = 5.0
+SHARED_RANDOM_RUNS = 2
 
 
 @dataclass
@@ -165,6 +167,13 @@ def _write_files(network: Network) -> None:
         "fetch": {"deadline_seconds": min(20, network.interval_seconds),
                   "timeout_seconds": min(10, network.interval_seconds / 2)},
         "schedule": {"poll_delay_seconds": 1, "retry_seconds": 2, "grace_seconds": 10},
+        # Shared randomness needs one full protocol run (24 periods) for a current
+        # value and two for a previous one: a new network is muted until then.
+        "checks": {"silences": [{
+            "check": "TorSharedRandomMissing",
+            "until": datetime.fromtimestamp(time.time() + SHARED_RANDOM_RUNS * 24 * network.interval_seconds + 60,
+                                            timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "reason": "a new private network has no shared random value before two protocol runs"}]},
     }
     header = "# Written by `allium-agent testnet up`: the agent watching the private network.\n"
     (network.directory / AGENT_CONFIG).write_text(header + yaml.safe_dump(config, sort_keys=False))

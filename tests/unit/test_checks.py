@@ -75,6 +75,11 @@ def test_unreachable(consensus):
     assert [(f.subjects, f.description) for f in hits] == [
         ({"authority": "moria1", "document": "consensus"}, "moria1 did not serve its consensus: HTTP 503 Directory busy")]
     assert findings(snapshot(consensus, records=[record("moria1")]), "TorAuthorityUnreachable") == []
+    skipped = record("tor26", DocKind.VOTE, outcome=Outcome.SKIPPED, status=None,
+                     error="not attempted: tor26 did not answer the key-certificates request")
+    hits = findings(snapshot(consensus, records=[skipped]), "TorAuthorityUnreachable")
+    assert hits[0].description == ("tor26 did not serve its vote: not attempted: tor26 did not answer the "
+                                   "key-certificates request")
 
 
 def test_latency(consensus):
@@ -268,8 +273,9 @@ def test_bandwidth_authorities(consensus, vote):
 
 
 def test_unmeasured_and_out_of_sync(consensus, vote):
-    measured = sum(1 for fp in consensus.routers if fp in vote.routers and vote.routers[fp].measured is not None)
-    expected = (len(consensus.routers) - measured) >= 0.05 * len(consensus.routers)
+    relays = [fp for fp, r in consensus.routers.items() if "Authority" not in r.flags]
+    measured = sum(1 for fp in relays if fp in vote.routers and vote.routers[fp].measured is not None)
+    expected = (len(relays) - measured) >= 0.05 * len(relays)
     hits = findings(snapshot(consensus, votes={"maatuska": vote}), "TorBandwidthAuthorityUnmeasured")
     assert bool(hits) == expected
     assert findings(snapshot(consensus, votes={"maatuska": vote}), "TorBandwidthAuthorityUnmeasured",
@@ -333,3 +339,10 @@ def test_checks_doc_is_generated_from_the_registry():
     assert (Path(__file__).parents[2] / "docs" / "checks.md").read_text() == render(), \
         "run: python -m agent.checks.docs > docs/checks.md"
     assert "NO TEST FIRES THIS" not in render()
+
+
+def test_vote_missing(consensus):
+    assert findings(snapshot(consensus), "TorAuthorityVoteMissing") == []
+    absent = Authority("absent", "C" * 40, "192.0.2.7", 80, 443)
+    hits = findings(snapshot(consensus, authorities=from_consensus(consensus) + [absent]), "TorAuthorityVoteMissing")
+    assert [f.subjects for f in hits] == [{"authority": "absent"}] and "was built without a vote from absent" in hits[0].description
