@@ -44,6 +44,7 @@ class Network:
     tor_version: str
     nodes: list[Node]
     pids: dict[str, int] = field(default_factory=dict)
+    exit_codes: dict[str, int] = field(default_factory=dict)  # wait statuses of nodes reaped here
 
     @property
     def authorities(self) -> list[Node]:
@@ -202,23 +203,53 @@ def is_running(network: Network, name: str) -> bool:
     pid = network.pids.get(name)
     if not pid:
         return False
+    torrc = str(network.node(name).torrc_path).encode()
+    for attempt in range(3):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        if state == "Z":
+            return False
+        if torrc in command:
+            return True
+        # Seen once under load: a live node's cmdline read back without its
+        # arguments for a moment. Look again before calling the PID someone else's.
+        time.sleep(0.05)
+    return False
+
+
+def has_exited(network: Network, name: str) -> bool:
+    """True if the node's process is gone (reaped here, a zombie, or no such PID)."""
+    pid = network.pids.get(name)
+    if not pid:
+        return True
     try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z" and str(network.node(name).torrc_path).encode() in command
+        reaped, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child: ask /proc
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        return state == "Z"
+    if reaped:
+        network.exit_codes[name] = status
+    return bool(reaped)
 
 
 def exit_status(network: Network, name: str) -> str:
     """How a node we started ended, if this process is its parent ('unknown' otherwise)."""
-    pid = network.pids.get(name)
-    try:
-        reaped, status = os.waitpid(pid, os.WNOHANG) if pid else (0, 0)
-    except ChildProcessError:
-        return "unknown: not our child"
+    if name in network.exit_codes:
+        reaped, status = network.pids.get(name), network.exit_codes[name]
+    else:
+        pid = network.pids.get(name)
+        try:
+            reaped, status = os.waitpid(pid, os.WNOHANG) if pid else (0, 0)
+        except ChildProcessError:
+            return "unknown: not our child"
     if not reaped:
-        return "still running under another command line" if pid else "never started"
+        return "still running" if network.pids.get(name) else "never started"
     if os.WIFSIGNALED(status):
         return f"killed by signal {os.WTERMSIG(status)}"
     return f"exit code {os.WEXITSTATUS(status)}"

@@ -10,7 +10,7 @@ from agent.documents import parse_document
 from agent.errors import DocumentError, TestnetError
 from agent.fetch import Deadline, download, new_session
 from agent.snapshot import DocKind
-from agent.testnet.network import Network, exit_status, is_running
+from agent.testnet.network import Network, exit_status, has_exited, is_running
 from agent.testnet.torrc import LOOPBACK, Node
 
 
@@ -56,7 +56,7 @@ def wait_until_ready(network: Network, timeout: float = 120.0) -> list[Served]:
         if time.monotonic() > end:
             raise TestnetError(f"the network in {network.directory} was not ready within {timeout:.0f} s: "
                                + "; ".join(describe(item) for item in served))
-        dead = [node for node in network.nodes if not is_running(network, node.name)]
+        dead = [node for node in network.nodes if has_exited(network, node.name)]
         if dead:
             raise TestnetError("; ".join(f"tor {node.name} exited ({exit_status(network, node.name)}), "
                                          f"last log line: {_last_line(node.data_dir / 'notice.log')}"

@@ -111,10 +111,9 @@ def test_outage_keeps_every_period_exactly_once(tor_network, victoria, tmp_path)
     periods.append(wait_for_new_period(tor_network, periods[-1]))
     report = json.loads(agent("once", "--config", str(config), "--json").stdout)
     assert report["storage"]["periods_written"] == 5 and report["storage"]["periods_waiting"] == 0
-    victoria.flush()
     expected = sorted(unix(moment) * 1000 for moment in periods)
     for selector in ("tor_network_relays", 'tor_authority_fetch_ok{authority="auth2",document="vote"}'):
-        samples = victoria.export(selector)
+        samples = victoria.settled_export(selector, len(expected))
         assert len(samples) == 1, selector
         print(selector, "samples:", len(samples[0]["timestamps"]), "for", len(expected), "periods")
         assert sorted(samples[0]["timestamps"]) == expected, selector
@@ -149,10 +148,9 @@ def test_kill_during_drain_then_restart_delivers_each_period_once(victoria, tmp_
     finish = agent("outbox", "drain", "--config", str(config))
     assert finish.returncode == 0, finish.stderr
     assert f"delivered {interrupted_with} periods" in finish.stdout
-    victoria.flush()
     expected = [(start + hour * 3600) * 1000 for hour in range(hours)]
     for selector in ("tor_network_relays", 'tor_relay_weight{fingerprint="0002CC5705DA854E4E771F240A385567F4A3C13D"}'):
-        samples = victoria.export(selector)
+        samples = victoria.settled_export(selector, hours)
         assert len(samples) == 1 and sorted(samples[0]["timestamps"]) == expected, selector
     print(f"killed with {interrupted_with} of {hours} periods waiting; after restart each series has "
           f"{len(expected)} samples, one per period")

@@ -68,6 +68,21 @@ class VictoriaMetrics:
         """Makes everything written so far searchable (ingestion buffers for about a second)."""
         requests.get(f"{self.url}/internal/force_flush", timeout=10)
 
+    def settled_export(self, selector: str, samples: int, timeout: float = 20.0) -> list[dict]:
+        """The export of ``selector`` once its first series has ``samples`` samples (or at the timeout).
+
+        Ingestion is asynchronous (acknowledged rows become searchable within
+        about a second, longer under load), so a test waits for what it expects
+        instead of reading once; a real loss still fails after the timeout.
+        """
+        end = time.monotonic() + timeout
+        while True:
+            self.flush()
+            exported = self.export(selector)
+            if (exported and len(exported[0]["timestamps"]) >= samples) or time.monotonic() > end:
+                return exported
+            time.sleep(0.5)
+
     def query(self, promql: str, at: float | None = None) -> list[dict]:
         params = {"query": promql}
         if at is not None:
