@@ -1,0 +1,95 @@
+"""The daemon's scheduling decisions and health verdict, without a network."""
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import yaml
+
+from agent.config import load_config
+from agent.health import health
+from agent.runner import CycleOutcome
+from agent.scheduler import CYCLE_JOB, Daemon
+from agent.state import State
+
+
+class ScriptedRunner:
+    """Stands in for PeriodRunner (the network side is tested in tests/integration/test_daemon.py)."""
+
+    def __init__(self, config, outcomes):
+        self.config, self.outcomes, self.calls = config, list(outcomes), 0
+        self.idle = threading.Event()
+        self.idle.set()
+
+    def cycle(self, stop):
+        self.calls += 1
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+
+def config_in(tmp_path, **schedule):
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "state"), "schedule": schedule}))
+    return load_config(path, environ={})
+
+
+def next_cycle_time(daemon):
+    return daemon.scheduler.get_job(CYCLE_JOB).next_run_time
+
+
+def test_an_exception_in_a_cycle_still_schedules_the_next(tmp_path, caplog):
+    config = config_in(tmp_path, retry_seconds=42)
+    daemon = Daemon(ScriptedRunner(config, [RuntimeError("boom")]), threading.Event(), 1)
+    daemon.scheduler.start(paused=True)
+    try:
+        before = datetime.now(timezone.utc)
+        daemon._cycle()
+        scheduled = next_cycle_time(daemon)
+    finally:
+        daemon.scheduler.shutdown(wait=False)
+    assert "the cycle raised" in caplog.text and "RuntimeError: boom" in caplog.text
+    assert before + timedelta(seconds=41) <= scheduled <= before + timedelta(seconds=43)
+
+
+def test_the_next_cycle_runs_when_the_runner_says(tmp_path):
+    config = config_in(tmp_path)
+    due = datetime.now(timezone.utc) + timedelta(minutes=7)
+    daemon = Daemon(ScriptedRunner(config, [CycleOutcome("processed", due, {})]), threading.Event(), 1)
+    daemon.scheduler.start(paused=True)
+    try:
+        daemon._cycle()
+        assert next_cycle_time(daemon) == due
+        daemon.stop.set()
+        daemon.runner.outcomes.append(CycleOutcome("processed", due, {}))
+        daemon.scheduler.remove_job(CYCLE_JOB)
+        daemon._cycle()  # once stopping, nothing new is scheduled
+        assert daemon.scheduler.get_job(CYCLE_JOB) is None
+    finally:
+        daemon.scheduler.shutdown(wait=False)
+
+
+def test_a_wall_clock_jump_reschedules_from_the_documents(tmp_path, caplog):
+    config = config_in(tmp_path)
+    daemon = Daemon(ScriptedRunner(config, []), threading.Event(), 1)
+    daemon.scheduler.start(paused=True)
+    try:
+        daemon._schedule(datetime.now(timezone.utc) + timedelta(hours=1))
+        daemon._clock = (time.time() - 3600, time.monotonic())  # wall clock moved an hour ahead
+        daemon._watch_clock()
+        assert next_cycle_time(daemon) <= datetime.now(timezone.utc) + timedelta(seconds=2)
+    finally:
+        daemon.scheduler.shutdown(wait=False)
+    assert "the wall clock jumped by +3600 s" in caplog.text
+
+
+def test_status_is_unhealthy_when_the_last_period_is_older_than_two_periods(tmp_path):
+    config = config_in(tmp_path)
+    assert health(config)["healthy"] is False  # nothing recorded yet
+    state = State(config.state_dir)
+    state.put(last_success=1_000_000, period_seconds=3600, last_processed=999_000)
+    state.close()
+    assert health(config, now=1_000_000 + 2 * 3600)["healthy"] is True
+    stale = health(config, now=1_000_000 + 2 * 3600 + 1)
+    assert stale["healthy"] is False and "more than 2 periods of 3600 s" in stale["reason"]
