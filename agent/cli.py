@@ -330,7 +330,13 @@ def _testnet(arguments) -> int:
             network = testnet.create(directory, arguments.authorities, arguments.relays, arguments.interval)
         testnet.start(network)
         if not arguments.no_wait:
-            for served in wait_until_ready(network):
+            try:
+                ready = wait_until_ready(network)
+            except TestnetError:
+                testnet.stop(network)  # never leave half a network running behind a failed command
+                print(f"testnet: stopped every node; their logs are in {network.directory}", file=sys.stderr)
+                raise
+            for served in ready:
                 print(describe(served))
         print(f"agent config: {network.directory / testnet.AGENT_CONFIG}")
         return EXIT_OK

@@ -125,9 +125,9 @@ def test_stopping_one_authority_and_starting_it_again(tor_network):
 
 def test_up_once_status_down_from_the_command_line(tmp_path):
     directory = tmp_path / "net"
-    up = agent("testnet", "up", "--dir", str(directory))
-    assert up.returncode == 0, up.stderr
     try:
+        up = agent("testnet", "up", "--dir", str(directory))
+        assert up.returncode == 0, up.stderr
         config = directory / testnet.AGENT_CONFIG
         assert f"agent config: {config}" in up.stdout
         started = time.monotonic()
