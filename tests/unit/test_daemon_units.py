@@ -93,3 +93,19 @@ def test_status_is_unhealthy_when_the_last_period_is_older_than_two_periods(tmp_
     assert health(config, now=1_000_000 + 2 * 3600)["healthy"] is True
     stale = health(config, now=1_000_000 + 2 * 3600 + 1)
     assert stale["healthy"] is False and "more than 2 periods of 3600 s" in stale["reason"]
+
+
+def test_a_missed_cycle_runs_at_once(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    config = config_in(tmp_path)
+    daemon = Daemon(ScriptedRunner(config, []), threading.Event(), 1)
+    daemon.scheduler.start(paused=True)
+    try:
+        daemon._schedule(datetime.now(timezone.utc) + timedelta(hours=1))
+        missed = SimpleNamespace(job_id=CYCLE_JOB, scheduled_run_time=datetime.now(timezone.utc) - timedelta(minutes=5))
+        daemon._missed(missed)
+        assert next_cycle_time(daemon) <= datetime.now(timezone.utc) + timedelta(seconds=1)
+    finally:
+        daemon.scheduler.shutdown(wait=False)
+    assert "was missed" in caplog.text
