@@ -252,13 +252,11 @@ def _check(arguments) -> int:
         if snapshot is None:
             print("no usable consensus in the files", file=sys.stderr)
             return EXIT_CONFIG
-        consensus = snapshot.latest_consensus()
-        findings = evaluate(snapshot, config, now=consensus.valid_after + (consensus.fresh_until - consensus.valid_after) / 2)
     else:
         from agent.collect import collect
 
         snapshot = collect(config)
-        findings = evaluate(snapshot, config)
+    findings = evaluate(snapshot, config)
     active = [f for f in findings if not f.silenced_by]
     if arguments.json:
         print(json.dumps({"valid_after": str(snapshot.valid_after) if snapshot.valid_after else None,

@@ -47,11 +47,8 @@ def record_period(snapshot: Snapshot, config: Config, state: State, store: Store
         previous = state.relays_before(period_time) if consensus is not None else None
     points = snapshot_points(snapshot, previous, geoip, config.metrics.operators_top_n)
     if consensus is not None:
-        # Live: checks judge against the clock and learn which authorities measure;
-        # an archived period is judged as of its own time and teaches nothing.
-        now = None if live else consensus.valid_after + (consensus.fresh_until - consensus.valid_after) / 2
-        findings = evaluate(snapshot, config, state if live else None, now)
-        points += health_points(findings, period_time)
+        # Only the live path teaches the checks which authorities measure bandwidth.
+        points += health_points(evaluate(snapshot, config, state if live else None), period_time)
     saved = store.save(points, period_time)
     if consensus is not None and live:
         state.save_relays(period_time, relays_of(consensus))

@@ -13,11 +13,18 @@ from agent.snapshot import Snapshot
 BWAUTH_MEMORY_PERIODS = 24
 
 
-def evaluate(snapshot: Snapshot, config: Config, state=None, now: datetime | None = None) -> list[Finding]:
-    """Findings for a snapshot; with a state, learns which authorities measure bandwidth."""
-    now = now or datetime.now(timezone.utc).replace(tzinfo=None)
-    remembered = state.get("bandwidth_authorities", {}) if state is not None else {}
+def evaluate(snapshot: Snapshot, config: Config, state=None) -> list[Finding]:
+    """Findings for a snapshot; with a state, learns which authorities measure bandwidth.
+
+    A live snapshot is judged against the clock; an archived one as of the
+    middle of its own period, so history is not reported as stale.
+    """
     consensus = snapshot.latest_consensus()
+    if snapshot.archived and consensus is not None:
+        now = consensus.valid_after + (consensus.fresh_until - consensus.valid_after) / 2
+    else:
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+    remembered = state.get("bandwidth_authorities", {}) if state is not None else {}
     if consensus is not None and remembered:
         horizon = (consensus.fresh_until - consensus.valid_after).total_seconds() * BWAUTH_MEMORY_PERIODS
         remembered = {name: seen for name, seen in remembered.items()
