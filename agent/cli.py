@@ -23,6 +23,13 @@ log = logging.getLogger("agent")
 EXIT_OK, EXIT_PROBLEM, EXIT_CONFIG, EXIT_TESTNET = 0, 1, 2, 3
 
 
+def _with_config(parser: argparse.ArgumentParser, handler) -> argparse.ArgumentParser:
+    """Adds the --config option every agent command takes, and the function that runs the command."""
+    parser.add_argument("--config", help="config file (default: $ALLIUM_AGENT_CONFIG or the defaults)")
+    parser.set_defaults(handler=handler)
+    return parser
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="allium-agent", description="Watches the Tor network's directory authorities.")
     parser.add_argument("--version", action="version", version=f"allium-agent {__version__}")
@@ -33,28 +40,28 @@ def _parser() -> argparse.ArgumentParser:
     config = commands.add_parser("config", help="configuration tools")
     config_commands = config.add_subparsers(dest="config_command", required=True)
     check = config_commands.add_parser("check", help="validate a config file and report every problem")
+    check.set_defaults(handler=lambda arguments: _config_check(arguments.file))
     check.add_argument("file", nargs="?", help="config file (default: $ALLIUM_AGENT_CONFIG or the defaults)")
 
-    once = commands.add_parser("once", help="fetch one voting period now and report per authority")
-    once.add_argument("--config", help="config file (default: $ALLIUM_AGENT_CONFIG or the defaults)")
+    once = _with_config(commands.add_parser("once", help="fetch one voting period now and report per authority"), _once)
     once.add_argument("--json", action="store_true", help="print the documented JSON object (docs/once-json.md)")
 
-    run = commands.add_parser("run", help="run as a daemon: one cycle per voting period until SIGTERM/SIGINT")
-    run.add_argument("--config", help="config file (default: $ALLIUM_AGENT_CONFIG or the defaults)")
+    _with_config(commands.add_parser("run", help="run as a daemon: one cycle per voting period until SIGTERM/SIGINT"),
+                 _run)
 
-    status = commands.add_parser("status", help="the last cycle and the agent's health (exit 1 if stale)")
-    status.add_argument("--config", help="config file (default: $ALLIUM_AGENT_CONFIG or the defaults)")
+    status = _with_config(commands.add_parser("status", help="the last cycle and the agent's health (exit 1 if stale)"),
+                          _status)
     status.add_argument("--json", action="store_true", help="print the status as JSON")
 
-    checks = commands.add_parser("check", help="run the consensus-health checks now (or on files) and list findings")
-    checks.add_argument("--config", help="config file (default: $ALLIUM_AGENT_CONFIG or the defaults)")
+    checks = _with_config(commands.add_parser(
+        "check", help="run the consensus-health checks now (or on files) and list findings"), _check)
     checks.add_argument("--from", dest="paths", nargs="+", metavar="PATH",
                         help="judge the newest period in these files instead of fetching")
     checks.add_argument("--json", action="store_true", help="print the findings as JSON")
 
-    backfill = commands.add_parser("backfill", help="replay archived periods (CollecTor files, tarballs) into the store")
+    backfill = _with_config(commands.add_parser(
+        "backfill", help="replay archived periods (CollecTor files, tarballs) into the store"), _backfill)
     backfill.add_argument("paths", nargs="+", help="files, directories or .tar/.tar.xz archives")
-    backfill.add_argument("--config", help="config file (default: $ALLIUM_AGENT_CONFIG or the defaults)")
     backfill.add_argument("--since", type=_utc_time, help="first valid-after to write (UTC, e.g. 2020-02-29T10:00)")
     backfill.add_argument("--until", type=_utc_time, help="last valid-after to write (UTC)")
     backfill.add_argument("--force", action="store_true", help="rewrite periods already written")
@@ -64,8 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     outbox_commands = outbox.add_subparsers(dest="outbox_command", required=True)
     for name, text in (("status", "show how many periods wait and their time range"),
                        ("drain", "deliver waiting periods to store.url now, oldest first")):
-        sub = outbox_commands.add_parser(name, help=text)
-        sub.add_argument("--config", help="config file (default: $ALLIUM_AGENT_CONFIG or the defaults)")
+        _with_config(outbox_commands.add_parser(name, help=text), _outbox)
 
     testnet = commands.add_parser("testnet", help="a private Tor network on 127.0.0.1")
     testnet_commands = testnet.add_subparsers(dest="testnet_command", required=True)
@@ -75,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
                        ("start", "start stopped nodes (all, or those named)"),
                        ("stop", "stop nodes by name, e.g. one authority")):
         sub = testnet_commands.add_parser(name, help=text)
+        sub.set_defaults(handler=_testnet)
         sub.add_argument("--dir", default="testnet", help="the network's directory (default: ./testnet)")
         if name in ("start", "stop"):
             sub.add_argument("nodes", nargs="*", help="node names (default: all)")
@@ -99,21 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     _configure_logging(arguments.log_level or "INFO")
     try:
-        if arguments.command == "config":
-            return _config_check(arguments.file)
-        if arguments.command == "once":
-            return _once(arguments)
-        if arguments.command == "outbox":
-            return _outbox(arguments)
-        if arguments.command == "run":
-            return _run(arguments)
-        if arguments.command == "backfill":
-            return _backfill(arguments)
-        if arguments.command == "check":
-            return _check(arguments)
-        if arguments.command == "status":
-            return _status(arguments)
-        return _testnet(arguments)
+        return arguments.handler(arguments)
     except ConfigError as error:
         print(f"configuration error in {error.source}:", file=sys.stderr)
         for problem in error.problems:
