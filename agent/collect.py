@@ -61,14 +61,12 @@ class _AuthorityJob:
 
     def run(self, deadline: Deadline, timeout: float) -> None:
         """Fetches every kind in turn; never raises (a surprise is recorded on the kind in flight)."""
-        session = new_session()
-        try:
-            self._fetch_all(session, deadline, timeout)
-        except Exception as error:
-            log.exception("fetching from %s failed unexpectedly", self.authority.nickname)
-            self._record_surprise(error)
-        finally:
-            session.close()
+        with new_session() as session:
+            try:
+                self._fetch_all(session, deadline, timeout)
+            except Exception as error:
+                log.exception("fetching from %s failed unexpectedly", self.authority.nickname)
+                self._record_surprise(error)
 
     def _record_surprise(self, error: Exception) -> None:
         with self._lock:
@@ -149,13 +147,11 @@ class _DescriptorJob:
         self._abandoned = False
 
     def run(self, deadline: Deadline, timeout: float) -> None:
-        session = new_session()
-        try:
-            self._fetch(session, deadline, timeout)
-        except Exception:
-            log.exception("fetching server descriptors failed unexpectedly")
-        finally:
-            session.close()
+        with new_session() as session:
+            try:
+                self._fetch(session, deadline, timeout)
+            except Exception:
+                log.exception("fetching server descriptors failed unexpectedly")
 
     def _fetch(self, session, deadline: Deadline, timeout: float) -> None:
         while not deadline.expired():
