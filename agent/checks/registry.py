@@ -105,7 +105,7 @@ def run_checks(context: Context, silences: tuple[Silence, ...] = (), disabled: f
             hits = list(registered.run(context))
         except Exception:  # a broken check must not hide the others' findings
             log.exception("check %s failed", registered.id)
-            hits = [Hit({}, f"the check itself failed: see the agent log", severity="warning")]
+            hits = [Hit({}, "the check itself failed: see the agent log", severity="warning")]
         for hit in hits:
             finding = Finding(registered.id, hit.severity or registered.severity, hit.subjects,
                               registered.summary, hit.description, hit.values)

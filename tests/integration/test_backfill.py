@@ -1,10 +1,7 @@
 """Backfill from CollecTor-style files and tarballs; the same points as the live path."""
 
 import io
-import json
 import lzma
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -19,10 +16,10 @@ from agent.metrics import snapshot_points
 from agent.state import State
 from agent.store import Store
 from tests.conftest import DATA, read_data
+from tests.integration.commands import agent
 from tests.integration.hostile_dirport import HostileDirPort
 
 pytestmark = [pytest.mark.integration]
-ROOT = Path(__file__).parents[2]
 GEOIP = GeoIP.load(DATA / "geoip-excerpt")
 
 
@@ -148,8 +145,7 @@ def test_backfill_writes_what_the_live_path_writes(tmp_path):
 def test_backfill_command_shows_progress_and_counts(collector_tree, tmp_path):
     config = tmp_path / "agent.yaml"
     config.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "state")}))
-    result = subprocess.run([sys.executable, "-m", "agent", "backfill", str(collector_tree), "--config", str(config)],
-                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    result = agent("backfill", collector_tree, "--config", config, timeout=300)
     print(result.stderr[-600:], result.stdout, sep="\n")
     assert result.returncode == 1  # the bad member and the damaged archive are reported
     assert "backfill: 100%" in result.stderr and "period/s" in result.stderr

@@ -1,10 +1,7 @@
 """Consensus-health checks against real authorities: one down, two down, back up."""
 
-import subprocess
-import sys
 import time
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
@@ -12,9 +9,9 @@ from agent.checks.evaluate import evaluate
 from agent.collect import collect
 from agent.config import load_config
 from agent.testnet import network as testnet
+from tests.integration.commands import agent
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-ROOT = Path(__file__).parents[2]
 OUTAGE_CHECKS = {"TorAuthorityUnreachable", "TorAuthorityVoteMissing", "TorConsensusSignatureMissing",
                  "TorConsensusStale", "TorAuthorityQuorumLost", "TorConsensusNotAccepted"}
 
@@ -64,9 +61,7 @@ def test_one_down_two_down_and_back(tor_network):
         found = by_check(two_down)
         assert found["TorConsensusStale"][0].severity == "critical"
         assert found["TorAuthorityQuorumLost"][0].values == {"answering": ["auth1"], "needed": 2}
-        report = subprocess.run([sys.executable, "-m", "agent", "check", "--config",
-                                 str(tor_network.directory / testnet.AGENT_CONFIG)],
-                                capture_output=True, text=True, cwd=ROOT, timeout=60)
+        report = agent("check", "--config", tor_network.directory / testnet.AGENT_CONFIG, timeout=60)
         print("\n$ allium-agent check  (auth2 and auth3 stopped)\n" + report.stdout)
         assert report.returncode == 2
         assert "[critical] TorConsensusStale" in report.stdout and "[critical] TorAuthorityQuorumLost" in report.stdout

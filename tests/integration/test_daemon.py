@@ -14,6 +14,7 @@ import yaml
 
 from agent.metrics.catalogue import catalogue
 from agent.testnet import network as testnet
+from tests.integration.commands import agent as run_agent
 from tests.integration.hostile_dirport import HostileDirPort
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -91,8 +92,7 @@ def test_twelve_periods_each_written_once(tor_network, victoria, tmp_path):
     assert present == self_fields
     log = (tmp_path / "agent.log").read_text()
     assert log.count("agent.runner: cycle processed") >= 12 and "Traceback" not in log
-    health = subprocess.run([sys.executable, "-m", "agent", "status", "--config", str(config)],
-                            capture_output=True, text=True, cwd=ROOT)
+    health = run_agent("status", "--config", config)
     assert health.returncode == 0 and "healthy: True" in health.stdout
 
 

@@ -1,9 +1,7 @@
 """The agent against real tor directory authorities on 127.0.0.1."""
 
 import json
-import os
 import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +14,7 @@ from agent.config import load_config
 from agent.report import build_report, render_table
 from agent.snapshot import DocKind, Outcome
 from agent.testnet import network as testnet
+from tests.integration.commands import agent
 from tests.integration.sockets import off_loopback
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -25,10 +24,6 @@ SCHEMA = json.loads((ROOT / "docs" / "once.schema.json").read_text())
 SHARED_CHECK = ROOT.parent / "shared" / "tools" / "tor-off-loopback"
 
 
-def agent(*arguments, timeout=120):
-    """Runs the real command line in a child process."""
-    return subprocess.run([sys.executable, "-m", "agent", *arguments], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
 
 
 def config_of(network):

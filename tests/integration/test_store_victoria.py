@@ -5,7 +5,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ from agent.store import Store
 from agent.store.lineprotocol import encode_all
 from agent.store.outbox import Outbox
 from agent.testnet import network as testnet
+from tests.integration.commands import agent
 from agent.testnet.watch import served_consensus
 from tests.conftest import DATA, parse_data
 from tests.unit.test_metrics import snapshot_of
@@ -27,9 +28,6 @@ pytestmark = [pytest.mark.integration]
 ROOT = Path(__file__).parents[2]
 
 
-def agent(*arguments, timeout=120):
-    return subprocess.run([sys.executable, "-m", "agent", *arguments], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
 
 
 def write_config(path: Path, store_url: str, network=None, **extra) -> Path:

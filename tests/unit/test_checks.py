@@ -7,7 +7,7 @@ import pytest
 from stem.descriptor.networkstatus import NetworkStatusDocumentV3
 from stem.descriptor.router_status_entry import RouterStatusEntryV3
 
-from agent.authorities import Authority, default_authorities, from_consensus
+from agent.authorities import Authority, from_consensus
 from agent.checks import REGISTRY, Context, Silence, run_checks
 from agent.config import load_config
 from agent.snapshot import (AuthorityView, DocKind, FetchRecord, Outcome, SignatureCheck, SignatureReport,

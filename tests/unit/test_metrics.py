@@ -12,7 +12,7 @@ from agent.documents import parse_document
 from agent.geoip import GeoIP
 from agent.metrics import relays_of, snapshot_points
 from agent.metrics.catalogue import catalogue, problems
-from agent.metrics.network import network_points, role_weight_fractions
+from agent.metrics.network import role_weight_fractions
 from agent.metrics.relays import KNOWN_FLAGS, build_table
 from agent.snapshot import (AuthorityView, DocKind, FetchRecord, Outcome, SignatureCheck, SignatureReport,
                             Snapshot)
