@@ -108,10 +108,13 @@ def test_stopping_one_authority_and_starting_it_again(tor_network):
         testnet.start(tor_network, ["auth3"])
     # Back in the consensus, signing it, and serving its own vote again (a
     # restarted authority answers 404 for its vote until it has voted).
+    # ... and every authority already serves that newest consensus (one may lag by a moment).
     recovered = wait_for(lambda s: s.latest_consensus() is not None
                          and len(s.latest_consensus().signatures) == 3
                          and all(r.outcome is Outcome.OK for r in s.records_of("auth3")
-                                 if r.kind is not DocKind.BANDWIDTH_FILE), tor_network, timeout=90)
+                                 if r.kind is not DocKind.BANDWIDTH_FILE)
+                         and all(v.consensus is not None and v.consensus.valid_after == s.valid_after
+                                 for v in s.views.values()), tor_network, timeout=90)
     assert recovered.changes.missing == ()
     assert [r for r in recovered.records if r.outcome is Outcome.FAILED] == []
     report = build_report(recovered)
