@@ -55,8 +55,8 @@ def _parser() -> argparse.ArgumentParser:
 
     checks = _with_config(commands.add_parser(
         "check", help="run the consensus-health checks now (or on files) and list findings"), _check)
-    checks.add_argument("--from", dest="paths", nargs="+", metavar="PATH",
-                        help="judge the newest period in these files instead of fetching")
+    checks.add_argument("--from", dest="paths", nargs="+", action="extend", metavar="PATH",
+                        help="judge the newest period in these files instead of fetching (repeatable)")
     checks.add_argument("--json", action="store_true", help="print the findings as JSON")
 
     backfill = _with_config(commands.add_parser(

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 
 from agent.authorities import Authority, AuthorityChanges, from_consensus, merge
 from agent.config import Config
+from agent.crosscheck import probe_orports, vote_holdings
 from agent.documents import parse_document
 from agent.errors import DocumentError
 from agent.fetch import PATHS, Deadline, download, new_session
@@ -220,6 +221,7 @@ def collect(config: Config, authorities: list[Authority] | None = None,
             jobs.update(_run_jobs(pool, new, kinds, deadline, timeout, consensus_ok))
             trusted = _verify(jobs, watched)
         consensus_ok.put(None)
+        probes, holdings = _cross_check(pool, config, jobs, watched, deadline)
         if DocKind.SERVER_DESCRIPTORS in config.fetch.documents:
             _wait(deadline, [descriptor_future])
     finally:
@@ -236,7 +238,29 @@ def collect(config: Config, authorities: list[Authority] | None = None,
         records=records,
         changes=changes,
         server_descriptors=descriptors,
+        orport_probes=probes,
+        vote_holdings=holdings,
     )
+
+
+def _cross_check(pool, config: Config, jobs: dict[str, _AuthorityJob], watched: list[Authority], deadline: Deadline):
+    """ORPort probes (in the background) and the vote-propagation matrix, once the documents are in."""
+    timeout = config.fetch.timeout_seconds
+    orports = None
+    if config.fetch.probe_orports:
+        consensuses = [job.view.consensus for job in jobs.values() if job.view.consensus is not None]
+        newest = max(consensuses, key=lambda consensus: consensus.valid_after, default=None)
+        orports = pool.submit(probe_orports, watched, newest, deadline, timeout)
+    holdings = []
+    if config.fetch.probe_vote_propagation:
+        answering = [job.authority for job in jobs.values()
+                     if any(record.answered for record in job.records.values())]
+        votes = {nickname: job.raw[DocKind.VOTE] for nickname, job in jobs.items() if DocKind.VOTE in job.raw}
+        holdings = vote_holdings(pool, answering, votes, deadline, timeout)
+    if orports is None:
+        return [], holdings
+    _wait(deadline, [orports])
+    return (orports.result() if orports.done() and orports.exception() is None else []), holdings
 
 
 def _run_jobs(pool, authorities, kinds, deadline, timeout, consensus_ok) -> dict[str, _AuthorityJob]:

@@ -38,6 +38,8 @@ class FetchConfig:
     timeout_seconds: float
     max_workers: int
     documents: tuple[DocKind, ...]
+    probe_orports: bool = True
+    probe_vote_propagation: bool = True
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("fetch.timeout_seconds", 30, _positive_number),
     Setting("fetch.max_workers", 10, _positive_int),
     Setting("fetch.documents", [kind.value for kind in DocKind], _document_kinds),
+    Setting("fetch.probe_orports", True, _boolean),
+    Setting("fetch.probe_vote_propagation", True, _boolean),
     Setting("state_dir", "state", _name),
     Setting("store.url", None, _url),
     Setting("store.org", "tor", _name),
@@ -279,6 +283,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("checks.thresholds.unmeasured_ratio", 0.05, _ratio),
     Setting("checks.thresholds.bwauth_sync_ratio", 0.2, _ratio),
     Setting("checks.thresholds.bandwidth_file_max_age_hours", 48, _positive_number),
+    Setting("checks.thresholds.bandwidth_file_min_coverage", 0.6, _ratio),
 )
 
 
@@ -313,6 +318,8 @@ def load_config(path: str | os.PathLike | None = None, environ=os.environ) -> Co
             timeout_seconds=values["fetch.timeout_seconds"],
             max_workers=values["fetch.max_workers"],
             documents=values["fetch.documents"],
+            probe_orports=values["fetch.probe_orports"],
+            probe_vote_propagation=values["fetch.probe_vote_propagation"],
         ),
         store=StoreConfig(
             url=values["store.url"],

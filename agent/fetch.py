@@ -11,6 +11,7 @@ query rather than the whole cycle. stem still parses everything we download.
 from __future__ import annotations
 
 import hashlib
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -83,8 +84,14 @@ def new_session() -> requests.Session:
 
 
 def download(session: requests.Session, authority: Authority, kind: DocKind,
-             deadline: Deadline, timeout: float, path: str | None = None) -> Download:
-    """GETs one document from one authority; every failure ends up in the record."""
+             deadline: Deadline, timeout: float, path: str | None = None,
+             head_bytes: int | None = None) -> Download:
+    """GETs one document from one authority; every failure ends up in the record.
+
+    With ``head_bytes`` only the start of the body is read and the connection
+    closed: enough to see that an authority holds a document without
+    downloading all of it.
+    """
     url = authority.base_url + (path or PATHS[kind])
     record = FetchRecord(authority.nickname, kind, url, started_at=datetime.now(timezone.utc))
     budget = min(timeout, deadline.remaining())
@@ -97,7 +104,7 @@ def download(session: requests.Session, authority: Authority, kind: DocKind,
             answered = time.monotonic()
             record.status = response.status_code
             record.clock_skew_seconds = _clock_skew(response.headers.get("Date"), started, answered)
-            body = _read_body(response, deadline, started + budget)
+            body = _read_body(response, deadline, started + budget, head_bytes)
             record.wire_bytes = response.raw.tell()
     except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError, TooLarge) as error:
         # read1() raises urllib3's own errors (truncated body, stalled read, bad gzip), not requests'.
@@ -109,7 +116,8 @@ def download(session: requests.Session, authority: Authority, kind: DocKind,
     return _judge_status(record, response.reason, body)
 
 
-def _read_body(response: requests.Response, deadline: Deadline, give_up_at: float) -> bytes:
+def _read_body(response: requests.Response, deadline: Deadline, give_up_at: float,
+               head_bytes: int | None = None) -> bytes:
     """Reads the body, checking the clock after every socket read.
 
     ``read1`` returns whatever one read brings, so a server that trickles a
@@ -123,10 +131,28 @@ def _read_body(response: requests.Response, deadline: Deadline, give_up_at: floa
             return b"".join(chunks)
         chunks.append(chunk)
         size += len(chunk)
+        if head_bytes is not None and size >= head_bytes:
+            return b"".join(chunks)[:head_bytes]
         if size > MAX_DOCUMENT_BYTES:
             raise TooLarge(f"document larger than {MAX_DOCUMENT_BYTES // 2**20} MiB")
         if deadline.expired() or time.monotonic() > give_up_at:
             raise TimeoutError
+
+
+def probe_tcp(host: str, port: int, deadline: Deadline, timeout: float) -> tuple[float | None, str | None]:
+    """Opens and closes a TCP connection, like DocTor's ORPort check (no TLS handshake).
+
+    Returns (seconds to connect, None) or (None, why it failed).
+    """
+    budget = min(timeout, deadline.remaining())
+    if budget <= 0:
+        return None, "not attempted: the cycle's deadline was reached"
+    started = time.monotonic()
+    try:
+        with socket.create_connection((host, port), timeout=budget):
+            return time.monotonic() - started, None
+    except OSError as error:
+        return None, _describe_failure(error, time.monotonic() - started)
 
 
 def _judge_status(record: FetchRecord, reason: str, body: bytes) -> Download:

@@ -95,6 +95,31 @@ class SignatureReport:
         return frozenset(check.identity for check in self.checks if check.valid)
 
 
+@dataclass(frozen=True)
+class OrPortProbe:
+    """A TCP connect to one of an authority's ORPort addresses."""
+
+    authority: str
+    endpoint: str  # "address:port", IPv6 in brackets
+    latency_seconds: float | None  # None when the connect failed
+    error: str | None = None
+
+    @property
+    def reachable(self) -> bool:
+        return self.latency_seconds is not None
+
+
+@dataclass(frozen=True)
+class VoteHolding:
+    """Whether ``holder`` serves ``author``'s current vote when asked for it by digest."""
+
+    holder: str
+    author: str
+    digest: str
+    held: bool | None  # None: the holder could not be asked or the period rotated meanwhile
+    detail: str | None = None
+
+
 @dataclass
 class AuthorityView:
     """The documents one authority served this period (None where it failed)."""
@@ -121,6 +146,8 @@ class Snapshot:
     records: list[FetchRecord]
     changes: AuthorityChanges = field(default_factory=AuthorityChanges)
     server_descriptors: list = field(default_factory=list)
+    orport_probes: list[OrPortProbe] = field(default_factory=list)
+    vote_holdings: list[VoteHolding] = field(default_factory=list)
     # A period read from an archive (backfill) rather than fetched: its one
     # consensus, and its signature report (None when no certificate in the
     # input covers it: archived consensuses are then taken as published).

@@ -90,3 +90,21 @@ def bandwidth_file_stale(context: Context):
             yield Hit({"authority": view.authority.nickname},
                       f"the bandwidth file of {view.authority.nickname} is {age_hours:.0f} h old "
                       f"(limit {limit_hours:g} h; tor ignores it after 72 h)", {"age_hours": round(age_hours, 1)})
+
+
+@check("TorBandwidthFileCoverageLow", "warning", "A bandwidth file measures too few of the consensus relays")
+def bandwidth_file_coverage(context: Context):
+    # sbws itself refuses to publish below 60 % (minimum_percent_eligible_relays).
+    latest = context.snapshot.latest_consensus()
+    if latest is None or not latest.routers:
+        return
+    limit = context.thresholds["bandwidth_file_min_coverage"]
+    for view in context.snapshot.views.values():
+        if view.bandwidth_file is None:
+            continue
+        covered = len(set(view.bandwidth_file.measurements) & set(latest.routers))
+        if covered < limit * len(latest.routers):
+            yield Hit({"authority": view.authority.nickname},
+                      f"the bandwidth file of {view.authority.nickname} measures {covered} of the "
+                      f"{len(latest.routers)} consensus relays ({100 * covered / len(latest.routers):.1f} %, "
+                      f"limit {100 * limit:g} %)", {"covered": covered, "relays": len(latest.routers)})

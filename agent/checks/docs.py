@@ -10,26 +10,23 @@ import agent.checks.all  # noqa: F401
 
 #: DocTor checks deliberately or not yet reproduced, and why.
 NOT_BUILT = {
-    "SHARED_RANDOM_COMMITMENT_MISMATCH": "not built yet (needs the commit-phase comparison of shared-rand-commit lines across votes)",
-    "SHARED_RANDOM_NO_REVEAL / MULTIPLE_REVEAL / REVEAL_MISSING / REVEAL_DUPLICATED / REVEAL_MISMATCH":
-        "not built yet (reveal-phase comparison; DocTor's own versions are no-ops)",
-    "UNABLE_TO_REACH_ORPORT": "not built yet (needs a TCP probe of each authority's ORPort in fetch.py)",
     "OLD_DIZUM_UNAVAILABLE": "not ported: a one-off for a retired address (trac #31406)",
 }
-TESTS = Path(__file__).parents[2] / "tests" / "unit" / "test_checks.py"
+TESTS = Path(__file__).parents[2] / "tests" / "unit"
 
 
 def _tests_by_check() -> dict[str, str]:
+    """Check ID -> "file::test" of the first test in tests/unit/test_checks*.py that names it."""
     found: dict[str, str] = {}
-    if not TESTS.exists():
-        return found
-    current = None
-    for line in TESTS.read_text().splitlines():
-        match = re.match(r"def (test_\w+)", line)
-        if match:
-            current = match.group(1)
-        for check_id in re.findall(r'"(Tor\w+)"', line):
-            found.setdefault(check_id, current)
+    for path in sorted(TESTS.glob("test_checks*.py")):
+        current = None
+        for line in path.read_text().splitlines():
+            match = re.match(r"def (test_\w+)", line)
+            if match:
+                current = f"tests/unit/{path.name}::{match.group(1)}"
+            for check_id in re.findall(r'"(Tor\w+)"', line):
+                if current:
+                    found.setdefault(check_id, current)
     return found
 
 
@@ -41,9 +38,10 @@ def render() -> str:
              "`checks.thresholds` (DocTor's values by default); silences and maintenance windows in `checks.silences`.",
              "Each active finding is counted in `tor_health_active{check,severity}`.", "",
              "| check | severity | DocTor equivalent | what it means | test that fires it |", "|---|---|---|---|---|"]
-    for check in REGISTRY:
+    # Grouped by module, whatever order the modules were imported in.
+    for check in sorted(REGISTRY, key=lambda c: (c.run.__module__, c.id)):
         lines.append(f"| `{check.id}` | {check.severity} | {check.doctor} | {check.summary} | "
-                     f"`tests/unit/test_checks.py::{tests.get(check.id, 'NO TEST FIRES THIS')}` |")
+                     f"`{tests.get(check.id, 'NO TEST FIRES THIS')}` |")
     lines += ["", "## DocTor checks not reproduced", "", "| DocTor check | status |", "|---|---|"]
     lines += [f"| {name} | {why} |" for name, why in NOT_BUILT.items()]
     return "\n".join(lines) + "\n"

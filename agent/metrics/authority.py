@@ -39,7 +39,8 @@ def authority_points(snapshot: Snapshot, consensus, time: int) -> list[Point]:
 
 
 def fetch_points(snapshot: Snapshot, time: int) -> list[Point]:
-    points = []
+    """What each fetch and probe of ours saw (vantage-tagged): written even without a consensus."""
+    points = _probe_points(snapshot, time)
     for record in snapshot.records:
         if record.outcome is Outcome.SKIPPED:
             continue
@@ -50,6 +51,22 @@ def fetch_points(snapshot: Snapshot, time: int) -> list[Point]:
                              "wire_bytes": record.wire_bytes, "clock_skew_seconds": record.clock_skew_seconds},
                             time))
     return points
+
+
+def _probe_points(snapshot: Snapshot, time: int) -> list[Point]:
+    """Per authority: ORPort reachability and how many of the others' votes it holds."""
+    fields: dict[str, dict] = {}
+    for probe in snapshot.orport_probes:
+        entry = fields.setdefault(probe.authority, {"orport_endpoints": 0, "orport_reachable": 0})
+        entry["orport_endpoints"] += 1
+        entry["orport_reachable"] += probe.reachable
+    for holding in snapshot.vote_holdings:
+        if holding.held is not None and holding.holder != holding.author:
+            entry = fields.setdefault(holding.holder, {})
+            entry["votes_asked"] = entry.get("votes_asked", 0) + 1
+            entry["votes_held"] = entry.get("votes_held", 0) + holding.held
+    return [point("tor_authority_probe", {"authority": nickname, "vantage": snapshot.vantage}, values, time)
+            for nickname, values in sorted(fields.items())]
 
 
 def _served_points(snapshot: Snapshot, consensus, time: int) -> list[Point]:

@@ -12,7 +12,7 @@ from agent.testnet import network as testnet
 from tests.integration.commands import agent
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-OUTAGE_CHECKS = {"TorAuthorityUnreachable", "TorAuthorityVoteMissing", "TorConsensusSignatureMissing",
+OUTAGE_CHECKS = {"TorAuthorityUnreachable", "TorAuthorityOrPortUnreachable", "TorAuthorityVoteMissing", "TorConsensusSignatureMissing",
                  "TorConsensusStale", "TorAuthorityQuorumLost", "TorConsensusNotAccepted"}
 
 
@@ -41,8 +41,13 @@ def by_check(findings):
 
 
 def test_one_down_two_down_and_back(tor_network):
-    _, healthy = wait_for(tor_network, lambda s, f: not (OUTAGE_CHECKS & {x.check for x in f}))
+    snapshot, healthy = wait_for(tor_network, lambda s, f: not (OUTAGE_CHECKS & {x.check for x in f}))
     assert [f for f in healthy if f.severity != "info"] == [], [f.description for f in healthy]
+    assert sorted((p.authority, p.reachable) for p in snapshot.orport_probes) == [
+        ("auth1", True), ("auth2", True), ("auth3", True)]
+    # The 3x3 vote-propagation matrix: nobody lacks a vote (a column may be void if the period rotated mid-probe).
+    assert len(snapshot.vote_holdings) == 9 and all(h.held is not False for h in snapshot.vote_holdings)
+    assert sum(1 for h in snapshot.vote_holdings if h.held) >= 6
 
     stopped_at = datetime.utcnow()
     testnet.stop(tor_network, ["auth3"])
@@ -54,6 +59,8 @@ def test_one_down_two_down_and_back(tor_network):
             ("auth3", "consensus"), ("auth3", "vote"), ("auth3", "consensus-microdesc")}
         assert [f.subjects for f in found["TorAuthorityVoteMissing"]] == [{"authority": "auth3"}]
         assert [f.subjects for f in found["TorConsensusSignatureMissing"]] == [{"authority": "auth3"}]
+        assert [f.subjects["authority"] for f in found["TorAuthorityOrPortUnreachable"]] == ["auth3"]
+        assert "connection refused" in found["TorAuthorityOrPortUnreachable"][0].description
         assert "TorConsensusStale" not in found and "TorAuthorityQuorumLost" not in found
 
         testnet.stop(tor_network, ["auth2"])

@@ -14,8 +14,8 @@ from agent.metrics import relays_of, snapshot_points
 from agent.metrics.catalogue import catalogue, problems
 from agent.metrics.network import role_weight_fractions
 from agent.metrics.relays import KNOWN_FLAGS, build_table
-from agent.snapshot import (AuthorityView, DocKind, FetchRecord, Outcome, SignatureCheck, SignatureReport,
-                            Snapshot)
+from agent.snapshot import (AuthorityView, DocKind, FetchRecord, OrPortProbe, Outcome, SignatureCheck, SignatureReport,
+                            Snapshot, VoteHolding)
 from tests.conftest import DATA, full_consensuses, parse_data
 
 GEOIP = GeoIP.load(DATA / "geoip-excerpt")
@@ -182,14 +182,32 @@ def test_every_catalogue_entry_is_emitted(hour10, hour11, descriptors):
     vote = parse_data("vote", "2016-09-20-13-00-00-vote-maatuska.xz")
     now = datetime(2016, 9, 20, 13, 1, tzinfo=timezone.utc)
     record = FetchRecord("moria1", DocKind.CONSENSUS, "http://x", now, Outcome.OK, 200, 0.25, 100, 40, -1.5, "d")
-    emitted = {(p.measurement, name) for p in snapshot_points(snapshot_of(consensus, [vote], records=[record]),
-                                                                None, GEOIP) for name in p.fields}
+    probed = snapshot_of(consensus, [vote], records=[record])
+    probed.orport_probes = [OrPortProbe("moria1", "128.31.0.34:9101", 0.01)]
+    probed.vote_holdings = [VoteHolding("moria1", "tor26", "AB" * 20, True)]
+    emitted = {(p.measurement, name) for p in snapshot_points(probed, None, GEOIP) for name in p.fields}
     emitted |= {(p.measurement, name) for p in snapshot_points(snapshot_of(hour11, descriptors=descriptors),
                                                                  relays_of(hour10), GEOIP) for name in p.fields}
     # allium_agent (self-monitoring) comes from the daemon's runner; its
     # integration test holds those points against the catalogue.
     # tor_health comes from the checks (tests/unit/test_checks.py holds it against the catalogue).
     assert {key for key in catalogue() if key[0] not in ("allium_agent", "tor_health")} - emitted == set()
+
+
+def test_probe_points_count_reachable_orports_and_held_votes():
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    snapshot = Snapshot("vp", now, now, list(default_authorities()), {}, [])
+    snapshot.orport_probes = [OrPortProbe("moria1", "128.31.0.39:9201", 0.01),
+                              OrPortProbe("moria1", "[2001:db8::1]:9201", None, "connection refused")]
+    snapshot.vote_holdings = [VoteHolding("moria1", "tor26", "AB" * 20, True),
+                              VoteHolding("moria1", "dizum", "CD" * 20, False),
+                              VoteHolding("moria1", "moria1", "EF" * 20, True),  # its own: not counted
+                              VoteHolding("moria1", "bastet", "01" * 20, None, "timed out")]
+    points = snapshot_points(snapshot, None, GEOIP)
+    probe = next(p for p in points if p.measurement == "tor_authority_probe")
+    assert (probe.tags, probe.fields) == ({"authority": "moria1", "vantage": "vp"}, {
+        "orport_endpoints": 2.0, "orport_reachable": 1.0, "votes_asked": 2.0, "votes_held": 1.0})
+    assert problems(points) == []
 
 
 def test_no_accepted_consensus_still_records_the_fetches():

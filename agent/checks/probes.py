@@ -1,0 +1,28 @@
+"""Checks on what the cross-check probes saw: authority ORPorts and vote propagation."""
+
+from __future__ import annotations
+
+from agent.checks.registry import Context, Hit, check
+
+
+@check("TorAuthorityOrPortUnreachable", "warning", "An authority's ORPort does not accept connections",
+       doctor="UNABLE_TO_REACH_ORPORT")
+def orport_unreachable(context: Context):
+    for probe in sorted(context.snapshot.orport_probes, key=lambda p: (p.authority, p.endpoint)):
+        if not probe.reachable:
+            yield Hit({"authority": probe.authority, "endpoint": probe.endpoint},
+                      f"cannot connect to the ORPort of {probe.authority} at {probe.endpoint}: {probe.error}",
+                      {"error": probe.error})
+
+
+@check("TorVoteNotPropagated", "warning", "An authority does not hold another authority's current vote")
+def vote_not_propagated(context: Context):
+    # Only a definite "not here" (HTTP 404) counts: an authority that could not be
+    # asked is already reported as unreachable, and a rotated period proves nothing.
+    missing = [h for h in context.snapshot.vote_holdings if h.held is False]
+    for holding in sorted(missing, key=lambda h: (h.holder, h.author)):
+        holders = sum(1 for h in context.snapshot.vote_holdings if h.author == holding.author and h.held)
+        yield Hit({"authority": holding.holder, "peer": holding.author},
+                  f"{holding.holder} does not serve the current vote of {holding.author} "
+                  f"(digest {holding.digest}); {holders} authorities do",
+                  {"digest": holding.digest, "held_by": holders})
