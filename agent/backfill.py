@@ -215,7 +215,7 @@ def _replay(period: Period, periods: dict, previous, config: Config, state: Stat
         return previous
     consensus = snapshot.archived_consensus
     relays = relays_of(consensus)
-    saved = record_period(snapshot, config, state, store, geoip,
+    saved, _ = record_period(snapshot, config, state, store, geoip,
                           previous=_previous_relays(period, periods, previous, consensus))
     state.mark_backfilled(unix(consensus.valid_after), int(time.time()))
     result.periods_written += 1

@@ -81,6 +81,63 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class Route:
+    """Where alerts go: every alert matching all the given filters (an empty filter matches all)."""
+
+    name: str
+    emails: tuple[str, ...] = ()
+    rooms: tuple[str, ...] = ()
+    severities: frozenset[str] = frozenset()
+    checks: frozenset[str] = frozenset()
+    authorities: frozenset[str] = frozenset()
+
+    def matches(self, alert) -> bool:
+        return ((not self.severities or alert.severity in self.severities)
+                and (not self.checks or alert.id in self.checks)
+                and (not self.authorities or alert.subjects.get("authority") in self.authorities))
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    routes: tuple[Route, ...]
+    suppression_hours: dict[str, float]
+    per_alert_hours: dict[str, float]
+    retry: RetryPolicy
+    public_url: str | None
+
+
+@dataclass(frozen=True)
+class EmailConfig:
+    host: str | None
+    port: int
+    security: str
+    sender: str
+    username_env: str | None
+    password_env: str | None
+    timeout_seconds: float
+
+
+@dataclass(frozen=True)
+class MatrixConfig:
+    homeserver: str | None
+    token_env: str
+    timeout_seconds: float
+
+
+@dataclass(frozen=True)
+class SubscriptionsConfig:
+    listen: tuple[str, int] | None
+    confirm_hours: float
+    rate_limit: str
+    down_hours: float
+    weight_drop_percent: float
+    weight_drop_hours: float
+    min_authorities: int | None
+    min_bandwidth_authorities: int
+    flags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
     vantage: str
@@ -92,6 +149,10 @@ class Config:
     metrics: MetricsConfig
     schedule: ScheduleConfig
     checks: ChecksConfig
+    alerts: AlertsConfig
+    email: EmailConfig
+    matrix: MatrixConfig
+    subscriptions: SubscriptionsConfig
 
 
 class _Invalid(ValueError):
@@ -135,6 +196,10 @@ def _name(value):
     if not isinstance(value, str) or not value.strip() or len(value) > 256:
         raise _Invalid(f"must be a non-empty string, got {_describe(value)}")
     return value.strip()
+
+
+def _optional_name(value):
+    return None if value is None else _name(value)
 
 
 def _env_name(value):
@@ -195,6 +260,80 @@ def _silences(value):
     if problems:
         raise _Invalid("; ".join(problems))
     return tuple(silences)
+
+
+def _routes(value):
+    if not isinstance(value, list):
+        raise _Invalid(f"must be a list of routes, got {_describe(value)}")
+    allowed = {"name", "email", "matrix", "severities", "checks", "authorities"}
+    routes, problems = [], []
+    for index, item in enumerate(value):
+        if not isinstance(item, dict) or "name" not in item or set(item) - allowed:
+            problems.append(f"[{index}] needs a name and only {', '.join(sorted(allowed - {'name'}))}")
+            continue
+        lists = {key: item.get(key, []) for key in allowed - {"name"}}
+        bad = [key for key, listed in lists.items() if not isinstance(listed, list)
+               or not all(isinstance(entry, str) and entry for entry in listed)]
+        unknown = set(lists["severities"]) - {"critical", "warning", "info"}
+        if bad or unknown:
+            problems.append(f"[{index}] ({item['name']}): " + "; ".join(
+                [f"{key} must be a list of strings" for key in sorted(bad)]
+                + [f"unknown severity {name}" for name in sorted(unknown)]))
+            continue
+        if not lists["email"] and not lists["matrix"]:
+            problems.append(f"[{index}] ({item['name']}): names no email address and no Matrix room")
+            continue
+        routes.append(Route(str(item["name"]), tuple(lists["email"]), tuple(lists["matrix"]),
+                            frozenset(lists["severities"]), frozenset(lists["checks"]),
+                            frozenset(lists["authorities"])))
+    if problems:
+        raise _Invalid("; ".join(problems))
+    return tuple(routes)
+
+
+def _hours_by_alert(value):
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, (int, float))
+                                              and not isinstance(v, bool) and v >= 0 for k, v in value.items()):
+        raise _Invalid(f"must map alert IDs to hours (>= 0), got {_describe(value)}")
+    return {key: float(hours) for key, hours in value.items()}
+
+
+def _security(value):
+    if value not in ("starttls", "tls", "none"):
+        raise _Invalid(f"must be starttls, tls or none, got {_describe(value)}")
+    return value
+
+
+def _optional_env_name(value):
+    return None if value is None else _env_name(value)
+
+
+def _listen(value):
+    if value is None:
+        return None
+    host, _, port = str(value).rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise _Invalid(f"must be host:port, got {_describe(value)}")
+    return host.strip("[]"), int(port)
+
+
+def _rate(value):
+    parts = str(value).split()
+    if len(parts) != 3 or not parts[0].isdigit() or parts[1] != "per" or parts[2] not in ("second", "minute", "hour", "day"):
+        raise _Invalid(f'must read like "20 per hour", got {_describe(value)}')
+    return str(value)
+
+
+def _optional_positive_int(value):
+    return None if value is None else _positive_int(value)
+
+
+def _flags(value):
+    flags = _names(value)
+    unknown = set(flags) - {"Guard", "Exit", "Stable", "Fast", "HSDir", "Valid", "Running"}
+    if unknown:
+        raise _Invalid(f"unknown flag(s) {', '.join(sorted(unknown))}")
+    return tuple(flags)
 
 
 def _log_level(value):
@@ -284,6 +423,36 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("checks.thresholds.bwauth_sync_ratio", 0.2, _ratio),
     Setting("checks.thresholds.bandwidth_file_max_age_hours", 48, _positive_number),
     Setting("checks.thresholds.bandwidth_file_min_coverage", 0.6, _ratio),
+    Setting("alerts.routes", [], _routes),
+    # DocTor's suppression: info repeated after 24 h, warnings after 4 h, critical every period.
+    Setting("alerts.suppression_hours.info", 24, _non_negative_number),
+    Setting("alerts.suppression_hours.warning", 4, _non_negative_number),
+    Setting("alerts.suppression_hours.critical", 0, _non_negative_number),
+    Setting("alerts.per_alert_hours", {}, _hours_by_alert),
+    Setting("alerts.retry.initial_delay_seconds", 30, _positive_number),
+    Setting("alerts.retry.max_delay_seconds", 1800, _positive_number),
+    Setting("alerts.public_url", None, _url),
+    Setting("email.host", None, _optional_name),
+    Setting("email.port", 587, _positive_int),
+    Setting("email.security", "starttls", _security),
+    Setting("email.sender", "allium-agent@localhost", _name),
+    Setting("email.username_env", None, _optional_env_name),
+    Setting("email.password_env", None, _optional_env_name),
+    Setting("email.timeout_seconds", 20, _positive_number),
+    Setting("matrix.homeserver", None, _url),
+    Setting("matrix.token_env", "ALLIUM_MATRIX_TOKEN", _env_name),
+    Setting("matrix.timeout_seconds", 20, _positive_number),
+    Setting("subscriptions.listen", None, _listen),
+    Setting("subscriptions.confirm_hours", 48, _positive_number),
+    Setting("subscriptions.rate_limit", "20 per hour", _rate),
+    # Tor Weather's default: a relay down for 1 h.
+    Setting("subscriptions.down_hours", 1, _non_negative_number),
+    Setting("subscriptions.weight_drop_percent", 50, _positive_number),
+    Setting("subscriptions.weight_drop_hours", 24, _positive_number),
+    Setting("subscriptions.min_authorities", None, _optional_positive_int),
+    # tor uses measured bandwidth only with at least 3 bandwidth authorities' measurements.
+    Setting("subscriptions.min_bandwidth_authorities", 3, _positive_int),
+    Setting("subscriptions.flags", ["Guard", "Exit", "Stable", "Fast", "HSDir", "Valid", "Running"], _flags),
 )
 
 
@@ -343,6 +512,21 @@ def load_config(path: str | os.PathLike | None = None, environ=os.environ) -> Co
             disabled=frozenset(values["checks.disabled"]),
             silences=values["checks.silences"],
         ),
+        alerts=AlertsConfig(
+            routes=values["alerts.routes"],
+            suppression_hours={severity: values[f"alerts.suppression_hours.{severity}"]
+                               for severity in ("critical", "warning", "info")},
+            per_alert_hours=values["alerts.per_alert_hours"],
+            retry=RetryPolicy(initial_delay_seconds=values["alerts.retry.initial_delay_seconds"],
+                              max_delay_seconds=values["alerts.retry.max_delay_seconds"]),
+            public_url=values["alerts.public_url"],
+        ),
+        email=EmailConfig(*(values[f"email.{name}"] for name in (
+            "host", "port", "security", "sender", "username_env", "password_env", "timeout_seconds"))),
+        matrix=MatrixConfig(values["matrix.homeserver"], values["matrix.token_env"], values["matrix.timeout_seconds"]),
+        subscriptions=SubscriptionsConfig(*(values[f"subscriptions.{name}"] for name in (
+            "listen", "confirm_hours", "rate_limit", "down_hours", "weight_drop_percent", "weight_drop_hours",
+            "min_authorities", "min_bandwidth_authorities", "flags"))),
     )
 
 
@@ -405,6 +589,8 @@ def _cross_checks(values: dict) -> list[str]:
     problems = []
     if values["store.retry.initial_delay_seconds"] > values["store.retry.max_delay_seconds"]:
         problems.append("store.retry.initial_delay_seconds: must not exceed store.retry.max_delay_seconds")
+    if values["alerts.retry.initial_delay_seconds"] > values["alerts.retry.max_delay_seconds"]:
+        problems.append("alerts.retry.initial_delay_seconds: must not exceed alerts.retry.max_delay_seconds")
     if values["fetch.timeout_seconds"] > values["fetch.deadline_seconds"]:
         problems.append(
             "fetch.timeout_seconds: must not exceed fetch.deadline_seconds "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from agent.checks.evaluate import evaluate, health_points
 from agent.collect import collect
@@ -22,20 +22,23 @@ log = logging.getLogger(__name__)
 class CycleResult:
     snapshot: Snapshot
     saved: SaveResult
+    findings: list = field(default_factory=list)
 
 
 def run_cycle(config: Config, state: State, store: Store, geoip: GeoIP) -> CycleResult:
     """Fetches one period, turns it into points and hands them to the store."""
     snapshot = collect(config)
-    return CycleResult(snapshot, record_period(snapshot, config, state, store, geoip))
+    return CycleResult(snapshot, *record_period(snapshot, config, state, store, geoip))
 
 
 _FROM_STATE = object()
 
 
 def record_period(snapshot: Snapshot, config: Config, state: State, store: Store, geoip: GeoIP,
-                  previous=_FROM_STATE) -> SaveResult:
-    """Metrics of a snapshot into the store; the same path serves backfill.
+                  previous=_FROM_STATE) -> tuple[SaveResult, list]:
+    """Metrics and check findings of a snapshot into the store; the same path serves backfill.
+
+    Returns what was saved and the check findings.
 
     The previous period's relays (for churn) come from the state, unless the
     caller passes them (backfill replays history and knows them itself).
@@ -46,15 +49,17 @@ def record_period(snapshot: Snapshot, config: Config, state: State, store: Store
     if live:
         previous = state.relays_before(period_time) if consensus is not None else None
     points = snapshot_points(snapshot, previous, geoip, config.metrics.operators_top_n)
-    if consensus is not None:
-        # Only the live path teaches the checks which authorities measure bandwidth.
-        points += health_points(evaluate(snapshot, config, state if live else None), period_time)
+    # Without an accepted consensus the checks still run: unreachable authorities
+    # and a lost quorum are exactly what must be reported then.
+    # Only the live path teaches the checks which authorities measure bandwidth.
+    findings = evaluate(snapshot, config, state if live else None)
+    points += health_points(findings, period_time)
     saved = store.save(points, period_time)
     if consensus is not None and live:
         state.save_relays(period_time, relays_of(consensus))
     log.debug("period %s: %d points, %s", consensus.valid_after if consensus else "none (no accepted consensus)",
              saved.points, describe(saved))
-    return saved
+    return saved, findings
 
 
 def describe(saved: SaveResult) -> str:

@@ -5,6 +5,7 @@
      |- DocumentError    a Tor document is malformed or of the wrong type
      |- FetchError       a download failed (refused, HTTP error, deadline)
      |- StoreError       the TSDB or the outbox cannot take points
+     |- DeliveryError    an alert could not be handed to the SMTP server or homeserver
      +- TestnetError     the private Tor network could not be built or run
 """
 
@@ -39,6 +40,15 @@ class StoreError(AlliumError):
 
     def __init__(self, message: str, permanent: bool = False):
         self.permanent = permanent
+        super().__init__(message)
+
+
+class DeliveryError(AlliumError):
+    """A message was not delivered; ``permanent`` when retrying cannot help (recipient refused)."""
+
+    def __init__(self, message: str, permanent: bool = False, retry_after_seconds: float | None = None):
+        self.permanent = permanent
+        self.retry_after_seconds = retry_after_seconds
         super().__init__(message)
 
 

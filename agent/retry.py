@@ -28,9 +28,13 @@ class RetryPolicy:
 
     def delays(self) -> Iterator[float]:
         """The waits between tries (``attempts - 1`` of them)."""
-        for retry in range(self.attempts - 1):
-            delay = min(self.max_delay_seconds, self.initial_delay_seconds * self.multiplier ** retry)
-            yield delay * (1 + random.uniform(-self.jitter, self.jitter))
+        for failures in range(1, self.attempts):
+            yield self.delay_after(failures)
+
+    def delay_after(self, failures: int) -> float:
+        """The wait after the ``failures``-th failure in a row (jittered); also for queues that retry forever."""
+        delay = min(self.max_delay_seconds, self.initial_delay_seconds * self.multiplier ** (failures - 1))
+        return delay * (1 + random.uniform(-self.jitter, self.jitter))
 
     def call(self, action: Callable[[], T], retryable: Callable[[Exception], bool], what: str,
              sleep: Callable[[float], None] = time.sleep) -> T:

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from agent.alerts.dispatch import Alerting
 from agent.collect import collect
 from agent.config import Config
 from agent.cycle import describe, record_period
@@ -51,6 +52,7 @@ class PeriodRunner:
     def __init__(self, config: Config, state: State, store: Store, geoip: GeoIP):
         self.config, self.state, self.store, self.geoip = config, state, store, geoip
         self.authorities = list(config.authorities.bootstrap)
+        self.alerting = Alerting(config, state.db)
         self._lock = threading.Lock()
         self.idle = threading.Event()
         self.idle.set()
@@ -93,14 +95,16 @@ class PeriodRunner:
             summary["problem"] = "no authority served a consensus a client would accept"
             self.state.count("cycles_without_consensus")
             # The fetch records still become points (at the fetch time): an outage must show.
-            saved = record_period(snapshot, self.config, self.state, self.store, self.geoip)
+            saved, findings = record_period(snapshot, self.config, self.state, self.store, self.geoip)
             summary.update(points=saved.points, storage=describe(saved))
+            self._alert(snapshot, findings, summary, failed=True)
             return FAILED, utc_now() + self._retry()
         valid_after = unix(consensus.valid_after)
         period = unix(consensus.fresh_until) - valid_after
         summary.update(valid_after=consensus.valid_after.isoformat(), period_seconds=period)
         last = self.state.get("last_processed")
         if last is not None and valid_after <= last:
+            self.drain_deliveries()
             expected = datetime.fromtimestamp(last + period, timezone.utc) + self._poll_delay()
             return NOT_YET, min(max(expected, utc_now() + timedelta(seconds=1)), utc_now() + self._retry())
         skipped = max(0, (valid_after - last) // period - 1) if last is not None and period > 0 else 0
@@ -108,13 +112,38 @@ class PeriodRunner:
             log.warning("%d period(s) before %s were not recorded (the agent was down or late)",
                         skipped, consensus.valid_after)
             self.state.count("periods_skipped", skipped)
-        saved = record_period(snapshot, self.config, self.state, self.store, self.geoip)
+        saved, findings = record_period(snapshot, self.config, self.state, self.store, self.geoip)
+        self._alert(snapshot, findings, summary)
         self.state.put(last_processed=valid_after, last_success=unix(utc_now()), period_seconds=period)
         processed = self.state.count("periods_processed")
         summary.update(points=saved.points, storage=describe(saved), periods_waiting=saved.periods_waiting)
         self._save_self_metrics(summary, saved, valid_after, processed)
         next_run = datetime.fromtimestamp(unix(consensus.fresh_until), timezone.utc) + self._poll_delay()
         return PROCESSED, max(next_run, utc_now() + timedelta(seconds=1))
+
+    def _alert(self, snapshot: Snapshot, findings: list, summary: dict, failed: bool = False) -> None:
+        """Alerts for a recorded period, then a drain of the delivery outbox; never fails the cycle.
+
+        A failed period (no consensus) is retried every few seconds, so its
+        findings are alerted on at most once per voting period.
+        """
+        try:
+            now = int(time.time())
+            if failed and now - self.state.get("last_alerted", 0) < self.state.get("period_seconds", 3600):
+                return
+            notices = self.alerting.on_period(findings)
+            self.state.put(last_alerted=now)
+            counts = self.alerting.drain()
+            summary.update(notices=len(notices), deliveries_waiting=counts["waiting"])
+        except Exception:
+            log.exception("alerting failed; the period's findings are stored and alerting resumes next period")
+
+    def drain_deliveries(self) -> None:
+        """Retries waiting messages between periods (a server that came back need not wait an hour)."""
+        try:
+            self.alerting.drain()
+        except Exception:
+            log.exception("draining the delivery outbox failed")
 
     def _save_self_metrics(self, summary: dict, saved, valid_after: int, processed: int) -> None:
         counters = self.state.counters()

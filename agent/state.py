@@ -30,6 +30,50 @@ MIGRATIONS = (
            valid_after INTEGER PRIMARY KEY,  -- a period a backfill wrote (Unix seconds)
            written_at INTEGER NOT NULL
        )""",
+    # Alerts (agent/alerts): each active alert's life cycle, keyed by check and subjects.
+    """CREATE TABLE alerts (
+           key TEXT PRIMARY KEY,             -- alert ID + sorted subjects
+           alert TEXT NOT NULL,              -- JSON of the newest occurrence
+           first_seen INTEGER NOT NULL,      -- Unix seconds
+           last_seen INTEGER NOT NULL,
+           last_notified INTEGER             -- NULL: no firing notice sent yet (waiting or silenced)
+       )""",
+    # The delivery outbox: one row per message and destination, kept after delivery for dedup.
+    """CREATE TABLE deliveries (
+           id INTEGER PRIMARY KEY AUTOINCREMENT,
+           channel TEXT NOT NULL,            -- email | matrix
+           target TEXT NOT NULL,             -- address or room ID
+           token TEXT NOT NULL UNIQUE,       -- Message-ID / Matrix transaction ID
+           message TEXT NOT NULL,            -- JSON: subject, text, html, headers
+           created INTEGER NOT NULL,
+           attempts INTEGER NOT NULL DEFAULT 0,
+           next_attempt INTEGER NOT NULL,
+           delivered INTEGER,                -- Unix seconds, NULL while waiting
+           gave_up INTEGER,                  -- Unix seconds: a permanent failure (recipient refused)
+           last_error TEXT
+       )""",
+    """CREATE INDEX deliveries_waiting ON deliveries (delivered, next_attempt)""",
+    # Operator subscriptions (double opt-in); tokens are stored as SHA-256 hashes only.
+    """CREATE TABLE subscriptions (
+           id INTEGER PRIMARY KEY AUTOINCREMENT,
+           email TEXT NOT NULL,
+           kind TEXT NOT NULL,               -- relay | family | contact
+           target TEXT NOT NULL,             -- fingerprint, or contact string
+           status TEXT NOT NULL,             -- pending | active
+           created INTEGER NOT NULL,
+           expires INTEGER,                  -- pending ones expire unconfirmed
+           confirm_hash TEXT,
+           unsubscribe_hash TEXT NOT NULL,
+           UNIQUE (email, kind, target)
+       )""",
+    # What subscriptions need from earlier periods, for watched relays only.
+    """CREATE TABLE relay_history (
+           fingerprint TEXT NOT NULL,
+           valid_after INTEGER NOT NULL,
+           weight INTEGER,                   -- NULL: not in the consensus
+           flags TEXT NOT NULL,
+           PRIMARY KEY (fingerprint, valid_after)
+       )""",
 )
 KEEP_PERIODS = 48
 
@@ -47,6 +91,11 @@ class State:
 
     def close(self) -> None:
         self._db.close()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection, for the modules that own the other tables (alerts, deliveries, subscriptions)."""
+        return self._db
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]

@@ -47,4 +47,15 @@ if [ "$with_tests" -eq 1 ]; then
 else
   .venv/bin/python -m pip install -q -e .
 fi
+if [ "$with_tests" -eq 1 ]; then
+  # The alert tests start a real Matrix homeserver: Synapse, in a virtualenv of
+  # its own so that its many pins never meet the agent's.
+  synapse_version=1.163.2
+  if [ ! -x .venv-synapse/bin/python ] || ! .venv-synapse/bin/python -m pip show matrix-synapse 2>/dev/null \
+      | grep -q "^Version: $synapse_version$"; then
+    [ -x .venv-synapse/bin/python ] || python3 -m venv .venv-synapse
+    .venv-synapse/bin/python -m pip install -q --upgrade pip
+    .venv-synapse/bin/python -m pip install -q "matrix-synapse==$synapse_version"
+  fi
+fi
 echo "installed: $(.venv/bin/allium-agent --version), $(tor --version | head -n 1)"

@@ -37,6 +37,8 @@ def test_example_file_documents_every_setting_with_its_default():
     assert example.log_level == defaults.log_level
     assert example.store == defaults.store
     assert example.metrics == defaults.metrics
+    assert (example.alerts, example.email, example.matrix) == (defaults.alerts, defaults.email, defaults.matrix)
+    assert example.subscriptions == defaults.subscriptions
     assert example.state_dir == EXAMPLE.parent / "state"  # relative to the file
     raw = yaml.safe_load(EXAMPLE.read_text())
     for setting in SETTINGS:

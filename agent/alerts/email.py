@@ -1,0 +1,78 @@
+"""Email over SMTP: STARTTLS, implicit TLS or plain (loopback only), optional login.
+
+Credentials come from the environment variables the config names, never
+from the file, and are never logged. The Message-ID is the delivery's
+token, so a retried message is recognisably the same message.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from email.message import EmailMessage
+from email.utils import formatdate
+
+from agent.alerts.render import Message, clean
+from agent.errors import DeliveryError
+
+
+class EmailSender:
+    def __init__(self, settings, environ):
+        self.settings = settings
+        self.username = environ.get(settings.username_env) if settings.username_env else None
+        self.password = environ.get(settings.password_env) if settings.password_env else None
+
+    def send(self, target: str, message: Message, token: str) -> None:
+        email = self.build(target, message, token)
+        try:
+            with self._connect() as smtp:
+                if self.username:
+                    smtp.login(self.username, self.password or "")
+                smtp.send_message(email)
+        except smtplib.SMTPRecipientsRefused as error:
+            raise DeliveryError(f"{target} refused: {_reply(error.recipients.get(target))}", permanent=True) from None
+        except smtplib.SMTPResponseException as error:
+            permanent = 500 <= error.smtp_code < 600 and error.smtp_code != 530  # 530: auth needed, a config fix
+            raise DeliveryError(f"SMTP {error.smtp_code} {_decode(error.smtp_error)}", permanent=permanent) from None
+        except (OSError, smtplib.SMTPException) as error:
+            raise DeliveryError(f"SMTP server {self.settings.host}:{self.settings.port}: "
+                                f"{type(error).__name__}: {error}") from None
+
+    def build(self, target: str, message: Message, token: str) -> EmailMessage:
+        email = EmailMessage()
+        email["From"] = self.settings.sender
+        email["To"] = clean(target, 254)
+        email["Subject"] = clean(message.subject)
+        email["Date"] = formatdate(usegmt=True)
+        email["Message-ID"] = f"<{token}@allium-agent>"
+        email["Auto-Submitted"] = "auto-generated"
+        for name, value in message.headers.items():
+            email[name] = clean(value, 900)
+        email.set_content(message.text)
+        email.add_alternative(f"<html><body>{message.html}</body></html>", subtype="html")
+        return email
+
+    def _connect(self) -> smtplib.SMTP:
+        settings = self.settings
+        context = ssl.create_default_context()
+        if settings.security == "tls":
+            return smtplib.SMTP_SSL(settings.host, settings.port, timeout=settings.timeout_seconds, context=context)
+        smtp = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout_seconds)
+        if settings.security == "starttls":
+            try:
+                smtp.starttls(context=context)
+            except Exception:
+                smtp.close()
+                raise
+        return smtp
+
+
+def _reply(reply) -> str:
+    if not reply:
+        return "refused"
+    code, text = reply
+    return f"{code} {_decode(text)}"
+
+
+def _decode(text) -> str:
+    return text.decode(errors="replace") if isinstance(text, bytes) else str(text)

@@ -1,0 +1,87 @@
+"""Matrix over the client-server API (v3) with an access token.
+
+Each message is a PUT under the delivery's token as transaction ID, so a
+retry after a lost reply is the same event to the homeserver, never a second
+one. ``429`` answers are honoured: a short ``retry_after_ms`` is waited out
+here, a long one is handed back to the outbox as the earliest next try.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from urllib.parse import quote
+
+import requests
+
+from agent.alerts.render import Message
+from agent.errors import DeliveryError
+
+_MAX_INLINE_WAIT_SECONDS = 5.0
+
+
+class MatrixSender:
+    def __init__(self, settings, environ, sleep=time.sleep):
+        self.settings = settings
+        self.token = environ.get(settings.token_env)
+        self.sleep = sleep
+        self.session = requests.Session()
+        self.session.trust_env = False
+        self._room_ids: dict[str, str] = {}
+
+    def send(self, room: str, message: Message, token: str) -> str:
+        """Sends one message; returns the event ID."""
+        if not self.token:
+            raise DeliveryError(f"no Matrix access token: set ${self.settings.token_env}")
+        room_id = self._room_id(room)
+        content = {"msgtype": "m.text", "body": f"{message.subject}\n\n{message.text}",
+                   "format": "org.matrix.custom.html",
+                   "formatted_body": f"<h4>{html.escape(message.subject)}</h4>\n{message.html}"}
+        path = f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/send/m.room.message/{quote(token, safe='')}"
+        return self._request("PUT", path, content)["event_id"]
+
+    def _room_id(self, room: str) -> str:
+        """Room IDs (``!x:server``) as they are; aliases (``#x:server``) resolved once."""
+        if not room.startswith("#"):
+            return room
+        if room not in self._room_ids:
+            answer = self._request("GET", f"/_matrix/client/v3/directory/room/{quote(room, safe='')}")
+            self._room_ids[room] = answer["room_id"]
+        return self._room_ids[room]
+
+    def _request(self, method: str, path: str, body: dict | None = None) -> dict:
+        url = self.settings.homeserver.rstrip("/") + path
+        for _ in range(3):
+            try:
+                response = self.session.request(method, url, json=body, timeout=self.settings.timeout_seconds,
+                                                headers={"Authorization": f"Bearer {self.token}"})
+            except requests.RequestException as error:
+                raise DeliveryError(f"homeserver {self.settings.homeserver}: {type(error).__name__}") from None
+            if response.status_code == 429:
+                wait = _retry_after(response)
+                if wait > _MAX_INLINE_WAIT_SECONDS:
+                    raise DeliveryError(f"rate limited for {wait:.0f} s", retry_after_seconds=wait)
+                self.sleep(wait)
+                continue
+            if response.status_code == 200:
+                return response.json()
+            permanent = 400 <= response.status_code < 500 and response.status_code not in (408, 429)
+            raise DeliveryError(f"homeserver answered {response.status_code}: {_errcode(response)}",
+                                permanent=permanent)
+        raise DeliveryError("rate limited three times in a row", retry_after_seconds=_MAX_INLINE_WAIT_SECONDS)
+
+
+def _retry_after(response: requests.Response) -> float:
+    try:
+        return float(response.json().get("retry_after_ms", 1000)) / 1000
+    except (ValueError, AttributeError):
+        return 1.0
+
+
+def _errcode(response: requests.Response) -> str:
+    try:
+        data = response.json()
+        return f"{data.get('errcode')} {data.get('error', '')}".strip()
+    except ValueError:
+        return response.text[:200]
+

@@ -1,0 +1,107 @@
+"""One message per destination per period: a subject that names the worst, plain text and HTML bodies.
+
+Relay nicknames, contact lines and anything else from the network are
+attacker-controlled: every such value is stripped of control characters
+(no header or line injection), bounded in length, and HTML-escaped in the
+HTML part.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from agent.alerts.model import SEVERITY_ORDER, Notice
+
+SUBJECT_LIMIT = 200
+FIELD_LIMIT = 500
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+_STATUS_HEADINGS = (("firing", "New"), ("reminder", "Still firing"), ("resolved", "Resolved"))
+
+
+@dataclass(frozen=True)
+class Message:
+    subject: str
+    text: str
+    html: str
+    headers: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"subject": self.subject, "text": self.text, "html": self.html, "headers": self.headers}
+
+
+def clean(value: object, limit: int = FIELD_LIMIT) -> str:
+    """One line, no control characters, at most ``limit`` characters."""
+    text = _CONTROL.sub(" ", str(value)).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def subject_of(notices: list[Notice]) -> str:
+    """``[critical] TorConsensusStale; 2 warnings: TorAuthorityClockSkew (moria1), …; resolved: …``."""
+    firing = [n for n in notices if n.status != "resolved"]
+    resolved = [n for n in notices if n.status == "resolved"]
+    parts = []
+    # One label per check and main subject: auth3's three unreachable documents are one item here.
+    by_severity = {severity: list(dict.fromkeys(n.alert.short_label for n in firing if n.alert.severity == severity))
+                   for severity in SEVERITY_ORDER}
+    present = [severity for severity in SEVERITY_ORDER if by_severity[severity]]
+    for index, severity in enumerate(present):
+        labels = ", ".join(by_severity[severity])
+        if index == 0:
+            parts.append(f"[{severity}] {labels}")
+        else:
+            count = len(by_severity[severity])
+            noun = severity if severity == "info" or count == 1 else f"{severity}s"
+            parts.append(f"{count} {noun}: {labels}")
+    if resolved:
+        labels = ", ".join(dict.fromkeys(n.alert.short_label for n in resolved))
+        parts.append(f"resolved: {labels}" if firing else f"[resolved] {labels}")
+    return clean("; ".join(parts), SUBJECT_LIMIT)
+
+
+def compose(notices: list[Notice], vantage: str, public_url: str | None = None) -> Message:
+    """The message telling one destination about this period's notices."""
+    ordered = sorted(notices, key=lambda n: (SEVERITY_ORDER.index(n.alert.severity), n.alert.key))
+    when = datetime.fromtimestamp(ordered[0].now, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    text = [f"Allium Agent ({clean(vantage, 60)}), {when}", ""]
+    body = [f"<p>Allium Agent ({html.escape(clean(vantage, 60))}), {when}</p>"]
+    for status, heading in _STATUS_HEADINGS:
+        group = [n for n in ordered if n.status == status]
+        if not group:
+            continue
+        text.append(f"{heading}:")
+        body.append(f"<h3>{heading}</h3><ul>")
+        for notice in group:
+            line, detail = _describe(notice)
+            text += [f"- {line}", f"  {detail}"]
+            body.append(f"<li><b>{html.escape(line)}</b><br>{html.escape(detail)}</li>")
+        text.append("")
+        body.append("</ul>")
+    headers = {}
+    tokens = sorted({n.alert.unsubscribe_token for n in ordered if n.alert.unsubscribe_token})
+    if tokens:
+        links = [_unsubscribe_link(public_url, token) for token in tokens]
+        text += ["To stop these alerts: " + " ".join(links)]
+        body.append("<p>To stop these alerts: " + " ".join(
+            f'<a href="{html.escape(link)}">{html.escape(link)}</a>' for link in links) + "</p>")
+        headers["List-Unsubscribe"] = ", ".join(f"<{link}>" for link in links if link.startswith("http"))
+    return Message(subject_of(ordered), "\n".join(text).rstrip() + "\n", "\n".join(body), {
+        key: value for key, value in headers.items() if value})
+
+
+def _describe(notice: Notice) -> tuple[str, str]:
+    alert = notice.alert
+    line = f"[{alert.severity}] {clean(alert.label, 200)}: {clean(alert.summary, 200)}"
+    since = datetime.fromtimestamp(notice.first_seen, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    if notice.status == "resolved":
+        minutes = max(0, notice.now - notice.first_seen) // 60
+        return line, f"cleared after {minutes} min (first seen {since}). Was: {clean(alert.description)}"
+    return line, f"{clean(alert.description)} (since {since})"
+
+
+def _unsubscribe_link(public_url: str | None, token: str) -> str:
+    if public_url:
+        return f"{public_url.rstrip('/')}/unsubscribe?token={token}"
+    return f"allium-agent subscriptions remove --token {token}"

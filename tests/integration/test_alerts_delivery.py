@@ -1,0 +1,164 @@
+"""Alerts from the private Tor network to a real SMTP server (aiosmtpd) and a real Matrix homeserver (Synapse).
+
+Only the two checks an authority outage raises at once are routed, so what
+arrives is decided by the test, not by the network's timing.
+"""
+
+import json
+import time
+from datetime import datetime
+
+import pytest
+import yaml
+
+from agent.alerts.render import Message
+from agent.config import load_config
+from agent.geoip import GeoIP
+from agent.runner import PROCESSED, PeriodRunner
+from agent.state import State
+from agent.store import Store
+from agent.testnet import network as testnet
+from agent.testnet.network import _free_ports
+from tests.integration.smtp import SmtpServer
+from tests.integration.synapse import Synapse
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+ROUTED = ["TorAuthorityUnreachable", "TorAuthorityOrPortUnreachable"]
+INBOX = "network-health@example.org"
+
+
+@pytest.fixture
+def servers(tmp_path):
+    smtp_port, synapse_port = _free_ports(2)
+    smtp, synapse = SmtpServer(smtp_port), Synapse(tmp_path / "synapse", synapse_port)
+    smtp.start()
+    synapse.start()
+    try:
+        token = synapse.register("allium")
+        room = synapse.create_room(token, "health")
+        yield smtp, synapse, token, room
+    finally:
+        smtp.stop()
+        synapse.stop()
+
+
+def runner_for(tor_network, tmp_path, smtp, synapse, token, room):
+    base = yaml.safe_load((tor_network.directory / testnet.AGENT_CONFIG).read_text())
+    base.update({
+        "state_dir": str(tmp_path / "state"),
+        "alerts": {"routes": [{"name": "health", "email": [INBOX], "matrix": [room], "checks": ROUTED}],
+                   "retry": {"initial_delay_seconds": 1, "max_delay_seconds": 2}},
+        "email": {"host": "127.0.0.1", "port": smtp.port, "security": "none"},
+        "matrix": {"homeserver": synapse.url, "token_env": "TEST_MATRIX_TOKEN"},
+    })
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(base))
+    config = load_config(path, environ={})
+    state = State(config.state_dir)
+    runner = PeriodRunner(config, state, Store.from_config(config), GeoIP.empty())
+    runner.alerting.senders["matrix"].token = token
+    return runner
+
+
+def next_period(runner, timeout=60):
+    """Runs cycles until one records a new period; returns its summary."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        outcome = runner.cycle()
+        if outcome.status == PROCESSED:
+            return outcome.summary
+        time.sleep(1)
+    raise AssertionError("no new period recorded")
+
+
+def subjects(smtp):
+    return [message["Subject"] for message in smtp.to(INBOX)]
+
+
+def test_one_message_per_destination_then_nothing_then_resolved(tor_network, tmp_path, servers):
+    smtp, synapse, token, room = servers
+    runner = runner_for(tor_network, tmp_path, smtp, synapse, token, room)
+    next_period(runner)
+    assert subjects(smtp) == [] and synapse.messages(token, room) == []
+
+    testnet.stop(tor_network, ["auth3"])
+    try:
+        next_period(runner)
+        mails, events = smtp.to(INBOX), synapse.messages(token, room)
+        assert len(mails) == 1 and len(events) == 1
+        subject = mails[0]["Subject"]
+        print(f"\nemail: {subject}\n{mails[0].get_body(('plain',)).get_content()}")
+        print(f"matrix: {events[0]['content']['body']}")
+        assert subject == "[warning] TorAuthorityOrPortUnreachable (auth3), TorAuthorityUnreachable (auth3)"
+        assert "cannot connect to the ORPort of auth3" in mails[0].get_body(("plain",)).get_content()
+        assert "<b>[warning] TorAuthorityUnreachable (auth3, vote)" in mails[0].get_body(("html",)).get_content()
+        assert events[0]["content"]["format"] == "org.matrix.custom.html"
+        assert events[0]["content"]["body"].startswith(subject)
+
+        next_period(runner)
+        assert len(smtp.to(INBOX)) == 1 and len(synapse.messages(token, room)) == 1  # still firing: suppressed 4 h
+    finally:
+        testnet.start(tor_network, ["auth3"])
+    wait_until_answering(runner, tor_network)
+    mails, events = smtp.to(INBOX), synapse.messages(token, room)
+    # auth3 comes back in steps (ORPort first, its vote last), so the resolved
+    # notices may arrive over more than one period; nothing fires anew.
+    later = [m["Subject"] for m in mails[1:]]
+    print("then: " + " | ".join(later))
+    assert later and all(subject.startswith("[resolved] ") for subject in later)
+    assert len(events) == len(mails) and all("cleared after" in e["content"]["body"] for e in events[1:])
+    assert [t.alert.label for t in runner.alerting.book.active() if t.alert.id in ROUTED] == []
+
+
+def wait_until_answering(runner, tor_network, timeout=90):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        summary = next_period(runner)
+        if summary.get("fetch_failures") == 0:
+            return summary
+    raise AssertionError("auth3 did not come back")
+
+
+def test_outage_of_both_servers_loses_and_repeats_nothing(tor_network, tmp_path, servers):
+    smtp, synapse, token, room = servers
+    runner = runner_for(tor_network, tmp_path, smtp, synapse, token, room)
+    next_period(runner)
+    smtp.stop()
+    synapse.stop()
+    testnet.stop(tor_network, ["auth3"])
+    try:
+        waiting = []
+        for _ in range(3):
+            summary = next_period(runner)
+            waiting.append(summary.get("deliveries_waiting"))
+    finally:
+        testnet.start(tor_network, ["auth3"])
+    summary = wait_until_answering(runner, tor_network)
+    counts = runner.alerting.outbox.counts()
+    # A firing message and one or more resolved ones, each to email and Matrix.
+    assert counts["waiting"] >= 4 and counts["waiting"] % 2 == 0 and counts["delivered"] == 0, counts
+    print(f"\nduring the outage, deliveries waiting after each period: {waiting}, then {counts}")
+
+    smtp.start()
+    synapse.start()
+    started = datetime.utcnow()
+    end = time.monotonic() + 60
+    while runner.alerting.outbox.counts()["waiting"] and time.monotonic() < end:
+        runner.drain_deliveries()
+        time.sleep(1)
+    counts = runner.alerting.outbox.counts()
+    mails, events = smtp.to(INBOX), synapse.messages(token, room)
+    print(f"after recovery ({(datetime.utcnow() - started).total_seconds():.0f} s): {counts}; "
+          f"{len(mails)} emails, {len(events)} Matrix messages")
+    queued = counts["delivered"]
+    assert counts == {"waiting": 0, "delivered": queued, "given_up": 0}
+    assert len(mails) == queued // 2 and len({m["Message-ID"] for m in mails}) == queued // 2
+    assert len(events) == queued // 2
+    assert [m["Subject"].split()[0] for m in mails] == ["[warning]"] + ["[resolved]"] * (queued // 2 - 1)
+
+    # A retry of a message the homeserver already took (a lost reply) is the same event, not a second one.
+    delivery = runner.alerting.outbox.db.execute("SELECT target, token, message FROM deliveries "
+                                                 "WHERE channel = 'matrix' ORDER BY id LIMIT 1").fetchone()
+    sender = runner.alerting.senders["matrix"]
+    again = sender.send(delivery[0], Message(**json.loads(delivery[2])), delivery[1])
+    assert again == events[0]["event_id"] and len(synapse.messages(token, room)) == queued // 2
