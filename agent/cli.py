@@ -73,6 +73,10 @@ def _parser() -> argparse.ArgumentParser:
                        ("drain", "deliver waiting periods to store.url now, oldest first")):
         _with_config(outbox_commands.add_parser(name, help=text), _outbox)
 
+    from agent.cli_alerting import add_commands
+
+    add_commands(commands, _with_config)
+
     testnet = commands.add_parser("testnet", help="a private Tor network on 127.0.0.1")
     testnet_commands = testnet.add_subparsers(dest="testnet_command", required=True)
     for name, text in (("up", "create (if needed) and start the network, wait for a consensus"),
@@ -189,7 +193,14 @@ def _run(arguments) -> int:
              __version__, config.vantage, len(config.authorities.bootstrap), config.store.url or "outbox only",
              config.state_dir)
     runner = PeriodRunner(config, state, store, load_or_empty(config.metrics.geoip_file))
+    web = None
+    if config.subscriptions.listen:
+        from agent.subscriptions.web import WebServer
+
+        web = WebServer(config).start()
     finished = Daemon(runner, stop, config.schedule.grace_seconds).run()
+    if web is not None:
+        web.stop()
     if not finished:
         # The cycle thread is stuck in I/O; everything it stored is fsync'd in the outbox.
         logging.shutdown()

@@ -29,6 +29,7 @@ from agent.metrics.points import point
 from agent.snapshot import Outcome, Snapshot
 from agent.state import State
 from agent.store import Store
+from agent.subscriptions.watch import RelayWatch
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class PeriodRunner:
         self.config, self.state, self.store, self.geoip = config, state, store, geoip
         self.authorities = list(config.authorities.bootstrap)
         self.alerting = Alerting(config, state.db)
+        self.watch = RelayWatch(state.db, config.subscriptions)
         self._lock = threading.Lock()
         self.idle = threading.Event()
         self.idle.set()
@@ -131,7 +133,7 @@ class PeriodRunner:
             now = int(time.time())
             if failed and now - self.state.get("last_alerted", 0) < self.state.get("period_seconds", 3600):
                 return
-            notices = self.alerting.on_period(findings)
+            notices = self.alerting.on_period(findings, self.watch.alerts(snapshot, now))
             self.state.put(last_alerted=now)
             counts = self.alerting.drain()
             summary.update(notices=len(notices), deliveries_waiting=counts["waiting"])

@@ -53,7 +53,9 @@ MIGRATIONS = (
            last_error TEXT
        )""",
     """CREATE INDEX deliveries_waiting ON deliveries (delivered, next_attempt)""",
-    # Operator subscriptions (double opt-in); tokens are stored as SHA-256 hashes only.
+    # Operator subscriptions (double opt-in). The confirmation token is kept only
+    # as a SHA-256 hash; the unsubscribe token must go into every alert, so it is
+    # kept as is (it can do nothing but end its own subscription).
     """CREATE TABLE subscriptions (
            id INTEGER PRIMARY KEY AUTOINCREMENT,
            email TEXT NOT NULL,
@@ -63,8 +65,15 @@ MIGRATIONS = (
            created INTEGER NOT NULL,
            expires INTEGER,                  -- pending ones expire unconfirmed
            confirm_hash TEXT,
-           unsubscribe_hash TEXT NOT NULL,
+           unsubscribe_token TEXT NOT NULL UNIQUE,
            UNIQUE (email, kind, target)
+       )""",
+    # Relays a family or contact subscription has covered, so one that vanished is still watched.
+    """CREATE TABLE subscription_members (
+           subscription_id INTEGER NOT NULL REFERENCES subscriptions (id) ON DELETE CASCADE,
+           fingerprint TEXT NOT NULL,
+           last_seen INTEGER NOT NULL,
+           PRIMARY KEY (subscription_id, fingerprint)
        )""",
     # What subscriptions need from earlier periods, for watched relays only.
     """CREATE TABLE relay_history (
@@ -72,6 +81,7 @@ MIGRATIONS = (
            valid_after INTEGER NOT NULL,
            weight INTEGER,                   -- NULL: not in the consensus
            flags TEXT NOT NULL,
+           nickname TEXT,                    -- so a relay that vanished is still named
            PRIMARY KEY (fingerprint, valid_after)
        )""",
 )

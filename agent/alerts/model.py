@@ -35,7 +35,9 @@ class Alert:
 
     @property
     def label(self) -> str:
-        """``TorAuthorityClockSkew (moria1)``: the ID and its subjects' values."""
+        """``TorAuthorityUnreachable (auth3, vote)``: the ID and its subjects' values (relays by name)."""
+        if "relay" in self.subjects:
+            return self.short_label
         values = [value for name, value in sorted(self.subjects.items()) if name != "subscription"]
         return f"{self.id} ({', '.join(values)})" if values else self.id
 
@@ -43,6 +45,9 @@ class Alert:
     def short_label(self) -> str:
         """``TorAuthorityUnreachable (auth3)``: the ID and its main subject, for subjects and summaries."""
         main = self.subjects.get("authority") or self.subjects.get("relay")
+        if "relay" in self.subjects:
+            main = " ".join(filter(None, (self.extra.get("name"), self.subjects["relay"][:8],
+                                          self.subjects.get("flag"))))
         if main is None:
             values = [value for name, value in sorted(self.subjects.items()) if name != "subscription"]
             main = values[0] if values else None

@@ -273,6 +273,21 @@ def stop(network: Network, names: list[str] | None = None) -> list[str]:
     return running
 
 
+def reject_relays(network: Network, names: list[str]) -> None:
+    """Makes every running authority reject the named relays (empty list: reject none again).
+
+    Writes tor's ``approved-routers`` file (``!reject FINGERPRINT``) and sends
+    SIGHUP; the relays leave the next consensus. This is how the tests make
+    a relay drop out quickly: our authorities assume every relay reachable,
+    and tor would keep a silent relay Running for up to 45 minutes anyway.
+    """
+    lines = [f"!reject {network.node(name).fingerprint}\n" for name in names]
+    for authority in network.authorities:
+        (authority.data_dir / "approved-routers").write_text("".join(lines))
+        if is_running(network, authority.name):
+            _signal(network.pids[authority.name], signal.SIGHUP)
+
+
 def _reap(network: Network, names: list[str]) -> None:
     """Collects exit statuses of our own children so they do not linger as zombies."""
     for name in names:

@@ -1,0 +1,1 @@
+"""Relay-operator subscriptions: double opt-in, relay events, HTTP endpoints."""

@@ -1,0 +1,169 @@
+"""What can be wrong with a relay an operator watches, as pure functions of a period and its history.
+
+The alert kinds follow Tor Weather (down after a wait, flag lost, version
+out of date) plus what operators cannot see for themselves: how many
+authorities list the relay and how many bandwidth authorities measure it.
+How long a condition must last before anyone is told is the alert engine's
+``wait_seconds``; a relay whose descriptor says it hibernates is not down.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from stem.version import Version
+
+_HEX40 = re.compile(r"^[0-9A-F]{40}$")
+#: Flags the authorities give only after enough uptime: a relay that just
+#: restarted lacks them by design (HSDir needs 96 h of uptime on the live
+#: network), so losing one right after a restart is not worth a message.
+UPTIME_FLAGS = frozenset({"Guard", "HSDir", "Stable"})
+UPTIME_GRACE_SECONDS = 96 * 3600
+
+
+@dataclass(frozen=True)
+class RelayStatus:
+    """One watched relay in one period."""
+
+    fingerprint: str
+    nickname: str | None
+    in_consensus: bool
+    flags: frozenset[str]
+    weight: int | None
+    version: str | None
+    hibernating: bool
+    listed_by: int  # votes listing it
+    votes: int  # votes we have
+    measured_by: int  # bandwidth authorities' votes with a Measured= for it
+    bandwidth_votes: int  # votes with any Measured= at all
+    uptime_seconds: int | None = None  # from its newest server descriptor
+
+
+@dataclass(frozen=True)
+class Condition:
+    id: str
+    severity: str
+    summary: str
+    description: str
+    wait_seconds: int = 0
+    flag: str | None = None
+
+
+def family_fingerprints(descriptor) -> set[str]:
+    """The fingerprints a descriptor's family line names ($FP, $FP=nick, $FP~nick); nicknames are ignored."""
+    found = set()
+    for entry in getattr(descriptor, "family", None) or ():
+        candidate = re.split(r"[=~]", entry.lstrip("$"))[0].upper()
+        if _HEX40.match(candidate):
+            found.add(candidate)
+    return found
+
+
+def effective_family(fingerprint: str, descriptors: dict) -> set[str]:
+    """The relay and every relay that lists it and that it lists (tor's mutual-declaration rule)."""
+    mine = descriptors.get(fingerprint)
+    if mine is None:
+        return {fingerprint}
+    return {fingerprint} | {other for other in family_fingerprints(mine)
+                            if other in descriptors and fingerprint in family_fingerprints(descriptors[other])}
+
+
+def contact_of(descriptor) -> str:
+    contact = getattr(descriptor, "contact", None) or b""
+    return (contact.decode("utf-8", "replace") if isinstance(contact, bytes) else str(contact)).strip()
+
+
+def relays_with_contact(contact: str, descriptors: dict) -> set[str]:
+    return {fp for fp, descriptor in descriptors.items() if contact_of(descriptor) == contact.strip()}
+
+
+def relay_status(fingerprint: str, consensus, descriptors: dict, votes: list,
+                 known_nickname: str | None = None) -> RelayStatus:
+    router = consensus.routers.get(fingerprint)
+    descriptor = descriptors.get(fingerprint)
+    bandwidth_votes = [v for v in votes if any(r.measured is not None for r in v.routers.values())]
+    return RelayStatus(
+        fingerprint=fingerprint,
+        nickname=router.nickname if router is not None else getattr(descriptor, "nickname", known_nickname),
+        in_consensus=router is not None,
+        flags=frozenset(router.flags) if router is not None else frozenset(),
+        weight=router.bandwidth if router is not None else None,
+        version=str(router.version) if router is not None and router.version is not None else None,
+        hibernating=bool(getattr(descriptor, "hibernating", False)),
+        listed_by=sum(1 for v in votes if fingerprint in v.routers),
+        votes=len(votes),
+        measured_by=sum(1 for v in bandwidth_votes
+                        if fingerprint in v.routers and v.routers[fingerprint].measured is not None),
+        bandwidth_votes=len(bandwidth_votes),
+        uptime_seconds=getattr(descriptor, "uptime", None),
+    )
+
+
+def conditions(status: RelayStatus, history: list[tuple[int, int | None, frozenset]], consensus, settings,
+               now: int) -> list[Condition]:
+    """Everything wrong with one relay now. ``history`` is (valid_after, weight, flags), oldest first."""
+    name = f"{status.nickname or '?'} ({status.fingerprint})"
+    if not status.in_consensus or "Running" not in status.flags:
+        if status.hibernating:
+            return []  # it said it would sleep: not an outage (Tor Weather's is_up_or_hibernating)
+        where = "is not in the consensus" if not status.in_consensus else "is in the consensus but not Running"
+        return [Condition("TorRelayDown", "warning", "A relay you watch is down",
+                          f"{name} {where}", wait_seconds=int(settings.down_hours * 3600))]
+    found = []
+    expected = frozenset().union(*(flags for _, _, flags in history)) if history else frozenset()
+    lost = (expected & set(settings.flags)) - status.flags - {"Running"}
+    if status.uptime_seconds is not None and status.uptime_seconds < UPTIME_GRACE_SECONDS:
+        lost -= UPTIME_FLAGS
+    for flag in sorted(lost):
+        found.append(Condition("TorRelayFlagLost", "warning", "A relay you watch lost a flag",
+                               f"{name} no longer has the {flag} flag it had recently", flag=flag))
+    found += _version(status, name, consensus)
+    found += _weight(status, name, history, settings, now)
+    found += _votes(status, name, settings)
+    return found
+
+
+def _version(status: RelayStatus, name: str, consensus) -> list[Condition]:
+    recommended = [Version(str(v)) for v in consensus.server_versions or []]
+    if not recommended or status.version is None:
+        return []
+    version = Version(status.version)
+    if any(version == r for r in recommended):
+        return []
+    if version < min(recommended):
+        return [Condition("TorRelayVersionObsolete", "warning", "A relay you watch runs an obsolete tor",
+                          f"{name} runs tor {status.version}, older than every recommended version "
+                          f"(oldest recommended: {min(recommended)})")]
+    return [Condition("TorRelayVersionNotRecommended", "info", "A relay you watch runs a tor that is not recommended",
+                      f"{name} runs tor {status.version}, which is not on the recommended list")]
+
+
+def _weight(status: RelayStatus, name: str, history, settings, now: int) -> list[Condition]:
+    cutoff = now - settings.weight_drop_hours * 3600
+    before = [weight for valid_after, weight, _ in history if valid_after <= cutoff and weight]
+    if not before or status.weight is None:
+        return []
+    then = before[-1]
+    if status.weight < then * (1 - settings.weight_drop_percent / 100):
+        return [Condition("TorRelayWeightDropped", "info", "A relay you watch lost much of its consensus weight",
+                          f"{name} has consensus weight {status.weight}, down {100 * (1 - status.weight / then):.0f} % "
+                          f"from {then} {settings.weight_drop_hours:g} h ago")]
+    return []
+
+
+def _votes(status: RelayStatus, name: str, settings) -> list[Condition]:
+    found = []
+    # Relative to the votes we have: a vote we failed to fetch is our blind spot, not the relay's problem.
+    needed = settings.min_authorities or status.votes // 2 + 1
+    if status.votes and status.listed_by < needed:
+        found.append(Condition("TorRelayFewAuthorities", "warning", "Few authorities list a relay you watch",
+                               f"{name} is listed by {status.listed_by} of {status.votes} authorities' votes "
+                               f"(wanted {needed}): the others cannot reach it or reject it"))
+    wanted = settings.min_bandwidth_authorities
+    if status.bandwidth_votes >= wanted and status.measured_by < wanted:
+        found.append(Condition("TorRelayFewBandwidthAuthorities", "info",
+                               "Few bandwidth authorities measure a relay you watch",
+                               f"{name} is measured by {status.measured_by} of {status.bandwidth_votes} bandwidth "
+                               f"authorities (tor uses measurements only from {wanted})"))
+    return found

@@ -1,0 +1,141 @@
+"""Subscriptions in SQLite: double opt-in with single-use, expiring confirmation tokens.
+
+A request creates a pending subscription and a confirmation token that is
+shown once (to be mailed) and stored only as its SHA-256 hash. Confirming
+makes it active and burns the token. Pending subscriptions expire after
+``subscriptions.confirm_hours``; only active ones ever receive alerts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+
+KINDS = ("relay", "family", "contact")
+_FINGERPRINT = re.compile(r"^[0-9A-F]{40}$")
+_EMAIL = re.compile(r"^[^@\s<>(),;:\"\[\]\\]{1,64}@[A-Za-z0-9.-]{1,253}\.?[A-Za-z0-9-]*$")
+CONTACT_LIMIT = 500
+
+
+class SubscriptionError(ValueError):
+    """A subscription request that cannot be accepted; the message says why."""
+
+
+@dataclass(frozen=True)
+class Subscription:
+    id: int
+    email: str
+    kind: str
+    target: str
+    status: str
+    created: int
+    expires: int | None
+    unsubscribe_token: str
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def normalise(email: str, kind: str, target: str) -> tuple[str, str, str]:
+    """Validated (email, kind, target); raises SubscriptionError naming the bad field."""
+    email = (email or "").strip()
+    if not _EMAIL.match(email) or len(email) > 254:
+        raise SubscriptionError(f"email: not an address we can write to: {email[:80]!r}")
+    if kind not in KINDS:
+        raise SubscriptionError(f"kind: must be one of {', '.join(KINDS)}, got {kind[:20]!r}")
+    target = (target or "").strip()
+    if kind in ("relay", "family"):
+        target = target.upper().lstrip("$").replace(" ", "")
+        if not _FINGERPRINT.match(target):
+            raise SubscriptionError(f"target: a relay fingerprint is 40 hex digits, got {target[:50]!r}")
+    elif not target or len(target) > CONTACT_LIMIT or any(ord(c) < 32 for c in target):
+        raise SubscriptionError(f"target: a contact string of 1-{CONTACT_LIMIT} printable characters")
+    return email, kind, target
+
+
+class SubscriptionStore:
+    def __init__(self, db):
+        self.db = db
+
+    def request(self, email: str, kind: str, target: str, now: int, confirm_seconds: float
+                ) -> tuple[Subscription, str | None]:
+        """A pending subscription and its confirmation token (None if it is already active)."""
+        email, kind, target = normalise(email, kind, target)
+        existing = self._one("email = ? AND kind = ? AND target = ?", (email, kind, target))
+        if existing is not None and existing.status == "active":
+            return existing, None
+        token = secrets.token_urlsafe(32)
+        with self.db:
+            self.db.execute("BEGIN")
+            if existing is None:
+                self.db.execute(
+                    "INSERT INTO subscriptions (email, kind, target, status, created, expires, confirm_hash, "
+                    "unsubscribe_token) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)",
+                    (email, kind, target, now, now + int(confirm_seconds), _hash(token), secrets.token_urlsafe(32)))
+            else:  # asked again: a fresh token replaces the old one
+                self.db.execute("UPDATE subscriptions SET confirm_hash = ?, expires = ? WHERE id = ?",
+                                (_hash(token), now + int(confirm_seconds), existing.id))
+        return self._one("email = ? AND kind = ? AND target = ?", (email, kind, target)), token
+
+    def add_active(self, email: str, kind: str, target: str, now: int) -> Subscription:
+        """An administrator's subscription: active at once."""
+        email, kind, target = normalise(email, kind, target)
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute(
+                "INSERT INTO subscriptions (email, kind, target, status, created, unsubscribe_token) "
+                "VALUES (?, ?, ?, 'active', ?, ?) ON CONFLICT (email, kind, target) DO UPDATE SET "
+                "status = 'active', expires = NULL, confirm_hash = NULL",
+                (email, kind, target, now, secrets.token_urlsafe(32)))
+        return self._one("email = ? AND kind = ? AND target = ?", (email, kind, target))
+
+    def confirm(self, token: str, now: int) -> Subscription | None:
+        """Activates the pending subscription of this token (once); None if unknown, used or expired."""
+        found = self._one("confirm_hash = ? AND status = 'pending' AND expires > ?", (_hash(token or ""), now))
+        if found is None:
+            return None
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("UPDATE subscriptions SET status = 'active', confirm_hash = NULL, expires = NULL "
+                            "WHERE id = ?", (found.id,))
+        return self._one("id = ?", (found.id,))
+
+    def unsubscribe(self, token: str) -> Subscription | None:
+        found = self._one("unsubscribe_token = ?", (token or "",))
+        if found is not None:
+            self.remove(found.id)
+        return found
+
+    def remove(self, subscription_id: int) -> bool:
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("DELETE FROM subscription_members WHERE subscription_id = ?", (subscription_id,))
+            return self.db.execute("DELETE FROM subscriptions WHERE id = ?", (subscription_id,)).rowcount == 1
+
+    def expire(self, now: int) -> int:
+        """Deletes pending subscriptions past their confirmation deadline; returns how many."""
+        with self.db:
+            self.db.execute("BEGIN")
+            return self.db.execute("DELETE FROM subscriptions WHERE status = 'pending' AND expires <= ?",
+                                   (now,)).rowcount
+
+    def of(self, email: str) -> list[Subscription]:
+        return self._all("email = ?", (email.strip(),))
+
+    def active(self) -> list[Subscription]:
+        return self._all("status = 'active'", ())
+
+    def everything(self) -> list[Subscription]:
+        return self._all("1 = 1", ())
+
+    def _one(self, where: str, values: tuple) -> Subscription | None:
+        found = self._all(where, values)
+        return found[0] if found else None
+
+    def _all(self, where: str, values: tuple) -> list[Subscription]:
+        rows = self.db.execute("SELECT id, email, kind, target, status, created, expires, unsubscribe_token "
+                               f"FROM subscriptions WHERE {where} ORDER BY id", values).fetchall()
+        return [Subscription(*row) for row in rows]

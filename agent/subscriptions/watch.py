@@ -1,0 +1,95 @@
+"""Each period: which relays the active subscriptions cover, their history, and the alerts they raise.
+
+Family and contact subscriptions are resolved again every period, so a relay
+that joins the family later is covered at once; relays they covered before
+are remembered for HISTORY_SECONDS, so one that vanished is reported down
+rather than silently dropped.
+"""
+
+from __future__ import annotations
+
+from agent.alerts.model import Alert
+from agent.metrics.authority import unix
+from agent.subscriptions.events import (conditions, effective_family, relay_status, relays_with_contact)
+from agent.subscriptions.store import Subscription, SubscriptionStore
+
+HISTORY_SECONDS = 7 * 86400
+
+
+class RelayWatch:
+    def __init__(self, db, settings):
+        self.db = db
+        self.settings = settings
+        self.store = SubscriptionStore(db)
+
+    def alerts(self, snapshot, now: int) -> list[Alert] | None:
+        """Alerts for every active subscription; None when the period cannot be judged (no consensus)."""
+        consensus = snapshot.latest_consensus()
+        if consensus is None:
+            return None
+        self.store.expire(now)
+        subscriptions = self.store.active()
+        descriptors = {d.fingerprint: d for d in snapshot.server_descriptors}
+        votes = [view.vote for view in snapshot.views.values() if view.vote is not None]
+        valid_after = unix(consensus.valid_after)
+        members = {s.id: self._members(s, descriptors, valid_after) for s in subscriptions}
+        watched = sorted(set().union(*members.values())) if members else []
+        history, nicknames = self._history(watched, valid_after)
+        found = {}
+        for fingerprint in watched:
+            status = relay_status(fingerprint, consensus, descriptors, votes, nicknames.get(fingerprint))
+            found[fingerprint] = (status, conditions(status, history.get(fingerprint, []), consensus,
+                                                     self.settings, valid_after))
+        self._remember(found, valid_after)
+        return [self._alert(subscription, status, condition)
+                for subscription in subscriptions for fingerprint in sorted(members[subscription.id])
+                for status, listed in [found[fingerprint]] for condition in listed]
+
+    def _members(self, subscription: Subscription, descriptors: dict, valid_after: int) -> set[str]:
+        if subscription.kind == "relay":
+            return {subscription.target}
+        if subscription.kind == "family":
+            current = effective_family(subscription.target, descriptors)
+        else:
+            current = relays_with_contact(subscription.target, descriptors)
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR REPLACE INTO subscription_members VALUES (?, ?, ?)",
+                                [(subscription.id, fingerprint, valid_after) for fingerprint in current])
+            self.db.execute("DELETE FROM subscription_members WHERE subscription_id = ? AND last_seen < ?",
+                            (subscription.id, valid_after - HISTORY_SECONDS))
+        rows = self.db.execute("SELECT fingerprint FROM subscription_members WHERE subscription_id = ?",
+                               (subscription.id,)).fetchall()
+        return current | {row[0] for row in rows}
+
+    def _history(self, fingerprints: list[str], valid_after: int) -> tuple[dict[str, list], dict[str, str]]:
+        """(valid_after, weight, flags) per relay, oldest first, and the last nickname each was seen with."""
+        history: dict[str, list] = {}
+        nicknames: dict[str, str] = {}
+        for fingerprint in fingerprints:
+            rows = self.db.execute("SELECT valid_after, weight, flags, nickname FROM relay_history WHERE "
+                                   "fingerprint = ? AND valid_after < ? ORDER BY valid_after",
+                                   (fingerprint, valid_after)).fetchall()
+            history[fingerprint] = [(at, weight, frozenset(flags.split())) for at, weight, flags, _ in rows]
+            named = [nickname for *_, nickname in rows if nickname]
+            if named:
+                nicknames[fingerprint] = named[-1]
+        return history, nicknames
+
+    def _remember(self, found: dict, valid_after: int) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR REPLACE INTO relay_history VALUES (?, ?, ?, ?, ?)",
+                                [(fp, valid_after, status.weight, " ".join(sorted(status.flags)), status.nickname)
+                                 for fp, (status, _) in found.items()])
+            self.db.execute("DELETE FROM relay_history WHERE valid_after < ?", (valid_after - HISTORY_SECONDS,))
+
+    @staticmethod
+    def _alert(subscription: Subscription, status, condition) -> Alert:
+        subjects = {"relay": status.fingerprint}
+        if condition.flag:
+            subjects["flag"] = condition.flag
+        return Alert(condition.id, condition.severity, subjects, condition.summary, condition.description,
+                     wait_seconds=condition.wait_seconds, recipient=subscription.email,
+                     unsubscribe_token=subscription.unsubscribe_token,
+                     extra={"name": status.nickname or "", "subscription": subscription.id})
