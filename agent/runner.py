@@ -149,6 +149,7 @@ class PeriodRunner:
 
     def _save_self_metrics(self, summary: dict, saved, valid_after: int, processed: int) -> None:
         counters = self.state.counters()
+        deliveries = self.alerting.outbox.counts()
         fields = {
             "cycle_duration_seconds": (utc_now() - datetime.fromisoformat(summary["started_at"])).total_seconds(),
             "last_success_seconds": unix(utc_now()),
@@ -161,6 +162,9 @@ class PeriodRunner:
             "periods_processed_total": processed,
             "periods_skipped_total": counters.get("periods_skipped", 0),
             "cycle_errors_total": counters.get("cycle_errors", 0),
+            "alerts_active": len(self.alerting.book.load()),
+            "deliveries_waiting": deliveries["waiting"],
+            "deliveries_given_up": deliveries["given_up"],
         }
         self.store.save([point("allium_agent", {"vantage": self.config.vantage}, fields, valid_after)], valid_after)
 

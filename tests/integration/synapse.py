@@ -23,8 +23,9 @@ SYNAPSE_PYTHON = Path(os.environ.get("ALLIUM_SYNAPSE_PYTHON", REPO / ".venv-syna
 
 
 class Synapse:
-    def __init__(self, directory: Path, port: int):
+    def __init__(self, directory: Path, port: int, messages_per_second: float | None = None):
         self.directory, self.port = Path(directory), port
+        self.messages_per_second = messages_per_second  # None: Synapse's default rate limit
         self.url = f"http://127.0.0.1:{port}"
         self.secret = secrets.token_urlsafe(24)
         self.process: subprocess.Popen | None = None
@@ -65,6 +66,8 @@ class Synapse:
                          "account": {"per_second": 100, "burst_count": 100}},
             "rc_registration": {"per_second": 100, "burst_count": 100},
         }
+        if self.messages_per_second is not None:
+            config["rc_message"] = {"per_second": self.messages_per_second, "burst_count": 1}
         config_path.write_text(yaml.safe_dump(config))
         subprocess.run([str(SYNAPSE_PYTHON), "-m", "synapse.app.homeserver", "-c", str(config_path),
                         "--generate-keys"], check=True, capture_output=True, timeout=120)

@@ -162,3 +162,54 @@ def test_outage_of_both_servers_loses_and_repeats_nothing(tor_network, tmp_path,
     sender = runner.alerting.senders["matrix"]
     again = sender.send(delivery[0], Message(**json.loads(delivery[2])), delivery[1])
     assert again == events[0]["event_id"] and len(synapse.messages(token, room)) == queued // 2
+
+
+def test_hostile_text_arrives_escaped_and_matrix_rate_limits_are_honoured(tmp_path):
+    """A strict homeserver (one message per 4 s) and a relay name full of markup and line breaks."""
+    from agent.alerts.dispatch import Alerting
+    from agent.alerts.model import Alert, Notice
+    from agent.alerts.render import compose
+
+    smtp_port, synapse_port = _free_ports(2)
+    smtp, synapse = SmtpServer(smtp_port), Synapse(tmp_path / "synapse", synapse_port, messages_per_second=0.25)
+    smtp.start()
+    synapse.start()
+    try:
+        token = synapse.register("allium")
+        room = synapse.create_room(token, "health")
+        path = tmp_path / "agent.yaml"
+        path.write_text(yaml.safe_dump({
+            "state_dir": str(tmp_path / "state"), "alerts": {"retry": {"initial_delay_seconds": 1, "max_delay_seconds": 2}},
+            "email": {"host": "127.0.0.1", "port": smtp_port, "security": "none"},
+            "matrix": {"homeserver": synapse.url, "token_env": "TEST_MATRIX_TOKEN"}}))
+        config = load_config(path, environ={})
+        alerting = Alerting(config, State(config.state_dir).db, environ={"TEST_MATRIX_TOKEN": token})
+        waits = []
+        alerting.senders["matrix"].sleep = lambda seconds: (waits.append(seconds), time.sleep(seconds))
+        nasty = '<img src=x onerror=alert(1)>\n**bold** [link](http://evil.example)\r\nBcc: victim@example.org'
+        relay = Alert("TorRelayDown", "warning", {"relay": "A" * 40}, "A relay you watch is down",
+                      f"{nasty} is not in the consensus", extra={"name": nasty})
+        for index in range(3):
+            message = compose([Notice(relay, "firing", 1_000_000, 1_000_000 + index)], "test")
+            alerting.send_later("matrix", room, message, f"m{index}")
+            alerting.send_later("email", INBOX, message, f"e{index}")
+        end = time.monotonic() + 60
+        while alerting.outbox.counts()["waiting"] and time.monotonic() < end:
+            alerting.drain()
+            time.sleep(0.5)
+        attempts = alerting.outbox.db.execute("SELECT SUM(attempts) FROM deliveries WHERE channel = 'matrix'").fetchone()[0]
+        events = synapse.messages(token, room)
+        print(f"\n3 Matrix messages at 0.25/s: {len(waits)} answers 429 waited out "
+              f"({', '.join(f'{w:.1f} s' for w in waits)}), {attempts} outbox attempts, {len(events)} events")
+        assert waits and all(0 < w <= 5 for w in waits)  # retry_after_ms honoured
+        assert alerting.outbox.counts() == {"waiting": 0, "delivered": 6, "given_up": 0}
+        assert len(events) == 3  # every one, once, though the homeserver answered 429 in between
+        html_body = events[0]["content"]["formatted_body"]
+        assert "<img" not in html_body and "&lt;img src=x onerror=alert(1)&gt;" in html_body
+        [mail] = smtp.to(INBOX)[:1]
+        assert mail["Bcc"] is None and "\n" not in mail["Subject"]
+        assert "<img" not in mail.get_body(("html",)).get_content()
+        print(f"email subject as received: {mail['Subject']}")
+    finally:
+        smtp.stop()
+        synapse.stop()
