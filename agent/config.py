@@ -115,6 +115,7 @@ class EmailConfig:
     username_env: str | None
     password_env: str | None
     timeout_seconds: float
+    ca_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -439,6 +440,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("email.username_env", None, _optional_env_name),
     Setting("email.password_env", None, _optional_env_name),
     Setting("email.timeout_seconds", 20, _positive_number),
+    Setting("email.ca_file", None, _optional_path),
     Setting("matrix.homeserver", None, _url),
     Setting("matrix.token_env", "ALLIUM_MATRIX_TOKEN", _env_name),
     Setting("matrix.timeout_seconds", 20, _positive_number),
@@ -522,7 +524,7 @@ def load_config(path: str | os.PathLike | None = None, environ=os.environ) -> Co
             public_url=values["alerts.public_url"],
         ),
         email=EmailConfig(*(values[f"email.{name}"] for name in (
-            "host", "port", "security", "sender", "username_env", "password_env", "timeout_seconds"))),
+            "host", "port", "security", "sender", "username_env", "password_env", "timeout_seconds", "ca_file"))),
         matrix=MatrixConfig(values["matrix.homeserver"], values["matrix.token_env"], values["matrix.timeout_seconds"]),
         subscriptions=SubscriptionsConfig(*(values[f"subscriptions.{name}"] for name in (
             "listen", "confirm_hours", "rate_limit", "down_hours", "weight_drop_percent", "weight_drop_hours",

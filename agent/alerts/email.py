@@ -27,7 +27,7 @@ class EmailSender:
         try:
             with self._connect() as smtp:
                 if self.username:
-                    smtp.login(self.username, self.password or "")
+                    _login(smtp, self.username, self.password or "")
                 smtp.send_message(email)
         except smtplib.SMTPRecipientsRefused as error:
             raise DeliveryError(f"{target} refused: {_reply(error.recipients.get(target))}", permanent=True) from None
@@ -54,7 +54,7 @@ class EmailSender:
 
     def _connect(self) -> smtplib.SMTP:
         settings = self.settings
-        context = ssl.create_default_context()
+        context = ssl.create_default_context(cafile=settings.ca_file)
         if settings.security == "tls":
             return smtplib.SMTP_SSL(settings.host, settings.port, timeout=settings.timeout_seconds, context=context)
         smtp = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout_seconds)
@@ -65,6 +65,20 @@ class EmailSender:
                 smtp.close()
                 raise
         return smtp
+
+
+def _login(smtp: smtplib.SMTP, username: str, password: str) -> None:
+    """AUTH PLAIN when offered (one exchange, a clear 535 on a wrong password), else smtplib's choice.
+
+    smtplib's login() goes on to the next mechanism after a refusal, and some
+    servers then wait for a LOGIN continuation until the connection times out.
+    """
+    smtp.ehlo_or_helo_if_needed()
+    if "PLAIN" in smtp.esmtp_features.get("auth", "").upper().split():
+        smtp.user, smtp.password = username, password
+        smtp.auth("PLAIN", smtp.auth_plain)
+    else:
+        smtp.login(username, password)
 
 
 def _reply(reply) -> str:
