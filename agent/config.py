@@ -130,6 +130,7 @@ class SubscriptionsConfig:
     listen: tuple[str, int] | None
     confirm_hours: float
     rate_limit: str
+    trusted_proxies: int
     down_hours: float
     weight_drop_percent: float
     weight_drop_hours: float
@@ -325,6 +326,12 @@ def _rate(value):
     return str(value)
 
 
+def _non_negative_int(value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _Invalid(f"must be a whole number >= 0, got {_describe(value)}")
+    return value
+
+
 def _optional_positive_int(value):
     return None if value is None else _positive_int(value)
 
@@ -447,6 +454,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("subscriptions.listen", None, _listen),
     Setting("subscriptions.confirm_hours", 48, _positive_number),
     Setting("subscriptions.rate_limit", "20 per hour", _rate),
+    Setting("subscriptions.trusted_proxies", 0, _non_negative_int),
     # Tor Weather's default: a relay down for 1 h.
     Setting("subscriptions.down_hours", 1, _non_negative_number),
     Setting("subscriptions.weight_drop_percent", 50, _positive_number),
@@ -527,7 +535,7 @@ def load_config(path: str | os.PathLike | None = None, environ=os.environ) -> Co
             "host", "port", "security", "sender", "username_env", "password_env", "timeout_seconds", "ca_file"))),
         matrix=MatrixConfig(values["matrix.homeserver"], values["matrix.token_env"], values["matrix.timeout_seconds"]),
         subscriptions=SubscriptionsConfig(*(values[f"subscriptions.{name}"] for name in (
-            "listen", "confirm_hours", "rate_limit", "down_hours", "weight_drop_percent", "weight_drop_hours",
+            "listen", "confirm_hours", "rate_limit", "trusted_proxies", "down_hours", "weight_drop_percent", "weight_drop_hours",
             "min_authorities", "min_bandwidth_authorities", "flags"))),
     )
 
@@ -593,6 +601,12 @@ def _cross_checks(values: dict) -> list[str]:
         problems.append("store.retry.initial_delay_seconds: must not exceed store.retry.max_delay_seconds")
     if values["alerts.retry.initial_delay_seconds"] > values["alerts.retry.max_delay_seconds"]:
         problems.append("alerts.retry.initial_delay_seconds: must not exceed alerts.retry.max_delay_seconds")
+    if values["subscriptions.listen"] and not values["alerts.public_url"]:
+        problems.append("alerts.public_url: must be set when subscriptions.listen is (links in mails must not "
+                        "be built from the Host header a client sends)")
+    if values["email.security"] == "none" and values["email.host"] not in (None, "127.0.0.1", "::1", "localhost"):
+        problems.append(f"email.security: none sends the login and alerts in clear text; only allowed for a "
+                        f"server on loopback, not {values['email.host']}")
     if values["fetch.timeout_seconds"] > values["fetch.deadline_seconds"]:
         problems.append(
             "fetch.timeout_seconds: must not exceed fetch.deadline_seconds "

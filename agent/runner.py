@@ -126,19 +126,30 @@ class PeriodRunner:
     def _alert(self, snapshot: Snapshot, findings: list, summary: dict, failed: bool = False) -> None:
         """Alerts for a recorded period, then a drain of the delivery outbox; never fails the cycle.
 
-        A failed period (no consensus) is retried every few seconds, so its
-        findings are alerted on at most once per voting period.
+        A recorded period is alerted on in its own time (valid-after), once;
+        a failed period (no consensus) is retried every few seconds, so its
+        findings are alerted on at most once per voting period, in clock time.
         """
         try:
             now = int(time.time())
+            consensus = snapshot.latest_consensus()
+            period = None if failed or consensus is None else unix(consensus.valid_after)
             if failed and now - self.state.get("last_alerted", 0) < self.state.get("period_seconds", 3600):
                 return
-            notices = self.alerting.on_period(findings, self.watch.alerts(snapshot, now))
+            notices = self.alerting.on_period(findings, self._relay_alerts(snapshot, period or now), period)
             self.state.put(last_alerted=now)
             counts = self.alerting.drain()
             summary.update(notices=len(notices), deliveries_waiting=counts["waiting"])
         except Exception:
             log.exception("alerting failed; the period's findings are stored and alerting resumes next period")
+
+    def _relay_alerts(self, snapshot: Snapshot, now: int):
+        """Subscription alerts, or None if they cannot be judged (then they stay as they were)."""
+        try:
+            return self.watch.alerts(snapshot, now)
+        except Exception:
+            log.exception("evaluating subscriptions failed; network alerts go out regardless")
+            return None
 
     def drain_deliveries(self) -> None:
         """Retries waiting messages between periods (a server that came back need not wait an hour)."""

@@ -15,6 +15,11 @@ from dataclasses import dataclass
 from agent.alerts.render import Message
 from agent.retry import RetryPolicy
 
+#: A claimed message is not tried by anyone else for this long (longer than any send's timeouts).
+CLAIM_SECONDS = 300
+#: Delivered messages are kept (subject only) this long, for `alerts status` and deduplication.
+KEEP_DELIVERED_SECONDS = 30 * 86400
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -58,11 +63,27 @@ class DeliveryOutbox:
             ready.append(Delivery(id_, channel, target, token, Message(**json.loads(message)), attempts))
         return ready
 
-    def delivered(self, delivery: Delivery, now: int) -> None:
+    def claim(self, delivery: Delivery, now: int, lease_seconds: int = CLAIM_SECONDS) -> bool:
+        """Takes a message for sending; False if another process (daemon, web, CLI) took it first.
+
+        The claim pushes the next try past the lease, so a sender that dies
+        mid-send only delays the message.
+        """
         with self.db:
-            self.db.execute("BEGIN")
-            self.db.execute("UPDATE deliveries SET delivered = ?, attempts = attempts + 1, last_error = NULL "
-                            "WHERE id = ?", (now, delivery.id))
+            self.db.execute("BEGIN IMMEDIATE")
+            return self.db.execute(
+                "UPDATE deliveries SET next_attempt = ? WHERE id = ? AND delivered IS NULL AND gave_up IS NULL "
+                "AND attempts = ? AND next_attempt < ?",
+                (now + lease_seconds, delivery.id, delivery.attempts, now + lease_seconds)).rowcount == 1
+
+    def delivered(self, delivery: Delivery, now: int) -> None:
+        """Marks it sent and keeps only its subject: bodies may hold confirmation tokens."""
+        slim = json.dumps({"subject": delivery.message.subject, "text": "", "html": "", "headers": {}})
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("UPDATE deliveries SET delivered = ?, attempts = attempts + 1, last_error = NULL, "
+                            "message = ? WHERE id = ?", (now, slim, delivery.id))
+            self.db.execute("DELETE FROM deliveries WHERE delivered < ?", (now - KEEP_DELIVERED_SECONDS,))
 
     def failed(self, delivery: Delivery, now: int, error: str, permanent: bool,
                retry_after_seconds: float | None = None) -> None:
@@ -72,7 +93,7 @@ class DeliveryOutbox:
             wait = max(self.retry.delay_after(delivery.attempts + 1), retry_after_seconds or 0)
             update, values = "next_attempt = ?", (now + max(1, round(wait)),)
         with self.db:
-            self.db.execute("BEGIN")
+            self.db.execute("BEGIN IMMEDIATE")
             self.db.execute(f"UPDATE deliveries SET {update}, attempts = attempts + 1, last_error = ? WHERE id = ?",
                             (*values, error[:500], delivery.id))
 

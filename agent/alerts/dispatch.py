@@ -44,15 +44,24 @@ class Alerting:
         if config.matrix.homeserver:
             self.senders["matrix"] = MatrixSender(config.matrix, environ)
 
-    def on_period(self, findings: list, relay_alerts: list[Alert] | None = None) -> list[Notice]:
+    def on_period(self, findings: list, relay_alerts: list[Alert] | None = None, period: int | None = None
+                  ) -> list[Notice]:
         """Advances the alert book by one period and queues what must be told; returns the notices.
 
-        ``relay_alerts`` None means subscriptions were not evaluated this
-        period: their alerts are left as they are rather than resolved.
+        ``period`` is the period's valid-after (Unix seconds): it is the time
+        waits and suppressions are measured in, and a period already alerted
+        on (a rerun after a crash) changes nothing. Without one (a failed
+        period) the clock is used. ``relay_alerts`` None means subscriptions
+        were not evaluated: their alerts are left as they are, not resolved.
         """
-        now = int(self.clock())
+        now = int(self.clock()) if period is None else period
         with self.db:
-            self.db.execute("BEGIN")
+            self.db.execute("BEGIN IMMEDIATE")
+            if period is not None:
+                done = self.db.execute("SELECT value FROM agent_status WHERE key = 'alerts_period'").fetchone()
+                if done is not None and int(done[0]) >= period:
+                    return []
+                self.db.execute("INSERT OR REPLACE INTO agent_status VALUES ('alerts_period', ?)", (str(period),))
             notices = self.book.advance([from_finding(f) for f in findings], now, self.policy,
                                         scope=lambda alert: not _is_subscription(alert))
             if relay_alerts is not None:
@@ -74,7 +83,7 @@ class Alerting:
 
     def send_later(self, channel: str, target: str, message: Message, token: str) -> bool:
         with self.db:
-            self.db.execute("BEGIN")
+            self.db.execute("BEGIN IMMEDIATE")
             return self.outbox.enqueue(channel, target, token, message, int(self.clock()))
 
     def _destinations(self, alert: Alert) -> list[tuple[str, str]]:
@@ -96,6 +105,8 @@ class Alerting:
                 break
             if (delivery.channel, delivery.target) in failing:
                 continue  # keeps the order: the next try starts again from the oldest
+            if not self.outbox.claim(delivery, int(self.clock())):
+                continue  # another process is sending it
             if not self._try(delivery):
                 failing.add((delivery.channel, delivery.target))
         return self.outbox.counts()
@@ -108,7 +119,10 @@ class Alerting:
             return False
         try:
             sender.send(delivery.target, delivery.message, delivery.token)
-        except DeliveryError as error:
+        except Exception as error:  # a surprise (bad JSON from a proxy...) is a failed try, not a crash
+            if not isinstance(error, DeliveryError):
+                log.exception("sending %s to %s failed unexpectedly", delivery.channel, delivery.target)
+                error = DeliveryError(f"unexpected {type(error).__name__}: {str(error)[:200]}")
             log.warning("%s to %s not delivered (attempt %d): %s", delivery.channel, delivery.target,
                         delivery.attempts + 1, error)
             self.outbox.failed(delivery, now, str(error), error.permanent, error.retry_after_seconds)

@@ -30,10 +30,15 @@ class EmailSender:
                     _login(smtp, self.username, self.password or "")
                 smtp.send_message(email)
         except smtplib.SMTPRecipientsRefused as error:
-            raise DeliveryError(f"{target} refused: {_reply(error.recipients.get(target))}", permanent=True) from None
+            code, text = _reply(error.recipients.get(target))
+            # 5xx: this address will never take it; 4xx (greylisting, full mailbox): later.
+            raise DeliveryError(f"{target} refused: {code} {text}", permanent=code >= 500) from None
+        except smtplib.SMTPDataError as error:
+            raise DeliveryError(f"SMTP {error.smtp_code} {_decode(error.smtp_error)}",
+                                permanent=error.smtp_code >= 500) from None
         except smtplib.SMTPResponseException as error:
-            permanent = 500 <= error.smtp_code < 600 and error.smtp_code != 530  # 530: auth needed, a config fix
-            raise DeliveryError(f"SMTP {error.smtp_code} {_decode(error.smtp_error)}", permanent=permanent) from None
+            # Login or sender refused: a configuration to fix, not a reason to drop the queue.
+            raise DeliveryError(f"SMTP {error.smtp_code} {_decode(error.smtp_error)}") from None
         except (OSError, smtplib.SMTPException) as error:
             raise DeliveryError(f"SMTP server {self.settings.host}:{self.settings.port}: "
                                 f"{type(error).__name__}: {error}") from None
@@ -81,11 +86,11 @@ def _login(smtp: smtplib.SMTP, username: str, password: str) -> None:
         smtp.login(username, password)
 
 
-def _reply(reply) -> str:
+def _reply(reply) -> tuple[int, str]:
     if not reply:
-        return "refused"
+        return 550, "refused"
     code, text = reply
-    return f"{code} {_decode(text)}"
+    return code, _decode(text)
 
 
 def _decode(text) -> str:

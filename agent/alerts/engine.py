@@ -46,7 +46,9 @@ def plan(tracked: dict[str, Tracked], current: list[Alert], now: int, policy: Su
         before = tracked.get(alert.key)
         first_seen = before.first_seen if before else now
         last_notified = before.last_notified if before else None
-        if not alert.silenced and now - first_seen >= alert.wait_seconds:
+        if alert.silenced:
+            last_notified = None  # muted: its end is not announced either (and an unmute tells it afresh)
+        elif now - first_seen >= alert.wait_seconds:
             if last_notified is None:
                 notices.append(Notice(alert, "firing", first_seen, now))
                 last_notified = now

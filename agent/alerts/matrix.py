@@ -65,7 +65,9 @@ class MatrixSender:
                 continue
             if response.status_code == 200:
                 return response.json()
-            permanent = 400 <= response.status_code < 500 and response.status_code not in (408, 429)
+            # Only "this can never work" gives up: bad request, not allowed in the room, too large.
+            # 401 (token expired) and 404 (alias not yet created) are fixed by people: keep the queue.
+            permanent = response.status_code in (400, 403, 413)
             raise DeliveryError(f"homeserver answered {response.status_code}: {_errcode(response)}",
                                 permanent=permanent)
         raise DeliveryError("rate limited three times in a row", retry_after_seconds=_MAX_INLINE_WAIT_SECONDS)

@@ -87,6 +87,8 @@ def compose(notices: list[Notice], vantage: str, public_url: str | None = None) 
         body.append("<p>To stop these alerts: " + " ".join(
             f'<a href="{html.escape(link)}">{html.escape(link)}</a>' for link in links) + "</p>")
         headers["List-Unsubscribe"] = ", ".join(f"<{link}>" for link in links if link.startswith("http"))
+        if headers["List-Unsubscribe"]:
+            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"  # RFC 8058
     return Message(subject_of(ordered), "\n".join(text).rstrip() + "\n", "\n".join(body), {
         key: value for key, value in headers.items() if value})
 

@@ -69,7 +69,7 @@ class SubscriptionStore:
             return existing, None
         token = secrets.token_urlsafe(32)
         with self.db:
-            self.db.execute("BEGIN")
+            self.db.execute("BEGIN IMMEDIATE")
             if existing is None:
                 self.db.execute(
                     "INSERT INTO subscriptions (email, kind, target, status, created, expires, confirm_hash, "
@@ -84,7 +84,7 @@ class SubscriptionStore:
         """An administrator's subscription: active at once."""
         email, kind, target = normalise(email, kind, target)
         with self.db:
-            self.db.execute("BEGIN")
+            self.db.execute("BEGIN IMMEDIATE")
             self.db.execute(
                 "INSERT INTO subscriptions (email, kind, target, status, created, unsubscribe_token) "
                 "VALUES (?, ?, ?, 'active', ?, ?) ON CONFLICT (email, kind, target) DO UPDATE SET "
@@ -98,7 +98,7 @@ class SubscriptionStore:
         if found is None:
             return None
         with self.db:
-            self.db.execute("BEGIN")
+            self.db.execute("BEGIN IMMEDIATE")
             self.db.execute("UPDATE subscriptions SET status = 'active', confirm_hash = NULL, expires = NULL "
                             "WHERE id = ?", (found.id,))
         return self._one("id = ?", (found.id,))
@@ -110,15 +110,18 @@ class SubscriptionStore:
         return found
 
     def remove(self, subscription_id: int) -> bool:
+        """Deletes a subscription and, silently, its alerts: no "resolved" mail after unsubscribing."""
         with self.db:
-            self.db.execute("BEGIN")
+            self.db.execute("BEGIN IMMEDIATE")
             self.db.execute("DELETE FROM subscription_members WHERE subscription_id = ?", (subscription_id,))
+            self.db.execute("DELETE FROM alerts WHERE json_extract(alert, '$.extra.subscription') = ?",
+                            (subscription_id,))
             return self.db.execute("DELETE FROM subscriptions WHERE id = ?", (subscription_id,)).rowcount == 1
 
     def expire(self, now: int) -> int:
         """Deletes pending subscriptions past their confirmation deadline; returns how many."""
         with self.db:
-            self.db.execute("BEGIN")
+            self.db.execute("BEGIN IMMEDIATE")
             return self.db.execute("DELETE FROM subscriptions WHERE status = 'pending' AND expires <= ?",
                                    (now,)).rowcount
 

@@ -53,11 +53,18 @@ class RelayWatch:
         else:
             current = relays_with_contact(subscription.target, descriptors)
         with self.db:
-            self.db.execute("BEGIN")
+            self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany("INSERT OR REPLACE INTO subscription_members VALUES (?, ?, ?)",
                                 [(subscription.id, fingerprint, valid_after) for fingerprint in current])
-            self.db.execute("DELETE FROM subscription_members WHERE subscription_id = ? AND last_seen < ?",
-                            (subscription.id, valid_after - HISTORY_SECONDS))
+            aged = [row[0] for row in self.db.execute(
+                "SELECT fingerprint FROM subscription_members WHERE subscription_id = ? AND last_seen < ?",
+                (subscription.id, valid_after - HISTORY_SECONDS))]
+            # A member gone for a week is dropped quietly: its alerts end without a false "resolved".
+            self.db.executemany("DELETE FROM alerts WHERE json_extract(alert, '$.extra.subscription') = ? "
+                                "AND json_extract(alert, '$.subjects.relay') = ?",
+                                [(subscription.id, fingerprint) for fingerprint in aged])
+            self.db.executemany("DELETE FROM subscription_members WHERE subscription_id = ? AND fingerprint = ?",
+                                [(subscription.id, fingerprint) for fingerprint in aged])
         rows = self.db.execute("SELECT fingerprint FROM subscription_members WHERE subscription_id = ?",
                                (subscription.id,)).fetchall()
         return current | {row[0] for row in rows}
@@ -78,7 +85,7 @@ class RelayWatch:
 
     def _remember(self, found: dict, valid_after: int) -> None:
         with self.db:
-            self.db.execute("BEGIN")
+            self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany("INSERT OR REPLACE INTO relay_history VALUES (?, ?, ?, ?, ?)",
                                 [(fp, valid_after, status.weight, " ".join(sorted(status.flags)), status.nickname)
                                  for fp, (status, _) in found.items()])

@@ -31,8 +31,14 @@ log = logging.getLogger(__name__)
 _ACCEPTED = "If this address can receive mail, a message with the next step is on its way."
 
 
-def create_app(config: Config, environ=os.environ, clock=time.time) -> Flask:
+def create_app(config: Config, environ=os.environ, clock=time.time, mail_queued=lambda: None) -> Flask:
+    """The endpoints. Mails are only queued here (``mail_queued`` is called after each), so every
+    answer takes the same time whatever it did; a Mailer sends them."""
     app = Flask("allium-agent-subscriptions")
+    if config.subscriptions.trusted_proxies:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.subscriptions.trusted_proxies)
     state = State(config.state_dir)  # its own connection: the daemon's stays in the daemon's thread
     lock = threading.Lock()
     store = SubscriptionStore(state.db)
@@ -40,14 +46,15 @@ def create_app(config: Config, environ=os.environ, clock=time.time) -> Flask:
     Limiter(get_remote_address, app=app, default_limits=[config.subscriptions.rate_limit], storage_uri="memory://")
 
     def base_url() -> str:
-        return (config.alerts.public_url or request.host_url).rstrip("/")
+        # Never the Host header: a forged one would put the attacker's host in a genuine mail.
+        return (config.alerts.public_url or "http://127.0.0.1").rstrip("/")
 
     def mail(address: str, subject: str, lines: list[str], key: str) -> None:
         text = "\n".join(lines) + "\n"
         body = "".join(f"<p>{html.escape(line)}</p>" for line in lines)
         token = hashlib.sha256(f"{address}|{key}".encode()).hexdigest()[:40]
         alerting.send_later("email", address, Message(clean(subject, 200), text, body), token)
-        alerting.drain(budget_seconds=10)
+        mail_queued()
 
     @app.post("/subscribe")
     def subscribe():
@@ -126,18 +133,46 @@ def _button(label: str, action: str, token: str):
     return page, 200, {"Content-Type": "text/html; charset=utf-8"}
 
 
+class Mailer:
+    """Drains the delivery outbox from its own thread and connection: at once when woken, else every minute.
+
+    Sends confirmation mails within seconds, and retries anything waiting
+    between voting periods; claims keep it from sending what the daemon sends.
+    """
+
+    def __init__(self, config: Config, environ=os.environ, every_seconds: float = 60):
+        self.config, self.environ, self.every_seconds = config, environ, every_seconds
+        self.wake, self.stopping = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._run, name="mailer", daemon=True)
+
+    def _run(self) -> None:
+        state = State(self.config.state_dir)
+        alerting = Alerting(self.config, state.db, self.environ)
+        while not self.stopping.is_set():
+            try:
+                alerting.drain()
+            except Exception:
+                log.exception("the mailer's drain failed; it tries again")
+            self.wake.wait(self.every_seconds)
+            self.wake.clear()
+        state.close()
+
+
 class WebServer:
-    """The endpoints served from a thread of the daemon (werkzeug's server, one request at a time)."""
+    """The endpoints served from a thread of the daemon (werkzeug's server, one request at a time), and their Mailer."""
 
     def __init__(self, config: Config, environ=os.environ):
         from werkzeug.serving import make_server
 
         host, port = config.subscriptions.listen
-        self.server = make_server(host, port, create_app(config, environ), threaded=False)
+        self.mailer = Mailer(config, environ)
+        self.server = make_server(host, port, create_app(config, environ, mail_queued=self.mailer.wake.set),
+                                  threaded=False)
         self.port = self.server.server_port
         self.thread = threading.Thread(target=self.server.serve_forever, name="subscriptions-web", daemon=True)
 
     def start(self) -> "WebServer":
+        self.mailer.thread.start()
         self.thread.start()
         log.info("subscription endpoints on http://%s:%d", *self.server.server_address[:2])
         return self
@@ -145,3 +180,6 @@ class WebServer:
     def stop(self) -> None:
         self.server.shutdown()
         self.thread.join(timeout=10)
+        self.mailer.stopping.set()
+        self.mailer.wake.set()
+        self.mailer.thread.join(timeout=30)

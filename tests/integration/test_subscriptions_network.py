@@ -66,6 +66,9 @@ def test_subscribe_confirm_down_and_back(tor_network, tmp_path):
             assert answer.status_code == 202, answer.text
         assert requests.post(f"{public}/subscribe", data={"email": OPERATOR, "kind": "relay",
                                                           "target": "F" * 40}).status_code == 400
+        end = time.monotonic() + 30  # the web server only queues; its mailer thread sends
+        while not mails_to(smtp, OPERATOR) and time.monotonic() < end:
+            time.sleep(0.2)
         [confirmation] = mails_to(smtp, OPERATOR)
         body = confirmation.get_body(("plain",)).get_content()
         print(f"\nconfirmation: {confirmation['Subject']}\n{body}")

@@ -178,3 +178,33 @@ def test_a_destination_gets_its_messages_in_order_whatever_the_backoff(tmp_path)
         outbox.enqueue("email", "c@d", "other", Message("other", "t", "h"), 50)
     assert [d.token for d in outbox.due(60)] == ["other"]  # a@b waits for its oldest
     assert [d.token for d in outbox.due(100)] == ["firing", "resolved", "other"]
+
+
+def test_a_message_is_claimed_by_one_sender_only(tmp_path):
+    first, second = State(tmp_path), State(tmp_path)  # two connections: the daemon and the web mailer
+    outbox_a = DeliveryOutbox(first.db, RetryPolicy())
+    outbox_b = DeliveryOutbox(second.db, RetryPolicy())
+    with first.db:
+        outbox_a.enqueue("email", "a@b", "tok", Message("s", "secret token here", "h"), 100)
+    [seen_by_a], [seen_by_b] = outbox_a.due(100), outbox_b.due(100)
+    assert outbox_a.claim(seen_by_a, 100) and not outbox_b.claim(seen_by_b, 100)
+    outbox_a.delivered(seen_by_a, 101)
+    assert "secret token" not in first.db.execute("SELECT message FROM deliveries").fetchone()[0]
+
+
+def test_a_period_is_alerted_on_once_and_unsubscribing_resolves_nothing(tmp_path):
+    from agent.alerts.dispatch import Alerting
+    from agent.checks.registry import Finding
+    from agent.subscriptions.store import SubscriptionStore
+
+    state = State(tmp_path / "state")
+    alerting = Alerting(load_config(None, environ={}), state.db, environ={})
+    finding = Finding("TorAuthorityClockSkew", "warning", {"authority": "moria1"}, "skew", "skewed", {})
+    assert len(alerting.on_period([finding], period=7200)) == 1
+    assert alerting.on_period([], period=7200) == []  # a rerun of the same period (after a crash) changes nothing
+    subscription = SubscriptionStore(state.db).add_active("op@example.org", "relay", "A" * 40, 0)
+    down = Alert("TorRelayDown", "warning", {"relay": "A" * 40}, "down", "d", recipient="op@example.org",
+                 extra={"subscription": subscription.id})
+    assert [n.status for n in alerting.on_period([finding], [down], period=10800)] == ["firing"]
+    SubscriptionStore(state.db).unsubscribe(subscription.unsubscribe_token)
+    assert [n.alert.id for n in alerting.on_period([finding], [], period=14400)] == []

@@ -142,3 +142,11 @@ def test_once_with_a_bad_config_starts_nothing(tmp_path, capsys, monkeypatch):
     path = write(tmp_path, "fetch: {deadline_seconds: soon}\n")
     assert cli.main(["once", "--config", str(path)]) == 2
     assert "fetch.deadline_seconds" in capsys.readouterr().err
+
+
+def test_alert_settings_that_would_leak_are_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("subscriptions:\n  listen: 0.0.0.0:8080\nemail:\n  host: mail.example.org\n  security: none\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path, environ={})
+    assert [p.split(":")[0] for p in error.value.problems] == ["alerts.public_url", "email.security"]
