@@ -73,6 +73,15 @@ def _parser() -> argparse.ArgumentParser:
                        ("drain", "deliver waiting periods to store.url now, oldest first")):
         _with_config(outbox_commands.add_parser(name, help=text), _outbox)
 
+    query = _with_config(commands.add_parser(
+        "query", help="run a PromQL query against query.url (VictoriaMetrics or Prometheus)"), _query)
+    query.add_argument("promql", help="the query, e.g. 'tor_network_relays'")
+    when = query.add_mutually_exclusive_group()
+    when.add_argument("--at", type=_utc_time, help="evaluate at this time (UTC) instead of now")
+    when.add_argument("--range", dest="range_", metavar="DURATION", help="a range query over e.g. 7d, 24h, 90m")
+    query.add_argument("--step", metavar="DURATION", help="range step (default: the range / 250)")
+    query.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
     from agent.cli_alerting import add_commands
 
     add_commands(commands, _with_config)
@@ -275,6 +284,30 @@ def _check(arguments) -> int:
     if any(f.severity == "critical" for f in active):
         return 2
     return 1 if any(f.severity == "warning" for f in active) else EXIT_OK
+
+
+def _query(arguments) -> int:
+    from agent.config import load_config
+    from agent.query import QueryError, duration_seconds, render, run_query
+
+    config = load_config(arguments.config)
+    if not config.query.url:
+        print("no query.url configured (the PromQL endpoint, e.g. http://127.0.0.1:8428)", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        range_seconds = duration_seconds(arguments.range_) if arguments.range_ else None
+        step_seconds = duration_seconds(arguments.step) if arguments.step else None
+    except ValueError as error:
+        print(f"query: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        result = run_query(config.query.url, arguments.promql, arguments.at and arguments.at.replace(
+            tzinfo=timezone.utc), range_seconds, step_seconds, config.query.timeout_seconds)
+    except QueryError as error:
+        print(f"query failed: {error}", file=sys.stderr)
+        return EXIT_PROBLEM
+    sys.stdout.write(render(result, arguments.format))
+    return EXIT_OK
 
 
 def _status(arguments) -> int:

@@ -140,6 +140,12 @@ class SubscriptionsConfig:
 
 
 @dataclass(frozen=True)
+class QueryConfig:
+    url: str | None
+    timeout_seconds: float
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
     vantage: str
@@ -155,6 +161,7 @@ class Config:
     email: EmailConfig
     matrix: MatrixConfig
     subscriptions: SubscriptionsConfig
+    query: QueryConfig
 
 
 class _Invalid(ValueError):
@@ -451,6 +458,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("matrix.homeserver", None, _url),
     Setting("matrix.token_env", "ALLIUM_MATRIX_TOKEN", _env_name),
     Setting("matrix.timeout_seconds", 20, _positive_number),
+    Setting("query.url", None, _url),
+    Setting("query.timeout_seconds", 30, _positive_number),
     Setting("subscriptions.listen", None, _listen),
     Setting("subscriptions.confirm_hours", 48, _positive_number),
     Setting("subscriptions.rate_limit", "20 per hour", _rate),
@@ -537,6 +546,7 @@ def load_config(path: str | os.PathLike | None = None, environ=os.environ) -> Co
         subscriptions=SubscriptionsConfig(*(values[f"subscriptions.{name}"] for name in (
             "listen", "confirm_hours", "rate_limit", "trusted_proxies", "down_hours", "weight_drop_percent", "weight_drop_hours",
             "min_authorities", "min_bandwidth_authorities", "flags"))),
+        query=QueryConfig(values["query.url"], values["query.timeout_seconds"]),
     )
 
 
