@@ -30,3 +30,24 @@ def victoria(tmp_path):
     server = VictoriaMetrics(tmp_path / "vmdata").start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def filled_victoria(tor_network, victoria, tmp_path):
+    """A VictoriaMetrics holding three periods the agent wrote from the private network; its config file."""
+    import time
+
+    import yaml
+
+    from tests.integration.commands import agent
+
+    config = yaml.safe_load((tor_network.directory / testnet.AGENT_CONFIG).read_text())
+    config.update({"state_dir": str(tmp_path / "state"), "store": {"url": victoria.url},
+                   "query": {"url": victoria.url}})
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(config))
+    for _ in range(3):  # three periods: churn and *_over_time have something to work on
+        assert agent("once", "--config", path, timeout=60).returncode == 0
+        time.sleep(10)
+    victoria.settled_export("tor_network_relays", 3)
+    return path

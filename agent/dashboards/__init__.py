@@ -1,0 +1,1 @@
+"""Grafana dashboards as code (grafana-foundation-sdk), in a Prometheus and an InfluxDB flavour."""

@@ -1,0 +1,116 @@
+"""Renders the dashboard specs with grafana-foundation-sdk into Grafana 11 JSON, one file per dashboard and flavour.
+
+``python -m agent.dashboards.render`` rewrites ``grafana/dashboards/``; a
+test fails when the checked-in files differ from what the code renders.
+Panels take their datasource from a ``datasource`` variable of the
+flavour's type, so one file works with any datasource of that kind.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from grafana_foundation_sdk.builders import (bargauge, common, dashboard, geomap, piechart, prometheus, stat, table,
+                                             text, timeseries)
+from grafana_foundation_sdk.cog import builder as cogbuilder
+from grafana_foundation_sdk.cog import variants as cogvariants
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.common import FrameGeometrySourceMode
+from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefresh
+
+from agent.dashboards import queries
+from agent.dashboards.spec import DASHBOARDS, Dashboard, Panel, Series
+
+OUTPUT = Path(__file__).parents[2] / "grafana" / "dashboards"
+FLAVOURS = {"prometheus": "prometheus", "influxdb": "influxdb"}  # flavour -> datasource plugin type
+_PANELS = {"timeseries": timeseries.Panel, "stat": stat.Panel, "table": table.Panel, "piechart": piechart.Panel,
+           "bargauge": bargauge.Panel, "geomap": geomap.Panel, "text": text.Panel}
+_REF_IDS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+class InfluxQuery(cogvariants.Dataquery):
+    """A raw InfluxQL target (the SDK has no InfluxDB builder)."""
+
+    def __init__(self, ref_id: str, query: str, alias: str, datasource: DataSourceRef, table_format: bool):
+        self.ref_id, self.query, self.alias, self.datasource = ref_id, query, alias, datasource
+        self.table_format = table_format
+
+    def to_json(self) -> dict:
+        return {"refId": self.ref_id, "query": self.query, "rawQuery": True, "alias": self.alias,
+                "resultFormat": "table" if self.table_format else "time_series", "datasource": self.datasource}
+
+
+class InfluxQueryBuilder(cogbuilder.Builder[InfluxQuery]):
+    def __init__(self, query: InfluxQuery):
+        self._internal = query
+
+    def build(self) -> InfluxQuery:
+        return self._internal
+
+
+def _target(flavour: str, series: Series, ref_id: str, kind: str):
+    source = DataSourceRef(type_val=FLAVOURS[flavour], uid="${datasource}")
+    if flavour == "prometheus":
+        target = prometheus.Dataquery().expr(queries.promql(series)).legend_format(series.legend).ref_id(ref_id)
+        if kind in ("table", "bargauge", "piechart", "geomap", "stat"):
+            target = target.instant()
+        return target.datasource(source)
+    return InfluxQueryBuilder(InfluxQuery(ref_id, queries.influxql(series), queries.influx_legend(series), source,
+                                          kind in ("table", "geomap")))
+
+
+def _panel(flavour: str, spec: Panel):
+    built = _PANELS[spec.kind]().title(spec.title).span(spec.width).height(spec.height)
+    if spec.description:
+        built = built.description(spec.description)
+    if spec.kind == "text":
+        return built.content(spec.text)
+    built = built.datasource(DataSourceRef(type_val=FLAVOURS[flavour], uid="${datasource}"))
+    for index, series in enumerate(spec.series):
+        built = built.with_target(_target(flavour, series, _REF_IDS[index], spec.kind))
+    if spec.kind == "geomap":
+        # Countries are ISO codes: Grafana's built-in "countries" gazetteer places them.
+        layer = (common.MapLayerOptions().type("markers").name("weight by country")
+                 .location(common.FrameGeometrySource().mode(FrameGeometrySourceMode.LOOKUP)
+                           .lookup("country").gazetteer("public/gazetteer/countries.json")))
+        built = built.layers([layer])
+    return built.unit(spec.unit)
+
+
+def build(flavour: str, spec: Dashboard):
+    board = (dashboard.Dashboard(spec.title).uid(f"{spec.uid}-{flavour}").description(spec.description)
+             .tags(["tor", "allium-agent", flavour]).time("now-24h", "now").refresh("5m").timezone("utc")
+             .readonly())
+    board = board.with_variable(dashboard.DatasourceVariable("datasource").label("Datasource").type(FLAVOURS[flavour]))
+    if "fingerprint" in spec.variables:
+        source = DataSourceRef(type_val=FLAVOURS[flavour], uid="${datasource}")
+        query = ("label_values(tor_relay_weight, fingerprint)" if flavour == "prometheus"
+                 else 'SHOW TAG VALUES FROM "tor_relay" WITH KEY = "fingerprint"')
+        board = board.with_variable(dashboard.QueryVariable("fingerprint").label("Relay fingerprint").query(query)
+                                    .datasource(source).refresh(VariableRefresh.ON_TIME_RANGE_CHANGED))
+    for panel in spec.panels:
+        board = board.with_panel(_panel(flavour, panel))
+    return board.build()
+
+
+def render_all() -> dict[Path, str]:
+    """Relative path -> JSON text of every dashboard in both flavours (deterministic)."""
+    rendered = {}
+    for flavour in FLAVOURS:
+        for spec in DASHBOARDS:
+            text_json = json.dumps(build(flavour, spec), cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
+            rendered[Path(flavour) / f"{spec.uid}.json"] = text_json
+    return rendered
+
+
+def main() -> None:
+    for relative, content in render_all().items():
+        path = OUTPUT / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

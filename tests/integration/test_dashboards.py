@@ -1,0 +1,47 @@
+"""Every panel target of the Prometheus-flavour dashboards, run against a real VictoriaMetrics.
+
+Grafana's macros and variables are substituted the way Grafana does before
+it sends a query: $__interval and $__rate_interval become durations,
+$fingerprint a relay the network has.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import requests
+
+from agent.dashboards.render import OUTPUT
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+#: Written only by the daemon (`run`), not by `once`; or filtered to problems ("> 0") a healthy network lacks.
+MAY_BE_EMPTY = re.compile(r"allium_agent_|> 0$")
+
+
+def targets(flavour: str):
+    for path in sorted((OUTPUT / flavour).glob("*.json")):
+        board = json.loads(path.read_text())
+        for panel in board["panels"]:
+            for target in panel.get("targets", []):
+                yield path.stem, panel["title"], target
+
+
+def grafana_substitute(query: str, fingerprint: str) -> str:
+    return (query.replace("$__rate_interval", "40s").replace("$__interval", "10s")
+            .replace("${fingerprint}", fingerprint).replace("$fingerprint", fingerprint))
+
+
+def test_every_prometheus_panel_target_answers(filled_victoria, victoria):
+    fingerprint = victoria.query("tor_relay_weight")[0]["metric"]["fingerprint"]
+    checked, empty = 0, []
+    for board, title, target in targets("prometheus"):
+        expr = grafana_substitute(target["expr"], fingerprint)
+        answer = requests.get(f"{victoria.url}/api/v1/query", params={"query": expr}, timeout=10).json()
+        assert answer["status"] == "success", f"{board} / {title}: {answer.get('error')}"
+        if not answer["data"]["result"]:
+            assert MAY_BE_EMPTY.search(expr), f"{board} / {title}: no data for {expr}"
+            empty.append(f"{board} / {title}")
+        checked += 1
+    print(f"\n{checked} Prometheus panel targets answered; empty as allowed: {empty}")
+    assert checked >= 40
