@@ -45,3 +45,11 @@ def test_every_prometheus_panel_target_answers(filled_victoria, victoria):
         checked += 1
     print(f"\n{checked} Prometheus panel targets answered; empty as allowed: {empty}")
     assert checked >= 40
+
+
+def test_every_alert_rule_expression_runs(filled_victoria, victoria):
+    from agent.dashboards.alerting import RULES
+
+    for rule in RULES:
+        answer = requests.get(f"{victoria.url}/api/v1/query", params={"query": rule.expr}, timeout=10).json()
+        assert answer["status"] == "success", f"{rule.name}: {answer.get('error')}"
