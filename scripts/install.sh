@@ -11,8 +11,9 @@ with_tests=0
 
 packages=(tor tor-geoipdb python3-venv python3-pip ca-certificates)
 # The tests also start a real VictoriaMetrics on 127.0.0.1, verify the systemd unit,
-# and check the alert rules with promtool (Debian's prometheus package) and vmalert.
-[ "$with_tests" -eq 1 ] && packages+=(victoria-metrics systemd prometheus)
+# check the alert rules with promtool (Debian's prometheus package) and vmalert, and
+# run the InfluxQL dashboard targets against Debian's InfluxDB 1.x.
+[ "$with_tests" -eq 1 ] && packages+=(victoria-metrics systemd prometheus influxdb)
 
 sudo_cmd=()
 [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
@@ -35,7 +36,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   [ "$created_policy" -eq 1 ] && "${sudo_cmd[@]}" rm -f /usr/sbin/policy-rc.d
 fi
 # Belt and braces: no system tor may run beside the private test network.
-for service in tor victoria-metrics prometheus; do
+for service in tor victoria-metrics prometheus influxdb; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$service" 2>/dev/null; then
     "${sudo_cmd[@]}" systemctl disable --now "$service"
   fi
