@@ -15,6 +15,9 @@ packages=(tor tor-geoipdb python3-venv python3-pip ca-certificates)
 # run the InfluxQL dashboard targets against Debian's InfluxDB 1.x.
 [ "$with_tests" -eq 1 ] && packages+=(victoria-metrics systemd prometheus influxdb)
 
+# tsc type-checks the dashboards against Grafana's schema (npm packages in grafana/schema-check).
+if [ "$with_tests" -eq 1 ] && ! command -v npm >/dev/null 2>&1; then packages+=(nodejs npm); fi
+
 sudo_cmd=()
 [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
 
@@ -59,5 +62,8 @@ if [ "$with_tests" -eq 1 ]; then
     .venv-synapse/bin/python -m pip install -q --upgrade pip
     .venv-synapse/bin/python -m pip install -q "matrix-synapse==$synapse_version"
   fi
+fi
+if [ "$with_tests" -eq 1 ]; then
+  (cd grafana/schema-check && npm ci --no-audit --no-fund --loglevel=error)
 fi
 echo "installed: $(.venv/bin/allium-agent --version), $(tor --version | head -n 1)"

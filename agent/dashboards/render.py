@@ -94,12 +94,23 @@ def build(flavour: str, spec: Dashboard):
     return board.build()
 
 
+def _tidy(board: dict) -> dict:
+    """Drops the interval-variable settings the SDK writes on every variable: Grafana's schema knows them
+    only on interval variables (tsc against @grafana/schema flags them)."""
+    for variable in board.get("templating", {}).get("list", []):
+        if variable.get("type") != "interval":
+            for key in ("auto", "auto_count", "auto_min"):
+                variable.pop(key, None)
+    return board
+
+
 def render_all() -> dict[Path, str]:
     """Relative path -> JSON text of every dashboard in both flavours (deterministic)."""
     rendered = {}
     for flavour in FLAVOURS:
         for spec in DASHBOARDS:
-            text_json = json.dumps(build(flavour, spec), cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
+            board = _tidy(json.loads(json.dumps(build(flavour, spec), cls=JSONEncoder)))
+            text_json = json.dumps(board, indent=2, sort_keys=True) + "\n"
             rendered[Path(flavour) / f"{spec.uid}.json"] = text_json
     return rendered
 
