@@ -1,6 +1,7 @@
 """Integration fixtures: a real private Tor network on 127.0.0.1 for the session."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -49,5 +50,22 @@ def filled_victoria(tor_network, victoria, tmp_path):
     for _ in range(3):  # three periods: churn and *_over_time have something to work on
         assert agent("once", "--config", path, timeout=60).returncode == 0
         time.sleep(10)
-    victoria.settled_export("tor_network_relays", 3)
+    backfill_real_documents(path)
+    victoria.settled_export("tor_network_relays", 3 + len(BACKFILLED))
     return path
+
+
+#: Two consecutive real consensuses (churn between them) with the server descriptors of that hour.
+BACKFILLED = ("consensus/2020-02-29-10-00-00-consensus", "consensus/2020-02-29-11-00-00-consensus")
+#: When instant queries find the backfilled data: just after the second period starts (within the 5-minute lookback).
+BACKFILL_TIME = 1582974000 + 60
+
+
+def backfill_real_documents(config_path) -> None:
+    from tests.conftest import SHARED_TORDATA
+    from tests.integration.commands import agent
+
+    paths = [SHARED_TORDATA / name for name in BACKFILLED] + [
+        Path(__file__).parents[1] / "data" / "2020-02-29-10-05-00-server-descriptors.xz"]
+    done = agent("backfill", "--config", config_path, "--no-progress", *paths, timeout=300)
+    assert done.returncode == 0, done.stderr

@@ -62,6 +62,9 @@ bind-address = "127.0.0.1:{self.rpc_port}"
         assert answer.status_code == 204, answer.text
 
     def query(self, influxql: str, method: str = "get") -> dict:
+        started = time.monotonic()
         answer = requests.request(method, f"{self.url}/query", params={"db": "tor", "q": influxql, "epoch": "s"},
-                                  timeout=30)
+                                  timeout=300)
+        if time.monotonic() - started > 5:
+            print(f"slow InfluxQL ({time.monotonic() - started:.0f} s): {influxql}")
         return answer.json()
