@@ -101,6 +101,10 @@ def _authority_options(node: Node, interval_seconds: int, tor_version: str,
         "TestingV3AuthVotingStartOffset 0",
         # Every node shares 127.0.0.1; without this only two would be listed.
         "AuthDirMaxServersPerAddr 0",
+        # Every node may be a guard. Otherwise a three-relay network often has one guard
+        # relay, and while it is down a restarted relay cannot build the self-test
+        # circuits it needs before it publishes its descriptor again.
+        f"TestingDirAuthVoteGuard {LOOPBACK}/8",
     ]
     if bandwidth_file is not None:
         options.append(f"V3BandwidthsFile {bandwidth_file}")

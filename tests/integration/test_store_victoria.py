@@ -115,7 +115,11 @@ def test_outage_keeps_every_period_exactly_once(tor_network, victoria, tmp_path)
         assert len(samples) == 1, selector
         print(selector, "samples:", len(samples[0]["timestamps"]), "for", len(expected), "periods")
         assert sorted(samples[0]["timestamps"]) == expected, selector
-    counted = victoria.query("count_over_time(tor_network_relays[10m])", at=expected[-1] / 1000)
+    # Export sees new samples before queries do under load (the search caches): ask until settled.
+    end = time.monotonic() + 20
+    while (counted := victoria.query("count_over_time(tor_network_relays[10m])", at=expected[-1] / 1000)
+           )[0]["value"][1] != "5" and time.monotonic() < end:
+        time.sleep(0.5)
     assert counted[0]["value"][1] == "5"
 
 
