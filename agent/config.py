@@ -9,24 +9,20 @@ operator fixes a file in one pass instead of one error per restart.
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import socket
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
-from agent.authorities import Authority, default_authorities, make_authority, parse_dir_authority_line
+from agent.authorities import Authority
+from agent import config_values as convert
+from agent.config_values import InvalidValue, Route
 from agent.errors import ConfigError
 from agent.retry import RetryPolicy
 from agent.snapshot import DocKind
-
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 #: Environment variable naming the config file when ``--config`` is not given.
 CONFIG_ENV = "ALLIUM_AGENT_CONFIG"
@@ -78,23 +74,6 @@ class ChecksConfig:
 class MetricsConfig:
     geoip_file: str | None
     operators_top_n: int
-
-
-@dataclass(frozen=True)
-class Route:
-    """Where alerts go: every alert matching all the given filters (an empty filter matches all)."""
-
-    name: str
-    emails: tuple[str, ...] = ()
-    rooms: tuple[str, ...] = ()
-    severities: frozenset[str] = frozenset()
-    checks: frozenset[str] = frozenset()
-    authorities: frozenset[str] = frozenset()
-
-    def matches(self, alert) -> bool:
-        return ((not self.severities or alert.severity in self.severities)
-                and (not self.checks or alert.id in self.checks)
-                and (not self.authorities or alert.subjects.get("authority") in self.authorities))
 
 
 @dataclass(frozen=True)
@@ -164,230 +143,6 @@ class Config:
     query: QueryConfig
 
 
-class _Invalid(ValueError):
-    """A converter's complaint, worded to follow "<key>: "."""
-
-
-def _describe(value: Any) -> str:
-    try:
-        return json.dumps(value)
-    except TypeError:
-        return repr(value)
-
-
-def _positive_number(value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise _Invalid(f"must be a positive number, got {_describe(value)}")
-    return float(value)
-
-
-def _positive_int(value):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise _Invalid(f"must be a positive whole number, got {_describe(value)}")
-    return value
-
-
-def _boolean(value):
-    if not isinstance(value, bool):
-        raise _Invalid(f"must be true or false, got {_describe(value)}")
-    return value
-
-
-def _vantage(value):
-    if value is None:
-        return socket.gethostname()
-    if not isinstance(value, str) or not value.strip() or len(value) > 64:
-        raise _Invalid(f"must be a non-empty name of at most 64 characters, got {_describe(value)}")
-    return value.strip()
-
-
-def _name(value):
-    if not isinstance(value, str) or not value.strip() or len(value) > 256:
-        raise _Invalid(f"must be a non-empty string, got {_describe(value)}")
-    return value.strip()
-
-
-def _optional_name(value):
-    return None if value is None else _name(value)
-
-
-def _env_name(value):
-    if not isinstance(value, str) or not value.replace("_", "A").isalnum() or value[0].isdigit():
-        raise _Invalid(f"must be an environment variable name, got {_describe(value)}")
-    return value
-
-
-def _optional_path(value):
-    return None if value is None else _name(value)
-
-
-def _url(value):
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
-        raise _Invalid(f"must be null or an http:// or https:// URL, got {_describe(value)}")
-    return value.rstrip("/")
-
-
-def _non_negative_number(value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise _Invalid(f"must be a number >= 0, got {_describe(value)}")
-    return float(value)
-
-
-def _names(value):
-    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
-        raise _Invalid(f"must be a list of names, got {_describe(value)}")
-    return tuple(value)
-
-
-def _ratio(value):
-    number = _positive_number(value)
-    if number > 1:
-        raise _Invalid(f"must be a ratio between 0 and 1, got {_describe(value)}")
-    return number
-
-
-def _silences(value):
-    from agent.checks.registry import Silence
-
-    if not isinstance(value, list):
-        raise _Invalid(f"must be a list of {{check, until, reason[, authority]}}, got {_describe(value)}")
-    silences, problems = [], []
-    for index, item in enumerate(value):
-        if not isinstance(item, dict) or not {"check", "until", "reason"} <= set(item) \
-                or set(item) - {"check", "until", "reason", "authority"}:
-            problems.append(f"[{index}] needs check, until and reason (and optionally authority)")
-            continue
-        try:
-            until = datetime.fromisoformat(str(item["until"]).replace("Z", "+00:00"))
-        except ValueError:
-            problems.append(f"[{index}] until must be an ISO time, got {_describe(str(item['until']))}")
-            continue
-        until = until.astimezone(timezone.utc).replace(tzinfo=None) if until.tzinfo else until
-        silences.append(Silence(str(item["check"]), until, str(item["reason"]), item.get("authority")))
-    if problems:
-        raise _Invalid("; ".join(problems))
-    return tuple(silences)
-
-
-def _routes(value):
-    if not isinstance(value, list):
-        raise _Invalid(f"must be a list of routes, got {_describe(value)}")
-    allowed = {"name", "email", "matrix", "severities", "checks", "authorities"}
-    routes, problems = [], []
-    for index, item in enumerate(value):
-        if not isinstance(item, dict) or "name" not in item or set(item) - allowed:
-            problems.append(f"[{index}] needs a name and only {', '.join(sorted(allowed - {'name'}))}")
-            continue
-        lists = {key: item.get(key, []) for key in allowed - {"name"}}
-        bad = [key for key, listed in lists.items() if not isinstance(listed, list)
-               or not all(isinstance(entry, str) and entry for entry in listed)]
-        unknown = set(lists["severities"]) - {"critical", "warning", "info"}
-        if bad or unknown:
-            problems.append(f"[{index}] ({item['name']}): " + "; ".join(
-                [f"{key} must be a list of strings" for key in sorted(bad)]
-                + [f"unknown severity {name}" for name in sorted(unknown)]))
-            continue
-        if not lists["email"] and not lists["matrix"]:
-            problems.append(f"[{index}] ({item['name']}): names no email address and no Matrix room")
-            continue
-        routes.append(Route(str(item["name"]), tuple(lists["email"]), tuple(lists["matrix"]),
-                            frozenset(lists["severities"]), frozenset(lists["checks"]),
-                            frozenset(lists["authorities"])))
-    if problems:
-        raise _Invalid("; ".join(problems))
-    return tuple(routes)
-
-
-def _hours_by_alert(value):
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, (int, float))
-                                              and not isinstance(v, bool) and v >= 0 for k, v in value.items()):
-        raise _Invalid(f"must map alert IDs to hours (>= 0), got {_describe(value)}")
-    return {key: float(hours) for key, hours in value.items()}
-
-
-def _security(value):
-    if value not in ("starttls", "tls", "none"):
-        raise _Invalid(f"must be starttls, tls or none, got {_describe(value)}")
-    return value
-
-
-def _optional_env_name(value):
-    return None if value is None else _env_name(value)
-
-
-def _listen(value):
-    if value is None:
-        return None
-    host, _, port = str(value).rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise _Invalid(f"must be host:port, got {_describe(value)}")
-    return host.strip("[]"), int(port)
-
-
-def _rate(value):
-    parts = str(value).split()
-    if len(parts) != 3 or not parts[0].isdigit() or parts[1] != "per" or parts[2] not in ("second", "minute", "hour", "day"):
-        raise _Invalid(f'must read like "20 per hour", got {_describe(value)}')
-    return str(value)
-
-
-def _non_negative_int(value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _Invalid(f"must be a whole number >= 0, got {_describe(value)}")
-    return value
-
-
-def _optional_positive_int(value):
-    return None if value is None else _positive_int(value)
-
-
-def _flags(value):
-    flags = _names(value)
-    unknown = set(flags) - {"Guard", "Exit", "Stable", "Fast", "HSDir", "Valid", "Running"}
-    if unknown:
-        raise _Invalid(f"unknown flag(s) {', '.join(sorted(unknown))}")
-    return tuple(flags)
-
-
-def _log_level(value):
-    if not isinstance(value, str) or value.upper() not in LOG_LEVELS:
-        raise _Invalid(f"must be one of {', '.join(LOG_LEVELS)}, got {_describe(value)}")
-    return value.upper()
-
-
-def _document_kinds(value):
-    known = [kind.value for kind in DocKind]
-    if not isinstance(value, list) or not value:
-        raise _Invalid(f"must be a non-empty list of {', '.join(known)}, got {_describe(value)}")
-    unknown = [item for item in value if item not in known]
-    if unknown:
-        raise _Invalid(f"unknown document kind {_describe(unknown[0])}; known: {', '.join(known)}")
-    return tuple(DocKind(item) for item in value)
-
-
-def _bootstrap(value):
-    if value == "default":
-        return default_authorities()
-    if not isinstance(value, list) or not value:
-        raise _Invalid(f'must be "default" or a non-empty list of authorities, got {_describe(value)}')
-    authorities, problems = [], []
-    for index, item in enumerate(value):
-        try:
-            if isinstance(item, str):
-                authorities.append(parse_dir_authority_line(item))
-            elif isinstance(item, dict):
-                authorities.append(make_authority(**item))
-            else:
-                raise ValueError(f"must be a DirAuthority line or a mapping, got {_describe(item)}")
-        except (TypeError, ValueError) as error:
-            problems.append(f"[{index}] {error}")
-    if problems:
-        raise _Invalid("; ".join(problems))
-    return tuple(authorities)
-
-
 @dataclass(frozen=True)
 class Setting:
     path: str
@@ -396,82 +151,82 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("vantage", None, _vantage),
-    Setting("logging.level", "INFO", _log_level),
-    Setting("authorities.bootstrap", "default", _bootstrap),
-    Setting("authorities.discover", True, _boolean),
-    Setting("fetch.deadline_seconds", 60, _positive_number),
-    Setting("fetch.timeout_seconds", 30, _positive_number),
-    Setting("fetch.max_workers", 10, _positive_int),
-    Setting("fetch.documents", [kind.value for kind in DocKind], _document_kinds),
-    Setting("fetch.probe_orports", True, _boolean),
-    Setting("fetch.probe_vote_propagation", True, _boolean),
-    Setting("state_dir", "state", _name),
-    Setting("store.url", None, _url),
-    Setting("store.org", "tor", _name),
-    Setting("store.bucket", "tor", _name),
-    Setting("store.token_env", "ALLIUM_INFLUX_TOKEN", _env_name),
-    Setting("store.timeout_seconds", 10, _positive_number),
-    Setting("store.batch_lines", 5000, _positive_int),
-    Setting("store.outbox_max_bytes", 1073741824, _positive_int),
-    Setting("store.retry.attempts", 3, _positive_int),
-    Setting("store.retry.initial_delay_seconds", 1, _non_negative_number),
-    Setting("store.retry.max_delay_seconds", 30, _non_negative_number),
-    Setting("metrics.geoip_file", "/usr/share/tor/geoip", _optional_path),
-    Setting("metrics.operators_top_n", 200, _positive_int),
-    Setting("schedule.poll_delay_seconds", 10, _non_negative_number),
-    Setting("schedule.retry_seconds", 30, _positive_number),
-    Setting("schedule.grace_seconds", 30, _non_negative_number),
-    Setting("checks.disabled", [], _names),
-    Setting("checks.silences", [], _silences),
-    Setting("checks.extra_known_parameters", [], _names),
+    Setting("vantage", None, convert.vantage),
+    Setting("logging.level", "INFO", convert.log_level),
+    Setting("authorities.bootstrap", "default", convert.bootstrap),
+    Setting("authorities.discover", True, convert.boolean),
+    Setting("fetch.deadline_seconds", 60, convert.positive_number),
+    Setting("fetch.timeout_seconds", 30, convert.positive_number),
+    Setting("fetch.max_workers", 10, convert.positive_int),
+    Setting("fetch.documents", [kind.value for kind in DocKind], convert.document_kinds),
+    Setting("fetch.probe_orports", True, convert.boolean),
+    Setting("fetch.probe_vote_propagation", True, convert.boolean),
+    Setting("state_dir", "state", convert.name),
+    Setting("store.url", None, convert.url),
+    Setting("store.org", "tor", convert.name),
+    Setting("store.bucket", "tor", convert.name),
+    Setting("store.token_env", "ALLIUM_INFLUX_TOKEN", convert.env_name),
+    Setting("store.timeout_seconds", 10, convert.positive_number),
+    Setting("store.batch_lines", 5000, convert.positive_int),
+    Setting("store.outbox_max_bytes", 1073741824, convert.positive_int),
+    Setting("store.retry.attempts", 3, convert.positive_int),
+    Setting("store.retry.initial_delay_seconds", 1, convert.non_negative_number),
+    Setting("store.retry.max_delay_seconds", 30, convert.non_negative_number),
+    Setting("metrics.geoip_file", "/usr/share/tor/geoip", convert.optional_path),
+    Setting("metrics.operators_top_n", 200, convert.positive_int),
+    Setting("schedule.poll_delay_seconds", 10, convert.non_negative_number),
+    Setting("schedule.retry_seconds", 30, convert.positive_number),
+    Setting("schedule.grace_seconds", 30, convert.non_negative_number),
+    Setting("checks.disabled", [], convert.names),
+    Setting("checks.silences", [], convert.silences),
+    Setting("checks.extra_known_parameters", [], convert.names),
     # DocTor's thresholds are the defaults.
-    Setting("checks.thresholds.latency_factor", 5, _positive_number),
-    Setting("checks.thresholds.clock_skew_seconds", 10, _positive_number),
-    Setting("checks.thresholds.stale_authorities_critical", 3, _positive_int),
-    Setting("checks.thresholds.certificate_warning_days", 14, _positive_int),
-    Setting("checks.thresholds.certificate_info_days", 21, _positive_int),
-    Setting("checks.thresholds.flag_count_high", 1.5, _positive_number),
-    Setting("checks.thresholds.flag_count_low", 0.5, _ratio),
-    Setting("checks.thresholds.flag_count_skip", ["Running", "HSDir", "StaleDesc", "BadExit", "MiddleOnly"], _names),
-    Setting("checks.thresholds.unmeasured_ratio", 0.05, _ratio),
-    Setting("checks.thresholds.bwauth_sync_ratio", 0.2, _ratio),
-    Setting("checks.thresholds.bandwidth_file_max_age_hours", 48, _positive_number),
-    Setting("checks.thresholds.bandwidth_file_min_coverage", 0.6, _ratio),
-    Setting("alerts.routes", [], _routes),
+    Setting("checks.thresholds.latency_factor", 5, convert.positive_number),
+    Setting("checks.thresholds.clock_skew_seconds", 10, convert.positive_number),
+    Setting("checks.thresholds.stale_authorities_critical", 3, convert.positive_int),
+    Setting("checks.thresholds.certificate_warning_days", 14, convert.positive_int),
+    Setting("checks.thresholds.certificate_info_days", 21, convert.positive_int),
+    Setting("checks.thresholds.flag_count_high", 1.5, convert.positive_number),
+    Setting("checks.thresholds.flag_count_low", 0.5, convert.ratio),
+    Setting("checks.thresholds.flag_count_skip", ["Running", "HSDir", "StaleDesc", "BadExit", "MiddleOnly"], convert.names),
+    Setting("checks.thresholds.unmeasured_ratio", 0.05, convert.ratio),
+    Setting("checks.thresholds.bwauth_sync_ratio", 0.2, convert.ratio),
+    Setting("checks.thresholds.bandwidth_file_max_age_hours", 48, convert.positive_number),
+    Setting("checks.thresholds.bandwidth_file_min_coverage", 0.6, convert.ratio),
+    Setting("alerts.routes", [], convert.routes),
     # DocTor's suppression: info repeated after 24 h, warnings after 4 h, critical every period.
-    Setting("alerts.suppression_hours.info", 24, _non_negative_number),
-    Setting("alerts.suppression_hours.warning", 4, _non_negative_number),
-    Setting("alerts.suppression_hours.critical", 0, _non_negative_number),
-    Setting("alerts.per_alert_hours", {}, _hours_by_alert),
-    Setting("alerts.retry.initial_delay_seconds", 30, _positive_number),
-    Setting("alerts.retry.max_delay_seconds", 1800, _positive_number),
-    Setting("alerts.public_url", None, _url),
-    Setting("email.host", None, _optional_name),
-    Setting("email.port", 587, _positive_int),
-    Setting("email.security", "starttls", _security),
-    Setting("email.sender", "allium-agent@localhost", _name),
-    Setting("email.username_env", None, _optional_env_name),
-    Setting("email.password_env", None, _optional_env_name),
-    Setting("email.timeout_seconds", 20, _positive_number),
-    Setting("email.ca_file", None, _optional_path),
-    Setting("matrix.homeserver", None, _url),
-    Setting("matrix.token_env", "ALLIUM_MATRIX_TOKEN", _env_name),
-    Setting("matrix.timeout_seconds", 20, _positive_number),
-    Setting("query.url", None, _url),
-    Setting("query.timeout_seconds", 30, _positive_number),
-    Setting("subscriptions.listen", None, _listen),
-    Setting("subscriptions.confirm_hours", 48, _positive_number),
-    Setting("subscriptions.rate_limit", "20 per hour", _rate),
-    Setting("subscriptions.trusted_proxies", 0, _non_negative_int),
+    Setting("alerts.suppression_hours.info", 24, convert.non_negative_number),
+    Setting("alerts.suppression_hours.warning", 4, convert.non_negative_number),
+    Setting("alerts.suppression_hours.critical", 0, convert.non_negative_number),
+    Setting("alerts.per_alert_hours", {}, convert.hours_by_alert),
+    Setting("alerts.retry.initial_delay_seconds", 30, convert.positive_number),
+    Setting("alerts.retry.max_delay_seconds", 1800, convert.positive_number),
+    Setting("alerts.public_url", None, convert.url),
+    Setting("email.host", None, convert.optional_name),
+    Setting("email.port", 587, convert.positive_int),
+    Setting("email.security", "starttls", convert.security),
+    Setting("email.sender", "allium-agent@localhost", convert.name),
+    Setting("email.username_env", None, convert.optional_env_name),
+    Setting("email.password_env", None, convert.optional_env_name),
+    Setting("email.timeout_seconds", 20, convert.positive_number),
+    Setting("email.ca_file", None, convert.optional_path),
+    Setting("matrix.homeserver", None, convert.url),
+    Setting("matrix.token_env", "ALLIUM_MATRIX_TOKEN", convert.env_name),
+    Setting("matrix.timeout_seconds", 20, convert.positive_number),
+    Setting("query.url", None, convert.url),
+    Setting("query.timeout_seconds", 30, convert.positive_number),
+    Setting("subscriptions.listen", None, convert.listen),
+    Setting("subscriptions.confirm_hours", 48, convert.positive_number),
+    Setting("subscriptions.rate_limit", "20 per hour", convert.rate),
+    Setting("subscriptions.trusted_proxies", 0, convert.non_negative_int),
     # Tor Weather's default: a relay down for 1 h.
-    Setting("subscriptions.down_hours", 1, _non_negative_number),
-    Setting("subscriptions.weight_drop_percent", 50, _positive_number),
-    Setting("subscriptions.weight_drop_hours", 24, _positive_number),
-    Setting("subscriptions.min_authorities", None, _optional_positive_int),
+    Setting("subscriptions.down_hours", 1, convert.non_negative_number),
+    Setting("subscriptions.weight_drop_percent", 50, convert.positive_number),
+    Setting("subscriptions.weight_drop_hours", 24, convert.positive_number),
+    Setting("subscriptions.min_authorities", None, convert.optional_positive_int),
     # tor uses measured bandwidth only with at least 3 bandwidth authorities' measurements.
-    Setting("subscriptions.min_bandwidth_authorities", 3, _positive_int),
-    Setting("subscriptions.flags", ["Guard", "Exit", "Stable", "Fast", "HSDir", "Valid", "Running"], _flags),
+    Setting("subscriptions.min_bandwidth_authorities", 3, convert.positive_int),
+    Setting("subscriptions.flags", ["Guard", "Exit", "Stable", "Fast", "HSDir", "Valid", "Running"], convert.flags),
 )
 
 
@@ -489,7 +244,7 @@ def load_config(path: str | os.PathLike | None = None, environ=os.environ) -> Co
         supplied = _lookup(raw, setting.path, setting.default)
         try:
             values[setting.path] = setting.convert(supplied)
-        except _Invalid as error:
+        except InvalidValue as error:
             problems.append(f"{setting.path}: {error}")
     if not problems:
         problems.extend(_cross_checks(values))
