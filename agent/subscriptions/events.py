@@ -101,7 +101,7 @@ def relay_status(fingerprint: str, consensus, descriptors: dict, votes: list,
 
 
 def conditions(status: RelayStatus, history: list[tuple[int, int | None, frozenset]], consensus, settings,
-               now: int) -> list[Condition]:
+               now: int, period_seconds: int = 3600) -> list[Condition]:
     """Everything wrong with one relay now. ``history`` is (valid_after, weight, flags), oldest first."""
     name = f"{status.nickname or '?'} ({status.fingerprint})"
     if not status.in_consensus or "Running" not in status.flags:
@@ -120,7 +120,7 @@ def conditions(status: RelayStatus, history: list[tuple[int, int | None, frozens
                                f"{name} no longer has the {flag} flag it had recently", flag=flag))
     found += _version(status, name, consensus)
     found += _weight(status, name, history, settings, now)
-    found += _votes(status, name, settings)
+    found += _votes(status, name, settings, period_seconds)
     return found
 
 
@@ -152,18 +152,21 @@ def _weight(status: RelayStatus, name: str, history, settings, now: int) -> list
     return []
 
 
-def _votes(status: RelayStatus, name: str, settings) -> list[Condition]:
+def _votes(status: RelayStatus, name: str, settings, period_seconds: int) -> list[Condition]:
+    # Votes and consensus come from slightly different moments, and a relay that just came
+    # back is not in every vote yet: only two periods in a row count.
+    wait = 2 * period_seconds
     found = []
     # Relative to the votes we have: a vote we failed to fetch is our blind spot, not the relay's problem.
     needed = settings.min_authorities or status.votes // 2 + 1
     if status.votes and status.listed_by < needed:
         found.append(Condition("TorRelayFewAuthorities", "warning", "Few authorities list a relay you watch",
                                f"{name} is listed by {status.listed_by} of {status.votes} authorities' votes "
-                               f"(wanted {needed}): the others cannot reach it or reject it"))
+                               f"(wanted {needed}): the others cannot reach it or reject it", wait_seconds=wait))
     wanted = settings.min_bandwidth_authorities
     if status.bandwidth_votes >= wanted and status.measured_by < wanted:
         found.append(Condition("TorRelayFewBandwidthAuthorities", "info",
                                "Few bandwidth authorities measure a relay you watch",
                                f"{name} is measured by {status.measured_by} of {status.bandwidth_votes} bandwidth "
-                               f"authorities (tor uses measurements only from {wanted})"))
+                               f"authorities (tor uses measurements only from {wanted})", wait_seconds=wait))
     return found

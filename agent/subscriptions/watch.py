@@ -32,6 +32,7 @@ class RelayWatch:
         descriptors = {d.fingerprint: d for d in snapshot.server_descriptors}
         votes = [view.vote for view in snapshot.views.values() if view.vote is not None]
         valid_after = unix(consensus.valid_after)
+        period_seconds = unix(consensus.fresh_until) - valid_after
         members = {s.id: self._members(s, descriptors, valid_after) for s in subscriptions}
         watched = sorted(set().union(*members.values())) if members else []
         history, nicknames = self._history(watched, valid_after)
@@ -39,7 +40,7 @@ class RelayWatch:
         for fingerprint in watched:
             status = relay_status(fingerprint, consensus, descriptors, votes, nicknames.get(fingerprint))
             found[fingerprint] = (status, conditions(status, history.get(fingerprint, []), consensus,
-                                                     self.settings, valid_after))
+                                                     self.settings, valid_after, period_seconds))
         self._remember(found, valid_after)
         return [self._alert(subscription, status, condition)
                 for subscription in subscriptions for fingerprint in sorted(members[subscription.id])

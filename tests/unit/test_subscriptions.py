@@ -113,6 +113,8 @@ def test_flag_lost_version_weight_and_votes():
                           ("TorRelayFewAuthorities", None)}
     assert found[("TorRelayWeightDropped", None)].endswith("has consensus weight 400, down 60 % from 1000 24 h ago")
     assert "listed by 1 of 3 authorities' votes (wanted 2)" in found[("TorRelayFewAuthorities", None)]
+    few = [c for c in conditions(status, history, consensus, SETTINGS, 24 * 3600, 600) if c.id == "TorRelayFewAuthorities"]
+    assert few[0].wait_seconds == 1200  # two periods in a row
     restarted = relay_status(A, consensus, {A: descriptor(A, uptime=600)}, votes)
     assert {c.flag for c in conditions(restarted, history, consensus, SETTINGS, 24 * 3600)} == {None}  # no Guard/Stable
     newer = consensus_of(entry(A, version="0.4.9.9"))
