@@ -39,7 +39,8 @@ def test_every_readme_query_runs_and_answers(filled_victoria):
             assert result, f"{question}: no data for {promql}"
         elif result:
             empty_allowed_but_seen.append(question)
-    for question, promql, _ in readme_queries()[:25:5]:  # five of them, as a person would run them
+    answering = [query for query in readme_queries() if not query[2]]
+    for question, promql, _ in answering[::4][:5]:  # five of them, as a person would run them
         table = agent("query", "--config", filled_victoria, promql, timeout=30)
         print(f"\n# {question}\n$ allium-agent query '{promql}'\n{table.stdout}", end="")
     print("may-be-empty queries that had data:", empty_allowed_but_seen)
