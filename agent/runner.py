@@ -173,7 +173,7 @@ class PeriodRunner:
             "periods_processed_total": processed,
             "periods_skipped_total": counters.get("periods_skipped", 0),
             "cycle_errors_total": counters.get("cycle_errors", 0),
-            "alerts_active": len(self.alerting.book.load()),
+            "alerts_active": self.alerting.book.count(),
             "deliveries_waiting": deliveries["waiting"],
             "deliveries_given_up": deliveries["given_up"],
         }

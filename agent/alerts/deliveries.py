@@ -52,14 +52,15 @@ class DeliveryOutbox:
         rows = self.db.execute(
             "SELECT id, channel, target, token, message, attempts, next_attempt FROM deliveries "
             "WHERE delivered IS NULL AND gave_up IS NULL ORDER BY id").fetchall()
-        blocked, ready = set(), []
+        blocked, started, ready = set(), set(), []
         for id_, channel, target, token, message, attempts, next_attempt in rows:
             destination = (channel, target)
             if destination in blocked:
                 continue
-            if next_attempt > now and not any((d.channel, d.target) == destination for d in ready):
+            if next_attempt > now and destination not in started:  # its oldest is not due yet
                 blocked.add(destination)
                 continue
+            started.add(destination)
             ready.append(Delivery(id_, channel, target, token, Message(**json.loads(message)), attempts))
         return ready
 

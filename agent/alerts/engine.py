@@ -89,5 +89,8 @@ class AlertBook:
                              for key, t in book.items()])
         return notices
 
+    def count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM alerts").fetchone()[0]
+
     def active(self) -> list[Tracked]:
         return sorted(self.load().values(), key=lambda t: (t.alert.severity, t.alert.key))

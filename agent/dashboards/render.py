@@ -49,8 +49,13 @@ class InfluxQueryBuilder(cogbuilder.Builder[InfluxQuery]):
         return self._internal
 
 
+def _source(flavour: str) -> DataSourceRef:
+    """The dashboard's ``datasource`` variable, of the flavour's type."""
+    return DataSourceRef(type_val=FLAVOURS[flavour], uid="${datasource}")
+
+
 def _target(flavour: str, series: Series, ref_id: str, kind: str):
-    source = DataSourceRef(type_val=FLAVOURS[flavour], uid="${datasource}")
+    source = _source(flavour)
     if flavour == "prometheus":
         target = prometheus.Dataquery().expr(queries.promql(series)).legend_format(series.legend).ref_id(ref_id)
         if kind in ("table", "bargauge", "piechart", "geomap", "stat"):
@@ -66,7 +71,7 @@ def _panel(flavour: str, spec: Panel):
         built = built.description(spec.description)
     if spec.kind == "text":
         return built.content(spec.text)
-    built = built.datasource(DataSourceRef(type_val=FLAVOURS[flavour], uid="${datasource}"))
+    built = built.datasource(_source(flavour))
     for index, series in enumerate(spec.series):
         built = built.with_target(_target(flavour, series, _REF_IDS[index], spec.kind))
     if spec.kind == "geomap":
@@ -84,11 +89,10 @@ def build(flavour: str, spec: Dashboard):
              .readonly())
     board = board.with_variable(dashboard.DatasourceVariable("datasource").label("Datasource").type(FLAVOURS[flavour]))
     if "fingerprint" in spec.variables:
-        source = DataSourceRef(type_val=FLAVOURS[flavour], uid="${datasource}")
         query = ("label_values(tor_relay_weight, fingerprint)" if flavour == "prometheus"
                  else 'SHOW TAG VALUES FROM "tor_relay" WITH KEY = "fingerprint"')
         board = board.with_variable(dashboard.QueryVariable("fingerprint").label("Relay fingerprint").query(query)
-                                    .datasource(source).refresh(VariableRefresh.ON_TIME_RANGE_CHANGED))
+                                    .datasource(_source(flavour)).refresh(VariableRefresh.ON_TIME_RANGE_CHANGED))
     for panel in spec.panels:
         board = board.with_panel(_panel(flavour, panel))
     return board.build()

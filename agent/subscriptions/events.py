@@ -78,11 +78,16 @@ def relays_with_contact(contact: str, descriptors: dict) -> set[str]:
     return {fp for fp, descriptor in descriptors.items() if contact_of(descriptor) == contact.strip()}
 
 
-def relay_status(fingerprint: str, consensus, descriptors: dict, votes: list,
+def bandwidth_votes(votes: list) -> list:
+    """The votes of bandwidth authorities this period: those with any Measured= at all."""
+    return [vote for vote in votes if any(router.measured is not None for router in vote.routers.values())]
+
+
+def relay_status(fingerprint: str, consensus, descriptors: dict, votes: list, measuring: list,
                  known_nickname: str | None = None) -> RelayStatus:
+    """One relay's period; ``measuring`` is ``bandwidth_votes(votes)``, computed once per period."""
     router = consensus.routers.get(fingerprint)
     descriptor = descriptors.get(fingerprint)
-    bandwidth_votes = [v for v in votes if any(r.measured is not None for r in v.routers.values())]
     return RelayStatus(
         fingerprint=fingerprint,
         nickname=router.nickname if router is not None else getattr(descriptor, "nickname", known_nickname),
@@ -93,9 +98,9 @@ def relay_status(fingerprint: str, consensus, descriptors: dict, votes: list,
         hibernating=bool(getattr(descriptor, "hibernating", False)),
         listed_by=sum(1 for v in votes if fingerprint in v.routers),
         votes=len(votes),
-        measured_by=sum(1 for v in bandwidth_votes
+        measured_by=sum(1 for v in measuring
                         if fingerprint in v.routers and v.routers[fingerprint].measured is not None),
-        bandwidth_votes=len(bandwidth_votes),
+        bandwidth_votes=len(measuring),
         uptime_seconds=getattr(descriptor, "uptime", None),
     )
 

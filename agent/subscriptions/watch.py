@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from agent.alerts.model import Alert
 from agent.metrics.authority import unix
-from agent.subscriptions.events import (conditions, effective_family, relay_status, relays_with_contact)
+from agent.subscriptions.events import (bandwidth_votes, conditions, effective_family, relay_status,
+                                        relays_with_contact)
 from agent.subscriptions.store import Subscription, SubscriptionStore
 
 HISTORY_SECONDS = 7 * 86400
@@ -31,6 +32,7 @@ class RelayWatch:
         subscriptions = self.store.active()
         descriptors = {d.fingerprint: d for d in snapshot.server_descriptors}
         votes = [view.vote for view in snapshot.views.values() if view.vote is not None]
+        measuring = bandwidth_votes(votes)
         valid_after = unix(consensus.valid_after)
         period_seconds = unix(consensus.fresh_until) - valid_after
         members = {s.id: self._members(s, descriptors, valid_after) for s in subscriptions}
@@ -38,7 +40,7 @@ class RelayWatch:
         history, nicknames = self._history(watched, valid_after)
         found = {}
         for fingerprint in watched:
-            status = relay_status(fingerprint, consensus, descriptors, votes, nicknames.get(fingerprint))
+            status = relay_status(fingerprint, consensus, descriptors, votes, measuring, nicknames.get(fingerprint))
             found[fingerprint] = (status, conditions(status, history.get(fingerprint, []), consensus,
                                                      self.settings, valid_after, period_seconds))
         self._remember(found, valid_after)
@@ -72,16 +74,16 @@ class RelayWatch:
 
     def _history(self, fingerprints: list[str], valid_after: int) -> tuple[dict[str, list], dict[str, str]]:
         """(valid_after, weight, flags) per relay, oldest first, and the last nickname each was seen with."""
-        history: dict[str, list] = {}
+        history: dict[str, list] = {fingerprint: [] for fingerprint in fingerprints}
         nicknames: dict[str, str] = {}
-        for fingerprint in fingerprints:
-            rows = self.db.execute("SELECT valid_after, weight, flags, nickname FROM relay_history WHERE "
-                                   "fingerprint = ? AND valid_after < ? ORDER BY valid_after",
-                                   (fingerprint, valid_after)).fetchall()
-            history[fingerprint] = [(at, weight, frozenset(flags.split())) for at, weight, flags, _ in rows]
-            named = [nickname for *_, nickname in rows if nickname]
-            if named:
-                nicknames[fingerprint] = named[-1]
+        rows = self.db.execute(
+            "SELECT fingerprint, valid_after, weight, flags, nickname FROM relay_history "
+            f"WHERE valid_after < ? AND fingerprint IN ({', '.join('?' * len(fingerprints))}) "
+            "ORDER BY valid_after", (valid_after, *fingerprints)).fetchall() if fingerprints else []
+        for fingerprint, at, weight, flags, nickname in rows:
+            history[fingerprint].append((at, weight, frozenset(flags.split())))
+            if nickname:
+                nicknames[fingerprint] = nickname
         return history, nicknames
 
     def _remember(self, found: dict, valid_after: int) -> None:

@@ -58,7 +58,7 @@ def create_app(config: Config, environ=os.environ, clock=time.time, mail_queued=
 
     @app.post("/subscribe")
     def subscribe():
-        form = request.form if request.form else (request.get_json(silent=True) or {})
+        form = _fields()
         email, kind, target = (str(form.get(name, "")) for name in ("email", "kind", "target"))
         now = int(clock())
         with lock:
@@ -107,7 +107,7 @@ def create_app(config: Config, environ=os.environ, clock=time.time, mail_queued=
 
     @app.post("/subscriptions")
     def my_subscriptions():
-        form = request.form if request.form else (request.get_json(silent=True) or {})
+        form = _fields()
         email = str(form.get("email", "")).strip()
         with lock:
             mine = [s for s in store.of(email) if s.status == "active"]
@@ -119,6 +119,11 @@ def create_app(config: Config, environ=os.environ, clock=time.time, mail_queued=
         return {"status": "accepted", "message": _ACCEPTED}, 202
 
     return app
+
+
+def _fields() -> dict:
+    """The request's form fields, or its JSON object."""
+    return request.form if request.form else (request.get_json(silent=True) or {})
 
 
 def _known_relay(state: State, fingerprint: str) -> bool:

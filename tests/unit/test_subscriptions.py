@@ -12,7 +12,7 @@ from agent.authorities import Authority
 from agent.config import load_config
 from agent.snapshot import AuthorityView, Snapshot
 from agent.state import State
-from agent.subscriptions.events import conditions, effective_family, relay_status
+from agent.subscriptions.events import bandwidth_votes, conditions, effective_family, relay_status
 from agent.subscriptions.store import SubscriptionError, SubscriptionStore
 from agent.subscriptions.watch import RelayWatch
 from tests.unit.test_checks import _b64
@@ -95,17 +95,17 @@ def test_effective_family_needs_both_sides():
 
 def test_down_but_not_while_hibernating():
     consensus = consensus_of(entry(B))
-    status = relay_status(A, consensus, {A: descriptor(A)}, [])
+    status = relay_status(A, consensus, {A: descriptor(A)}, [], [])
     [down] = conditions(status, [], consensus, SETTINGS, 0)
     assert (down.id, down.wait_seconds) == ("TorRelayDown", 3600) and "is not in the consensus" in down.description
-    sleeping = relay_status(A, consensus, {A: descriptor(A, hibernating=True)}, [])
+    sleeping = relay_status(A, consensus, {A: descriptor(A, hibernating=True)}, [], [])
     assert conditions(sleeping, [], consensus, SETTINGS, 0) == []
 
 
 def test_flag_lost_version_weight_and_votes():
     consensus = consensus_of(entry(A, flags="Fast Running Valid", weight=400, version="0.4.7.1"))
     votes = [consensus_of(entry(A)), consensus_of(entry(B)), consensus_of(entry(B))]
-    status = relay_status(A, consensus, {}, votes)
+    status = relay_status(A, consensus, {}, votes, bandwidth_votes(votes))
     history = [(0, 1000, frozenset({"Fast", "Guard", "Running", "Stable", "Valid"})), (3600, 1000, frozenset())]
     found = {(c.id, c.flag): c.description for c in conditions(status, history, consensus, SETTINGS, 24 * 3600)}
     assert set(found) == {("TorRelayFlagLost", "Guard"), ("TorRelayFlagLost", "Stable"),
@@ -115,10 +115,10 @@ def test_flag_lost_version_weight_and_votes():
     assert "listed by 1 of 3 authorities' votes (wanted 2)" in found[("TorRelayFewAuthorities", None)]
     few = [c for c in conditions(status, history, consensus, SETTINGS, 24 * 3600, 600) if c.id == "TorRelayFewAuthorities"]
     assert few[0].wait_seconds == 1200  # two periods in a row
-    restarted = relay_status(A, consensus, {A: descriptor(A, uptime=600)}, votes)
+    restarted = relay_status(A, consensus, {A: descriptor(A, uptime=600)}, votes, bandwidth_votes(votes))
     assert {c.flag for c in conditions(restarted, history, consensus, SETTINGS, 24 * 3600)} == {None}  # no Guard/Stable
     newer = consensus_of(entry(A, version="0.4.9.9"))
-    assert [c.id for c in conditions(relay_status(A, newer, {}, []), [], newer, SETTINGS, 0)] == [
+    assert [c.id for c in conditions(relay_status(A, newer, {}, [], []), [], newer, SETTINGS, 0)] == [
         "TorRelayVersionNotRecommended"]
 
 
