@@ -288,6 +288,26 @@ def reject_relays(network: Network, names: list[str]) -> None:
             _signal(network.pids[authority.name], signal.SIGHUP)
 
 
+def republish(network: Network, names: list[str]) -> None:
+    """Makes the named running relays publish a new descriptor now (after a rejection is lifted).
+
+    Authorities forget a rejected relay's descriptor; a relay uploads again
+    only when its descriptor changes. Changing ContactInfo and reloading
+    changes it without a restart, so no new reachability self-test is
+    needed (a restarted relay in a three-relay network can wait minutes for
+    a usable self-test circuit).
+    """
+    for name in names:
+        node = network.node(name)
+        lines = node.torrc_path.read_text().splitlines(keepends=True)
+        stamp = int(time.time())
+        node.torrc_path.write_text("".join(
+            f"ContactInfo allium-agent testnet operator <{name}@example.invalid> republished {stamp}\n"
+            if line.startswith("ContactInfo ") else line for line in lines))
+        if is_running(network, name):
+            _signal(network.pids[name], signal.SIGHUP)
+
+
 def _reap(network: Network, names: list[str]) -> None:
     """Collects exit statuses of our own children so they do not linger as zombies."""
     for name in names:
