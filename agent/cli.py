@@ -85,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     from agent.cli_alerting import add_commands
 
     add_commands(commands, _with_config)
+    from agent.cli_detect import add_commands as add_detect_commands
+
+    add_detect_commands(commands, _with_config)
 
     testnet = commands.add_parser("testnet", help="a private Tor network on 127.0.0.1")
     testnet_commands = testnet.add_subparsers(dest="testnet_command", required=True)

@@ -125,6 +125,12 @@ class QueryConfig:
 
 
 @dataclass(frozen=True)
+class DetectConfig:
+    enabled: bool
+    settings: "DetectSettings"
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
     vantage: str
@@ -141,6 +147,7 @@ class Config:
     matrix: MatrixConfig
     subscriptions: SubscriptionsConfig
     query: QueryConfig
+    detect: DetectConfig
 
 
 @dataclass(frozen=True)
@@ -227,6 +234,23 @@ SETTINGS: tuple[Setting, ...] = (
     # tor uses measured bandwidth only with at least 3 bandwidth authorities' measurements.
     Setting("subscriptions.min_bandwidth_authorities", 3, convert.positive_int),
     Setting("subscriptions.flags", ["Guard", "Exit", "Stable", "Fast", "HSDir", "Valid", "Running"], convert.flags),
+    Setting("detect.enabled", True, convert.boolean),
+    Setting("detect.warmup_periods", 48, convert.positive_int),
+    Setting("detect.window_periods", 168, convert.positive_int),
+    Setting("detect.z_threshold", 6.0, convert.positive_number),
+    Setting("detect.adapt_after", 3, convert.positive_int),
+    Setting("detect.group_min_relays", 10, convert.positive_int),
+    Setting("detect.group_warning_relays", 50, convert.positive_int),
+    # The Tor Project's rules (DocTor, network-health, sybilhunter); see docs/anomalies.md.
+    Setting("detect.rules.new_relays_per_hour", 50, convert.positive_int),
+    Setting("detect.rules.new_relays_per_group", 50, convert.positive_int),
+    Setting("detect.rules.flag_gained_per_2h", 50, convert.positive_int),
+    Setting("detect.rules.churn_fraction", 0.012, convert.ratio),
+    Setting("detect.rules.relay_min_periods", 6, convert.positive_int),
+    Setting("detect.rules.relay_min_weight_fraction", 0.0005, convert.ratio),
+    Setting("detect.rules.relay_weight_jump_log2", 2.0, convert.positive_number),
+    Setting("detect.rules.relay_flap_changes", 8, convert.positive_int),
+    Setting("detect.rules.relay_listing_drop", 2, convert.positive_int),
 )
 
 
@@ -301,8 +325,20 @@ def load_config(path: str | os.PathLike | None = None, environ=os.environ) -> Co
         subscriptions=SubscriptionsConfig(*(values[f"subscriptions.{name}"] for name in (
             "listen", "confirm_hours", "rate_limit", "trusted_proxies", "down_hours", "weight_drop_percent", "weight_drop_hours",
             "min_authorities", "min_bandwidth_authorities", "flags"))),
+        detect=_detect_config(values),
         query=QueryConfig(values["query.url"], values["query.timeout_seconds"]),
     )
+
+
+def _detect_config(values: dict) -> DetectConfig:
+    from agent.detect.engine import DetectSettings
+
+    rules = {path.rsplit(".", 1)[1]: value for path, value in values.items() if path.startswith("detect.rules.")}
+    return DetectConfig(values["detect.enabled"], DetectSettings(
+        warmup_periods=values["detect.warmup_periods"], window_periods=values["detect.window_periods"],
+        z_threshold=values["detect.z_threshold"], adapt_after=values["detect.adapt_after"],
+        group_min_relays=values["detect.group_min_relays"],
+        group_warning_relays=values["detect.group_warning_relays"], thresholds=rules))
 
 
 def _known_parameters() -> frozenset[str]:

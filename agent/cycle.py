@@ -9,7 +9,10 @@ from agent.checks.evaluate import evaluate, health_points
 from agent.collect import collect
 from agent.config import Config
 from agent.geoip import GeoIP
+from agent.detect.facts import facts_of
+from agent.detect.engine import DetectorFile
 from agent.metrics import relays_of, snapshot_points
+from agent.metrics.relays import build_table
 from agent.metrics.authority import unix
 from agent.snapshot import Snapshot
 from agent.state import State
@@ -38,7 +41,8 @@ def record_period(snapshot: Snapshot, config: Config, state: State, store: Store
                   previous=_FROM_STATE) -> tuple[SaveResult, list]:
     """Metrics and check findings of a snapshot into the store; the same path serves backfill.
 
-    Returns what was saved and the check findings.
+    Returns what was saved and the findings: the checks', then (live periods
+    with a consensus) anomaly detection's, whose scores are saved as points.
 
     The previous period's relays (for churn) come from the state, unless the
     caller passes them (backfill replays history and knows them itself).
@@ -48,18 +52,36 @@ def record_period(snapshot: Snapshot, config: Config, state: State, store: Store
     live = previous is _FROM_STATE
     if live:
         previous = state.relays_before(period_time) if consensus is not None else None
-    points = snapshot_points(snapshot, previous, geoip, config.metrics.operators_top_n)
+    table = build_table(consensus, snapshot.server_descriptors, geoip) if consensus is not None else None
+    points = snapshot_points(snapshot, previous, geoip, config.metrics.operators_top_n, table)
     # Without an accepted consensus the checks still run: unreachable authorities
     # and a lost quorum are exactly what must be reported then.
     # Only the live path teaches the checks which authorities measure bandwidth.
     findings = evaluate(snapshot, config, state if live else None)
     points += health_points(findings, period_time)
+    if consensus is not None and live and config.detect.enabled:
+        anomalies, anomaly_points = detect(snapshot, consensus, table, config)
+        findings, points = findings + anomalies, points + anomaly_points
     saved = store.save(points, period_time)
     if consensus is not None and live:
         state.save_relays(period_time, relays_of(consensus))
     log.debug("period %s: %d points, %s", consensus.valid_after if consensus else "none (no accepted consensus)",
              saved.points, describe(saved))
     return saved, findings
+
+
+def detect(snapshot: Snapshot, consensus, table, config: Config) -> tuple[list, list]:
+    """Anomaly findings and score points of a period; detection failing never fails the period."""
+    try:
+        detectors = DetectorFile(config.state_dir, config.detect.settings)
+        detector = detectors.load()
+        result = detector.update(facts_of(snapshot, consensus, table))
+        if not result.skipped:
+            detectors.save(detector)
+        return result.findings, result.points
+    except Exception:
+        log.exception("anomaly detection failed this period; metrics and checks are saved regardless")
+        return [], []
 
 
 def describe(saved: SaveResult) -> str:

@@ -45,6 +45,10 @@ RULES = (
          "No authority serves a consensus younger than three hours",
          "The freshest consensus any authority serves is {{ $value | humanizeDuration }} old: "
          "clients will soon have no valid consensus."),
+    Rule("TorNetworkAnomaly", "max by (series) (tor_anomaly_anomalous{detector=\"baseline\"}) > 0", "0m", "warning",
+         "A network series left the range its learned baseline expects",
+         "{{ $labels.series }} was judged anomalous this period (see the Anomalies dashboard and the agent's "
+         "TorAnomalySeries alert for the expected range)."),
     Rule("AlliumAgentStale", "time() - max(allium_agent_last_success_seconds) > 2 * 3600", "0m", "warning",
          "The agent has recorded nothing for two hours",
          "The last recorded period is {{ $value | humanizeDuration }} old; is allium-agent running?"),

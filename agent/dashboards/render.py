@@ -20,7 +20,7 @@ from grafana_foundation_sdk.models.common import FrameGeometrySourceMode
 from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefresh
 
 from agent.dashboards import queries
-from agent.dashboards.spec import DASHBOARDS, Dashboard, Panel, Series
+from agent.dashboards.spec import DASHBOARDS, Annotation, Dashboard, Panel, Series
 
 OUTPUT = Path(__file__).parents[2] / "grafana" / "dashboards"
 FLAVOURS = {"prometheus": "prometheus", "influxdb": "influxdb"}  # flavour -> datasource plugin type
@@ -41,12 +41,39 @@ class InfluxQuery(cogvariants.Dataquery):
                 "resultFormat": "table" if self.table_format else "time_series", "datasource": self.datasource}
 
 
-class InfluxQueryBuilder(cogbuilder.Builder[InfluxQuery]):
-    def __init__(self, query: InfluxQuery):
-        self._internal = query
+class Prebuilt(cogbuilder.Builder):
+    """Hands an object the SDK cannot build (our InfluxQL target, a plugin's annotation) to its builders."""
 
-    def build(self) -> InfluxQuery:
+    def __init__(self, built):
+        self._internal = built
+
+    def build(self):
         return self._internal
+
+
+class AnnotationJSON:
+    """An annotation query with the fields its datasource plugin reads.
+
+    The SDK's model has only the schema's generic fields. Grafana's Prometheus
+    plugin reads ``target.expr``/``target.interval`` and top-level
+    ``titleFormat``/``tagKeys``; its InfluxDB plugin reads the InfluxQL
+    annotation's top-level ``query``/``titleColumn``/``tagsColumn``.
+    """
+
+    def __init__(self, flavour: str, spec: Annotation):
+        self.json = {"name": spec.name, "iconColor": spec.color, "enable": spec.enabled, "hide": False,
+                     "datasource": _source(flavour)}
+        if flavour == "prometheus":
+            # The interval is the step, and the gap below which Grafana joins points into one region:
+            # one voting period (1 h on the live network).
+            self.json.update(target={"refId": "Anno", "expr": spec.promql, "interval": "1h"},
+                             titleFormat=f"{{{{{spec.title}}}}}", tagKeys=",".join(spec.tags),
+                             textFormat=spec.name, useValueForTime=False)
+        else:
+            self.json.update(query=spec.influxql, titleColumn=spec.title, textColumn="", tagsColumn=",".join(spec.tags))
+
+    def to_json(self) -> dict:
+        return self.json
 
 
 def _source(flavour: str) -> DataSourceRef:
@@ -61,7 +88,7 @@ def _target(flavour: str, series: Series, ref_id: str, kind: str):
         if kind in ("table", "bargauge", "piechart", "geomap", "stat"):
             target = target.instant()
         return target.datasource(source)
-    return InfluxQueryBuilder(InfluxQuery(ref_id, queries.influxql(series), queries.influx_legend(series), source,
+    return Prebuilt(InfluxQuery(ref_id, queries.influxql(series), queries.influx_legend(series), source,
                                           kind in ("table", "geomap")))
 
 
@@ -93,6 +120,12 @@ def build(flavour: str, spec: Dashboard):
                  else 'SHOW TAG VALUES FROM "tor_relay" WITH KEY = "fingerprint"')
         board = board.with_variable(dashboard.QueryVariable("fingerprint").label("Relay fingerprint").query(query)
                                     .datasource(_source(flavour)).refresh(VariableRefresh.ON_TIME_RANGE_CHANGED))
+    # Grafana's own "Annotations & Alerts" (its alert rules' state changes) first, as Grafana writes it.
+    board = board.annotation(dashboard.AnnotationQuery().name("Annotations & Alerts").built_in(1).enable(True)
+                             .hide(True).icon_color("rgba(0, 211, 255, 1)").type("dashboard")
+                             .datasource(DataSourceRef(type_val="grafana", uid="-- Grafana --")))
+    for annotation in spec.annotations:
+        board = board.annotation(Prebuilt(AnnotationJSON(flavour, annotation)))
     for panel in spec.panels:
         board = board.with_panel(_panel(flavour, panel))
     return board.build()

@@ -34,18 +34,58 @@ class Panel:
 
 
 @dataclass(frozen=True)
+class Annotation:
+    """Regions on every time axis while a series is above zero, e.g. while a finding is active.
+
+    ``title`` and ``tags`` name series labels (PromQL) or columns (InfluxQL):
+    Grafana titles a region with the label's value and tags it with the others.
+    """
+
+    name: str
+    color: str
+    promql: str
+    influxql: str
+    title: str
+    tags: tuple[str, ...]
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class Dashboard:
     uid: str
     title: str
     description: str
     panels: tuple[Panel, ...]
     variables: tuple[str, ...] = field(default_factory=tuple)  # "fingerprint" is the one known variable
+    annotations: tuple[Annotation, ...] = ()
 
 
 def s(measurement: str, field_name: str, *by: str, legend: str = "", **where: str) -> Series:
     return Series(measurement, field_name, tuple(by), tuple(sorted(where.items())),
                   legend or " ".join(f"{{{{{tag}}}}}" for tag in by) or field_name.replace("_", " "))
 
+
+def findings(severity: str, color: str, enabled: bool = True) -> Annotation:
+    """An annotation for the active findings of one severity, one region per check."""
+    return Annotation(
+        f"{severity.capitalize()} findings", color,
+        promql=f'tor_health_active{{severity="{severity}"}} > 0',
+        # One row per check and period while it is active; Grafana joins rows into regions only for
+        # PromQL, so InfluxDB shows a mark per period instead.
+        influxql=f'SELECT "active", "check", "severity" FROM "tor_health" WHERE "active" > 0 AND '
+                 f'"severity" = \'{severity}\' AND $timeFilter',
+        title="check", tags=("severity",), enabled=enabled)
+
+
+#: Periods a learned baseline judged anomalous, titled with the series.
+ANOMALIES = Annotation(
+    "Anomalies", "purple", promql='tor_anomaly_anomalous{detector="baseline"} > 0',
+    influxql='SELECT "anomalous", "series" FROM "tor_anomaly" WHERE "detector" = \'baseline\' AND "anomalous" > 0 '
+             'AND $timeFilter',
+    title="series", tags=("detector",))
+
+#: Every dashboard shows when the network had a problem; info findings are there to switch on.
+FINDINGS = (findings("critical", "red"), findings("warning", "orange"), findings("info", "blue", enabled=False))
 
 NETWORK = Dashboard("allium-network", "Tor network overview",
                     "Relays, flags, churn, weight by role, versions, platforms, countries, concentration.", (
@@ -71,7 +111,7 @@ NETWORK = Dashboard("allium-network", "Tor network overview",
           (s("tor_network_concentration", "top5_fraction", "by"),), unit="percentunit"),
     Panel("Consensus age at each authority (ns flavour)", "timeseries",
           (s("tor_authority_consensus", "age_seconds", "authority", flavour="ns"),), unit="s"),
-))
+), annotations=FINDINGS)
 
 AUTHORITIES = Dashboard("allium-authorities", "Directory authorities and consensus health",
                         "What the consensus-health page shows, over time: one line per authority.", (
@@ -103,7 +143,7 @@ AUTHORITIES = Dashboard("allium-authorities", "Directory authorities and consens
         promql="tor_health_active > 0",
         influxql='SELECT last("active") FROM "tor_health" WHERE $timeFilter GROUP BY "check", "severity"'),),
           width=24),
-))
+), annotations=FINDINGS)
 
 RELAY = Dashboard("allium-relay", "Relay", "One relay by fingerprint: flags, weight, who lists and measures it.", (
     Panel("Flags (1 = has it)", "timeseries", tuple(
@@ -115,7 +155,7 @@ RELAY = Dashboard("allium-relay", "Relay", "One relay by fingerprint: flags, wei
     Panel("Authorities listing it", "timeseries", (s("tor_relay", "authorities_listing", fingerprint="$fingerprint"),)),
     Panel("Bandwidth authorities measuring it", "timeseries",
           (s("tor_relay", "bwauths_measuring", fingerprint="$fingerprint"),)),
-), variables=("fingerprint",))
+), variables=("fingerprint",), annotations=FINDINGS)
 
 OPERATORS = Dashboard("allium-operators", "Operators", "Operators by contact or family: relays, weight, flags, spread.", (
     Panel("Largest operators by consensus weight", "bargauge", (Series(
@@ -135,9 +175,10 @@ OPERATORS = Dashboard("allium-operators", "Operators", "Operators by contact or 
     Panel("Guard and exit relays per operator", "timeseries",
           (s("tor_operator", "guard_relays", "operator", legend="{{operator}} guards"),
            s("tor_operator", "exit_relays", "operator", legend="{{operator}} exits")), width=24),
-))
+), annotations=FINDINGS)
 
-ALERTS = Dashboard("allium-alerts", "Anomalies and alerts", "Findings and the agent's alert delivery.", (
+ALERTS = Dashboard("allium-alerts", "Anomalies and alerts",
+                   "Findings, anomaly detection and the agent's alert delivery.", (
     Panel("Active findings by severity", "timeseries", (Series(
         "tor_health", "active", ("severity",), (), "{{severity}}",
         promql="sum by (severity) (tor_health_active)",
@@ -154,8 +195,28 @@ ALERTS = Dashboard("allium-alerts", "Anomalies and alerts", "Findings and the ag
     Panel("Messages waiting for delivery", "timeseries", (s("allium_agent", "deliveries_waiting", "vantage"),),
           width=8),
     Panel("Messages given up", "timeseries", (s("allium_agent", "deliveries_given_up", "vantage"),), width=8),
-    Panel("Anomaly scores", "text", text="Anomaly detection is not built yet (issue 9): no scores to show.",
-          width=24, height=3),
-))
+    Panel("Anomaly scores of the learned baselines (1 = far outside the expected range)", "timeseries",
+          (s("tor_anomaly", "score", "series", detector="baseline"),), unit="percentunit", width=24,
+          description="River GaussianScorer on each series' seasonal-forecast residual (docs/anomalies.md)."),
+    Panel("Relays in the consensus against the range the baseline expects", "timeseries",
+          (s("tor_anomaly", "observed", legend="observed", detector="baseline", series="relays"),
+           s("tor_anomaly", "expected_low", legend="expected low", detector="baseline", series="relays"),
+           s("tor_anomaly", "expected_high", legend="expected high", detector="baseline", series="relays"))),
+    Panel("Series judged anomalous", "table", (Series(
+        "tor_anomaly", "anomalous", ("series",), (("detector", "baseline"),), "{{series}}",
+        promql='tor_anomaly_anomalous{detector="baseline"} > 0',
+        influxql='SELECT last("anomalous") FROM "tor_anomaly" WHERE "detector" = \'baseline\' AND "anomalous" > 0 '
+                 'AND $timeFilter GROUP BY "series"'),)),
+    Panel("Relays flagged by the per-relay detectors", "timeseries",
+          (s("tor_anomaly", "anomalous", "series", detector="relays"),), width=12),
+    Panel("Largest group of relays arriving together (shared traits)", "timeseries",
+          (s("tor_anomaly", "observed", legend="relays", detector="groups"),), width=12),
+    Panel("Baselines still warming up", "stat", (Series(
+        "tor_anomaly", "warming", (), (("detector", "baseline"),), "warming",
+        promql='sum(tor_anomaly_warming{detector="baseline"})',
+        # One sample per series and period (no subquery: slow on InfluxDB 1.x), as for the findings above.
+        influxql='SELECT sum("warming") FROM "tor_anomaly" WHERE "detector" = \'baseline\' AND $timeFilter '
+                 'GROUP BY time($__interval) fill(null)'),), width=24, height=4),
+), annotations=FINDINGS + (ANOMALIES,))
 
 DASHBOARDS = (NETWORK, AUTHORITIES, RELAY, OPERATORS, ALERTS)

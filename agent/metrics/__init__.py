@@ -8,14 +8,14 @@ from agent.metrics.network import PreviousRelays, network_points
 from agent.metrics.operator import operator_points
 from agent.metrics.points import Point
 from agent.metrics.relay import relay_points
-from agent.metrics.relays import build_table
+from agent.metrics.relays import RelayTable, build_table
 from agent.snapshot import Snapshot
 
 __all__ = ["Point", "PreviousRelays", "snapshot_points", "relays_of"]
 
 
 def snapshot_points(snapshot: Snapshot, previous: PreviousRelays | None, geoip: GeoIP,
-                    operators_top_n: int = 200) -> list[Point]:
+                    operators_top_n: int = 200, table: RelayTable | None = None) -> list[Point]:
     """Every point of one voting period, stamped with the newest accepted consensus's valid-after.
 
     Without an accepted consensus there is no period to stamp: only the fetch
@@ -25,7 +25,8 @@ def snapshot_points(snapshot: Snapshot, previous: PreviousRelays | None, geoip: 
     if consensus is None:
         return fetch_points(snapshot, unix(snapshot.started_at))
     time = unix(consensus.valid_after)
-    table = build_table(consensus, snapshot.server_descriptors, geoip)
+    if table is None:
+        table = build_table(consensus, snapshot.server_descriptors, geoip)
     votes = [view.vote for view in snapshot.views.values() if view.vote is not None]
     return (network_points(consensus, table, previous, time)
             + authority_points(snapshot, consensus, time)

@@ -7,17 +7,20 @@ $fingerprint a relay the network has.
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
 import requests
 
 from agent.dashboards.render import OUTPUT
+from agent.dashboards.spec import DASHBOARDS
 from tests.integration.conftest import BACKFILL_TIME, backfill_real_documents
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 #: Written only by the daemon (`run`), not by `once`; or filtered to problems ("> 0") a healthy network lacks.
 MAY_BE_EMPTY = re.compile(r"allium_agent_|> 0$")
+MAY_BE_EMPTY_INFLUXQL = re.compile(r'"allium_agent"|"anomalous" > 0')
 
 
 def targets(flavour: str):
@@ -26,6 +29,14 @@ def targets(flavour: str):
         for panel in board["panels"]:
             for target in panel.get("targets", []):
                 yield path.stem, panel["title"], target
+
+
+def annotations(flavour: str):
+    """The datasource annotation queries (not Grafana's built-in one) of every dashboard of the flavour."""
+    for path in sorted((OUTPUT / flavour).glob("*.json")):
+        for annotation in json.loads(path.read_text())["annotations"]["list"]:
+            if not annotation.get("builtIn"):
+                yield path.stem, annotation
 
 
 def grafana_substitute(query: str, fingerprint: str) -> str:
@@ -57,6 +68,23 @@ def test_every_prometheus_panel_target_answers(filled_victoria, victoria):
     assert with_data["backfill"] >= 25
 
 
+def test_every_prometheus_annotation_query_answers(filled_victoria, victoria):
+    """Annotations are range queries at the annotation's interval; at least one has a finding to mark."""
+    executed, marked = 0, {}
+    for board, annotation in annotations("prometheus"):
+        title_label = annotation["titleFormat"].strip("{}")
+        now = int(time.time())
+        for start, end in ((BACKFILL_TIME - 86400, BACKFILL_TIME), (now - 3600, now)):
+            answer = requests.get(f"{victoria.url}/api/v1/query_range", timeout=10, params={
+                "query": annotation["target"]["expr"], "start": start, "end": end, "step": "60s"}).json()
+            assert answer["status"] == "success", f"{board} / {annotation['name']}: {answer.get('error')}"
+            executed += 1
+            for series in answer["data"]["result"]:
+                marked.setdefault(annotation["name"], set()).add(series["metric"][title_label])  # region title
+    print(f"\n{executed} PromQL annotation queries executed; regions: {marked}")
+    assert executed == 2 * sum(len(board.annotations) for board in DASHBOARDS) and marked
+
+
 def test_every_alert_rule_expression_runs(filled_victoria, victoria):
     from agent.dashboards.alerting import RULES
 
@@ -73,7 +101,6 @@ def influx_substitute(query: str, fingerprint: str) -> str:
 
 def test_every_influxdb_panel_target_answers(tor_network, tmp_path):
     """The same periods, written by the agent to its outbox and loaded into InfluxDB through /write."""
-    import time
 
     import yaml
 
@@ -113,11 +140,22 @@ def test_every_influxdb_panel_target_answers(tor_network, tmp_path):
                     with_data[moment] += 1
                     answered = True
             if not answered:
-                assert "allium_agent" in target["query"], f"{board} / {title}: no data for {target['query']}"
+                assert MAY_BE_EMPTY_INFLUXQL.search(target["query"]), f"{board} / {title}: no data for {target['query']}"
                 empty.append(f"{board} / {title}")
+        marked = {}
+        for board, annotation in annotations("influxdb"):
+            for window in windows.values():
+                query = influx_substitute(annotation["query"], "").replace("time > now() - 24h", window)
+                result = influx.query(query)["results"][0]
+                assert "error" not in result, f"{board} / {annotation['name']}: {result['error']}"
+                executed += 1
+                for series in result.get("series", []):
+                    title = series["columns"].index(annotation["titleColumn"])
+                    marked.setdefault(annotation["name"], set()).update(row[title] for row in series["values"])
+        assert marked, "no annotation query marked a finding"
         version = requests.get(f"{influx.url}/ping", timeout=5).headers.get("X-Influxdb-Version")
-        print(f"\n{executed} InfluxQL panel queries executed on InfluxDB {version}; with data: {with_data}; "
-              f"empty as allowed: {empty}")
+        print(f"\n{executed} InfluxQL panel and annotation queries executed on InfluxDB {version}; "
+              f"with data: {with_data}; empty as allowed: {empty}; annotation marks: {marked}")
         assert with_data["backfill"] >= 25
     finally:
         influx.stop()

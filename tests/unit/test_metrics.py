@@ -190,8 +190,10 @@ def test_every_catalogue_entry_is_emitted(hour10, hour11, descriptors):
                                                                  relays_of(hour10), GEOIP) for name in p.fields}
     # allium_agent (self-monitoring) comes from the daemon's runner; its
     # integration test holds those points against the catalogue.
-    # tor_health comes from the checks (tests/unit/test_checks.py holds it against the catalogue).
-    assert {key for key in catalogue() if key[0] not in ("allium_agent", "tor_health")} - emitted == set()
+    # tor_health comes from the checks (tests/unit/test_checks.py holds it against the catalogue),
+    # tor_anomaly from detection (tests/unit/test_detect.py).
+    assert {key for key in catalogue() if key[0] not in ("allium_agent", "tor_health", "tor_anomaly")} \
+        - emitted == set()
 
 
 def test_probe_points_count_reachable_orports_and_held_votes():

@@ -1,0 +1,96 @@
+"""Sybil groups: relays that arrive together and share traits, reported as one cluster with what they share.
+
+A lone new relay is normal; a batch of new relays behind one /24, with one
+contact, the same version and platform, the same ports and nicknames that
+differ only in digits is how floods looked (LizardNSA 2014, the 2020 exit
+groups). For each trait, relays of the period's arrivals with the same value
+form a candidate; the largest candidate is reported with every other trait
+its members share (most of them, ``share``), then its members are removed
+and the next is looked for. Arrivals include returning relays, so the
+"identical uptime pattern" trait (sybilhunter's) catches groups that go
+offline and come back in step.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from agent.detect.facts import RelayFacts
+
+TRAITS = ("/24", "/16", "operator", "version+platform", "ports", "nickname pattern", "uptime pattern", "country")
+#: Traits that alone say little: half the network runs the newest version on Linux in a few countries,
+#: and most relays keep the default ports (9001/9030, or 443/80).
+WEAK_TRAITS = frozenset({"version+platform", "country", "/16", "ports"})
+
+
+@dataclass(frozen=True)
+class Cluster:
+    size: int
+    shared: dict[str, str]  # trait -> the value most members share
+    fingerprints: tuple[str, ...]
+    nicknames: tuple[str, ...]
+
+    @property
+    def strong(self) -> bool:
+        """Shares at least one trait that says "one operator" (address block, contact, naming, ports, uptime)."""
+        return any(trait not in WEAK_TRAITS for trait in self.shared)
+
+
+def nickname_pattern(nickname: str) -> str:
+    """The nickname with digits and hex-like runs folded: "relay0423" and "relay17" share "relay#"."""
+    folded = re.sub(r"[0-9]+", "#", nickname.lower())
+    return folded if len(folded.replace("#", "")) >= 3 else ""
+
+
+def traits_of(arrivals: RelayFacts, presence: np.ndarray) -> dict[str, list[str]]:
+    """Each trait's value per arriving relay ("" when the relay has none worth comparing)."""
+    octets = [address.split(".") if ":" not in address else [] for address in arrivals.address]
+    history = [format(int(bits), "b") if bin(int(bits)).count("1") > 1 else "" for bits in presence]
+    return {
+        "/24": [".".join(parts[:3]) + ".0/24" if len(parts) == 4 else "" for parts in octets],
+        "/16": [".".join(parts[:2]) + ".0.0/16" if len(parts) == 4 else "" for parts in octets],
+        "operator": [operator or "" for operator in arrivals.operator],
+        "version+platform": [f"{version} on {platform}" if version else ""
+                             for version, platform in zip(arrivals.version, arrivals.platform)],
+        "ports": [f"OR {or_port} / Dir {dir_port}" for or_port, dir_port in zip(arrivals.or_port, arrivals.dir_port)],
+        "nickname pattern": [nickname_pattern(nickname) for nickname in arrivals.nickname],
+        "uptime pattern": history,
+        "country": list(arrivals.country),
+    }
+
+
+def find_clusters(arrivals: RelayFacts, presence: np.ndarray, min_size: int, share: float = 0.8) -> list[Cluster]:
+    """Clusters of at least ``min_size`` arrivals, largest first, each with its shared traits."""
+    traits = traits_of(arrivals, presence)
+    remaining = np.ones(len(arrivals), bool)
+    clusters = []
+    while remaining.sum() >= min_size:
+        best: tuple[int, str, str] | None = None
+        for trait in TRAITS:
+            if trait in WEAK_TRAITS:
+                continue
+            counts = Counter(value for value, left in zip(traits[trait], remaining) if left and value)
+            if counts:
+                value, size = counts.most_common(1)[0]
+                if size >= min_size and (best is None or size > best[0]):
+                    best = (size, trait, value)
+        if best is None:
+            break
+        _, trait, value = best
+        members = np.array([left and own == value for own, left in zip(traits[trait], remaining)])
+        shared = {}
+        for other in TRAITS:
+            counts = Counter(traits[other][index] for index in np.flatnonzero(members) if traits[other][index])
+            if counts:
+                common, size = counts.most_common(1)[0]
+                if size >= share * members.sum():
+                    shared[other] = common
+        rows = np.flatnonzero(members)
+        clusters.append(Cluster(int(members.sum()), shared, tuple(arrivals.fingerprint[i] for i in rows),
+                                tuple(arrivals.nickname[i] for i in rows)))
+        remaining &= ~members
+    return clusters

@@ -1,0 +1,163 @@
+"""Per-relay memory and detectors, as numpy columns: every relay updated every period in a few vector ops.
+
+A River object per relay and statistic would be ~20,000 Python objects to
+update and pickle each hour; the same exponentially weighted mean and
+variance (River's ``stats.EWMean``/``EWVar`` formulas) over numpy columns
+costs milliseconds. The memory also answers what the group detectors and
+rules need: who joined, who is new, who left, and each relay's recent
+presence and flag history (one bit per period).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from agent.detect.facts import RelayFacts
+
+EW_ALPHA = 0.1  # about the last ten periods
+HISTORY_BITS = 24  # presence and flag-change bits looked at (one day of hourly periods)
+
+
+@dataclass(frozen=True)
+class RelayAnomaly:
+    kind: str  # weight_jump | flag_flapping | fewer_authorities
+    fingerprint: str
+    nickname: str
+    detail: str
+    score: float
+
+
+@dataclass
+class RelayChanges:
+    """Who came and went this period (row indices into the period's RelayFacts, fingerprints for the gone)."""
+
+    joined: np.ndarray  # absent in the previous period (new or returning)
+    new: np.ndarray  # not seen within the memory horizon at all
+    left: list[str] = field(default_factory=list)
+    left_country: list[str] = field(default_factory=list)
+    left_flags: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint32))
+    previous_known: bool = False
+    previous_size: int = 0
+
+
+class RelayMemory:
+    """Columns indexed by a row per fingerprint seen within ``horizon_seconds``."""
+
+    def __init__(self, horizon_seconds: int = 30 * 86400):
+        self.horizon = horizon_seconds
+        self.rows: dict[str, int] = {}
+        self.fingerprints: list[str] = []
+        self.country: list[str] = []
+        self.last_time: int | None = None
+        size = 0
+        self.last_seen = np.zeros(size, np.int64)
+        self.flags = np.zeros(size, np.uint32)
+        self.presence = np.zeros(size, np.uint32)  # bit 0 = this period
+        self.flips = np.zeros(size, np.uint32)  # bit 0 = flags changed this period
+        self.seen = np.zeros(size, np.int32)  # periods present
+        self.logw_mean = np.zeros(size)
+        self.logw_var = np.zeros(size)
+        self.listed_mean = np.zeros(size)
+
+    def __len__(self) -> int:
+        return len(self.fingerprints)
+
+    def rows_of(self, relays: RelayFacts) -> tuple[np.ndarray, np.ndarray]:
+        """Row of each relay, adding unknown ones; and which relays were unknown."""
+        unknown = np.fromiter((fp not in self.rows for fp in relays.fingerprint), bool, len(relays))
+        for index in np.flatnonzero(unknown):
+            self.rows[relays.fingerprint[index]] = len(self.fingerprints)
+            self.fingerprints.append(relays.fingerprint[index])
+            self.country.append(relays.country[index])
+        self._grow(len(self.fingerprints))
+        return np.fromiter((self.rows[fp] for fp in relays.fingerprint), np.int64, len(relays)), unknown
+
+    def changes(self, relays: RelayFacts, rows: np.ndarray, unknown: np.ndarray) -> RelayChanges:
+        """Joined, new and left relays, judged against the memory before this period is learned."""
+        was_present = (self.presence[rows] & 1) != 0
+        previous = np.flatnonzero(self.presence & 1)
+        present_now = np.zeros(len(self), bool)
+        present_now[rows] = True
+        gone = previous[~present_now[previous]]
+        known = self.last_time is not None
+        return RelayChanges(
+            joined=np.flatnonzero(~was_present) if known else np.zeros(0, np.int64),
+            new=np.flatnonzero(unknown) if known else np.zeros(0, np.int64),
+            left=[self.fingerprints[row] for row in gone], left_country=[self.country[row] for row in gone],
+            left_flags=self.flags[gone], previous_known=known, previous_size=len(previous))
+
+    def anomalies(self, relays: RelayFacts, rows: np.ndarray, thresholds: dict) -> list[RelayAnomaly]:
+        """Weight jumps, flag flapping and relays listed by fewer authorities than usual."""
+        found = []
+        settled = self.seen[rows] >= thresholds["relay_min_periods"]
+        logw = np.log2(relays.weight + 1.0)
+        deviation = logw - self.logw_mean[rows]
+        spread = np.sqrt(self.logw_var[rows])
+        total = float(relays.weight.sum()) or 1.0
+        before = np.exp2(self.logw_mean[rows]) - 1.0
+        matters = np.maximum(relays.weight, before) >= thresholds["relay_min_weight_fraction"] * total
+        jump = settled & matters & (np.abs(deviation) >= np.maximum(thresholds["relay_weight_jump_log2"],
+                                                                    4 * spread))
+        for index in np.flatnonzero(jump):
+            found.append(RelayAnomaly("weight_jump", relays.fingerprint[index], relays.nickname[index],
+                                      f"weight {relays.weight[index]:.0f}, usually about {before[index]:.0f}",
+                                      float(abs(deviation[index]))))
+        changed = self.flags[rows] != relays.flags
+        flips = ((self.flips[rows] << 1) | changed) & np.uint32((1 << HISTORY_BITS) - 1)
+        flapping = settled & changed & (np.bitwise_count(flips) >= thresholds["relay_flap_changes"])
+        for index in np.flatnonzero(flapping):
+            found.append(RelayAnomaly("flag_flapping", relays.fingerprint[index], relays.nickname[index],
+                                      f"flags changed in {int(np.bitwise_count(flips[index]))} of the last "
+                                      f"{HISTORY_BITS} periods", float(np.bitwise_count(flips[index]))))
+        drop = self.listed_mean[rows] - relays.listed_by
+        # An authority that did not vote lowers every relay's count: judge each against the typical drop.
+        typical = float(np.median(drop[settled])) if settled.any() else 0.0
+        fewer = settled & (drop - typical >= thresholds["relay_listing_drop"])
+        for index in np.flatnonzero(fewer):
+            found.append(RelayAnomaly("fewer_authorities", relays.fingerprint[index], relays.nickname[index],
+                                      f"listed by {int(relays.listed_by[index])} votes, usually "
+                                      f"{self.listed_mean[rows][index]:.1f}", float(drop[index] - typical)))
+        return found
+
+    def learn(self, relays: RelayFacts, rows: np.ndarray, time: int) -> None:
+        """Takes the period in: presence and flag bits shift, running means move, old relays are forgotten."""
+        present = np.zeros(len(self), bool)
+        present[rows] = True
+        self.presence = (self.presence << 1) | present  # one bit per recorded period, whatever the gap
+        changed = np.zeros(len(self), bool)
+        changed[rows] = self.flags[rows] != relays.flags
+        changed[rows[self.seen[rows] == 0]] = False  # a first sighting is not a change
+        self.flips = (self.flips << 1) | changed
+        self.flags[rows] = relays.flags
+        logw = np.log2(relays.weight + 1.0)
+        first = self.seen[rows] == 0
+        delta = logw - self.logw_mean[rows]
+        self.logw_mean[rows] = np.where(first, logw, self.logw_mean[rows] + EW_ALPHA * delta)
+        self.logw_var[rows] = np.where(first, 0.0, (1 - EW_ALPHA) * (self.logw_var[rows] + EW_ALPHA * delta ** 2))
+        self.listed_mean[rows] = np.where(first, relays.listed_by,
+                                          self.listed_mean[rows] + EW_ALPHA * (relays.listed_by
+                                                                               - self.listed_mean[rows]))
+        self.seen[rows] += 1
+        self.last_seen[rows] = time
+        self.last_time = time
+        self._forget(time)
+
+    def _grow(self, size: int) -> None:
+        grow = size - len(self.last_seen)
+        if grow <= 0:
+            return
+        for name in ("last_seen", "flags", "presence", "flips", "seen", "logw_mean", "logw_var", "listed_mean"):
+            column = getattr(self, name)
+            setattr(self, name, np.concatenate([column, np.zeros(grow, column.dtype)]))
+
+    def _forget(self, time: int) -> None:
+        keep = self.last_seen >= time - self.horizon
+        if keep.all():
+            return
+        self.fingerprints = [fp for fp, kept in zip(self.fingerprints, keep) if kept]
+        self.country = [code for code, kept in zip(self.country, keep) if kept]
+        self.rows = {fp: row for row, fp in enumerate(self.fingerprints)}
+        for name in ("last_seen", "flags", "presence", "flips", "seen", "logw_mean", "logw_var", "listed_mean"):
+            setattr(self, name, getattr(self, name)[keep])
