@@ -61,9 +61,11 @@ def main() -> None:
     started = time.perf_counter()
     pickle.dump(detector, buffer, protocol=pickle.HIGHEST_PROTOCOL)
     saved = time.perf_counter() - started
-    started = time.perf_counter()
-    pickle.loads(buffer.getvalue())
-    loaded = time.perf_counter() - started
+    loads = []
+    for _ in range(3):  # the first load of a process also imports River's modules the state refers to
+        started = time.perf_counter()
+        pickle.loads(buffer.getvalue())
+        loads.append(time.perf_counter() - started)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"network: {min(sizes)}-{max(sizes)} relays per period (real relays, replayed churn); "
           f"{len(detector.series)} baseline series; {len(detector.relays)} relays in memory")
@@ -72,8 +74,9 @@ def main() -> None:
           f"{1000 * statistics.mean(cpu):.1f} / {1000 * sorted(cpu)[int(0.95 * len(cpu))]:.1f} / "
           f"{1000 * max(cpu):.1f} ms |")
     print(f"| update, wall per period (mean) | {1000 * statistics.mean(wall):.1f} ms |")
-    print(f"| state: pickle size / save / load | {len(buffer.getvalue()) / 1e6:.2f} MB / {1000 * saved:.0f} ms / "
-          f"{1000 * loaded:.0f} ms |")
+    print(f"| state: pickle size / save / load (first in the process, then warm) | "
+          f"{len(buffer.getvalue()) / 1e6:.2f} MB / {1000 * saved:.0f} ms / {1000 * loads[0]:.0f} ms, "
+          f"{1000 * min(loads[1:]):.0f} ms |")
     print(f"| peak RSS of this process (documents parsed, replay, detectors) | {rss_mb:.0f} MB |")
 
 

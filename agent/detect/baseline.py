@@ -9,10 +9,12 @@ miss is. Two details keep it from crying wolf:
 - a floor under the spread (an absolute and a relative one): a series that
   barely moves, like one authority's vote size, would otherwise call a
   change of three relays impossible;
-- a period judged anomalous is scored but not learned from (nor is its
-  change used as next day's seasonal step), so an incident does not widen
-  the band it is judged by; after ``adapt_after`` anomalous periods in a row
-  the model accepts the new normal.
+- a period judged anomalous is scored but not learned from: neither its
+  residual, nor its change as next day's seasonal step, nor its value as the
+  level the next forecast starts from. So an incident does not widen the
+  band it is judged by, a one-period dip alerts once (not again when it
+  recovers), and only after ``adapt_after`` anomalous periods in a row does
+  the model accept a new level.
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ class SeriesModel:
 
     def __init__(self, spec: SeriesSpec, season: int, window: int, warmup: int, adapt_after: int = 3):
         self.spec, self.season, self.warmup, self.adapt_after = spec, season, warmup, adapt_after
-        self.scorer = anomaly.GaussianScorer(window_size=window, grace_period=warmup)
+        self.scorer = anomaly.GaussianScorer(window_size=window, grace_period=0)
+        self.periods_learned = 0  # the rolling window's count stops at its size; warm-up needs the total
         self.last: float | None = None
         self.last_time: int | None = None
         self.steps: deque[float] = deque(maxlen=season) if season else deque(maxlen=1)
@@ -64,7 +67,12 @@ class SeriesModel:
 
     @property
     def learned(self) -> int:
+        """Residuals in the scorer's window (at most the window size)."""
         return int(self.scorer.gaussian.n_samples)
+
+    def configure(self, warmup: int, adapt_after: int) -> None:
+        """Follows the config after a restart; the window is fixed once the scorer exists."""
+        self.warmup, self.adapt_after = warmup, adapt_after
 
     def forecast(self) -> float:
         if self.spec.kind == FLOW or self.last is None:
@@ -89,20 +97,37 @@ class SeriesModel:
         spread = max(sigma, self.spec.floor_absolute, self.spec.floor_relative * abs(forecast + mean))
         expected = forecast + mean
         z = (value - expected) / spread
-        warming = self.learned < self.warmup or (self.spec.kind == LEVEL and self.last is None)
+        warming = self.periods_learned < self.warmup or (self.spec.kind == LEVEL and self.last is None)
         beyond = {BOTH: abs(z), UP: z, DOWN: -z}[self.spec.direction] >= z_threshold
         return Verdict(name, value, expected, expected - z_threshold * spread, expected + z_threshold * spread,
                        math.erf(abs(z) / math.sqrt(2)), beyond and not warming, warming)
 
     def learn(self, value: float, verdict: Verdict, time: int, period: int) -> None:
-        """Takes the period in; an anomalous one only moves the level, unless anomalies persist."""
+        """Takes the period in; an anomalous one is kept out, unless anomalies persist (then: a new normal).
+
+        Only normal periods teach the residual spread and the seasonal steps.
+        A level that stays off for more than ``adapt_after`` periods is
+        re-anchored on (its jump is not learned as a residual, nor repeated a
+        day later as a seasonal step); a flow that stays high is learned from,
+        so its distribution moves.
+        """
         self.anomalous_run = self.anomalous_run + 1 if verdict.anomalous else 0
-        accept = not verdict.anomalous or self.anomalous_run > self.adapt_after
-        residual = value - self.forecast()
-        if accept and (self.spec.kind == FLOW or self.last is not None):  # no forecast, no residual
-            self.scorer.learn_one(None, residual)
-        if self.spec.kind == LEVEL and self.last is not None:
-            step = value - self.last
-            expected_step = self.forecast() - self.last
-            self.steps.append(step if accept else expected_step)
-        self.last, self.last_time = value, time
+        adapt = self.anomalous_run > self.adapt_after
+        forecast = self.forecast()
+        if self.spec.kind == FLOW:
+            if not verdict.anomalous or adapt:
+                self.scorer.learn_one(None, value)
+                self.periods_learned += 1
+        elif self.last is None:
+            self.last = value  # the first value anchors the level
+        elif not verdict.anomalous:
+            self.scorer.learn_one(None, value - forecast)
+            self.periods_learned += 1
+            self.steps.append(value - self.last)
+            self.last = value
+        else:
+            self.steps.append(forecast - self.last)
+            self.last = value if adapt else forecast
+            if adapt:
+                self.anomalous_run = 0
+        self.last_time = time

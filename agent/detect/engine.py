@@ -19,11 +19,11 @@ import numpy as np
 
 from agent.checks.registry import Finding
 from agent.detect.baseline import SeriesModel, Verdict
-from agent.detect.facts import PeriodFacts
+from agent.detect.facts import FLAG_BITS, PeriodFacts
 from agent.detect.groups import Cluster, find_clusters
 from agent.detect.relays import RelayAnomaly, RelayMemory
 from agent.detect.rules import RuleHit, RuleWindows, gained_flags
-from agent.detect.series import WARNING_FAMILIES, family_of, network_series, spec_for
+from agent.detect.series import family_of, label_of, network_series, severity_of, spec_for
 from agent.metrics.points import Point, point
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class Detector:
         settings, relays = self.settings, facts.relays
         rows, unknown = self.relays.rows_of(relays)
         flags_before = self.relays.flags[rows].copy()
-        changes = self.relays.changes(relays, rows, unknown)
+        changes = self.relays.changes(relays, rows, unknown, facts.time, facts.period_seconds)
         relay_anomalies = self.relays.anomalies(relays, rows, settings.thresholds)
         values = network_series(facts, changes)
         season = 86400 // facts.period_seconds if 0 < 86400 // facts.period_seconds <= 168 else 0
@@ -108,23 +108,25 @@ class Detector:
             self.series[verdict.series].learn(values[verdict.series], verdict, facts.time, facts.period_seconds)
         self.relays.learn(relays, rows, facts.time)
         self.last_time, self.periods = facts.time, self.periods + 1
+        self._forget_series(facts.time)
         warming = any(verdict.warming for verdict in verdicts if family_of(verdict.series) == "relays")
         result = DetectionResult(verdicts, relay_anomalies, rule_hits, clusters, warming=warming)
         result.findings = self._findings(result, facts, changes)
         result.points = _points(result, facts.time)
         return result
 
+    def _forget_series(self, time: int) -> None:
+        """Series not seen for 30 days (a version long gone, a retired authority) leave the state."""
+        for name in [name for name, model in self.series.items() if time - (model.last_time or time) > 30 * 86400]:
+            del self.series[name]
+
     def _findings(self, result: DetectionResult, facts: PeriodFacts, changes) -> list[Finding]:
         relays = facts.relays
         findings = []
         for verdict in result.verdicts:
             if verdict.anomalous:
-                involved = ""
-                if family_of(verdict.series) == "joined":
-                    involved = "; e.g. " + _arrivals(relays, changes.joined, result.clusters)
-                elif family_of(verdict.series) == "left":
-                    involved = "; e.g. " + ", ".join(changes.left[:LIST_AT_MOST])
-                severity = "warning" if family_of(verdict.series) in WARNING_FAMILIES else "info"
+                involved = _involved(verdict.series, relays, changes, result.clusters)
+                severity = severity_of(verdict.series)
                 findings.append(_finding("TorAnomalySeries", severity, {"series": verdict.series}, (
                     f"{verdict.series} is {_number(verdict.observed)}; expected {_number(verdict.expected)} "
                     f"(between {_number(max(verdict.low, 0))} and {_number(verdict.high)}), anomaly score "
@@ -147,8 +149,7 @@ class Detector:
             shared = ", ".join(f"{trait} {value}" for trait, value in cluster.shared.items())
             examples = ", ".join(f"{nick} ({fp})" for nick, fp in
                                  list(zip(cluster.nicknames, cluster.fingerprints))[:LIST_AT_MOST])
-            key = next(f"{trait} {value}" for trait, value in cluster.shared.items() if trait not in ("country",))
-            findings.append(_finding("TorRelayGroupArrived", severity, {"group": key},
+            findings.append(_finding("TorRelayGroupArrived", severity, {"group": " ".join(cluster.found_by)},
                                      f"{cluster.size} relays arrived this period sharing {shared}; e.g. {examples}",
                                      {"relays": cluster.size}))
         for hit in result.rule_hits:
@@ -156,17 +157,41 @@ class Detector:
                                                                                           if hit.key else {})},
                                      hit.description, {"observed": hit.observed, "threshold": hit.threshold}))
         if result.warming:
-            learned = min(model.learned for name, model in self.series.items() if family_of(name) == "relays")
-            remaining = max(0, self.settings.warmup_periods - learned)
+            learned = min(model.periods_learned for name, model in self.series.items() if family_of(name) == "relays")
+            remaining = self.settings.warmup_periods - learned
+            text = (f"{learned} of {self.settings.warmup_periods} periods learned; learned baselines alert after "
+                    f"{remaining} more (the threshold rules already run)" if remaining > 0 else
+                    "the baselines re-anchor on this period after a gap in the recorded periods; they judge "
+                    "again from the next one")
             findings.append(Finding("TorAnomalyDetectionWarmingUp", "info", {}, SUMMARIES[
-                "TorAnomalyDetectionWarmingUp"], f"{learned} of {self.settings.warmup_periods} periods learned; "
-                f"learned baselines alert after {remaining} more (the threshold rules already run)", {},
-                silenced_by="warming up: no alerts from learned baselines yet"))
+                "TorAnomalyDetectionWarmingUp"], text, {}, silenced_by="warming up: no alerts from learned "
+                                                                       "baselines yet"))
         return findings
 
 
 def _finding(check: str, severity: str, subjects: dict, description: str, values: dict) -> Finding:
     return Finding(check, severity, subjects, SUMMARIES[check], description, values)
+
+
+def _involved(series: str, relays, changes, clusters: list[Cluster]) -> str:
+    """"; e.g. ..." naming up to ten of the relays behind an arrivals or departures series (its flag or
+    country only), or "" for other series."""
+    family, label = family_of(series), label_of(series)
+    if family == "joined":
+        rows = changes.joined
+        if label and label[0] == "flag":
+            rows = rows[(relays.flags[rows] & FLAG_BITS[label[1]]) != 0]
+        elif label and label[0] == "country":
+            rows = np.array([row for row in rows if relays.country[row] == label[1]], np.int64)
+        return "; e.g. " + _arrivals(relays, rows, clusters) if len(rows) else ""
+    if family == "left":
+        gone = list(range(len(changes.left)))
+        if label and label[0] == "flag":
+            gone = [i for i in gone if changes.left_flags[i] & FLAG_BITS[label[1]]]
+        elif label and label[0] == "country":
+            gone = [i for i in gone if changes.left_country[i] == label[1]]
+        return "; e.g. " + ", ".join(changes.left[i] for i in gone[:LIST_AT_MOST]) if gone else ""
+    return ""
 
 
 def _arrivals(relays, joined, clusters: list[Cluster]) -> str:
@@ -218,6 +243,8 @@ class DetectorFile:
                       self.path, error, aside.name)
             return Detector(self.settings)
         detector.settings = self.settings  # thresholds follow the config, the learned state is kept
+        for model in detector.series.values():
+            model.configure(self.settings.warmup_periods, self.settings.adapt_after)
         return detector
 
     def save(self, detector: Detector) -> None:

@@ -4,7 +4,9 @@ For each seed, one unperturbed replay runs ``periods`` periods; every
 detector's findings after the warm-up are false alarms. At set periods the
 run is forked (detector and replay deep-copied) and one incident injected;
 a detector detects it if it fires within ``window`` periods, counting the
-incident's own period as 0. ``allium-agent evaluate`` prints the table.
+incident's own period as 0. A false alarm is counted at its onset (a
+detector firing that did not fire the period before), as the alert
+engine tells it once. ``allium-agent evaluate`` prints the table.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ def evaluate(base, reserve, settings: DetectSettings, seeds: list[int], periods:
     evaluation = Evaluation()
     for seed in seeds:
         replay, detector = Replay(base, reserve, seed), Detector(settings)
+        before: set[str] = set()
         for index in range(periods):
             if index >= settings.warmup_periods and (index - settings.warmup_periods) % incidents_every == 0:
                 for offset, kind in enumerate(INCIDENTS):
@@ -78,8 +81,9 @@ def evaluate(base, reserve, settings: DetectSettings, seeds: list[int], periods:
             fired = firing(detector.update(replay.period_facts(index, None)))
             if index >= settings.warmup_periods:
                 evaluation.periods += 1
-                for name in fired:
+                for name in fired - before:  # an alarm is its onset: the alert engine tells it once
                     evaluation.false_alarms[name] += 1
+            before = fired
             if progress is not None and index % 100 == 0:
                 progress(seed, index)
     return evaluation
@@ -116,7 +120,7 @@ DEPICTOR_GAP_MONTHS = ("2015-11", "2016-06")
 
 @dataclass
 class RealReplay:
-    """What the per-authority baselines said over the real hourly vote counts of 2014-2016."""
+    """What the per-authority baselines said over the real hourly vote counts of 2014-2016 (alarm onsets)."""
 
     periods: int = 0
     judged: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # series-periods outside incidents
@@ -131,6 +135,7 @@ def replay_depictor(path, settings: DetectSettings) -> RealReplay:
 
     A 0 is a collection gap (no vote recorded), not a value, so it is skipped.
     """
+    import calendar
     import csv
     from datetime import datetime
 
@@ -138,11 +143,12 @@ def replay_depictor(path, settings: DetectSettings) -> RealReplay:
     from agent.detect.series import spec_for
 
     models: dict[str, SeriesModel] = {}
+    firing: set[str] = set()
     report = RealReplay()
     with open(path, newline="") as handle:
         for row in csv.DictReader(handle):
             hour = row["valid_after_utc"][:13]
-            time = int(datetime.strptime(hour, "%Y-%m-%dT%H").timestamp())
+            time = calendar.timegm(datetime.strptime(hour, "%Y-%m-%dT%H").timetuple())
             incident = next((name for name, (start, end) in DEPICTOR_INCIDENTS.items() if start <= hour < end), None)
             report.periods += 1
             for column, value in row.items():
@@ -160,7 +166,9 @@ def replay_depictor(path, settings: DetectSettings) -> RealReplay:
                 family = name.split("{")[0]
                 if not incident and not verdict.warming:
                     report.judged[family] += 1
-                if verdict.anomalous:
+                onset = verdict.anomalous and name not in firing
+                (firing.add if verdict.anomalous else firing.discard)(name)
+                if onset:
                     if incident:
                         report.caught[incident].append(name)
                         report.first_alarm.setdefault(incident, hour)

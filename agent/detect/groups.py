@@ -29,6 +29,7 @@ WEAK_TRAITS = frozenset({"version+platform", "country", "/16", "ports"})
 
 @dataclass(frozen=True)
 class Cluster:
+    found_by: tuple[str, str]  # the trait and value that gathered the group (its identity as an alert)
     size: int
     shared: dict[str, str]  # trait -> the value most members share
     fingerprints: tuple[str, ...]
@@ -40,6 +41,22 @@ class Cluster:
         return any(trait not in WEAK_TRAITS for trait in self.shared)
 
 
+#: tor's default nickname: thousands of unrelated relays carry it.
+DEFAULT_NICKNAMES = frozenset({"unnamed"})
+UPTIME_BITS = 24
+
+
+def _uptime_pattern(bits: int) -> str:
+    """The last 24 periods' presence, when it says something: seen at least twice and missing at least twice.
+
+    A relay that missed a single consensus (a restart) or is new has a
+    pattern shared by many unrelated relays.
+    """
+    window = bits & ((1 << UPTIME_BITS) - 1)
+    present = bin(window).count("1")
+    return format(window, f"0{UPTIME_BITS}b") if present >= 2 and UPTIME_BITS - present >= 2 else ""
+
+
 def nickname_pattern(nickname: str) -> str:
     """The nickname with digits and hex-like runs folded: "relay0423" and "relay17" share "relay#"."""
     folded = re.sub(r"[0-9]+", "#", nickname.lower())
@@ -49,7 +66,7 @@ def nickname_pattern(nickname: str) -> str:
 def traits_of(arrivals: RelayFacts, presence: np.ndarray) -> dict[str, list[str]]:
     """Each trait's value per arriving relay ("" when the relay has none worth comparing)."""
     octets = [address.split(".") if ":" not in address else [] for address in arrivals.address]
-    history = [format(int(bits), "b") if bin(int(bits)).count("1") > 1 else "" for bits in presence]
+    history = [_uptime_pattern(int(bits)) for bits in presence]
     return {
         "/24": [".".join(parts[:3]) + ".0/24" if len(parts) == 4 else "" for parts in octets],
         "/16": [".".join(parts[:2]) + ".0.0/16" if len(parts) == 4 else "" for parts in octets],
@@ -57,7 +74,8 @@ def traits_of(arrivals: RelayFacts, presence: np.ndarray) -> dict[str, list[str]
         "version+platform": [f"{version} on {platform}" if version else ""
                              for version, platform in zip(arrivals.version, arrivals.platform)],
         "ports": [f"OR {or_port} / Dir {dir_port}" for or_port, dir_port in zip(arrivals.or_port, arrivals.dir_port)],
-        "nickname pattern": [nickname_pattern(nickname) for nickname in arrivals.nickname],
+        "nickname pattern": [pattern if pattern not in DEFAULT_NICKNAMES else ""
+                             for pattern in map(nickname_pattern, arrivals.nickname)],
         "uptime pattern": history,
         "country": list(arrivals.country),
     }
@@ -90,7 +108,7 @@ def find_clusters(arrivals: RelayFacts, presence: np.ndarray, min_size: int, sha
                 if size >= share * members.sum():
                     shared[other] = common
         rows = np.flatnonzero(members)
-        clusters.append(Cluster(int(members.sum()), shared, tuple(arrivals.fingerprint[i] for i in rows),
+        clusters.append(Cluster((trait, value), int(members.sum()), shared, tuple(arrivals.fingerprint[i] for i in rows),
                                 tuple(arrivals.nickname[i] for i in rows)))
         remaining &= ~members
     return clusters

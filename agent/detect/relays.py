@@ -74,14 +74,19 @@ class RelayMemory:
         self._grow(len(self.fingerprints))
         return np.fromiter((self.rows[fp] for fp in relays.fingerprint), np.int64, len(relays)), unknown
 
-    def changes(self, relays: RelayFacts, rows: np.ndarray, unknown: np.ndarray) -> RelayChanges:
-        """Joined, new and left relays, judged against the memory before this period is learned."""
+    def changes(self, relays: RelayFacts, rows: np.ndarray, unknown: np.ndarray, time: int,
+                period_seconds: int) -> RelayChanges:
+        """Joined, new and left relays, judged against the memory before this period is learned.
+
+        After a gap of more than three periods (the agent was down) the
+        memory is too old to say who came and went: no churn is reported.
+        """
         was_present = (self.presence[rows] & 1) != 0
         previous = np.flatnonzero(self.presence & 1)
         present_now = np.zeros(len(self), bool)
         present_now[rows] = True
         gone = previous[~present_now[previous]]
-        known = self.last_time is not None
+        known = self.last_time is not None and time - self.last_time <= 3 * period_seconds
         return RelayChanges(
             joined=np.flatnonzero(~was_present) if known else np.zeros(0, np.int64),
             new=np.flatnonzero(unknown) if known else np.zeros(0, np.int64),

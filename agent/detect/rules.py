@@ -9,8 +9,8 @@
 
 We have no AS database offline (tor's GeoIP file maps countries only), so
 the per-AS rule runs per /16 address block instead; the docs say so.
-Windows are in hours and converted to periods, so a 10-second test network
-and the hourly live network use the same rules.
+Windows are in hours and converted to periods (at most 2,000, so on the
+10-second test network a "24 h" window covers 5.6 h).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class RuleWindows:
         """Adds this period's counts and returns every rule above its threshold."""
         new = changes.new
         per_key = {
-            "country": Counter(relays.country[i] for i in new),
+            "country": Counter(relays.country[i] for i in new if relays.country[i] != "??"),  # ?? = no GeoIP
             "operator": Counter(relays.operator[i] for i in new if relays.operator[i]),
             "block": Counter(_block16(relays.address[i]) for i in new if _block16(relays.address[i])),
             "new": Counter({"": len(new)}) if changes.previous_known else Counter(),

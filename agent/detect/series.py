@@ -34,8 +34,9 @@ SPECS = {
     "authority_total_measured_weight": SeriesSpec(LEVEL, floor_relative=0.02),
     "authority_consensus_latency_seconds": SeriesSpec(FLOW, UP, floor_absolute=0.5),
 }
-#: The families whose drop means lost capacity or a failing measurer, worth a warning rather than info.
-WARNING_FAMILIES = frozenset({"relays", "authority_measured_relays", "left"})
+#: Series whose anomaly means lost capacity or a failing measurer: a warning rather than info.
+WARNING_SERIES = frozenset({"relays", "left"})
+WARNING_FAMILIES = frozenset({"authority_measured_relays"})
 
 
 def family_of(name: str) -> str:
@@ -69,6 +70,18 @@ def network_series(facts: PeriodFacts, changes: RelayChanges) -> dict[str, float
         for name, value in measured.items():
             values[f'authority_{name}{{authority="{nickname}"}}'] = value
     return values
+
+
+def severity_of(name: str) -> str:
+    return "warning" if name in WARNING_SERIES or family_of(name) in WARNING_FAMILIES else "info"
+
+
+def label_of(name: str) -> tuple[str, str] | None:
+    """The one label of a series name (``joined{country="de"}`` -> ("country", "de")), or None."""
+    if "{" not in name:
+        return None
+    key, _, value = name.split("{", 1)[1].rstrip("}").partition("=")
+    return key, value.strip('"')
 
 
 def spec_for(name: str) -> SeriesSpec:

@@ -202,3 +202,63 @@ def test_a_series_that_stops_moving_keeps_a_real_spread():
         assert not verdict.anomalous
     assert complex_seen  # the case this test is about really happened
     assert model.judge("joined", 40.0, 6.0).anomalous
+
+
+def test_after_a_gap_nothing_is_called_churn(warmed):
+    """The agent was down a day: the memory is too old to say who came and went."""
+    replay, detector, _ = warmed
+    replay, detector = copy.deepcopy(replay), copy.deepcopy(detector)
+    for index in range(60, 84):
+        replay.period_facts(index, None)  # the network moves on while the agent is down
+    result = detector.update(replay.period_facts(84, None))
+    assert [f.check for f in result.findings if f.silenced_by is None] == []
+    [warming] = [f for f in result.findings if f.check == "TorAnomalyDetectionWarmingUp"]
+    assert "re-anchor" in warming.description
+    assert firing(detector.update(replay.period_facts(85, None))) == set()
+
+
+def test_a_one_period_dip_alerts_once_and_a_lasting_shift_becomes_the_baseline():
+    from agent.detect.baseline import LEVEL, SeriesModel, SeriesSpec
+
+    model = SeriesModel(SeriesSpec(LEVEL, floor_absolute=5, floor_relative=0.003), season=0, window=168, warmup=10)
+    values = [6400.0] * 30 + [5760.0] + [6400.0] * 5 + [5760.0] * 8
+    anomalous = []
+    for step, value in enumerate(values):
+        verdict = model.judge("relays", value, 6.0)
+        model.learn(value, verdict, step * 3600, 3600)
+        anomalous.append(verdict.anomalous)
+    assert anomalous[30] and not any(anomalous[31:36])  # the dip, and no second alert on recovery
+    assert anomalous[36:40] == [True] * 4 and not any(anomalous[40:])  # adapt_after 3: then the new normal
+
+
+def test_warm_up_longer_than_the_window_ends():
+    from agent.detect.baseline import FLOW, SeriesModel, SeriesSpec
+
+    model = SeriesModel(SeriesSpec(FLOW, floor_absolute=1), season=0, window=10, warmup=20)
+    for step in range(25):
+        model.learn(3.0, model.judge("joined", 3.0, 6.0), step * 3600, 3600)
+    verdict = model.judge("joined", 500.0, 6.0)
+    assert not verdict.warming and verdict.anomalous
+
+
+def test_groups_are_named_by_the_trait_that_gathered_them(relays):
+    base, _ = relays
+    arrivals = base.take(np.arange(24))
+    arrivals.address = [f"10.1.{i // 12}.{i}" for i in range(24)]
+    arrivals.operator = ["opA"] * 12 + ["opB"] * 12
+    arrivals.nickname = [f"n{i}x{'abc'[i % 3]}y" for i in range(24)]
+    clusters = find_clusters(arrivals, np.zeros(24, np.uint32), min_size=10)
+    assert sorted(c.found_by for c in clusters) == [("/24", "10.1.0.0/24"), ("/24", "10.1.1.0/24")]
+    assert all(c.shared["/16"] == "10.1.0.0/16" for c in clusters)
+
+
+def test_relays_without_a_country_are_not_a_country_flood(relays, settings):
+    from agent.detect.relays import RelayChanges
+    from agent.detect.rules import RuleWindows
+
+    base, _ = relays
+    arrivals = base.take(np.arange(60))
+    arrivals.country = ["??"] * 60
+    changes = RelayChanges(joined=np.arange(60), new=np.arange(60), previous_known=True, previous_size=6000)
+    hits = RuleWindows().evaluate(arrivals, changes, {}, 3600, settings.thresholds)
+    assert {hit.rule for hit in hits} == {"new_relays"}  # DocTor's rule, not a per-country one
