@@ -1,5 +1,10 @@
 """Pure parsing of raw directory documents into stem objects, with type checks.
 
+Network status documents are split: stem parses and validates the header
+and footer, ``agent.fastparse`` the router status entries; server
+descriptors go through ``agent.fastparse`` too (their digests are what the
+consensus vouches for). Key certificates and bandwidth files are stem's.
+
 DirPort replies carry no ``@type`` annotation, so the kind we asked for decides
 the parser, and we then check the document really is that kind: an authority
 answering the consensus URL with a vote, or a consensus of the other flavour,
@@ -8,19 +13,20 @@ is an error that names what was expected and what arrived.
 
 from __future__ import annotations
 
+import gc
 import io
 import re
 
 import stem.descriptor
 from stem.descriptor.networkstatus import NetworkStatusDocumentV3
 
+from agent import fastparse
 from agent.errors import DocumentError
 from agent.snapshot import DocKind
 
 _STEM_TYPES = {
     DocKind.KEY_CERTIFICATES: "dir-key-certificate-3 1.0",
     DocKind.BANDWIDTH_FILE: "bandwidth-file 1.0",
-    DocKind.SERVER_DESCRIPTORS: "server-descriptor 1.0",
 }
 
 
@@ -34,11 +40,26 @@ def parse_document(kind: DocKind, raw: bytes, source: str):
     """
     if not raw or not raw.strip():
         raise DocumentError(f"{kind.value} from {source}: empty document")
+    collecting = gc.isenabled()
+    gc.disable()  # parsing allocates ~100,000 objects: the collector would walk them again and again (it runs
+    # again when we are done, and then collects anything cyclic)
     try:
-        _refuse_what_stem_mishandles(kind, raw)
+        return _parse(kind, raw, source)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _parse(kind: DocKind, raw: bytes, source: str):
+    try:
+        if kind not in (DocKind.CONSENSUS, DocKind.MICRODESC_CONSENSUS, DocKind.VOTE, DocKind.SERVER_DESCRIPTORS):
+            _refuse_what_stem_mishandles(kind, raw)  # network status: only the part stem parses is checked
         if kind in (DocKind.CONSENSUS, DocKind.MICRODESC_CONSENSUS, DocKind.VOTE):
             return _network_status(kind, raw, source)
-        parsed = list(stem.descriptor.parse_file(io.BytesIO(raw), _STEM_TYPES[kind], validate=True))
+        if kind is DocKind.SERVER_DESCRIPTORS:
+            parsed = fastparse.parse_server_descriptors(raw)
+        else:
+            parsed = list(stem.descriptor.parse_file(io.BytesIO(raw), _STEM_TYPES[kind], validate=True))
     except DocumentError:
         raise
     except _Refused as error:
@@ -83,7 +104,11 @@ def _network_status(kind: DocKind, raw: bytes, source: str) -> NetworkStatusDocu
     if not first_line.startswith(b"network-status-version 3"):
         shown = first_line[:60].decode("ascii", "replace")
         raise DocumentError(f"{kind.value} from {source}: not a v3 network status document (starts {shown!r})")
-    document = NetworkStatusDocumentV3(raw, validate=True)
+    header, entries, footer = fastparse.split_network_status(raw)
+    _refuse_what_stem_mishandles(kind, header + footer)
+    document = NetworkStatusDocumentV3(header + footer, validate=True)
+    document.routers = fastparse.parse_router_entries(entries, document.is_microdescriptor)
+    document._raw_contents = raw  # stem parsed only header and footer; get_bytes() must be the whole document
     actual = describe_network_status(document)
     expected = {
         DocKind.CONSENSUS: "ns consensus",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 from datetime import datetime, timezone
 
+import numpy as np
+
 from agent.metrics.points import Point, point
 from agent.snapshot import Outcome, Snapshot
 
@@ -123,17 +125,30 @@ def _flag_agreement(nickname: str, vote, consensus, time: int) -> list[Point]:
 
     Only relays present in both documents are compared for the overlap, as
     depictor's flag table does; a relay the vote lacks is not a disagreement.
+    Flags become bits (one lookup per distinct flag set), counted with numpy.
     """
-    common = vote.routers.keys() & consensus.routers.keys()
+    flags = sorted(vote.known_flags)
+    bits = {flag: 1 << index for index, flag in enumerate(flags)}
+    masks: dict[tuple, int] = {}
+
+    def mask(entry) -> int:
+        key = tuple(entry.flags)
+        if key not in masks:
+            masks[key] = sum(bits.get(flag, 0) for flag in key)
+        return masks[key]
+
+    consensus_routers = consensus.routers
+    voted = np.fromiter((mask(entry) for entry in vote.routers.values()), np.int64, len(vote.routers))
+    agreed = np.fromiter((mask(consensus_routers[fp]) if fp in consensus_routers else 0 for fp in vote.routers),
+                         np.int64, len(vote.routers))
+    common = np.fromiter((fp in consensus_routers for fp in vote.routers), bool, len(vote.routers))
     points = []
-    for flag in sorted(vote.known_flags):
-        in_vote = {fp for fp in common if flag in vote.routers[fp].flags}
-        in_consensus = {fp for fp in common if flag in consensus.routers[fp].flags}
+    for flag in flags:
+        in_vote, in_consensus = (voted & bits[flag]) != 0, (agreed & bits[flag]) != 0
         points.append(point("tor_authority_flag", {"authority": nickname, "flag": flag}, {
-            "relays": sum(1 for entry in vote.routers.values() if flag in entry.flags),
-            "only_in_vote": len(in_vote - in_consensus),
-            "in_both": len(in_vote & in_consensus),
-            "only_in_consensus": len(in_consensus - in_vote),
+            "relays": int(in_vote.sum()),
+            "only_in_vote": int((in_vote & ~in_consensus & common).sum()),
+            "in_both": int((in_vote & in_consensus & common).sum()),
+            "only_in_consensus": int((in_consensus & ~in_vote & common).sum()),
         }, time))
     return points
-

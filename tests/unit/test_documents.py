@@ -63,10 +63,15 @@ def test_inputs_stem_would_hang_on_or_explode_with_are_refused(consensus_bytes):
     versioned_without_terminator = b"1700000000\nversion=1.4.0\nbw=1 node_id=$AA\n"
     with pytest.raises(DocumentError, match="no header terminator line"):
         parse_document(DocKind.BANDWIDTH_FILE, versioned_without_terminator, "x")
-    wide = consensus_bytes.replace(b"\npr Cons=1-2 ", b"\npr Cons=1-2000000000 ", 1)
+    wide = consensus_bytes.replace(b"\nrecommended-relay-protocols Cons=2 ",
+                                   b"\nrecommended-relay-protocols Cons=1-2000000000 ", 1)
     assert wide != consensus_bytes
     with pytest.raises(DocumentError, match="protocol range 1-2000000000 is implausibly wide"):
         parse_document(DocKind.CONSENSUS, wide, "x")
+    # In a router entry's "pr" line the same range is harmless: the fast path does not expand "pr" lines.
+    in_entry = consensus_bytes.replace(b"\npr Cons=1-2 ", b"\npr Cons=1-2000000000 ", 1)
+    assert in_entry != consensus_bytes
+    assert len(parse_document(DocKind.CONSENSUS, in_entry, "x").routers) == 6088
 
 
 def test_any_parser_exception_becomes_a_named_document_error(consensus_bytes):

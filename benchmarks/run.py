@@ -1,0 +1,289 @@
+"""The performance benchmarks (issue 10), one command, one table:
+
+    .venv/bin/python benchmarks/run.py [--repeat 3] [--memory-cycles 100] [--no-write]
+
+- cycle: one full-size voting period from the real documents in
+  ../shared/tordata, in-process: parse -> signatures -> metrics -> checks ->
+  detection -> line protocol. Documents: the real consensus of 2016-09-20
+  13:00 (7,213 relays) and maatuska's real vote of that hour, parsed nine
+  times as nine authorities' votes (no offline set holds nine real votes of
+  one hour); the real 2022-11-19 microdesc consensus with the nine real key
+  certificates of that time (its signatures are verified); the 587 real
+  server descriptors of 2020-02-29 10:05, parsed twelve times (7,044: a live
+  period fetches about 7,000; only 587 real ones of one hour exist offline).
+- baseline: the same cycle, every document through stem's validating
+  parser, in the same run; the ratio ours/baseline.
+- backfill: consensuses per second over the seven real full consensuses,
+  parse and metrics.
+- write: points per second into a real VictoriaMetrics on 127.0.0.1,
+  through the agent's store (the influxdb-client writer).
+- memory: RSS after each of ``--memory-cycles`` consecutive cycles in one
+  process; growth from the first tenth to the last.
+
+CPU seconds are process time; each cycle variant runs in its own process
+so its peak RSS is its own. No test asserts on these numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import io
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+TORDATA = ROOT.parent / "shared" / "tordata"
+CONSENSUS = TORDATA / "consensus" / "2016-09-20-13-00-00-consensus"
+VOTE = TORDATA / "votes" / "2016-09-20-13-00-00-vote-49015F787433103580E3B66A1707A00E60F2D15B-60ADC6BEC262AE921A1037D54C8A3976367DBE87"
+MICRODESC = TORDATA / "tor-datadir" / "safe_tor" / "cached-microdesc-consensus"
+CERTS = TORDATA / "tor-datadir" / "safe_tor" / "cached-certs.lf"
+DESCRIPTORS = TORDATA / "server-descriptors" / "2020-02-29-10-05-00-server-descriptors"
+VOTES, DESCRIPTOR_COPIES = 9, 12
+
+
+def read_inputs() -> dict:
+    return {"consensus": CONSENSUS.read_bytes(), "vote": VOTE.read_bytes(), "microdesc": MICRODESC.read_bytes(),
+            "certs": CERTS.read_bytes(), "descriptors": DESCRIPTORS.read_bytes()}
+
+
+def parse_stem(inputs: dict) -> dict:
+    """Every document through stem's validating parsers, nothing else (the baseline)."""
+    import stem.descriptor
+    from stem.descriptor.networkstatus import NetworkStatusDocumentV3
+
+    from agent.documents import _strip_annotations
+
+    def documents(raw, kind):
+        return list(stem.descriptor.parse_file(io.BytesIO(raw), kind, validate=True))
+
+    return {"consensus": NetworkStatusDocumentV3(_strip_annotations(inputs["consensus"]), validate=True),
+            "votes": [NetworkStatusDocumentV3(_strip_annotations(inputs["vote"]), validate=True)
+                      for _ in range(VOTES)],
+            "microdesc": NetworkStatusDocumentV3(_strip_annotations(inputs["microdesc"]), validate=True),
+            "certs": documents(inputs["certs"], "dir-key-certificate-3 1.0"),
+            "descriptors": [d for _ in range(DESCRIPTOR_COPIES)
+                            for d in documents(inputs["descriptors"], "server-descriptor 1.0")]}
+
+
+def parse_ours(inputs: dict) -> dict:
+    """The agent's own parsing path (agent.documents), as collect uses it."""
+    from agent.documents import parse_document
+    from agent.snapshot import DocKind
+
+    return {"consensus": parse_document(DocKind.CONSENSUS, inputs["consensus"], "bench"),
+            "votes": [parse_document(DocKind.VOTE, inputs["vote"], "bench") for _ in range(VOTES)],
+            "microdesc": parse_document(DocKind.MICRODESC_CONSENSUS, inputs["microdesc"], "bench"),
+            "certs": parse_document(DocKind.KEY_CERTIFICATES, inputs["certs"], "bench"),
+            "descriptors": [d for _ in range(DESCRIPTOR_COPIES)
+                            for d in parse_document(DocKind.SERVER_DESCRIPTORS, inputs["descriptors"], "bench")]}
+
+
+def cycle(inputs: dict, parser: str, config, geoip, detector) -> dict[str, float]:
+    """One period end to end; CPU seconds per stage."""
+    from datetime import datetime, timezone
+
+    from agent.authorities import default_authorities
+    from agent.checks.evaluate import evaluate, health_points
+    from agent.detect.facts import facts_of
+    from agent.metrics import snapshot_points
+    from agent.metrics.authority import unix
+    from agent.metrics.relays import build_table
+    from agent.signatures import check_signatures, trust_certificates
+    from agent.snapshot import AuthorityView, Snapshot, SignatureCheck, SignatureReport
+    from agent.store.lineprotocol import encode_all
+
+    stages, clock = {}, time.process_time()
+
+    def lap(name):
+        nonlocal clock
+        now = time.process_time()
+        stages[name] = now - clock
+        clock = now
+
+    parsed = (parse_stem if parser == "stem" else parse_ours)(inputs)
+    lap("parse")
+    trusted, _ = trust_certificates(parsed["certs"])
+    micro_report = check_signatures(inputs["microdesc"], parsed["microdesc"], trusted)
+    lap("signatures")
+    authorities = list(default_authorities())
+    consensus = parsed["consensus"]
+    # The 2016 consensus predates the certificates we have: its signatures are taken as valid.
+    report = SignatureReport({}, tuple(SignatureCheck(a.v3ident, "sha1", True) for a in authorities))
+    views = {a.nickname: AuthorityView(a, consensus=consensus, consensus_signatures=report,
+                                       microdesc_consensus=parsed["microdesc"], microdesc_signatures=micro_report,
+                                       vote=vote, key_certificates=parsed["certs"])
+             for a, vote in zip(authorities, parsed["votes"])}
+    now = datetime.now(timezone.utc)
+    snapshot = Snapshot("bench", now, now, authorities, views, [], server_descriptors=parsed["descriptors"])
+    table = build_table(consensus, snapshot.server_descriptors, geoip)
+    points = snapshot_points(snapshot, None, geoip, config.metrics.operators_top_n, table)
+    lap("metrics")
+    findings = evaluate(snapshot, config)
+    points += health_points(findings, unix(consensus.valid_after))
+    lap("checks")
+    result = detector.update(facts_of(snapshot, consensus, table))
+    points += result.points
+    lap("detection")
+    lines = encode_all(points)
+    lap("line protocol")
+    stages["total"] = sum(stages.values())
+    stages["point_count"] = len(lines)
+    return stages
+
+
+def child_cycle(parser: str, repeat: int) -> dict:
+    """Runs in its own process: ``repeat`` cycles, the best total, and this process's peak RSS."""
+    from agent.config import load_config
+    from agent.detect.engine import Detector
+    from agent.geoip import load_or_empty
+
+    config = load_config(None, environ={})
+    geoip = load_or_empty(config.metrics.geoip_file)
+    inputs = read_inputs()
+    runs = []
+    for _ in range(repeat):
+        detector = Detector(config.detect.settings)
+        runs.append(cycle(inputs, parser, config, geoip, detector))
+        gc.collect()
+    best = min(runs, key=lambda run: run["total"])
+    best["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return best
+
+
+def child_memory(cycles: int) -> dict:
+    """Consecutive cycles in one process (one detector, as the daemon): RSS after each."""
+    from agent.config import load_config
+    from agent.detect.engine import Detector
+    from agent.geoip import load_or_empty
+
+    config = load_config(None, environ={})
+    geoip = load_or_empty(config.metrics.geoip_file)
+    inputs = read_inputs()
+    detector = Detector(config.detect.settings)
+    rss = []
+    for _ in range(cycles):
+        detector.last_time = None  # the same documents each time: let the detector take them again
+        cycle(inputs, "ours", config, geoip, detector)
+        gc.collect()
+        rss.append(_current_rss_mb())
+    return {"rss": rss}
+
+
+def child_backfill(repeat: int) -> dict:
+    """Real full consensuses through the agent's parser and metrics: consensuses per second (CPU)."""
+    from agent.config import load_config
+    from agent.documents import parse_document
+    from agent.geoip import load_or_empty
+    from agent.metrics import relays_of, snapshot_points
+    from agent.snapshot import DocKind, Snapshot
+
+    config = load_config(None, environ={})
+    geoip = load_or_empty(config.metrics.geoip_file)
+    files = sorted(p for p in (TORDATA / "consensus").iterdir() if p.is_file())
+    raws = [path.read_bytes() for path in files]
+    started, done, previous = time.process_time(), 0, None
+    for _ in range(repeat):
+        for raw in raws:
+            consensus = parse_document(DocKind.CONSENSUS, raw, "bench")
+            now = consensus.valid_after
+            snapshot = Snapshot("bench", now, now, [], {}, [], archived_consensus=consensus)
+            snapshot_points(snapshot, previous, geoip, config.metrics.operators_top_n)
+            previous = relays_of(consensus)
+            done += 1
+    seconds = time.process_time() - started
+    return {"consensuses": done, "files": len(files), "cpu_seconds": seconds, "per_second": done / seconds,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def child_write(points_wanted: int) -> dict:
+    """Points per second into a real VictoriaMetrics on loopback, through the agent's Store."""
+    import shutil
+    import tempfile
+
+    from agent.retry import RetryPolicy
+    from agent.store.influx import InfluxWriter
+    from agent.store.lineprotocol import encode_all
+    from agent.metrics.points import point
+
+    sys.path.insert(0, str(ROOT))
+    from tests.integration.victoria import VictoriaMetrics
+
+    directory = Path(tempfile.mkdtemp(prefix="bench-vm-"))
+    victoria = VictoriaMetrics(directory).start()
+    try:
+        relays = [f"{index:040X}" for index in range(points_wanted // 10)]
+        base = 1_600_000_000
+        lines = encode_all(point("tor_relay", {"fingerprint": fingerprint},
+                                 {"weight": float(index), "in_consensus": 1.0}, base + 3600 * period)
+                           for period in range(10) for index, fingerprint in enumerate(relays))
+        writer = InfluxWriter(victoria.url, "tor", "tor", "", 30, 5000, RetryPolicy(1, 0, 0))
+        started = time.perf_counter()
+        writer.write(lines)
+        seconds = time.perf_counter() - started
+        writer.close()
+        return {"points": len(lines), "seconds": seconds, "per_second": len(lines) / seconds}
+    finally:
+        victoria.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _current_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def run_child(*arguments) -> dict:
+    result = subprocess.run([sys.executable, __file__, "--child", *map(str, arguments)], capture_output=True,
+                            text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="allium-agent performance benchmarks")
+    parser.add_argument("--repeat", type=int, default=3, help="cycles per variant; the best counts (default 3)")
+    parser.add_argument("--memory-cycles", type=int, default=100, help="consecutive cycles for the memory check")
+    parser.add_argument("--write-points", type=int, default=200_000)
+    parser.add_argument("--no-write", action="store_true", help="skip the VictoriaMetrics write benchmark")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.child:
+        kind, *rest = arguments.child
+        result = {"cycle": lambda: child_cycle(rest[0], int(rest[1])), "memory": lambda: child_memory(int(rest[0])),
+                  "backfill": lambda: child_backfill(int(rest[0])), "write": lambda: child_write(int(rest[0]))}[kind]()
+        print(json.dumps(result))
+        return
+    ours = run_child("cycle", "ours", arguments.repeat)
+    stem = run_child("cycle", "stem", arguments.repeat)
+    backfill = run_child("backfill", 3)
+    print("| benchmark | stage | ours | stem validating (baseline) |\n|---|---|---|---|")
+    for stage in ("parse", "signatures", "metrics", "checks", "detection", "line protocol", "total"):
+        print(f"| cycle | {stage} (CPU s) | {ours[stage]:.3f} | {stem[stage]:.3f} |")
+    print(f"| cycle | ours / baseline | {ours['total'] / stem['total']:.2f} ({stem['total'] / ours['total']:.1f}x "
+          f"faster) | |")
+    print(f"| cycle | peak RSS (MB) | {ours['peak_rss_mb']:.0f} | {stem['peak_rss_mb']:.0f} |")
+    print(f"| cycle | points | {ours['point_count']:.0f} | {stem['point_count']:.0f} |")
+    print(f"| backfill | consensuses per second (parse + metrics, CPU) | {backfill['per_second']:.1f} "
+          f"({backfill['consensuses']} consensuses, {backfill['files']} real files) | |")
+    if not arguments.no_write:
+        write = run_child("write", arguments.write_points)
+        print(f"| write | points per second into VictoriaMetrics | {write['per_second']:,.0f} "
+              f"({write['points']:,} points in {write['seconds']:.2f} s) | |")
+    if arguments.memory_cycles:
+        rss = run_child("memory", arguments.memory_cycles)["rss"]
+        tenth = max(1, len(rss) // 10)
+        first, last = statistics.mean(rss[:tenth]), statistics.mean(rss[-tenth:])
+        print(f"| memory | RSS over {len(rss)} consecutive cycles: first tenth / last tenth / growth | "
+              f"{first:.0f} / {last:.0f} / {last - first:+.1f} MB | |")
+
+
+if __name__ == "__main__":
+    main()

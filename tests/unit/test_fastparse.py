@@ -1,0 +1,138 @@
+"""The fast path against stem, field by field, on every real document we have: zero mismatches.
+
+Documents: every network status document and server-descriptor file in
+tests/data, and, when the shared data set sits beside the repository
+(../shared/tordata, as in CI), every one there too. A document stem's
+validating parser rejects is left out (the fast path has nothing to be
+compared with) and counted.
+"""
+
+import io
+import lzma
+from pathlib import Path
+
+import pytest
+import stem.descriptor
+from stem.descriptor.networkstatus import NetworkStatusDocumentV3
+
+from agent import fastparse
+from agent.documents import _strip_annotations, parse_document
+from agent.errors import DocumentError
+from agent.snapshot import DocKind
+from tests.conftest import DATA
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "tordata"
+ENTRY_FIELDS = ("nickname", "fingerprint", "digest", "published", "address", "or_port", "dir_port", "or_addresses",
+                "flags", "version_line", "version", "bandwidth", "measured", "is_unmeasured",
+                "unrecognized_bandwidth_entries")
+DESCRIPTOR_FIELDS = ("nickname", "fingerprint", "address", "or_port", "published", "platform", "contact", "family",
+                     "average_bandwidth", "burst_bandwidth", "observed_bandwidth", "hibernating")
+
+
+def read(path: Path) -> bytes:
+    raw = path.read_bytes()
+    return lzma.decompress(raw) if path.suffix == ".xz" else raw
+
+
+def documents(kind: str) -> list[Path]:
+    """Real files whose first document is ``kind`` (network-status or server-descriptor)."""
+    roots = [DATA] + ([SHARED] if SHARED.is_dir() else [])
+    found = []
+    for root in roots:
+        for path in sorted(root.rglob("*")):
+            if not path.is_file() or path.suffix in (".md", ".tsv", ".json", ".gz", ".tar", ".bz2"):
+                continue
+            try:
+                raw_head = read(path)[:4096]
+            except (lzma.LZMAError, OSError):
+                continue
+            if b"@type bridge-" in raw_head:
+                continue  # bridges' documents: the agent does not read them
+            head = _strip_annotations(raw_head)
+            if kind == "network-status" and head.startswith(b"network-status-version 3"):
+                found.append(path)
+            elif kind == "server-descriptor" and head.startswith(b"router ") and b"\nbandwidth " in read(path):
+                found.append(path)
+    return found
+
+
+def test_router_entries_match_stem_on_every_real_network_status_document():
+    compared = {"documents": 0, "entries": 0, "fields": 0, "stem_rejects": 0}
+    mismatches = []
+    for path in documents("network-status"):
+        raw = _strip_annotations(read(path))
+        try:
+            reference = NetworkStatusDocumentV3(raw, validate=True)
+        except ValueError:
+            compared["stem_rejects"] += 1
+            continue
+        header, entries, footer = fastparse.split_network_status(raw)
+        ours = fastparse.parse_router_entries(entries, reference.is_microdescriptor)
+        assert list(ours) == list(reference.routers), path.name
+        for fingerprint, expected in reference.routers.items():
+            entry = ours[fingerprint]
+            for name in ENTRY_FIELDS + (("microdescriptor_digest",) if reference.is_microdescriptor else ()):
+                if reference.is_microdescriptor and name == "digest":
+                    continue  # a microdesc entry has no descriptor digest; stem leaves it None
+                compared["fields"] += 1
+                if getattr(entry, name) != getattr(expected, name):
+                    mismatches.append((path.name, fingerprint, name, getattr(entry, name), getattr(expected, name)))
+            compared["entries"] += 1
+        compared["documents"] += 1
+    print(f"\nrouter status entries compared with stem: {compared}")
+    assert mismatches == [], mismatches[:10]
+    assert compared["documents"] >= 6 and compared["entries"] >= 40_000
+
+
+def test_server_descriptors_match_stem_on_every_real_file():
+    compared = {"files": 0, "descriptors": 0, "fields": 0}
+    mismatches = []
+    for path in documents("server-descriptor"):
+        raw = read(path)
+        reference = list(stem.descriptor.parse_file(io.BytesIO(raw), "server-descriptor 1.0", validate=True))
+        ours = fastparse.parse_server_descriptors(raw)
+        assert [d.fingerprint for d in ours] == [d.fingerprint for d in reference], path.name
+        for mine, expected in zip(ours, reference):
+            for name in DESCRIPTOR_FIELDS:
+                compared["fields"] += 1
+                if getattr(mine, name) != getattr(expected, name):
+                    mismatches.append((path.name, expected.fingerprint, name, getattr(mine, name),
+                                       getattr(expected, name)))
+            compared["fields"] += 1
+            if mine.exit_policy_v6.is_exiting_allowed() != expected.exit_policy_v6.is_exiting_allowed() or \
+                    str(mine.exit_policy_v6) != str(expected.exit_policy_v6):
+                mismatches.append((path.name, expected.fingerprint, "exit_policy_v6", str(mine.exit_policy_v6),
+                                   str(expected.exit_policy_v6)))
+            compared["descriptors"] += 1
+        compared["files"] += 1
+    print(f"\nserver descriptors compared with stem: {compared}")
+    assert mismatches == [], mismatches[:10]
+    assert compared["descriptors"] >= 580
+
+
+@pytest.mark.parametrize("line, problem", [
+    (b"r relay1 AAAA!!notbase64 x 2020-02-29 10:00:00 1.2.3.4 9001 0", "not base64"),
+    (b"r relay1 AAAAAAAAAAAAAAAAAAAAAAAAAAA xxxxxxxxxxxxxxxxxxxxxxxxxxx 2020-02-29 10:00:00 1.2.3.999 9001 0",
+     "not an IPv4 address"),
+    (b"r relay1 AAAAAAAAAAAAAAAAAAAAAAAAAAA xxxxxxxxxxxxxxxxxxxxxxxxxxx 2020-02-29 10:00:00 1.2.3.4 0 0",
+     "not a port"),
+    (b"r relay1 AAAAAAAAAAAAAAAAAAAAAAAAAAA 2020-02-29 10:00:00 1.2.3.4 9001 0", "has 7 fields"),
+])
+def test_malformed_entries_are_named(line, problem):
+    with pytest.raises(ValueError, match=problem):
+        fastparse.parse_router_entries(line + b"\ns Fast\nw Bandwidth=1\n", microdesc=False)
+
+
+def test_a_malformed_entry_rejects_the_document_with_its_source_named():
+    raw = read(DATA / "2020-02-29-10-00-00-consensus.xz")
+    broken = raw.replace(b"\nw Bandwidth=", b"\nw Bandwidth=lots ", 1)
+    with pytest.raises(DocumentError, match=r"consensus from moria1: .*Bandwidth= needs a number"):
+        parse_document(DocKind.CONSENSUS, broken, "moria1")
+
+
+def test_a_descriptor_without_bandwidth_is_refused():
+    raw = read(DATA / "2020-02-29-10-05-00-server-descriptors.xz")
+    start = raw.index(b"\nbandwidth ")
+    broken = raw[:start] + raw[raw.index(b"\n", start + 1):]
+    with pytest.raises(DocumentError, match="no bandwidth line"):
+        parse_document(DocKind.SERVER_DESCRIPTORS, broken, "moria1")
