@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 
@@ -23,6 +23,9 @@ from agent.config_values import InvalidValue, Route
 from agent.errors import ConfigError
 from agent.retry import RetryPolicy
 from agent.snapshot import DocKind
+
+if TYPE_CHECKING:
+    from agent.detect.engine import DetectSettings
 
 #: Environment variable naming the config file when ``--config`` is not given.
 CONFIG_ENV = "ALLIUM_AGENT_CONFIG"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from agent.authorities import Authority, default_authorities, make_authority, parse_dir_authority_line
+from agent.authorities import default_authorities, make_authority, parse_dir_authority_line
 from agent.snapshot import DocKind
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

@@ -48,11 +48,12 @@ def unmeasured(context: Context):
     if latest is None:
         return
     limit = context.thresholds["unmeasured_ratio"]
+    measurers = measuring(context)
+    # Authorities are left out: tor votes their measurement as MeasuredButAuthority=, not Measured=.
+    relays = [fp for fp, router in latest.routers.items() if "Authority" not in router.flags]
     for view in context.snapshot.views.values():
-        if view.vote is None or view.authority.nickname not in measuring(context):
+        if view.vote is None or view.authority.nickname not in measurers:
             continue
-        # Authorities are left out: tor votes their measurement as MeasuredButAuthority=, not Measured=.
-        relays = [fp for fp, router in latest.routers.items() if "Authority" not in router.flags]
         missing = sum(1 for fp in relays if fp not in view.vote.routers or view.vote.routers[fp].measured is None)
         if relays and missing >= limit * len(relays):
             yield Hit({"authority": view.authority.nickname},

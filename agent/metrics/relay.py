@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 import numpy as np
 
 from agent.metrics.network import PreviousRelays
@@ -41,7 +43,7 @@ def relay_points(table: RelayTable, votes: list, previous: PreviousRelays | None
             "weight_fraction": float(table.weight[index]) / total_weight,
             "authorities_listing": listed.get(fingerprint, 0),
             "bwauths_measuring": len(values) if values else 0,
-            "measured_median": float(np.median(values)) if values else None,
+            "measured_median": float(statistics.median(values)) if values else None,
             "version_recommended": table.version_status[index] == RECOMMENDED,
             "advertised_bandwidth_bytes": None if np.isnan(advertised) else float(advertised),
         })

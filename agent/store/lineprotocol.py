@@ -8,6 +8,7 @@ output against influxdb-client's for the same points.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 
 from agent.metrics.points import Point
 
@@ -21,11 +22,21 @@ def encode(point: Point) -> str:
     Tag values are attacker-controlled (contact lines): newlines become spaces
     and backslashes slashes, which keeps every line parseable.
     """
-    head = point.measurement.translate(_MEASUREMENT)
+    head = _measurement(point.measurement)
     for key in sorted(point.tags):
-        head += f",{key.translate(_KEY_OR_TAG)}={point.tags[key].translate(_KEY_OR_TAG)}"
-    fields = ",".join(f"{name.translate(_KEY_OR_TAG)}={_number(value)}" for name, value in point.fields.items())
+        head += f",{_key(key)}={point.tags[key].translate(_KEY_OR_TAG)}"
+    fields = ",".join(f"{_key(name)}={_number(value)}" for name, value in point.fields.items())
     return f"{head} {fields} {point.time}"
+
+
+@lru_cache(maxsize=1024)  # measurement, tag and field names: a few hundred, escaped once
+def _measurement(name: str) -> str:
+    return name.translate(_MEASUREMENT)
+
+
+@lru_cache(maxsize=1024)
+def _key(name: str) -> str:
+    return name.translate(_KEY_OR_TAG)
 
 
 def _number(value: float) -> str:

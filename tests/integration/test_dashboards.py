@@ -8,7 +8,6 @@ $fingerprint a relay the network has.
 import json
 import re
 import time
-from pathlib import Path
 
 import pytest
 import requests
