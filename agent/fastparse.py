@@ -86,8 +86,7 @@ def parse_router_entries(entries: bytes, microdesc: bool) -> dict[str, RouterEnt
     routers: dict[str, RouterEntry] = {}
     entry = None
     pattern = _MICRODESC_ENTRY_LINES if microdesc else _ENTRY_LINES
-    for number, match in enumerate(pattern.finditer(entries.decode("utf-8", "replace"))):
-        keyword, value = match.groups()
+    for number, (keyword, value) in enumerate(pattern.findall(entries.decode("utf-8", "replace"))):
         if keyword == "r":
             try:
                 entry = _r_line(value, microdesc, number)
@@ -129,8 +128,12 @@ def _r_line(value: str, microdesc: bool, number: int) -> RouterEntry:
 
 
 def _w_line(entry: RouterEntry, value: str, number: int) -> None:
-    if value[10:].isdigit() and value.startswith("Bandwidth="):  # the common case: nothing else on the line
-        entry.bandwidth = int(value[10:])
+    bandwidth, separator, measured = value.partition(" Measured=")
+    # The common cases: "Bandwidth=N" (consensus) and "Bandwidth=N Measured=M" (a bandwidth authority's vote).
+    if bandwidth.startswith("Bandwidth=") and bandwidth[10:].isdigit() and (not separator or measured.isdigit()):
+        entry.bandwidth = int(bandwidth[10:])
+        if separator:
+            entry.measured = int(measured)
         return
     if not value.startswith("Bandwidth="):
         raise ValueError(f"router status entry line {number}: 'w {value[:60]}' must start with Bandwidth=")

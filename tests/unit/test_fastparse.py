@@ -136,3 +136,10 @@ def test_a_descriptor_without_bandwidth_is_refused():
     broken = raw[:start] + raw[raw.index(b"\n", start + 1):]
     with pytest.raises(DocumentError, match="no bandwidth line"):
         parse_document(DocKind.SERVER_DESCRIPTORS, broken, "moria1")
+
+
+@pytest.mark.parametrize("w_line", [b"w Bandwidth=5 Measured=", b"w Bandwidth=5 Measured=x", b"w Bandwidth=x"])
+def test_malformed_bandwidth_is_refused(w_line):
+    r_line = b"r relay1 AAAAAAAAAAAAAAAAAAAAAAAAAAA AAAAAAAAAAAAAAAAAAAAAAAAAAA 2020-02-29 10:00:00 1.2.3.4 9001 0"
+    with pytest.raises(ValueError, match="needs a number"):
+        fastparse.parse_router_entries(r_line + b"\n" + w_line + b"\n", microdesc=False)
