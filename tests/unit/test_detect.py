@@ -262,3 +262,21 @@ def test_relays_without_a_country_are_not_a_country_flood(relays, settings):
     changes = RelayChanges(joined=np.arange(60), new=np.arange(60), previous_known=True, previous_size=6000)
     hits = RuleWindows().evaluate(arrivals, changes, {}, 3600, settings.thresholds)
     assert {hit.rule for hit in hits} == {"new_relays"}  # DocTor's rule, not a per-country one
+
+
+def test_the_live_path_logs_the_warm_up_and_keeps_its_state(tmp_path, caplog):
+    """cycle.detect: detection on a real consensus, state saved in the state directory, warm-up in the log."""
+    import logging
+    from dataclasses import replace as with_values
+
+    from agent.cycle import detect
+
+    consensus = parse_data("consensus", "2020-02-29-10-00-00-consensus.xz")
+    table = build_table(consensus, [], GeoIP.load(DATA / "geoip-excerpt"))
+    config = load_config(None, environ={})
+    config = with_values(config, state_dir=tmp_path)
+    with caplog.at_level(logging.INFO, logger="agent.cycle"):
+        findings, points = detect(snapshot_of(consensus), consensus, table, config)
+    assert any(f.check == "TorAnomalyDetectionWarmingUp" for f in findings) and points
+    assert "anomaly detection is warming up: 0 of 48 periods learned" in caplog.text
+    assert DetectorFile(tmp_path, config.detect.settings).load().periods == 1
