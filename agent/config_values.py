@@ -79,18 +79,10 @@ def name(value):
     return value.strip()
 
 
-def optional_name(value):
-    return None if value is None else name(value)
-
-
 def env_name(value):
     if not isinstance(value, str) or not value.replace("_", "A").isalnum() or value[0].isdigit():
         raise InvalidValue(f"must be an environment variable name, got {_describe(value)}")
     return value
-
-
-def optional_path(value):
-    return None if value is None else name(value)
 
 
 def url(value):
@@ -185,10 +177,6 @@ def security(value):
     return value
 
 
-def optional_env_name(value):
-    return None if value is None else env_name(value)
-
-
 def listen(value):
     if value is None:
         return None
@@ -209,10 +197,6 @@ def non_negative_int(value):
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidValue(f"must be a whole number >= 0, got {_describe(value)}")
     return value
-
-
-def optional_positive_int(value):
-    return None if value is None else positive_int(value)
 
 
 def flags(value):
@@ -258,3 +242,13 @@ def bootstrap(value):
     if problems:
         raise InvalidValue("; ".join(problems))
     return tuple(authorities)
+
+
+def optional(convert):
+    """The converter that also takes null (the setting is then unset)."""
+    return lambda value: None if value is None else convert(value)
+
+
+optional_name = optional_path = optional(name)
+optional_env_name = optional(env_name)
+optional_positive_int = optional(positive_int)

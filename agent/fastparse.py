@@ -198,9 +198,8 @@ def _port(text: str, number: int, allow_zero: bool = True) -> int:
 def parse_server_descriptors(raw: bytes) -> list[ServerDescriptor]:
     """Every descriptor in a concatenation (annotations allowed); raises ValueError on a malformed one."""
     descriptors = []
-    text = raw.decode("utf-8", "replace")
-    for block in text.split("\nrouter ")[1:] if not text.startswith("router ") else \
-            ("\n" + text).split("\nrouter ")[1:]:
+    # A leading newline makes the first descriptor split like the others (annotations before it drop out).
+    for block in ("\n" + raw.decode("utf-8", "replace")).split("\nrouter ")[1:]:
         descriptors.append(_descriptor("router " + block))
     return descriptors
 

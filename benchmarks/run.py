@@ -214,7 +214,6 @@ def child_write(points_wanted: int) -> dict:
     from agent.store.lineprotocol import encode_all
     from agent.metrics.points import point
 
-    sys.path.insert(0, str(ROOT))
     from tests.integration.victoria import VictoriaMetrics
 
     directory = Path(tempfile.mkdtemp(prefix="bench-vm-"))

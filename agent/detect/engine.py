@@ -94,13 +94,12 @@ class Detector:
         for name, value in values.items():
             model = self.series.get(name)
             if model is None:
-                model = self.series[name] = SeriesModel(spec_for(name), season, settings.window_periods,
-                                                        settings.warmup_periods, settings.adapt_after)
+                model = self.series[name] = series_model(name, season, settings)
             model.resume(facts.time, facts.period_seconds)
             verdicts.append(model.judge(name, value, settings.z_threshold))
         joined_mask = np.zeros(len(relays), bool)
-        joined_mask[changes.joined] = True
-        gained = gained_flags(relays, flags_before, joined_mask | unknown) if changes.previous_known else {}
+        joined_mask[changes.joined] = True  # relays seen for the first time are among the joined
+        gained = gained_flags(relays, flags_before, joined_mask) if changes.previous_known else {}
         rule_hits = self.rules.evaluate(relays, changes, gained, facts.period_seconds, settings.thresholds)
         arrivals = relays.take(changes.joined)
         clusters = find_clusters(arrivals, self.relays.presence[rows[changes.joined]], settings.group_min_relays)
@@ -142,10 +141,9 @@ class Detector:
                                      f"{len(found)} relays: {RELAY_ANOMALY_TEXT[kind]}: {listed}",
                                      {"relays": len(found)}))
         for cluster in result.clusters:
+            # find_clusters gathers groups by strong traits only; without a shared contact it is undeclared.
             severity = ("warning" if cluster.size >= self.settings.group_warning_relays
-                        or (cluster.strong and "operator" not in cluster.shared) else "info")
-            if not cluster.strong:
-                continue  # only weak traits in common (version, country): ordinary arrivals
+                        or "operator" not in cluster.shared else "info")
             shared = ", ".join(f"{trait} {value}" for trait, value in cluster.shared.items())
             examples = ", ".join(f"{nick} ({fp})" for nick, fp in
                                  list(zip(cluster.nicknames, cluster.fingerprints))[:LIST_AT_MOST])
@@ -167,6 +165,11 @@ class Detector:
                 "TorAnomalyDetectionWarmingUp"], text, {}, silenced_by="warming up: no alerts from learned "
                                                                        "baselines yet"))
         return findings
+
+
+def series_model(name: str, season: int, settings: DetectSettings) -> SeriesModel:
+    """A new baseline for the named series, modelled as its family says (agent.detect.series.SPECS)."""
+    return SeriesModel(spec_for(name), season, settings.window_periods, settings.warmup_periods, settings.adapt_after)
 
 
 def _finding(check: str, severity: str, subjects: dict, description: str, values: dict) -> Finding:
@@ -196,7 +199,7 @@ def _involved(series: str, relays, changes, clusters: list[Cluster]) -> str:
 
 def _arrivals(relays, joined, clusters: list[Cluster]) -> str:
     """Up to ten arrivals, members of the largest group first (they are what the person will look at)."""
-    grouped = [fingerprint for cluster in clusters if cluster.strong for fingerprint in cluster.fingerprints]
+    grouped = [fingerprint for cluster in clusters for fingerprint in cluster.fingerprints]
     order = {fingerprint: rank for rank, fingerprint in enumerate(grouped)}
     rows = sorted(joined, key=lambda row: order.get(relays.fingerprint[row], len(order)))[:LIST_AT_MOST]
     return ", ".join(f"{relays.nickname[i]} ({relays.fingerprint[i]})" for i in rows)
@@ -216,9 +219,9 @@ def _points(result: DetectionResult, time: int) -> list[Point]:
         counts[anomaly.kind] += 1
     points += [point("tor_anomaly", {"detector": "relays", "series": kind}, {"anomalous": count}, time)
                for kind, count in counts.items()]
-    largest = max((cluster.size for cluster in result.clusters if cluster.strong), default=0)
+    largest = max((cluster.size for cluster in result.clusters), default=0)
     points.append(point("tor_anomaly", {"detector": "groups", "series": "largest_arrival_group"},
-                        {"observed": largest, "anomalous": sum(1 for c in result.clusters if c.strong)}, time))
+                        {"observed": largest, "anomalous": len(result.clusters)}, time))
     return points
 
 

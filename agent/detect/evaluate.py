@@ -15,7 +15,8 @@ import copy
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from agent.detect.engine import Detector, DetectSettings
+from agent.detect.baseline import SeriesModel
+from agent.detect.engine import Detector, DetectSettings, series_model
 from agent.detect.replay import INCIDENTS, Incident, Replay
 from agent.detect.series import family_of
 
@@ -139,9 +140,6 @@ def replay_depictor(path, settings: DetectSettings) -> RealReplay:
     import csv
     from datetime import datetime
 
-    from agent.detect.baseline import SeriesModel
-    from agent.detect.series import spec_for
-
     models: dict[str, SeriesModel] = {}
     firing: set[str] = set()
     report = RealReplay()
@@ -158,8 +156,7 @@ def replay_depictor(path, settings: DetectSettings) -> RealReplay:
                 name = f'{DEPICTOR_COLUMNS[kind]}{{authority="{authority}"}}'
                 model = models.get(name)
                 if model is None:
-                    model = models[name] = SeriesModel(spec_for(name), 24, settings.window_periods,
-                                                       settings.warmup_periods, settings.adapt_after)
+                    model = models[name] = series_model(name, 24, settings)
                 model.resume(time, 3600)
                 verdict = model.judge(name, float(value), settings.z_threshold)
                 model.learn(float(value), verdict, time, 3600)

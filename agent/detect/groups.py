@@ -37,7 +37,8 @@ class Cluster:
 
     @property
     def strong(self) -> bool:
-        """Shares at least one trait that says "one operator" (address block, contact, naming, ports, uptime)."""
+        """Shares at least one trait that says "one operator" (/24, contact, naming, uptime); ``find_clusters``
+        gathers groups by such a trait, so every cluster it returns is strong."""
         return any(trait not in WEAK_TRAITS for trait in self.shared)
 
 

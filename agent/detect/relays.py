@@ -116,14 +116,15 @@ class RelayMemory:
             found.append(RelayAnomaly("flag_flapping", relays.fingerprint[index], relays.nickname[index],
                                       f"flags changed in {int(np.bitwise_count(flips[index]))} of the last "
                                       f"{HISTORY_BITS} periods", float(np.bitwise_count(flips[index]))))
-        drop = self.listed_mean[rows] - relays.listed_by
+        usual_listing = self.listed_mean[rows]
+        drop = usual_listing - relays.listed_by
         # An authority that did not vote lowers every relay's count: judge each against the typical drop.
         typical = float(np.median(drop[settled])) if settled.any() else 0.0
         fewer = settled & (drop - typical >= thresholds["relay_listing_drop"])
         for index in np.flatnonzero(fewer):
             found.append(RelayAnomaly("fewer_authorities", relays.fingerprint[index], relays.nickname[index],
                                       f"listed by {int(relays.listed_by[index])} votes, usually "
-                                      f"{self.listed_mean[rows][index]:.1f}", float(drop[index] - typical)))
+                                      f"{usual_listing[index]:.1f}", float(drop[index] - typical)))
         return found
 
     def learn(self, relays: RelayFacts, rows: np.ndarray, time: int) -> None:
