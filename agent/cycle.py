@@ -12,7 +12,7 @@ from agent.geoip import GeoIP
 from agent.detect.facts import facts_of
 from agent.detect.engine import DetectorFile
 from agent.metrics import relays_of, snapshot_points
-from agent.metrics.relays import build_table
+from agent.metrics.relays import table_of
 from agent.metrics.authority import unix
 from agent.snapshot import Snapshot
 from agent.state import State
@@ -52,7 +52,7 @@ def record_period(snapshot: Snapshot, config: Config, state: State, store: Store
     live = previous is _FROM_STATE
     if live:
         previous = state.relays_before(period_time) if consensus is not None else None
-    table = build_table(consensus, snapshot.server_descriptors, geoip) if consensus is not None else None
+    table = table_of(snapshot, consensus, geoip) if consensus is not None else None
     points = snapshot_points(snapshot, previous, geoip, config.metrics.operators_top_n, table)
     # Without an accepted consensus the checks still run: unreachable authorities
     # and a lost quorum are exactly what must be reported then.

@@ -183,5 +183,9 @@ class Snapshot:
         latest = self.latest_consensus()
         return latest.valid_after if latest is not None else None
 
+    def votes(self) -> list:
+        """The votes that arrived this period, one per authority that served one."""
+        return [view.vote for view in self.views.values() if view.vote is not None]
+
     def records_of(self, nickname: str) -> list[FetchRecord]:
         return [record for record in self.records if record.authority == nickname]

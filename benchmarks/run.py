@@ -96,7 +96,7 @@ def cycle(inputs: dict, parser: str, config, geoip, detector) -> dict[str, float
     from agent.detect.facts import facts_of
     from agent.metrics import snapshot_points
     from agent.metrics.authority import unix
-    from agent.metrics.relays import build_table
+    from agent.metrics.relays import table_of
     from agent.signatures import check_signatures, trust_certificates
     from agent.snapshot import AuthorityView, Snapshot, SignatureCheck, SignatureReport
     from agent.store.lineprotocol import encode_all
@@ -124,7 +124,7 @@ def cycle(inputs: dict, parser: str, config, geoip, detector) -> dict[str, float
              for a, vote in zip(authorities, parsed["votes"])}
     now = datetime.now(timezone.utc)
     snapshot = Snapshot("bench", now, now, authorities, views, [], server_descriptors=parsed["descriptors"])
-    table = build_table(consensus, snapshot.server_descriptors, geoip)
+    table = table_of(snapshot, consensus, geoip)
     points = snapshot_points(snapshot, None, geoip, config.metrics.operators_top_n, table)
     lap("metrics")
     findings = evaluate(snapshot, config)

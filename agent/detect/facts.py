@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agent.metrics.authority import unix
-from agent.metrics.relay import vote_tallies
 from agent.metrics.relays import KNOWN_FLAGS, RelayTable
 from agent.snapshot import DocKind, Outcome, Snapshot
 
@@ -65,11 +64,8 @@ class PeriodFacts:
 
 
 def facts_of(snapshot: Snapshot, consensus, table: RelayTable) -> PeriodFacts:
-    """The facts of a recorded period; ``table`` is the metrics' relay table of ``consensus``."""
-    votes = [view.vote for view in snapshot.views.values() if view.vote is not None]
-    listed, _ = vote_tallies(votes)
-    listed_by = np.fromiter((listed.get(fp, 0) for fp in table.fingerprints), np.int16, len(table))
-    relays = relay_facts(table, list(consensus.routers.values()), listed_by)
+    """The facts of a recorded period; ``table`` is the metrics' relay table of ``consensus`` (with votes)."""
+    relays = relay_facts(table, list(consensus.routers.values()), table.listed_by)
     period = unix(consensus.fresh_until) - unix(consensus.valid_after)
     return PeriodFacts(unix(consensus.valid_after), period, relays, _authority_facts(snapshot))
 

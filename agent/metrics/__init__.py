@@ -8,7 +8,7 @@ from agent.metrics.network import PreviousRelays, network_points
 from agent.metrics.operator import operator_points
 from agent.metrics.points import Point
 from agent.metrics.relay import relay_points
-from agent.metrics.relays import RelayTable, build_table
+from agent.metrics.relays import RelayTable, table_of
 from agent.snapshot import Snapshot
 
 __all__ = ["Point", "PreviousRelays", "snapshot_points", "relays_of"]
@@ -26,11 +26,10 @@ def snapshot_points(snapshot: Snapshot, previous: PreviousRelays | None, geoip: 
         return fetch_points(snapshot, unix(snapshot.started_at))
     time = unix(consensus.valid_after)
     if table is None:
-        table = build_table(consensus, snapshot.server_descriptors, geoip)
-    votes = [view.vote for view in snapshot.views.values() if view.vote is not None]
+        table = table_of(snapshot, consensus, geoip)
     return (network_points(consensus, table, previous, time)
             + authority_points(snapshot, consensus, time)
-            + relay_points(table, votes, previous, time)
+            + relay_points(table, previous, time)
             + operator_points(table, operators_top_n, time))
 
 

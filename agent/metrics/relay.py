@@ -12,21 +12,8 @@ from agent.metrics.relays import KNOWN_FLAGS, RelayTable
 from agent.metrics.versions import RECOMMENDED
 
 
-def vote_tallies(votes: list) -> tuple[dict[str, int], dict[str, list[int]]]:
-    """Per fingerprint: how many votes list it, and the Measured= values it got."""
-    listed: dict[str, int] = {}
-    measured: dict[str, list[int]] = {}
-    for vote in votes:
-        for fingerprint, entry in vote.routers.items():
-            listed[fingerprint] = listed.get(fingerprint, 0) + 1
-            if entry.measured is not None:
-                measured.setdefault(fingerprint, []).append(entry.measured)
-    return listed, measured
-
-
-def relay_points(table: RelayTable, votes: list, previous: PreviousRelays | None, time: int) -> list[Point]:
+def relay_points(table: RelayTable, previous: PreviousRelays | None, time: int) -> list[Point]:
     """One point per relay in the consensus, plus in_consensus=0 for relays that left."""
-    listed, measured = vote_tallies(votes)
     total_weight = float(table.weight.sum()) or 1.0
     # A flag tor adds later shows in tor_network_flag; per relay we keep the
     # catalogued list so every field stays documented.
@@ -36,12 +23,12 @@ def relay_points(table: RelayTable, votes: list, previous: PreviousRelays | None
         fields = {"in_consensus": 1.0}
         for flag, name in flag_fields.items():
             fields[name] = float(table.flags[flag][index])
-        values = measured.get(fingerprint)
+        values = table.measured[index]
         advertised = table.advertised_bytes[index]
         fields.update({
             "weight": float(table.weight[index]),
             "weight_fraction": float(table.weight[index]) / total_weight,
-            "authorities_listing": listed.get(fingerprint, 0),
+            "authorities_listing": int(table.listed_by[index]),
             "bwauths_measuring": len(values) if values else 0,
             "measured_median": float(statistics.median(values)) if values else None,
             "version_recommended": table.version_status[index] == RECOMMENDED,

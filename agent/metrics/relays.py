@@ -43,6 +43,8 @@ class RelayTable:
     family_id: list[str | None]
     advertised_bytes: np.ndarray
     ipv6_exit: np.ndarray
+    listed_by: np.ndarray  # votes listing the relay
+    measured: list[list[int] | None]  # the Measured= values votes gave it
 
     def __len__(self) -> int:
         return len(self.fingerprints)
@@ -53,9 +55,27 @@ class RelayTable:
         return self.flags["Exit"] & ~self.flags["BadExit"]
 
 
-def build_table(consensus, descriptors: list, geoip: GeoIP) -> RelayTable:
-    """The relay table of ``consensus``; ``descriptors`` are matched by fingerprint."""
+def table_of(snapshot, consensus, geoip: GeoIP) -> RelayTable:
+    """The relay table of a period's ``consensus``, with the period's descriptors and votes."""
+    return build_table(consensus, snapshot.server_descriptors, geoip, snapshot.votes())
+
+
+def vote_tallies(votes: list) -> tuple[dict[str, int], dict[str, list[int]]]:
+    """Per fingerprint: how many votes list it, and the Measured= values it got."""
+    listed: dict[str, int] = {}
+    measured: dict[str, list[int]] = {}
+    for vote in votes:
+        for fingerprint, entry in vote.routers.items():
+            listed[fingerprint] = listed.get(fingerprint, 0) + 1
+            if entry.measured is not None:
+                measured.setdefault(fingerprint, []).append(entry.measured)
+    return listed, measured
+
+
+def build_table(consensus, descriptors: list, geoip: GeoIP, votes: list = ()) -> RelayTable:
+    """The relay table of ``consensus``; ``descriptors`` and ``votes`` are matched by fingerprint."""
     routers = list(consensus.routers.values())
+    listed, measured = vote_tallies(votes)
     by_fingerprint = {}
     for descriptor in descriptors:  # a relay may publish several in a period: keep the newest
         known = by_fingerprint.get(descriptor.fingerprint)
@@ -82,6 +102,8 @@ def build_table(consensus, descriptors: list, geoip: GeoIP) -> RelayTable:
         family_id=_families(matched),
         advertised_bytes=np.fromiter((_advertised(descriptor) for descriptor in matched), float, len(routers)),
         ipv6_exit=np.fromiter((_ipv6_exit(descriptor) for descriptor in matched), bool, len(routers)),
+        listed_by=np.fromiter((listed.get(router.fingerprint, 0) for router in routers), np.int16, len(routers)),
+        measured=[measured.get(router.fingerprint) for router in routers],
     )
 
 

@@ -31,7 +31,7 @@ class RelayWatch:
         self.store.expire(now)
         subscriptions = self.store.active()
         descriptors = {d.fingerprint: d for d in snapshot.server_descriptors}
-        votes = [view.vote for view in snapshot.views.values() if view.vote is not None]
+        votes = snapshot.votes()
         measuring = bandwidth_votes(votes)
         valid_after = unix(consensus.valid_after)
         period_seconds = unix(consensus.fresh_until) - valid_after
