@@ -13,19 +13,17 @@ import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import yaml
 
 from agent.authorities import Authority
 from agent import config_values as convert
 from agent.config_values import InvalidValue, Route
+from agent.detect.settings import DetectSettings
 from agent.errors import ConfigError
 from agent.retry import RetryPolicy
 from agent.snapshot import DocKind
-
-if TYPE_CHECKING:
-    from agent.detect.engine import DetectSettings
 
 #: Environment variable naming the config file when ``--config`` is not given.
 CONFIG_ENV = "ALLIUM_AGENT_CONFIG"
@@ -130,7 +128,7 @@ class QueryConfig:
 @dataclass(frozen=True)
 class DetectConfig:
     enabled: bool
-    settings: "DetectSettings"
+    settings: DetectSettings
 
 
 @dataclass(frozen=True)
@@ -334,8 +332,6 @@ def load_config(path: str | os.PathLike | None = None, environ=os.environ) -> Co
 
 
 def _detect_config(values: dict) -> DetectConfig:
-    from agent.detect.engine import DetectSettings
-
     rules = {path.rsplit(".", 1)[1]: value for path, value in values.items() if path.startswith("detect.rules.")}
     return DetectConfig(values["detect.enabled"], DetectSettings(
         warmup_periods=values["detect.warmup_periods"], window_periods=values["detect.window_periods"],

@@ -78,9 +78,9 @@ def detect(snapshot: Snapshot, consensus, table, config: Config) -> tuple[list, 
         result = detector.update(facts_of(snapshot, consensus, table))
         if not result.skipped:
             detectors.save(detector)
-        for finding in result.findings:
-            if finding.check == "TorAnomalyDetectionWarmingUp":
-                log.info("anomaly detection is warming up: %s", finding.description)
+        if result.warming:
+            warming = next(f for f in result.findings if f.check == "TorAnomalyDetectionWarmingUp")
+            log.info("anomaly detection is warming up: %s", warming.description)
         return result.findings, result.points
     except Exception:
         log.exception("anomaly detection failed this period; metrics and checks are saved regardless")

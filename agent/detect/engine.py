@@ -23,6 +23,7 @@ from agent.detect.facts import FLAG_BITS, PeriodFacts
 from agent.detect.groups import Cluster, find_clusters
 from agent.detect.relays import RelayAnomaly, RelayMemory
 from agent.detect.rules import RuleHit, RuleWindows, gained_flags
+from agent.detect.settings import DetectSettings
 from agent.detect.series import family_of, label_of, network_series, severity_of, spec_for
 from agent.metrics.points import Point, point
 
@@ -41,19 +42,6 @@ SUMMARIES = {
 }
 RELAY_ANOMALY_TEXT = {"weight_jump": "consensus weight jumped", "flag_flapping": "flags keep changing",
                       "fewer_authorities": "listed by fewer authorities than usual"}
-
-
-@dataclass(frozen=True)
-class DetectSettings:
-    """The ``detect`` config section (defaults and documentation: agent/config.py, the example YAML)."""
-
-    thresholds: dict  # detect.rules.*
-    warmup_periods: int = 48
-    window_periods: int = 168
-    z_threshold: float = 6.0
-    adapt_after: int = 3
-    group_min_relays: int = 10
-    group_warning_relays: int = 50
 
 
 @dataclass

@@ -16,7 +16,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from agent.detect.baseline import SeriesModel
-from agent.detect.engine import Detector, DetectSettings, series_model
+from agent.detect.engine import Detector, series_model
+from agent.detect.settings import DetectSettings
 from agent.detect.replay import INCIDENTS, Incident, Replay
 from agent.detect.series import family_of
 
