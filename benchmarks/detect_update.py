@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.config import load_config  # noqa: E402
 from agent.detect.engine import Detector  # noqa: E402
-from agent.detect.replay import Replay, _concat, population, read_documents  # noqa: E402
+from agent.detect.replay import Replay, concat, population, read_documents  # noqa: E402
 from agent.geoip import load_or_empty  # noqa: E402
 
 TORDATA = Path(__file__).resolve().parents[2] / "shared" / "tordata"
@@ -44,7 +44,7 @@ def main() -> None:
         [TORDATA / "server-descriptors" / "2020-02-29-10-05-00-server-descriptors"])
     base, reserve = population(*documents, load_or_empty("/usr/share/tor/geoip"))
     extra = max(0, arguments.relays - len(base))
-    network = _concat([base, reserve.take(np.arange(extra))])
+    network = concat([base, reserve.take(np.arange(extra))])
     reserve = reserve.take(np.arange(extra, len(reserve)))
     settings = load_config(None, environ={}).detect.settings
     replay, detector = Replay(network, reserve, seed=1), Detector(settings)

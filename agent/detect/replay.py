@@ -49,7 +49,7 @@ def population(consensuses: list, descriptors: list, geoip) -> tuple[RelayFacts,
         fresh = np.array([fp not in seen for fp in other.fingerprint])
         seen.update(other.fingerprint)
         reserve.append(other.take(fresh))
-    return base, _concat(reserve) if reserve else base.take(np.zeros(len(base), bool))
+    return base, concat(reserve) if reserve else base.take(np.zeros(len(base), bool))
 
 
 def read_documents(consensus_paths: list, descriptor_paths: list) -> tuple[list, list]:
@@ -62,7 +62,9 @@ def read_documents(consensus_paths: list, descriptor_paths: list) -> tuple[list,
     return consensuses, descriptors
 
 
-def _concat(parts: list[RelayFacts]) -> RelayFacts:
+def concat(parts: list[RelayFacts]) -> RelayFacts:
+    """The relays of all parts, in order."""
+
     def join(name):
         values = [getattr(part, name) for part in parts]
         return np.concatenate(values) if isinstance(values[0], np.ndarray) else sum(values, [])
@@ -76,10 +78,9 @@ class Replay:
     def __init__(self, base: RelayFacts, reserve: RelayFacts, seed: int, start: int = 1582970400,
                  period_seconds: int = 3600):
         self.rng = np.random.default_rng(seed)
-        self.base, self.reserve, self.start, self.period = base, reserve, start, period_seconds
-        self.present = np.ones(len(base), bool)
-        self.pool = _concat([base, reserve])
-        self.alive = np.concatenate([self.present, np.zeros(len(reserve), bool)])
+        self.start, self.period = start, period_seconds
+        self.pool = concat([base, reserve])
+        self.alive = np.concatenate([np.ones(len(base), bool), np.zeros(len(reserve), bool)])
         self.next_reserve = len(base)
         self.weight_factor = np.ones(len(self.pool))
         self.offsets = {name: int(self.rng.integers(50, 400)) for name in AUTHORITIES}  # relays only it knows
@@ -139,7 +140,7 @@ class Replay:
                         flags=np.full(size, FLAG_BITS["Running"] | FLAG_BITS["Valid"] | FLAG_BITS["Fast"], np.uint32),
                         weight=np.full(size, 500.0), country=["??"] * size, operator=[None] * size,
                         version=["0.4.2.6"] * size, platform=["Linux"] * size)
-        self.pool = _concat([self.pool, flood])
+        self.pool = concat([self.pool, flood])
         self.alive = np.concatenate([self.alive, np.ones(size, bool)])
         self.weight_factor = np.concatenate([self.weight_factor, np.ones(size)])
         self.pool_flags = np.concatenate([self.pool_flags, flood.flags])
