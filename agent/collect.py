@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 
 from agent.authorities import Authority, AuthorityChanges, from_consensus, merge
 from agent.config import Config
-from agent.crosscheck import probe_orports, vote_holdings
+from agent.crosscheck import probe_orports, vote_digest, vote_holdings
 from agent.documents import parse_document
 from agent.errors import DocumentError
 from agent.fetch import PATHS, Deadline, download, new_session
@@ -55,7 +55,8 @@ class _AuthorityJob:
         self.consensus_ok = consensus_ok
         self.view = AuthorityView(authority)
         self.records: dict[DocKind, FetchRecord] = {}
-        self.raw: dict[DocKind, bytes] = {}
+        self.raw: dict[DocKind, bytes] = {}  # consensuses only: their signatures are checked at the end
+        self.vote_digest: str | None = None  # what the vote-propagation probe asks the others for
         self.in_flight: DocKind | None = None
         self._lock = threading.Lock()
         self._abandoned = False
@@ -93,7 +94,11 @@ class _AuthorityJob:
                 self.records[kind] = fetched.record
                 if document is not None:
                     setattr(self.view, _VIEW_FIELDS[kind], document)
-                    self.raw[kind] = fetched.body
+                    # Only what is needed later is kept: nine votes' and the descriptors' bytes are ~40 MB.
+                    if kind in (DocKind.CONSENSUS, DocKind.MICRODESC_CONSENSUS):
+                        self.raw[kind] = fetched.body
+                    elif kind is DocKind.VOTE:
+                        self.vote_digest = vote_digest(fetched.body)
                 self.in_flight = None
             if kind is DocKind.CONSENSUS and document is not None:
                 self.consensus_ok.put(self.authority)
@@ -255,8 +260,8 @@ def _cross_check(pool, config: Config, jobs: dict[str, _AuthorityJob], watched: 
     if config.fetch.probe_vote_propagation:
         answering = [job.authority for job in jobs.values()
                      if any(record.answered for record in job.records.values())]
-        votes = {nickname: job.raw[DocKind.VOTE] for nickname, job in jobs.items() if DocKind.VOTE in job.raw}
-        holdings = vote_holdings(pool, answering, votes, deadline, timeout)
+        digests = {nickname: job.vote_digest for nickname, job in jobs.items() if job.vote_digest is not None}
+        holdings = vote_holdings(pool, answering, digests, deadline, timeout)
     if orports is None:
         return [], holdings
     _wait(deadline, [orports])

@@ -21,10 +21,12 @@ _VOTE_HEAD_BYTES = 4096
 _SIGNED_PORTION_END = b"\ndirectory-signature "
 
 
-def vote_digest(raw_vote: bytes) -> str:
-    """The digest a consensus lists as ``vote-digest``: SHA1 of the signed portion, upper-case hex."""
-    end = raw_vote.index(_SIGNED_PORTION_END) + len(_SIGNED_PORTION_END)
-    return hashlib.sha1(raw_vote[:end]).hexdigest().upper()
+def vote_digest(raw_vote: bytes) -> str | None:
+    """The digest a consensus lists as ``vote-digest``: SHA1 of the signed portion, upper-case hex (None: unsigned)."""
+    end = raw_vote.find(_SIGNED_PORTION_END)
+    if end < 0:
+        return None
+    return hashlib.sha1(memoryview(raw_vote)[:end + len(_SIGNED_PORTION_END)]).hexdigest().upper()
 
 
 def orport_endpoints(authority: Authority, consensus) -> list[tuple[str, int]]:
@@ -60,16 +62,16 @@ def probe_orports(authorities: list[Authority], consensus, deadline: Deadline, t
     return probes
 
 
-def vote_holdings(pool: ThreadPoolExecutor, holders: list[Authority], votes: dict[str, bytes],
+def vote_holdings(pool: ThreadPoolExecutor, holders: list[Authority], digests: dict[str, str],
                   deadline: Deadline, timeout: float) -> list[VoteHolding]:
     """Asks every answering authority for every vote we fetched, by digest.
 
-    ``votes`` maps an author's nickname to the vote it served us. The author
+    ``digests`` maps an author's nickname to the ``vote_digest`` of the vote it served us. The author
     is asked last: if even it no longer serves that digest, the voting period
     rotated during the probe and its column says nothing (held is None)
     rather than accusing the others of not holding the vote.
     """
-    columns = {author: vote_digest(raw) for author, raw in votes.items() if _SIGNED_PORTION_END in raw}
+    columns = dict(digests)
     futures = {author: pool.submit(_column, holders, author, digest, deadline, timeout)
                for author, digest in sorted(columns.items())}
     wait(futures.values(), timeout=deadline.remaining())

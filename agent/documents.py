@@ -2,7 +2,7 @@
 
 Network status documents are split: stem parses and validates the header
 and footer, ``agent.fastparse`` the router status entries; server
-descriptors go through ``agent.fastparse`` too (their digests are what the
+descriptors go through ``agent.fastdesc`` (their digests are what the
 consensus vouches for). Key certificates and bandwidth files are stem's.
 
 DirPort replies carry no ``@type`` annotation, so the kind we asked for decides
@@ -20,7 +20,7 @@ import re
 import stem.descriptor
 from stem.descriptor.networkstatus import NetworkStatusDocumentV3
 
-from agent import fastparse
+from agent import fastdesc, fastparse
 from agent.errors import DocumentError
 from agent.snapshot import DocKind
 
@@ -57,7 +57,7 @@ def _parse(kind: DocKind, raw: bytes, source: str):
         if kind in (DocKind.CONSENSUS, DocKind.MICRODESC_CONSENSUS, DocKind.VOTE):
             return _network_status(kind, raw, source)
         if kind is DocKind.SERVER_DESCRIPTORS:
-            parsed = fastparse.parse_server_descriptors(raw)
+            parsed = fastdesc.parse_server_descriptors(raw)
         else:
             parsed = list(stem.descriptor.parse_file(io.BytesIO(raw), _STEM_TYPES[kind], validate=True))
     except DocumentError:
@@ -108,7 +108,11 @@ def _network_status(kind: DocKind, raw: bytes, source: str) -> NetworkStatusDocu
     _refuse_what_stem_mishandles(kind, header + footer)
     document = NetworkStatusDocumentV3(header + footer, validate=True)
     document.routers = fastparse.parse_router_entries(entries, document.is_microdescriptor)
-    document._raw_contents = raw  # stem parsed only header and footer; get_bytes() must be the whole document
+    if kind is not DocKind.VOTE:
+        # stem parsed header and footer only: get_bytes() (stem's own signature validation) needs the whole
+        # consensus, whose bytes the collector keeps anyway. A vote's get_bytes() is its header and footer:
+        # nine votes' bytes are ~30 MB and nothing reads them after parsing.
+        document._raw_contents = raw
     actual = describe_network_status(document)
     expected = {
         DocKind.CONSENSUS: "ns consensus",

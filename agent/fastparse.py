@@ -1,65 +1,38 @@
-"""A focused fast path for the bulk of directory documents: router status entries and server descriptors.
+"""A focused fast path for router status entries (consensus, votes, microdesc consensus), into columns.
 
 stem's validating parser builds every field of every entry (exit policies,
-protocol sets, ...) and takes about 0.5 s per full consensus or vote and
-1/2,900 s per server descriptor. The agent reads a handful of fields, so
-these parsers read exactly those, with the same names, types and values as
-stem (``tests/unit/test_fastparse.py`` compares them with stem field by
-field on every real document we have), and check what they read: a
-malformed line raises ValueError naming it. Everything else stays stem's:
-the document header and footer (parsed and validated by stem, without the
-entries), key certificates, bandwidth files; signatures are verified by
-``agent.signatures``.
+protocol sets, ...) and takes about 0.5 s per full consensus or vote. The
+agent reads a handful of fields, so this reads exactly those, with the same
+names, types and values as stem (``tests/unit/test_fastparse.py`` compares
+them with stem field by field on every real document we have), and checks
+what it reads: a malformed line raises ValueError naming it. The header and
+footer stay stem's (parsed and validated by stem, without the entries);
+signatures are verified by ``agent.signatures``.
+
+The work is done per kind of line, not per entry: one regular expression
+picks the lines we read (the rest are skipped in C), each line is assigned
+to its entry by a running count of ``r`` lines, and each kind is checked
+and converted in bulk (one more regular expression over all ``r`` lines,
+one over all ``w`` lines). A line the bulk pattern does not take goes
+through the line-by-line parser, which either reads it or names what is
+wrong with it.
 """
 
 from __future__ import annotations
 
 import binascii
-import ipaddress
 import re
+import socket
 from datetime import datetime
 from functools import lru_cache
 
-import stem.exit_policy
+import numpy as np
 import stem.version
+
+from agent.entries import ABSENT, RouterEntries
 
 ENTRY_START = b"\nr "
 FOOTER_START = b"\ndirectory-footer"
-
-
-class RouterEntry:
-    """One router status entry: the fields the agent reads, named and typed as stem's RouterStatusEntryV3.
-
-    Fields most entries lack are class-level defaults (an instance sets them
-    only when its lines say so), which halves the cost of building 80,000
-    entries a period. The shared empty lists are replaced, never appended to.
-    """
-
-    or_addresses: list = []
-    flags: list = []
-    unrecognized_bandwidth_entries: list = []
-    version_line = version = bandwidth = measured = microdescriptor_digest = None
-    is_unmeasured = False
-
-    def __init__(self, nickname, fingerprint, digest, published, address, or_port, dir_port):
-        self.nickname, self.fingerprint, self.digest, self.published = nickname, fingerprint, digest, published
-        self.address, self.or_port, self.dir_port = address, or_port, dir_port
-
-
-class ServerDescriptor:
-    """A relay's server descriptor: the fields the agent reads, named and typed as stem's RelayDescriptor."""
-
-    __slots__ = ("nickname", "fingerprint", "address", "or_port", "published", "platform", "contact", "family",
-                 "average_bandwidth", "burst_bandwidth", "observed_bandwidth", "hibernating", "exit_policy_v6")
-
-    def __init__(self):
-        self.platform = self.contact = None
-        self.family = set()
-        self.hibernating = False
-        self.exit_policy_v6 = _DEFAULT_IPV6_POLICY
-
-
-_DEFAULT_IPV6_POLICY = stem.exit_policy.MicroExitPolicy("reject 1-65535")
 
 
 def split_network_status(raw: bytes) -> tuple[bytes, bytes, bytes]:
@@ -75,104 +48,299 @@ def split_network_status(raw: bytes) -> tuple[bytes, bytes, bytes]:
     return raw[:start + 1], raw[start + 1:end + 1], raw[end + 1:]
 
 
-#: The lines the agent reads (``opt`` is an old prefix stem also accepts); the rest are skipped in C.
-_ENTRY_LINES = re.compile(r"^(?:opt )?([rsavw])(?: |$)(.*)$", re.M)
-_MICRODESC_ENTRY_LINES = re.compile(r"^(?:opt )?([rsavwm])(?: |$)(.*)$", re.M)
-_IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])")
+#: The lines the agent reads (``opt`` is an old prefix stem also accepts); the rest are skipped in C. Anchored on
+#: the newline before each line (the text gets one in front), which the engine finds far faster than ``^``.
+_ENTRY_LINES = re.compile(r"\n(?:opt )?([rsavw])(?: |(?=\n)|\Z)([^\n]*)")
+_MICRODESC_ENTRY_LINES = re.compile(r"\n(?:opt )?([rsavwm])(?: |(?=\n)|\Z)([^\n]*)")
+_IPV4_TEXT = r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(_IPV4_TEXT)
+#: The two common ``w`` lines: "Bandwidth=N" (consensus) and "Bandwidth=N Measured=M" (bandwidth authorities' votes);
+#: anything else is the third group and goes through ``_w_line``.
+_W_VALUE = re.compile(r"^(?:Bandwidth=(\d{1,18})(?: Measured=(\d{1,18}))?|(.*))$", re.M)
 
 
-def parse_router_entries(entries: bytes, microdesc: bool) -> dict[str, RouterEntry]:
-    """Fingerprint -> entry for every ``r`` block; raises ValueError on a malformed line we read."""
-    routers: dict[str, RouterEntry] = {}
-    entry = None
-    pattern = _MICRODESC_ENTRY_LINES if microdesc else _ENTRY_LINES
-    for number, (keyword, value) in enumerate(pattern.findall(entries.decode("utf-8", "replace"))):
-        if keyword == "r":
-            try:
-                entry = _r_line(value, microdesc, number)
-            except ValueError as error:
-                raise ValueError(f"router status entry {number}: {error}") from None
-            if entry.fingerprint in routers:
-                raise ValueError(f"router status entry {number}: fingerprint {entry.fingerprint} listed twice")
-            routers[entry.fingerprint] = entry
-        elif entry is None:
-            continue
-        elif keyword == "s":
-            entry.flags = value.split(" ") if value else []
-        elif keyword == "w":
-            _w_line(entry, value, number)
-        elif keyword == "v":
-            entry.version_line = value
-            entry.version = _version(value)
-        elif keyword == "a":
-            entry.or_addresses = [*entry.or_addresses, _or_address(value, number)]
-        else:
-            entry.microdescriptor_digest = value
-    return routers
+def parse_router_entries(entries: bytes, microdesc: bool) -> RouterEntries:
+    """The entries of every ``r`` block as columns; raises ValueError on a malformed line we read."""
+    text = "\n" + entries.decode("utf-8", "replace")
+    parsed = _whole_entries(text, microdesc)
+    return parsed if parsed is not None else _line_by_line(text, microdesc)
 
 
-def _r_line(value: str, microdesc: bool, number: int) -> RouterEntry:
+#: A whole entry in the usual shape, one match each: r, a*, (m: microdesc flavour), s, v?, pr?, w?, then lines we
+#: do not read (p, m, id, stats, ...). An entry in any other shape (a line we read out of place, ``opt``, an empty
+#: v or w) does not match, and the document goes line by line instead.
+_R_FIELDS = (r"\nr ([^ \n]+) ([^ \n]+) {digest}([0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}) ([0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}}) "
+             r"([^ \n]+) ([0-9]{{1,5}}) ([0-9]{{1,5}})((?:\na [^\n]*)*)")
+_REST = r"\ns ([^\n]*)(?:\nv ([^\n]+))?(?:\npr [^\n]*)?(?:\nw ([^\n]+))?(?:\n(?!(?:opt|[{read}])(?: |\n|\Z))[^\n]*)*(?=\nr |\n?\Z)"
+_WHOLE_ENTRY = re.compile(_R_FIELDS.format(digest=r"([^ \n]+) ") + _REST.format(read="rsvwa"))
+_WHOLE_MICRODESC_ENTRY = re.compile(_R_FIELDS.format(digest="()") + r"\nm ([^\n]*)" + _REST.format(read="rsvwam"))
+_IPV4_LINES = re.compile(rf"^{_IPV4_TEXT}$", re.M)
+
+
+def _whole_entries(text: str, microdesc: bool) -> RouterEntries | None:
+    """Every entry at once, each kind of field checked in bulk; None if any entry is unusual (or wrong)."""
+    if "\nopt " in text or "\nr\n" in text:
+        return None
+    matches = (_WHOLE_MICRODESC_ENTRY if microdesc else _WHOLE_ENTRY).findall(text)
+    if len(matches) != text.count("\nr "):
+        return None
+    count = len(matches)
+    columns = list(zip(*matches)) if matches else [()] * (13 if microdesc else 12)
+    if not microdesc:
+        columns.insert(9, ())
+    nicknames, identities, digests, days, clocks, addresses, or_ports, dir_ports, a_blocks, micro, flags, \
+        version_lines, w_values = columns
+    try:
+        fingerprints = _hex_column(identities)
+        digest_hex = [None] * count if microdesc else _hex_column(digests)
+        published = list(map(datetime.fromisoformat, map(" ".join, zip(days, clocks))))
+        or_port_numbers, dir_port_numbers = list(map(int, or_ports)), list(map(int, dir_ports))
+        or_addresses = {row: [_checked_or_address(line[2:]) for line in block[1:].split("\n")]
+                        for row, block in enumerate(a_blocks) if block}
+    except ValueError:
+        return None
+    if len(_IPV4_LINES.findall("\n".join(addresses))) != count or len(set(fingerprints)) != count or \
+            (count and (min(or_port_numbers) < 1 or max(or_port_numbers) > 65535 or max(dir_port_numbers) > 65535)):
+        return None
+    flag_lines, flag_code = _flags(np.arange(count), flags, count)
+    w_rows = [row for row, value in enumerate(w_values) if value]
+    try:
+        bandwidth, measured, unmeasured, unrecognized = _bandwidths(w_rows, [w_values[row] for row in w_rows],
+                                                                    w_rows, count)
+    except ValueError:  # the line-by-line path names the line
+        return None
+    distinct_versions = {line: _version(line) for line in dict.fromkeys(version_lines) if line}
+    versions = [distinct_versions[line] if line else (None, None) for line in version_lines]
+    return RouterEntries(
+        fingerprints=fingerprints, nicknames=list(nicknames), digests=digest_hex, published=published,
+        addresses=list(addresses), or_ports=np.array(or_port_numbers, np.int32),
+        dir_ports=np.array(dir_port_numbers, np.int32), flag_lines=flag_lines, flag_code=flag_code,
+        bandwidth=bandwidth, measured=measured, unmeasured=unmeasured,
+        version_lines=[line for line, _ in versions], versions=[version for _, version in versions],
+        or_addresses=or_addresses, unrecognized=unrecognized,
+        microdescriptor_digests=list(micro) if microdesc else None)
+
+
+def _hex_column(texts: tuple) -> list[str]:
+    """Base64 identities or digests (27 characters, unpadded) as upper-case hex; ValueError on a bad one."""
+    try:
+        return [binascii.a2b_base64(text + "=", strict_mode=True).hex().upper() for text in texts]
+    except binascii.Error:
+        raise ValueError("not base64") from None
+
+
+def _line_by_line(text: str, microdesc: bool) -> RouterEntries:
+    """Entries in any shape stem accepts: each line we read is found, assigned to its entry and checked."""
+    lines = (_MICRODESC_ENTRY_LINES if microdesc else _ENTRY_LINES).findall(text)
+    keywords, values = zip(*lines) if lines else ((), ())
+    keywords = np.frombuffer("".join(keywords).encode("ascii"), "S1")
+    starts = keywords == b"r"
+    row_of_line = np.cumsum(starts) - 1  # lines before the first r line belong to no entry (-1) and are skipped
+    r_lines = np.flatnonzero(starts)
+    columns = _r_columns([values[i] for i in r_lines.tolist()], r_lines, microdesc)
+    count = len(r_lines)
+
+    def of_kind(keyword: bytes) -> tuple[list[int], list[str], list[int]]:
+        """(rows, values, line numbers) of the lines of one keyword that belong to an entry."""
+        numbers = np.flatnonzero((keywords == keyword) & (row_of_line >= 0))
+        return row_of_line[numbers].tolist(), [values[i] for i in numbers.tolist()], numbers.tolist()
+
+    flag_lines, flag_code = _flags(*of_kind(b"s")[:2], count)
+    bandwidth, measured, unmeasured, unrecognized = _bandwidths(*of_kind(b"w"), count)
+    version_lines, versions = [None] * count, [None] * count
+    for row, value, _ in zip(*of_kind(b"v")):
+        version_lines[row], versions[row] = _version(value)
+    or_addresses: dict[int, list] = {}
+    for row, value, number in zip(*of_kind(b"a")):
+        or_addresses.setdefault(row, []).append(_or_address(value, number))
+    digests = None
+    if microdesc:
+        digests = [None] * count
+        for row, value, _ in zip(*of_kind(b"m")):
+            digests[row] = value
+    parsed = RouterEntries(**columns, flag_lines=flag_lines, flag_code=flag_code, bandwidth=bandwidth,
+                           measured=measured, unmeasured=unmeasured, version_lines=version_lines, versions=versions,
+                           or_addresses=or_addresses, unrecognized=unrecognized, microdescriptor_digests=digests)
+    if len(set(parsed.fingerprints)) != count:
+        _refuse_duplicates(parsed.fingerprints, r_lines)
+    return parsed
+
+
+def _r_columns(r_values: list[str], numbers: np.ndarray, microdesc: bool) -> dict:
+    """Identity, address and ports of every entry, from its ``r`` line."""
+    parsed = _parse_r_values(r_values, numbers, microdesc)
+    columns = list(zip(*parsed)) if parsed else [()] * 7
+    nicknames, fingerprints, digests, published, addresses, or_ports, dir_ports = columns
+    return {"fingerprints": list(fingerprints), "nicknames": list(nicknames), "digests": list(digests),
+            "published": list(published), "addresses": list(addresses),
+            "or_ports": np.array(or_ports, np.int32), "dir_ports": np.array(dir_ports, np.int32)}
+
+
+def _parse_r_values(r_values: list[str], numbers: np.ndarray, microdesc: bool) -> list[tuple]:
+    """(nickname, fingerprint, digest, published, address, ORPort, DirPort) of each line, each field checked."""
+    parts = [value.split(" ") for value in r_values]
+    if any(len(fields) != (7 if microdesc else 8) for fields in parts):
+        for value, number in zip(r_values, numbers.tolist()):
+            _r_line(value, microdesc, number)  # names the first malformed line
+    columns = list(zip(*parts)) or [()] * (7 if microdesc else 8)
+    if microdesc:
+        columns.insert(2, (None,) * len(parts))
+    nicknames, identities, digests, days, clocks, addresses, or_ports, dir_ports = columns
+    if not all(map(_is_ipv4, addresses)) or not _all_ports(or_ports) or not _all_ports(dir_ports):
+        for value, number in zip(r_values, numbers.tolist()):
+            _r_line(value, microdesc, number)
+    or_port_numbers, dir_port_numbers = list(map(int, or_ports)), list(map(int, dir_ports))
+    if or_port_numbers and (min(or_port_numbers) < 1 or max(or_port_numbers) > 65535 or
+                            max(dir_port_numbers) > 65535):
+        for value, number in zip(r_values, numbers.tolist()):
+            _r_line(value, microdesc, number)
+    return list(zip(nicknames, _hex_identities(identities, numbers),
+                    digests if microdesc else _hex_identities(digests, numbers),
+                    _published(days, clocks, numbers), addresses, or_port_numbers, dir_port_numbers))
+
+
+def _all_ports(texts: tuple) -> bool:
+    """Every text is a non-empty run of ASCII digits (the range is checked on the numbers)."""
+    joined = "".join(texts)
+    return all(texts) and (not joined or (joined.isascii() and joined.isdigit())) and \
+        max(map(len, texts), default=0) <= 5
+
+
+@lru_cache(maxsize=16384)  # addresses repeat across the consensus and the votes
+def _is_ipv4(address: str) -> bool:
+    return _IPV4.fullmatch(address) is not None
+
+
+def _r_line(value: str, microdesc: bool, number: int) -> None:
+    """Checks one ``r`` line field by field; raises ValueError naming what is wrong with it."""
     parts = value.split(" ")
     if len(parts) != (7 if microdesc else 8):
         raise ValueError(f"router status entry line {number}: 'r {value[:80]}' has {len(parts)} fields")
-    if microdesc:
-        nickname, identity, day, clock, address, or_port, dir_port = parts
-        digest = None
-    else:
-        nickname, identity, digest, day, clock, address, or_port, dir_port = parts
-        digest = _base64_hex(digest)
-    if _IPV4.fullmatch(address) is None:
+    address, or_port, dir_port = parts[-3:]
+    if not _is_ipv4(address):
         raise ValueError(f"router status entry line {number}: {address!r} is not an IPv4 address")
-    return RouterEntry(nickname, _base64_hex(identity), digest, _timestamp(day, clock), address,
-                       _port(or_port, number, allow_zero=False), _port(dir_port, number) or None)
+    parse_port(or_port, number, allow_zero=False)
+    parse_port(dir_port, number)
 
 
-def _w_line(entry: RouterEntry, value: str, number: int) -> None:
-    bandwidth, separator, measured = value.partition(" Measured=")
-    # The common cases: "Bandwidth=N" (consensus) and "Bandwidth=N Measured=M" (a bandwidth authority's vote).
-    if bandwidth.startswith("Bandwidth=") and bandwidth[10:].isdigit() and (not separator or measured.isdigit()):
-        entry.bandwidth = int(bandwidth[10:])
-        if separator:
-            entry.measured = int(measured)
-        return
+def _hex_identities(texts: tuple, numbers: np.ndarray) -> list[str]:
+    """Base64 identities or digests as stem gives them: upper-case hex."""
+    try:
+        return list(map(_base64_hex, texts))
+    except ValueError:  # name the line
+        for row, text in enumerate(texts):
+            try:
+                _base64_hex(text)
+            except ValueError as error:
+                raise ValueError(f"router status entry line {int(numbers[row])}: {error}") from None
+        raise
+
+
+def _published(days: tuple, clocks: tuple, numbers: np.ndarray) -> list[datetime]:
+    try:
+        return list(map(parse_timestamp, days, clocks))
+    except ValueError:  # name the line
+        for row, (day, clock) in enumerate(zip(days, clocks)):
+            try:
+                parse_timestamp(day, clock)
+            except ValueError as error:
+                raise ValueError(f"router status entry line {int(numbers[row])}: {error}") from None
+        raise
+
+
+def _flags(rows: list[int], values: list[str], count: int) -> tuple[list[list[str]], np.ndarray]:
+    """Each distinct ``s`` line's flags once, and per row the code of its line (0: no ``s`` line)."""
+    codes: dict[str, int] = {"": 0}
+    line_codes = [codes.setdefault(value, len(codes)) for value in values]
+    flag_code = np.zeros(count, np.int32)
+    flag_code[rows] = line_codes  # a second s line in one entry replaces the first, as it would in stem's order
+    return [value.split(" ") if value else [] for value in codes], flag_code
+
+
+def _bandwidths(rows: list[int], values: list[str], numbers: list[int], count: int):
+    """Bandwidth, Measured=, Unmeasured=1 and unrecognised items of every ``w`` line."""
+    bandwidth = np.full(count, ABSENT, np.int64)
+    measured = np.full(count, ABSENT, np.int64)
+    unmeasured = np.zeros(count, bool)
+    unrecognized: dict[int, list[str]] = {}
+    matches = _W_VALUE.findall("\n".join(values))
+    if len(matches) != len(values):
+        matches = [("", "", value) for value in values]
+    bands, measures, _ = zip(*matches) if matches else ((), (), ())
+    rows_column = np.array(rows, np.int64)
+    common = [index for index, band in enumerate(bands) if band]
+    with_measured = [index for index, measure in enumerate(measures) if measure]
+    bandwidth[rows_column[common]] = [int(bands[index]) for index in common]
+    measured[rows_column[with_measured]] = [int(measures[index]) for index in with_measured]
+    for index in sorted(set(range(len(values))) - set(common)):  # the lines the bulk pattern did not take
+        row = rows[index]
+        for name, item in _w_line(values[index], numbers[index]).items():
+            if name == "bandwidth":
+                bandwidth[row] = item
+            elif name == "measured":
+                measured[row] = item
+            elif name == "unmeasured":
+                unmeasured[row] = True
+            else:
+                unrecognized[row] = item
+    return bandwidth, measured, unmeasured, unrecognized
+
+
+def _w_line(value: str, number: int) -> dict:
+    """A ``w`` line the bulk pattern did not take: its items, checked as stem checks them."""
     if not value.startswith("Bandwidth="):
         raise ValueError(f"router status entry line {number}: 'w {value[:60]}' must start with Bandwidth=")
+    items: dict = {}
     for item in value.split(" "):
         key, _, number_text = item.partition("=")
         if key in ("Bandwidth", "Measured"):
             if not number_text.isdigit():
                 raise ValueError(f"router status entry line {number}: {key}= needs a number: w {value[:60]}")
-            setattr(entry, "bandwidth" if key == "Bandwidth" else "measured", int(number_text))
+            if len(number_text) > 18:
+                raise ValueError(f"router status entry line {number}: {key}= is out of range: w {value[:60]}")
+            items[key.lower()] = int(number_text)
         elif key == "Unmeasured":
             if number_text != "1":
                 raise ValueError(f"router status entry line {number}: Unmeasured= must be 1: w {value[:60]}")
-            entry.is_unmeasured = True
+            items["unmeasured"] = True
         else:
-            entry.unrecognized_bandwidth_entries = [*entry.unrecognized_bandwidth_entries, item]
+            items.setdefault("unrecognized", []).append(item)
+    return items
 
 
 def _or_address(value: str, number: int) -> tuple[str, int, bool]:
+    try:
+        return _checked_or_address(value)
+    except ValueError as error:
+        raise ValueError(f"router status entry line {number}: 'a {value[:60]}' {error}") from None
+
+
+@lru_cache(maxsize=16384)  # the same addresses in the consensus and every vote
+def _checked_or_address(value: str) -> tuple[str, int, bool]:
     address, _, port = value.rpartition(":")
     bare = address[1:-1] if address.startswith("[") and address.endswith("]") else address
-    try:
-        parsed = ipaddress.ip_address(bare)
-    except ValueError:
-        raise ValueError(f"router status entry line {number}: 'a {value[:60]}' has no valid address") from None
-    return bare, _port(port, number, allow_zero=False), parsed.version == 6
+    for family, is_ipv6 in ((socket.AF_INET6, True), (socket.AF_INET, False)):
+        try:
+            socket.inet_pton(family, bare)
+            return bare, parse_port(port, 0, allow_zero=False), is_ipv6
+        except (OSError, ValueError):
+            continue
+    raise ValueError("has no valid address")
 
 
 @lru_cache(maxsize=4096)
-def _version(line: str):
-    """stem's Version for 'Tor x.y.z...' (None for other software), cached: a few hundred distinct lines."""
+def _version(line: str) -> tuple:
+    """(the line, stem's Version for 'Tor x.y.z...' or None for other software), cached: a few hundred distinct
+    lines, so every entry with a line shares its text too."""
     if not line.startswith("Tor "):
-        return None
+        return line, None
     try:
-        return stem.version.Version(line[4:].split(" ", 1)[0])
+        return line, stem.version.Version(line[4:].split(" ", 1)[0])
     except ValueError:
-        return None
+        return line, None
 
 
-@lru_cache(maxsize=65536)  # identities and digests repeat across the consensus and the nine votes
+@lru_cache(maxsize=32768)  # identities and digests repeat across the consensus and the nine votes (~16,000)
 def _base64_hex(text: str) -> str:
     try:
         return binascii.a2b_base64(text + "=" * (-len(text) % 4), strict_mode=True).hex().upper()
@@ -180,8 +348,9 @@ def _base64_hex(text: str) -> str:
         raise ValueError(f"{text!r} is not base64") from None
 
 
-@lru_cache(maxsize=65536)
-def _timestamp(day: str, clock: str) -> datetime:
+@lru_cache(maxsize=16384)
+def parse_timestamp(day: str, clock: str) -> datetime:
+    """``YYYY-MM-DD`` ``HH:MM:SS`` as a naive UTC datetime, as stem gives it (cached: times repeat)."""
     try:
         return datetime(int(day[0:4]), int(day[5:7]), int(day[8:10]), int(clock[0:2]), int(clock[3:5]),
                         int(clock[6:8]))
@@ -189,74 +358,16 @@ def _timestamp(day: str, clock: str) -> datetime:
         raise ValueError(f"{day} {clock} is not a time") from None
 
 
-def _port(text: str, number: int, allow_zero: bool = True) -> int:
+def parse_port(text: str, number: int, allow_zero: bool = True) -> int:
+    """A port number (1-65535, or 0 where ``allow_zero``); ValueError naming ``number`` otherwise."""
     if not text.isdigit() or not (0 if allow_zero else 1) <= int(text) <= 65535:
         raise ValueError(f"line {number}: {text!r} is not a port")
     return int(text)
 
 
-def parse_server_descriptors(raw: bytes) -> list[ServerDescriptor]:
-    """Every descriptor in a concatenation (annotations allowed); raises ValueError on a malformed one."""
-    descriptors = []
-    # A leading newline makes the first descriptor split like the others (annotations before it drop out).
-    for block in ("\n" + raw.decode("utf-8", "replace")).split("\nrouter ")[1:]:
-        descriptors.append(_descriptor("router " + block))
-    return descriptors
-
-
-def _descriptor(block: str) -> ServerDescriptor:
-    descriptor = ServerDescriptor()
-    lines = block.split("\n")
-    router = lines[0].split(" ")
-    if len(router) != 6:
-        raise ValueError(f"server descriptor {lines[0][:80]!r}: the router line needs 5 fields")
-    descriptor.nickname, descriptor.address = router[1], router[2]
-    descriptor.or_port = _port(router[3], 0)
+def _refuse_duplicates(fingerprints: list[str], numbers: np.ndarray) -> None:
     seen = set()
-    for line in lines[1:]:
-        keyword, _, value = line.partition(" ")
-        if keyword == "opt":
-            keyword, _, value = value.partition(" ")
-        if keyword == "router-signature":
-            break
-        if keyword == "fingerprint":
-            descriptor.fingerprint = value.replace(" ", "")
-            if len(descriptor.fingerprint) != 40 or not _is_hex(descriptor.fingerprint):
-                raise ValueError(f"server descriptor {descriptor.nickname}: fingerprint {value!r} is malformed")
-        elif keyword == "published":
-            day, _, clock = value.partition(" ")
-            descriptor.published = _timestamp(day, clock)
-        elif keyword == "platform":
-            descriptor.platform = value.encode()
-        elif keyword == "contact":
-            descriptor.contact = value.encode()
-        elif keyword == "family":
-            descriptor.family = set(value.split(" ")) if value else set()
-        elif keyword == "bandwidth":
-            values = value.split(" ")
-            if len(values) != 3 or not all(v.isdigit() for v in values):
-                raise ValueError(f"server descriptor {descriptor.nickname}: 'bandwidth {value}' needs 3 numbers")
-            descriptor.average_bandwidth, descriptor.burst_bandwidth, descriptor.observed_bandwidth = map(
-                int, values)
-        elif keyword == "hibernating":
-            descriptor.hibernating = value == "1"
-        elif keyword == "ipv6-policy":
-            descriptor.exit_policy_v6 = _micro_policy(value)
-        seen.add(keyword)
-    missing = {"fingerprint", "published", "bandwidth"} - seen
-    if missing:
-        raise ValueError(f"server descriptor {descriptor.nickname}: no {', '.join(sorted(missing))} line")
-    return descriptor
-
-
-@lru_cache(maxsize=1024)
-def _micro_policy(value: str):
-    return stem.exit_policy.MicroExitPolicy(value)
-
-
-def _is_hex(text: str) -> bool:
-    try:
-        int(text, 16)
-        return True
-    except ValueError:
-        return False
+    for row, fingerprint in enumerate(fingerprints):
+        if fingerprint in seen:
+            raise ValueError(f"router status entry {int(numbers[row])}: fingerprint {fingerprint} listed twice")
+        seen.add(fingerprint)

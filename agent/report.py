@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from agent.entries import ABSENT, entries_of
 from agent.snapshot import AuthorityView, DocKind, FetchRecord, Outcome, SignatureReport, Snapshot, quorum
 
 SCHEMA_ID = "allium-agent/once/1"
@@ -113,13 +114,13 @@ def _consensus(snapshot: Snapshot, document, report: SignatureReport | None, nam
 def _vote(vote) -> dict | None:
     if vote is None:
         return None
-    routers = vote.routers.values()
+    entries = entries_of(vote)
     return {
         "valid_after": _time(vote.valid_after),
         "published": _time(vote.published),
-        "relays": len(vote.routers),
-        "running": sum(1 for router in routers if "Running" in router.flags),
-        "measured": sum(1 for router in routers if router.measured is not None),
+        "relays": len(entries),
+        "running": int(entries.has_flag("Running").sum()),
+        "measured": int((entries.measured != ABSENT).sum()),
         "consensus_methods": list(vote.consensus_methods or []),
     }
 

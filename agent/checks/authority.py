@@ -6,6 +6,7 @@ import statistics
 from datetime import timedelta
 
 from agent.checks.registry import Context, Hit, check
+from agent.entries import entries_of
 from agent.metrics.versions import parse_version
 from agent.snapshot import DocKind, Outcome
 
@@ -107,11 +108,13 @@ def authority_relays(context: Context) -> dict[str, object]:
     consensus = context.snapshot.latest_consensus()
     if consensus is None:
         return {}
-    by_address = {(router.address, router.or_port): router for router in consensus.routers.values()}
+    entries = entries_of(consensus)
+    by_address = entries.rows_by_address()
     found = {}
     for authority in context.snapshot.authorities:
-        router = consensus.routers.get(authority.fingerprint) if authority.fingerprint else None
-        router = router or by_address.get((authority.address, authority.or_port))
+        router = entries.get(authority.fingerprint) if authority.fingerprint else None
+        if router is None and (authority.address, authority.or_port) in by_address:
+            router = entries.entry(by_address[(authority.address, authority.or_port)])
         if router is not None:
             found[authority.nickname] = router
     return found
@@ -142,9 +145,11 @@ def fingerprint_mismatch(context: Context):
     consensus = context.snapshot.latest_consensus()
     if consensus is None:
         return
-    by_address = {(router.address, router.or_port): router for router in consensus.routers.values()}
+    entries = entries_of(consensus)
+    by_address = entries.rows_by_address()
     for authority in context.snapshot.authorities:
-        router = by_address.get((authority.address, authority.or_port))
+        row = by_address.get((authority.address, authority.or_port))
+        router = entries.entry(row) if row is not None else None
         if authority.fingerprint and router is not None and router.fingerprint != authority.fingerprint:
             yield Hit({"authority": authority.nickname},
                       f"the relay at {authority.address}:{authority.or_port} is {router.fingerprint}, "

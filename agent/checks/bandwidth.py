@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from statistics import mean
 
+import numpy as np
+
 from agent.checks.registry import Context, Hit, check
+from agent.entries import ABSENT, entries_of
 
 
 def measuring(context: Context) -> dict[str, int]:
@@ -13,7 +16,7 @@ def measuring(context: Context) -> dict[str, int]:
     counts = {}
     for view in context.snapshot.views.values():
         if view.vote is not None:
-            measured = sum(1 for router in view.vote.routers.values() if router.measured is not None)
+            measured = int((entries_of(view.vote).measured != ABSENT).sum())
             if measured:
                 counts[view.authority.nickname] = measured
     return counts
@@ -50,15 +53,20 @@ def unmeasured(context: Context):
     limit = context.thresholds["unmeasured_ratio"]
     measurers = measuring(context)
     # Authorities are left out: tor votes their measurement as MeasuredButAuthority=, not Measured=.
-    relays = [fp for fp, router in latest.routers.items() if "Authority" not in router.flags]
+    consensus = entries_of(latest)
+    relays = ~consensus.has_flag("Authority")
     for view in context.snapshot.views.values():
         if view.vote is None or view.authority.nickname not in measurers:
             continue
-        missing = sum(1 for fp in relays if fp not in view.vote.routers or view.vote.routers[fp].measured is None)
-        if relays and missing >= limit * len(relays):
+        vote = entries_of(view.vote)
+        rows = consensus.indices_in(vote)
+        measured = np.where(rows >= 0, vote.measured[np.maximum(rows, 0)] if len(vote) else ABSENT, ABSENT)
+        missing = int((relays & (measured == ABSENT)).sum())
+        total = int(relays.sum())
+        if total and missing >= limit * total:
             yield Hit({"authority": view.authority.nickname},
-                      f"{view.authority.nickname} has no measurement for {missing} of {len(relays)} "
-                      f"consensus relays ({100 * missing / len(relays):.1f} %, limit {100 * limit:g} %)",
+                      f"{view.authority.nickname} has no measurement for {missing} of {total} "
+                      f"consensus relays ({100 * missing / total:.1f} %, limit {100 * limit:g} %)",
                       {"unmeasured": missing})
 
 

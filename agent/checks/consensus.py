@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from agent.checks.authority import authority_relays
 from agent.checks.registry import Context, Hit, check
+from agent.entries import entries_of
 from agent.snapshot import quorum
 
 
@@ -130,8 +133,9 @@ def unexpected_authority(context: Context):
     if latest is None:
         return
     known = {router.fingerprint for router in authority_relays(context).values()}
-    for router in latest.routers.values():
-        if "Authority" in router.flags and router.fingerprint not in known:
+    entries = entries_of(latest)
+    for router in map(entries.entry, np.flatnonzero(entries.has_flag("Authority")).tolist()):
+        if router.fingerprint not in known:
             yield Hit({"relay": router.fingerprint},
                       f"{router.nickname} ({router.fingerprint}) has the Authority flag but is not in the authority list",
                       {})

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 from agent.checks.registry import REGISTRY, SEVERITIES, Context, Finding, run_checks
 from agent.config import Config
+from agent.entries import ABSENT, entries_of
 from agent.metrics.points import Point, point
 from agent.snapshot import Snapshot
 
@@ -33,7 +34,7 @@ def evaluate(snapshot: Snapshot, config: Config, state=None) -> list[Finding]:
     findings = run_checks(context, config.checks.silences, config.checks.disabled)
     if state is not None and consensus is not None:
         for view in snapshot.views.values():
-            if view.vote is not None and any(r.measured is not None for r in view.vote.routers.values()):
+            if view.vote is not None and (entries_of(view.vote).measured != ABSENT).any():
                 remembered[view.authority.nickname] = consensus.valid_after.timestamp()
         state.put(bandwidth_authorities=remembered)
     return findings

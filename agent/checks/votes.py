@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections import Counter
+import numpy as np
 
 from agent.checks.authority import authority_relays
 from agent.checks.registry import Context, Hit, check
+from agent.entries import entries_of
 
 
 def _votes(context: Context):
@@ -69,10 +70,10 @@ def flag_counts(context: Context):
     # Only flags every vote votes on are compared: a flag some authorities do not vote on
     # (MiddleOnly, BadExit...) differs by design (DocTor #40035).
     shared = set.intersection(*(set(vote.known_flags) for _, vote in votes)) - set(context.thresholds["flag_count_skip"])
-    in_consensus = Counter(flag for router in latest.routers.values() for flag in router.flags)
+    in_consensus = entries_of(latest).flag_counts()
     high, low = context.thresholds["flag_count_high"], context.thresholds["flag_count_low"]
     for nickname, vote in votes:
-        in_vote = Counter(flag for router in vote.routers.values() for flag in router.flags)
+        in_vote = entries_of(vote).flag_counts()
         for flag in sorted(shared):
             agreed = in_consensus.get(flag, 0)
             if agreed and not (low * agreed <= in_vote.get(flag, 0) <= high * agreed):
@@ -102,9 +103,9 @@ def badexit_out_of_sync(context: Context):
         return
     flagged_by: dict[str, set[str]] = {}
     for nickname, vote in voting:
-        for fingerprint, router in vote.routers.items():
-            if "BadExit" in router.flags:
-                flagged_by.setdefault(fingerprint, set()).add(nickname)
+        entries = entries_of(vote)
+        for row in np.flatnonzero(entries.has_flag("BadExit")).tolist():
+            flagged_by.setdefault(entries.fingerprints[row], set()).add(nickname)
     for nickname, vote in voting:
         # Only relays this authority lists without the flag and that are in the consensus disagree.
         unflagged = [fp for fp, by in flagged_by.items()

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from agent.entries import ABSENT, RouterEntries, entries_of
 from agent.metrics.authority import unix
 from agent.metrics.relays import KNOWN_FLAGS, RelayTable
 from agent.snapshot import DocKind, Outcome, Snapshot
@@ -65,12 +66,12 @@ class PeriodFacts:
 
 def facts_of(snapshot: Snapshot, consensus, table: RelayTable) -> PeriodFacts:
     """The facts of a recorded period; ``table`` is the metrics' relay table of ``consensus`` (with votes)."""
-    relays = relay_facts(table, list(consensus.routers.values()), table.listed_by)
+    relays = relay_facts(table, entries_of(consensus), table.listed_by)
     period = unix(consensus.fresh_until) - unix(consensus.valid_after)
     return PeriodFacts(unix(consensus.valid_after), period, relays, _authority_facts(snapshot))
 
 
-def relay_facts(table: RelayTable, routers: list, listed_by: np.ndarray) -> RelayFacts:
+def relay_facts(table: RelayTable, routers: RouterEntries, listed_by: np.ndarray) -> RelayFacts:
     """The relay columns from the metrics' table and the consensus's router entries (same order)."""
     flags = np.zeros(len(routers), np.uint32)
     for flag, column in table.flags.items():
@@ -78,10 +79,10 @@ def relay_facts(table: RelayTable, routers: list, listed_by: np.ndarray) -> Rela
             flags |= column.astype(np.uint32) * np.uint32(FLAG_BITS[flag])
     return RelayFacts(
         fingerprint=list(table.fingerprints),
-        nickname=[router.nickname for router in routers],
-        address=[router.address for router in routers],
-        or_port=np.fromiter((router.or_port for router in routers), np.int32, len(routers)),
-        dir_port=np.fromiter((router.dir_port or 0 for router in routers), np.int32, len(routers)),
+        nickname=list(routers.nicknames),
+        address=list(routers.addresses),
+        or_port=routers.or_ports.astype(np.int32),
+        dir_port=routers.dir_ports.astype(np.int32),
         flags=flags,
         weight=table.weight.copy(),
         advertised=table.advertised_bytes.copy(),
@@ -98,11 +99,12 @@ def _authority_facts(snapshot: Snapshot) -> dict[str, dict[str, float]]:
     for nickname, view in snapshot.views.items():
         values = facts.setdefault(nickname, {})
         if view.vote is not None:
-            measured = [entry.measured for entry in view.vote.routers.values() if entry.measured is not None]
-            values["vote_relays"] = float(len(view.vote.routers))
-            if measured:
+            entries = entries_of(view.vote)
+            measured = entries.measured[entries.measured != ABSENT]
+            values["vote_relays"] = float(len(entries))
+            if len(measured):
                 values["measured_relays"] = float(len(measured))
-                values["total_measured_weight"] = float(sum(measured))
+                values["total_measured_weight"] = float(measured.sum())
     for record in snapshot.records:
         if record.kind is DocKind.CONSENSUS and record.outcome is Outcome.OK and record.latency_seconds is not None:
             facts.setdefault(record.authority, {})["consensus_latency_seconds"] = record.latency_seconds

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from agent.detect.facts import FLAG_BITS, PeriodFacts, RelayFacts, relay_facts
+from agent.entries import entries_of
 
 AUTHORITIES = ("moria1", "tor26", "dizum", "gabelmoo", "dannenberg", "maatuska", "longclaw", "bastet", "faravahar")
 BANDWIDTH_AUTHORITIES = ("moria1", "gabelmoo", "maatuska", "longclaw", "bastet", "faravahar")
@@ -41,7 +42,7 @@ def population(consensuses: list, descriptors: list, geoip) -> tuple[RelayFacts,
     tables, seen = [], set()
     for consensus in consensuses:
         table = build_table(consensus, descriptors, geoip)
-        tables.append(relay_facts(table, list(consensus.routers.values()),
+        tables.append(relay_facts(table, entries_of(consensus),
                                   np.full(len(table), len(AUTHORITIES), np.int16)))
     base, reserve = tables[0], []
     seen.update(base.fingerprint)

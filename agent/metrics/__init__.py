@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from agent.entries import entries_of
 from agent.geoip import GeoIP
 from agent.metrics.authority import authority_points, fetch_points, unix
 from agent.metrics.network import PreviousRelays, network_points
@@ -35,4 +36,5 @@ def snapshot_points(snapshot: Snapshot, previous: PreviousRelays | None, geoip: 
 
 def relays_of(consensus) -> PreviousRelays:
     """What the next period needs from this one: each relay's flags."""
-    return {fingerprint: frozenset(router.flags) for fingerprint, router in consensus.routers.items()}
+    entries = entries_of(consensus)
+    return dict(zip(entries.fingerprints, entries.flag_sets()))

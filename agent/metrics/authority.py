@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import statistics
 from datetime import datetime, timezone
 
 import numpy as np
 
+from agent.entries import ABSENT, RouterEntries, entries_of
 from agent.metrics.points import Point, point
 from agent.snapshot import Outcome, Snapshot
 
@@ -27,16 +27,16 @@ def authority_points(snapshot: Snapshot, consensus, time: int) -> list[Point]:
     points = fetch_points(snapshot, time)
     points += _served_points(snapshot, consensus, time)
     voted = {source.v3ident.upper() for source in consensus.directory_authorities if not source.is_legacy}
-    in_consensus = {fp: router for fp, router in consensus.routers.items()}
+    consensus_entries = entries_of(consensus)
     for authority in snapshot.authorities:
         view = snapshot.views.get(authority.nickname)
         vote = view.vote if view is not None else None
         fields = {"voted": authority.v3ident in voted}
         if vote is not None:
-            fields.update(_vote_fields(vote, in_consensus))
+            fields.update(_vote_fields(vote, consensus_entries))
         points.append(point("tor_authority", {"authority": authority.nickname}, fields, time))
         if vote is not None:
-            points += _flag_agreement(authority.nickname, vote, consensus, time)
+            points += _flag_agreement(authority.nickname, vote, consensus_entries, time)
     return points
 
 
@@ -98,50 +98,42 @@ def _served_points(snapshot: Snapshot, consensus, time: int) -> list[Point]:
     return points
 
 
-def _vote_fields(vote, in_consensus: dict) -> dict:
-    entries = vote.routers.values()
-    measured = [entry.measured for entry in entries if entry.measured is not None]
-    measured_in_consensus = sum(1 for fp, entry in vote.routers.items()
-                                if entry.measured is not None and fp in in_consensus)
+def _vote_fields(vote, consensus: RouterEntries) -> dict:
+    entries = entries_of(vote)
+    has_measured = entries.measured != ABSENT
+    running = entries.has_flag("Running")
+    measured = entries.measured[has_measured]
+    measured_in_consensus = int((has_measured & (entries.indices_in(consensus) >= 0)).sum())
     certificate = vote.directory_authorities[0].key_certificate if vote.directory_authorities else None
     methods = list(vote.consensus_methods or [])
     return {
-        "vote_relays": len(vote.routers),
-        "vote_running": sum(1 for entry in entries if "Running" in entry.flags),
+        "vote_relays": len(entries),
+        "vote_running": int(running.sum()),
         "measured_relays": len(measured),
-        "measured_ratio": measured_in_consensus / len(in_consensus) if in_consensus else 0.0,
+        "measured_ratio": measured_in_consensus / len(consensus) if len(consensus) else 0.0,
         # Tor Metrics' totalcw: the sum of Measured= over Running relays in the vote.
-        "total_measured_weight": sum(entry.measured for entry in entries
-                                     if entry.measured is not None and "Running" in entry.flags),
-        "measured_median": statistics.median(measured) if measured else None,
+        "total_measured_weight": int(entries.measured[has_measured & running].sum()),
+        "measured_median": float(np.median(measured)) if len(measured) else None,
         "consensus_methods": len(methods),
         "max_consensus_method": max(methods) if methods else None,
         "key_expiry_seconds": unix(certificate.expires) - unix(vote.valid_after) if certificate else None,
     }
 
 
-def _flag_agreement(nickname: str, vote, consensus, time: int) -> list[Point]:
+def _flag_agreement(nickname: str, vote, consensus: RouterEntries, time: int) -> list[Point]:
     """Per flag the vote knows: relays flagged only in the vote, in both, only in the consensus.
 
     Only relays present in both documents are compared for the overlap, as
     depictor's flag table does; a relay the vote lacks is not a disagreement.
-    Flags become bits (one lookup per distinct flag set), counted with numpy.
+    Flags are bits (one mask per distinct flag line), counted with numpy.
     """
+    entries = entries_of(vote)
     flags = sorted(vote.known_flags)
     bits = {flag: 1 << index for index, flag in enumerate(flags)}
-    masks: dict[tuple, int] = {}
-
-    def mask(entry) -> int:
-        key = tuple(entry.flags)
-        if key not in masks:
-            masks[key] = sum(bits.get(flag, 0) for flag in key)
-        return masks[key]
-
-    consensus_routers = consensus.routers
-    voted = np.fromiter((mask(entry) for entry in vote.routers.values()), np.int64, len(vote.routers))
-    agreed = np.fromiter((mask(consensus_routers[fp]) if fp in consensus_routers else 0 for fp in vote.routers),
-                         np.int64, len(vote.routers))
-    common = np.fromiter((fp in consensus_routers for fp in vote.routers), bool, len(vote.routers))
+    voted = entries.flag_masks(bits)
+    rows = entries.indices_in(consensus)
+    common = rows >= 0
+    agreed = np.where(common, consensus.flag_masks(bits)[np.where(common, rows, 0)] if len(consensus) else 0, 0)
     points = []
     for flag in flags:
         in_vote, in_consensus = (voted & bits[flag]) != 0, (agreed & bits[flag]) != 0

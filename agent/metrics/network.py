@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 
 import numpy as np
@@ -51,27 +52,40 @@ def _ratio(part: float, whole: float) -> float:
 
 
 def _count_new(fingerprints: list[str], previous: PreviousRelays | None) -> int | None:
-    return None if previous is None else sum(1 for fp in fingerprints if fp not in previous)
+    return None if previous is None else len(set(fingerprints) - previous.keys())
 
 
 def _count_gone(fingerprints: list[str], previous: PreviousRelays | None) -> int | None:
-    if previous is None:
-        return None
-    current = set(fingerprints)
-    return sum(1 for fp in previous if fp not in current)
+    return None if previous is None else len(previous.keys() - set(fingerprints))
 
 
 def _flag_points(table: RelayTable, previous: PreviousRelays | None, total_weight: float, time: int) -> list[Point]:
     points = []
+    if previous is not None:
+        # The previous flags of each relay now, and the present flags of each relay then (absent: no flags).
+        had = _flag_table([previous.get(fp, _NONE) for fp in table.fingerprints], table.flags)
+        present = dict(zip(table.fingerprints, range(len(table))))
+        before = _flag_table(list(previous.values()), table.flags)
+        rows_now = np.fromiter((present.get(fp, -1) for fp in previous), np.int64, len(previous))
     for flag, has in table.flags.items():
         fields = {"relays": int(has.sum()), "weight_fraction": _ratio(float(table.weight[has].sum()), total_weight)}
         if previous is not None:
-            now = {fp for fp, flagged in zip(table.fingerprints, has) if flagged}
-            before = {fp for fp, flags in previous.items() if flag in flags}
-            fields["joined"] = len(now - before)
-            fields["left"] = len(before - now)
+            has_still = np.where(rows_now >= 0, has[np.maximum(rows_now, 0)], False) if len(has) else rows_now >= 0
+            fields["joined"] = int((has & ~had[flag]).sum())
+            fields["left"] = int((before[flag] & ~has_still).sum())
         points.append(point("tor_network_flag", {"flag": flag}, fields, time))
     return points
+
+
+_NONE: frozenset = frozenset()
+
+
+def _flag_table(flag_sets: list[frozenset], flags) -> dict[str, np.ndarray]:
+    """Per flag: which of ``flag_sets`` hold it (each distinct set is looked at once)."""
+    codes = dict(zip(dict.fromkeys(flag_sets), itertools.count()))
+    rows = np.fromiter(map(codes.__getitem__, flag_sets), np.int64, len(flag_sets))
+    return {flag: np.array([flag in flag_set for flag_set in codes], bool)[rows] if codes else
+            np.zeros(0, bool) for flag in flags}
 
 
 def role_masks(table: RelayTable) -> dict[str, np.ndarray]:
@@ -120,13 +134,20 @@ def _role_points(consensus, table: RelayTable, time: int) -> list[Point]:
 
 def _group_points(measurement: str, tag: str, labels: list[str], table: RelayTable, total_weight: float,
                   time: int, always: tuple[str, ...] = ()) -> list[Point]:
-    relays: dict[str, int] = dict.fromkeys(always, 0)
-    weight: dict[str, float] = dict.fromkeys(always, 0.0)
-    for label, relay_weight in zip(labels, table.weight):
-        relays[label] = relays.get(label, 0) + 1
-        weight[label] = weight.get(label, 0.0) + relay_weight
-    return [point(measurement, {tag: label}, {"relays": relays[label], "weight_fraction": _ratio(weight[label], total_weight)},
-                  time) for label in sorted(relays)]
+    groups, relays, weight = group_sums(labels, table.weight, always)
+    return [point(measurement, {tag: label}, {"relays": int(relays[index]),
+                                              "weight_fraction": _ratio(float(weight[index]), total_weight)}, time)
+            for label, index in sorted(groups.items())]
+
+
+def group_sums(labels: list, weights: np.ndarray, always: tuple = ()) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Label -> group index, and per group the members and their summed weight (``always`` groups kept at 0)."""
+    distinct = dict.fromkeys(always)
+    distinct.update(dict.fromkeys(labels))
+    groups = dict(zip(distinct, range(len(distinct))))
+    codes = np.fromiter(map(groups.__getitem__, labels), np.int64, len(labels))
+    return (groups, np.bincount(codes, minlength=len(groups)),
+            np.bincount(codes, weights=weights, minlength=len(groups)) if len(labels) else np.zeros(len(groups)))
 
 
 def concentration_points(table: RelayTable, time: int) -> list[Point]:
@@ -143,11 +164,9 @@ def concentration_points(table: RelayTable, time: int) -> list[Point]:
     total = float(table.weight.sum())
     points = []
     for by, labels in groupings.items():
-        sums: dict[str, float] = defaultdict(float)
-        for label, relay_weight in zip(labels, table.weight):
-            sums[label] += relay_weight
-        shares = np.sort(np.array(list(sums.values())) / total)[::-1] if total else np.zeros(0)
-        fields = {"hhi": float(np.sum(shares ** 2)), "groups": len(sums)}
+        groups, _, sums = group_sums(labels, table.weight)
+        shares = np.sort(sums / total)[::-1] if total else np.zeros(0)
+        fields = {"hhi": float(np.sum(shares ** 2)), "groups": len(groups)}
         fields.update({f"top{n}_fraction": float(shares[:n].sum()) for n in CONCENTRATION_TOP})
         points.append(point("tor_network_concentration", {"by": by}, fields, time))
     return points

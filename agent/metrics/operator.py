@@ -16,8 +16,10 @@ from agent.metrics.relays import RelayTable
 def operator_points(table: RelayTable, top_n: int, time: int) -> list[Point]:
     total_weight = float(table.weight.sum()) or 1.0
     points = []
+    if not any(table.operator_id) and not any(table.family_id):
+        return points  # no descriptors (e.g. an archive without them): no operators to rank
     groupings = {
-        "contact": [(key, label) for key, label in zip(table.operator_id, table.operator_label)],
+        "contact": list(zip(table.operator_id, table.operator_label)),
         "family": [(key[:12], key) if key else (None, None) for key in table.family_id],
     }
     for group, keys in groupings.items():

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+from itertools import repeat
 from dataclasses import dataclass
+
+import numpy as np
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,3 +28,59 @@ class Point:
 def point(measurement: str, tags: dict[str, str], fields: dict, time: int) -> Point:
     """Builds a Point, dropping None fields and casting the rest to float."""
     return Point(measurement, tags, {name: float(value) for name, value in fields.items() if value is not None}, time)
+
+
+class PointColumns:
+    """Many points of one measurement, one tag and one time, held as columns (the per-relay points).
+
+    Thousands of relays a period make thousands of points of the same shape;
+    as columns they are built with numpy and encoded in bulk
+    (``agent.store.lineprotocol``). ``points()`` still gives one point per
+    row, so everything that reads points reads these too. A NaN field is an
+    absent field, as None is for ``point()``.
+    """
+
+    def __init__(self, measurement: str, tag: str, tag_values: list[str], fields: dict[str, np.ndarray], time: int):
+        self.measurement, self.tag, self.tag_values, self.time = measurement, tag, tag_values, time
+        self.fields = {name: np.asarray(column, float) for name, column in fields.items()}
+        self.lines: list[str] | None = None  # the encoder keeps the block's lines here
+
+    def __len__(self) -> int:
+        return len(self.tag_values)
+
+    def points(self) -> list["ColumnPoint"]:
+        return list(map(tuple.__new__, repeat(ColumnPoint), zip(repeat(self), range(len(self)))))
+
+    def fields_of(self, row: int) -> dict[str, float]:
+        values = ((name, float(column[row])) for name, column in self.fields.items())
+        return {name: value for name, value in values if not math.isnan(value)}
+
+
+class ColumnPoint(tuple):
+    """One row of a PointColumns, read like a Point: a (block, row) pair, made in bulk by ``points()``."""
+
+    __slots__ = ()
+
+    @property
+    def block(self) -> PointColumns:
+        return self[0]
+
+    @property
+    def row(self) -> int:
+        return self[1]
+
+    @property
+    def measurement(self) -> str:
+        return self[0].measurement
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {self[0].tag: self[0].tag_values[self[1]]}
+
+    @property
+    def fields(self) -> dict[str, float]:
+        return self[0].fields_of(self[1])
+
+    @property
+    def time(self) -> int:
+        return self[0].time

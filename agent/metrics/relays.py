@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from agent.entries import ABSENT, RouterEntries, entries_of
 from agent.geoip import GeoIP
 from agent.metrics import versions
 
@@ -44,7 +45,8 @@ class RelayTable:
     advertised_bytes: np.ndarray
     ipv6_exit: np.ndarray
     listed_by: np.ndarray  # votes listing the relay
-    measured: list[list[int] | None]  # the Measured= values votes gave it
+    measured_count: np.ndarray  # votes giving it a Measured= value
+    measured_median: np.ndarray  # the median of those values (NaN without any)
 
     def __len__(self) -> int:
         return len(self.fingerprints)
@@ -60,59 +62,80 @@ def table_of(snapshot, consensus, geoip: GeoIP) -> RelayTable:
     return build_table(consensus, snapshot.server_descriptors, geoip, snapshot.votes())
 
 
-def vote_tallies(votes: list) -> tuple[dict[str, int], dict[str, list[int]]]:
-    """Per fingerprint: how many votes list it, and the Measured= values it got."""
-    listed: dict[str, int] = {}
-    measured: dict[str, list[int]] = {}
-    for vote in votes:
-        for fingerprint, entry in vote.routers.items():
-            listed[fingerprint] = listed.get(fingerprint, 0) + 1
-            if entry.measured is not None:
-                measured.setdefault(fingerprint, []).append(entry.measured)
-    return listed, measured
+def vote_tallies(relays: RouterEntries, votes: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per relay of ``relays``: votes listing it, votes measuring it, and the median Measured= value."""
+    listed = np.zeros(len(relays), np.int16)
+    values = np.full((len(votes), len(relays)), np.nan)
+    for index, vote in enumerate(votes):
+        entries = entries_of(vote)
+        rows = entries.indices_in(relays)
+        present = rows >= 0
+        listed[rows[present]] += 1  # a fingerprint is listed once per vote
+        measured = present & (entries.measured != ABSENT)
+        values[index, rows[measured]] = entries.measured[measured]
+    counts = np.count_nonzero(~np.isnan(values), axis=0)
+    medians = np.full(len(relays), np.nan)
+    if counts.any():
+        medians[counts > 0] = np.nanmedian(values[:, counts > 0], axis=0)
+    return listed, counts, medians
 
 
 def build_table(consensus, descriptors: list, geoip: GeoIP, votes: list = ()) -> RelayTable:
     """The relay table of ``consensus``; ``descriptors`` and ``votes`` are matched by fingerprint."""
-    routers = list(consensus.routers.values())
-    listed, measured = vote_tallies(votes)
+    relays = entries_of(consensus)
+    listed, measured_count, measured_median = vote_tallies(relays, votes)
     by_fingerprint = {}
     for descriptor in descriptors:  # a relay may publish several in a period: keep the newest
         known = by_fingerprint.get(descriptor.fingerprint)
         if known is None or descriptor.published > known.published:
             by_fingerprint[descriptor.fingerprint] = descriptor
-    matched = [by_fingerprint.get(router.fingerprint) for router in routers]
+    matched = [by_fingerprint.get(fingerprint) for fingerprint in relays.fingerprints] if by_fingerprint \
+        else [None] * len(relays)
     recommended = tuple(str(version) for version in consensus.server_versions)
-    version_text = [str(router.version) if router.version is not None else None for router in routers]
-    contacts = [_contact(descriptor) for descriptor in matched]
+    version_text = _version_texts(relays)
+    contacts = per_distinct(_contact_text, [d.contact if d is not None else None for d in matched])
     return RelayTable(
-        fingerprints=[router.fingerprint for router in routers],
-        flags={flag: np.fromiter((flag in router.flags for router in routers), bool, len(routers))
-               for flag in sorted(set(KNOWN_FLAGS) | set(consensus.known_flags))},
-        weight=np.fromiter((router.bandwidth or 0 for router in routers), float, len(routers)),
-        ipv6_orport=np.fromiter((any(is_v6 for _, _, is_v6 in router.or_addresses) for router in routers),
-                                bool, len(routers)),
+        fingerprints=relays.fingerprints,
+        flags={flag: relays.has_flag(flag) for flag in sorted(set(KNOWN_FLAGS) | set(consensus.known_flags))},
+        weight=np.maximum(relays.bandwidth, 0).astype(float),
+        ipv6_orport=relays.has_ipv6_orport(),
         version=version_text,
-        version_status=[versions.classify(text, recommended) for text in version_text],
-        version_series=[versions.series(text) for text in version_text],
-        country=geoip.countries([router.address for router in routers]),
-        platform=[_platform(descriptor) for descriptor in matched],
-        operator_id=[operator_id(contact) for contact in contacts],
+        version_status=per_distinct(lambda text: versions.classify(text, recommended), version_text),
+        version_series=per_distinct(versions.series, version_text),
+        country=geoip.countries(relays.addresses),
+        platform=per_distinct(_platform_name, [d.platform if d is not None else _ABSENT for d in matched]),
+        operator_id=per_distinct(operator_id, contacts),
         operator_label=[contact[:64] if contact else None for contact in contacts],
         family_id=_families(matched),
-        advertised_bytes=np.fromiter((_advertised(descriptor) for descriptor in matched), float, len(routers)),
-        ipv6_exit=np.fromiter((_ipv6_exit(descriptor) for descriptor in matched), bool, len(routers)),
-        listed_by=np.fromiter((listed.get(router.fingerprint, 0) for router in routers), np.int16, len(routers)),
-        measured=[measured.get(router.fingerprint) for router in routers],
+        advertised_bytes=_advertised(matched),
+        ipv6_exit=np.array(per_distinct(_ipv6_exit, [getattr(d, "exit_policy_v6", None) for d in matched]), bool),
+        listed_by=listed,
+        measured_count=measured_count,
+        measured_median=measured_median,
     )
 
 
-def _contact(descriptor) -> str | None:
+_ABSENT = object()  # no descriptor (a descriptor without a platform line is another thing)
+
+
+def per_distinct(function, values: list) -> list:
+    """``[function(value) for value in values]``, calling ``function`` once per distinct value."""
+    results = {value: function(value) for value in dict.fromkeys(values)}
+    return list(map(results.__getitem__, values))
+
+
+def _version_texts(relays: RouterEntries) -> list[str | None]:
+    """Each relay's tor version as text (None without a v line or for other software)."""
+    texts = {line: (str(version) if version is not None else None)
+             for line, version in dict(zip(relays.version_lines, relays.versions)).items()}
+    return [texts[line] for line in relays.version_lines]
+
+
+def _contact_text(contact) -> str | None:
     """The contact line, normalised: printable ASCII, spaces collapsed, lower case."""
-    if descriptor is None or not descriptor.contact:
+    if not contact:
         return None
-    raw = descriptor.contact.decode("utf-8", "replace") if isinstance(descriptor.contact, bytes) \
-        else str(descriptor.contact)
+    raw = contact.decode("utf-8", "replace") if isinstance(contact, bytes) else str(contact)
     text = re.sub(r"\s+", " ", "".join(ch for ch in raw if ch.isprintable())).strip().lower()
     return text or None
 
@@ -122,29 +145,32 @@ def operator_id(contact: str | None) -> str | None:
     return hashlib.sha256(contact.encode()).hexdigest()[:12] if contact else None
 
 
-def _platform(descriptor) -> str:
-    if descriptor is None:
+def _platform_name(platform) -> str:
+    """The operating system of a descriptor's platform line (``unknown`` without a descriptor)."""
+    if platform is _ABSENT:
         return NO_DESCRIPTOR
-    platform = descriptor.platform.decode("utf-8", "replace") if isinstance(descriptor.platform, bytes) \
-        else (descriptor.platform or "")
-    system = platform.partition(" on ")[2]
+    text = platform.decode("utf-8", "replace") if isinstance(platform, bytes) else (platform or "")
+    system = text.partition(" on ")[2]
     for name in OS_NAMES:
         if system.startswith(name):
             return name
     return OTHER
 
 
-def _advertised(descriptor) -> float:
-    """Advertised bandwidth as Tor Metrics defines it: min(rate, burst, observed), bytes/s."""
-    if descriptor is None:
-        return np.nan
-    values = [value for value in (descriptor.average_bandwidth, descriptor.burst_bandwidth,
-                                  descriptor.observed_bandwidth) if value is not None]
-    return float(min(values)) if values else np.nan
+def _advertised(descriptors: list) -> np.ndarray:
+    """Advertised bandwidth as Tor Metrics defines it: min(rate, burst, observed), bytes/s (NaN: none)."""
+    if not any(descriptors):
+        return np.full(len(descriptors), np.nan)
+    rates = np.array([[np.nan if value is None else value for value in
+                       (d.average_bandwidth, d.burst_bandwidth, d.observed_bandwidth)] if d is not None
+                      else [np.nan] * 3 for d in descriptors], float).reshape(len(descriptors), 3)
+    advertised = np.full(len(descriptors), np.nan)
+    known = ~np.isnan(rates).all(axis=1)
+    advertised[known] = np.nanmin(rates[known], axis=1)
+    return advertised
 
 
-def _ipv6_exit(descriptor) -> bool:
-    policy = getattr(descriptor, "exit_policy_v6", None) if descriptor is not None else None
+def _ipv6_exit(policy) -> bool:
     return bool(policy is not None and policy.is_exiting_allowed())
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from stem.version import Version
 
+from agent.entries import ABSENT, entries_of
+
 _HEX40 = re.compile(r"^[0-9A-F]{40}$")
 #: Flags the authorities give only after enough uptime: a relay that just
 #: restarted lacks them by design (HSDir needs 96 h of uptime on the live
@@ -80,7 +82,7 @@ def relays_with_contact(contact: str, descriptors: dict) -> set[str]:
 
 def bandwidth_votes(votes: list) -> list:
     """The votes of bandwidth authorities this period: those with any Measured= at all."""
-    return [vote for vote in votes if any(router.measured is not None for router in vote.routers.values())]
+    return [vote for vote in votes if (entries_of(vote).measured != ABSENT).any()]
 
 
 def relay_status(fingerprint: str, consensus, descriptors: dict, votes: list, measuring: list,

@@ -9,14 +9,16 @@ compared with) and counted.
 
 import io
 import lzma
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import stem.descriptor
 from stem.descriptor.networkstatus import NetworkStatusDocumentV3
 
-from agent import fastparse
+from agent import fastdesc, fastparse
 from agent.documents import _strip_annotations, parse_document
+from agent.entries import ABSENT
 from agent.errors import DocumentError
 from agent.snapshot import DocKind
 from tests.conftest import DATA
@@ -57,7 +59,9 @@ def documents(kind: str) -> list[Path]:
 
 
 def test_router_entries_match_stem_on_every_real_network_status_document():
-    compared = {"documents": 0, "entries": 0, "fields": 0, "stem_rejects": 0}
+    """Both ways of reading entries (whole entries in bulk; line by line, for unusual documents) against stem:
+    every field of every entry, and every column the metrics and checks read."""
+    compared = {"documents": 0, "entries": 0, "fields": 0, "columns": 0, "stem_rejects": 0, "read_whole": 0}
     mismatches = []
     for path in documents("network-status"):
         raw = _strip_annotations(read(path))
@@ -67,21 +71,57 @@ def test_router_entries_match_stem_on_every_real_network_status_document():
             compared["stem_rejects"] += 1
             continue
         header, entries, footer = fastparse.split_network_status(raw)
-        ours = fastparse.parse_router_entries(entries, reference.is_microdescriptor)
-        assert list(ours) == list(reference.routers), path.name
-        for fingerprint, expected in reference.routers.items():
-            entry = ours[fingerprint]
-            for name in ENTRY_FIELDS + (("microdescriptor_digest",) if reference.is_microdescriptor else ()):
-                if reference.is_microdescriptor and name == "digest":
-                    continue  # a microdesc entry has no descriptor digest; stem leaves it None
-                compared["fields"] += 1
-                if getattr(entry, name) != getattr(expected, name):
-                    mismatches.append((path.name, fingerprint, name, getattr(entry, name), getattr(expected, name)))
-            compared["entries"] += 1
+        text = "\n" + entries.decode("utf-8", "replace")
+        whole = fastparse._whole_entries(text, reference.is_microdescriptor)
+        compared["read_whole"] += whole is not None
+        for way, ours in (("parse_router_entries", fastparse.parse_router_entries(entries, reference.is_microdescriptor)),
+                          ("line_by_line", fastparse._line_by_line(text, reference.is_microdescriptor))):
+            assert list(ours) == list(reference.routers), (way, path.name)
+            for fingerprint, expected in reference.routers.items():
+                entry = ours[fingerprint]
+                for name in ENTRY_FIELDS + (("microdescriptor_digest",) if reference.is_microdescriptor else ()):
+                    if reference.is_microdescriptor and name == "digest":
+                        continue  # a microdesc entry has no descriptor digest; stem leaves it None
+                    compared["fields"] += 1
+                    if getattr(entry, name) != getattr(expected, name):
+                        mismatches.append((way, path.name, fingerprint, name, getattr(entry, name),
+                                           getattr(expected, name)))
+                compared["entries"] += 1
+            mismatches += [(way, path.name) + problem for problem in column_mismatches(ours, reference)]
+            compared["columns"] += len(COLUMNS)
         compared["documents"] += 1
-    print(f"\nrouter status entries compared with stem: {compared}")
+    print(f"\nrouter status entries compared with stem (each document read both ways): {compared}")
     assert mismatches == [], mismatches[:10]
-    assert compared["documents"] >= 6 and compared["entries"] >= 40_000
+    assert compared["documents"] >= 6 and compared["entries"] >= 80_000 and compared["read_whole"] >= 6
+
+
+COLUMNS = ("has_flag", "flag_counts", "flag_sets", "bandwidth", "measured", "ipv6_orport", "addresses", "or_ports",
+           "nicknames")
+
+
+def column_mismatches(ours, reference) -> list[tuple]:
+    """The columns consumers read (entries.py), against stem's entries one by one."""
+    expected = list(reference.routers.values())
+    problems = []
+    for flag in sorted(set(reference.known_flags) | {"Running", "Authority", "BadExit"}):
+        if ours.has_flag(flag).tolist() != [flag in entry.flags for entry in expected]:
+            problems.append(("has_flag", flag))
+    if dict(ours.flag_counts()) != dict(Counter(flag for entry in expected for flag in entry.flags)):
+        problems.append(("flag_counts",))
+    if ours.flag_sets() != [frozenset(entry.flags) for entry in expected]:
+        problems.append(("flag_sets",))
+    if ours.bandwidth.tolist() != [ABSENT if e.bandwidth is None else e.bandwidth for e in expected]:
+        problems.append(("bandwidth",))
+    if ours.measured.tolist() != [ABSENT if e.measured is None else e.measured for e in expected]:
+        problems.append(("measured",))
+    if ours.has_ipv6_orport().tolist() != [any(v6 for _, _, v6 in e.or_addresses) for e in expected]:
+        problems.append(("ipv6_orport",))
+    for column, attribute in (("addresses", "address"), ("nicknames", "nickname")):
+        if list(getattr(ours, column)) != [getattr(e, attribute) for e in expected]:
+            problems.append((column,))
+    if ours.or_ports.tolist() != [e.or_port for e in expected]:
+        problems.append(("or_ports",))
+    return problems
 
 
 def test_server_descriptors_match_stem_on_every_real_file():
@@ -90,7 +130,7 @@ def test_server_descriptors_match_stem_on_every_real_file():
     for path in documents("server-descriptor"):
         raw = read(path)
         reference = list(stem.descriptor.parse_file(io.BytesIO(raw), "server-descriptor 1.0", validate=True))
-        ours = fastparse.parse_server_descriptors(raw)
+        ours = fastdesc.parse_server_descriptors(raw)
         assert [d.fingerprint for d in ours] == [d.fingerprint for d in reference], path.name
         for mine, expected in zip(ours, reference):
             for name in DESCRIPTOR_FIELDS:
@@ -143,3 +183,29 @@ def test_malformed_bandwidth_is_refused(w_line):
     r_line = b"r relay1 AAAAAAAAAAAAAAAAAAAAAAAAAAA AAAAAAAAAAAAAAAAAAAAAAAAAAA 2020-02-29 10:00:00 1.2.3.4 9001 0"
     with pytest.raises(ValueError, match="needs a number"):
         fastparse.parse_router_entries(r_line + b"\n" + w_line + b"\n", microdesc=False)
+
+
+@pytest.mark.parametrize("change", [
+    (b"\ns Exit Fast", b"\nopt s Exit Fast"),  # the old "opt" prefix
+    (b"\ns Exit Fast", b"\nunknown-keyword 1\ns Exit Fast"),  # a line we skip before one we read
+    (b"\nw Bandwidth=", b"\nw Unmeasured=1 Bandwidth="),  # items in another order (read one by one)
+    (b"\nw Bandwidth=", b"\nw Unmeasured=0 Bandwidth="),  # malformed: stem and we refuse it
+])
+def test_unusual_entries_are_read_line_by_line_and_still_match_stem(change):
+    raw = _strip_annotations(read(DATA / "2020-02-29-10-00-00-consensus.xz"))
+    old, new = change
+    assert old in raw
+    changed = raw.replace(old, new, 1)
+    header, entries, footer = fastparse.split_network_status(changed)
+    assert fastparse._whole_entries("\n" + entries.decode(), microdesc=False) is None
+    try:
+        reference = NetworkStatusDocumentV3(changed, validate=True)
+    except ValueError:
+        with pytest.raises(ValueError, match="Bandwidth="):
+            fastparse.parse_router_entries(entries, microdesc=False)
+        return
+    ours = fastparse.parse_router_entries(entries, microdesc=False)
+    for fingerprint, expected in reference.routers.items():
+        assert [getattr(ours[fingerprint], name) for name in ENTRY_FIELDS] == \
+            [getattr(expected, name) for name in ENTRY_FIELDS], fingerprint
+    assert column_mismatches(ours, reference) == []

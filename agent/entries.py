@@ -1,0 +1,196 @@
+"""Router status entries as columns: what ~80,000 entries a period cost least to hold and to count.
+
+A consensus or vote lists 7,000-9,000 relays; the agent reads their flags,
+bandwidths and Measured= values over and over (flag tallies, measured
+counts, agreement with the consensus) and only rarely one entry whole.
+``RouterEntries`` keeps each field as a column (flags as a code into the
+few distinct flag lines of the document) and still behaves as stem's
+``routers`` mapping, fingerprint -> entry, building an entry only when one
+is asked for. ``entries_of`` gives the columns of any document, including
+ones built by stem (tests' ``.create()``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+
+import numpy as np
+
+ABSENT = -1  # bandwidth or Measured= not given (stem: None)
+
+
+class RouterEntry:
+    """One router status entry: the fields the agent reads, named and typed as stem's RouterStatusEntryV3.
+
+    Fields most entries lack are class-level defaults (an instance sets them
+    only when its lines say so). The shared empty lists are replaced, never
+    appended to.
+    """
+
+    or_addresses: list = []
+    flags: list = []
+    unrecognized_bandwidth_entries: list = []
+    version_line = version = bandwidth = measured = microdescriptor_digest = None
+    is_unmeasured = False
+
+    def __init__(self, nickname, fingerprint, digest, published, address, or_port, dir_port):
+        self.nickname, self.fingerprint, self.digest, self.published = nickname, fingerprint, digest, published
+        self.address, self.or_port, self.dir_port = address, or_port, dir_port
+
+
+class RouterEntries(Mapping):
+    """Fingerprint -> RouterEntry, held as columns in document order.
+
+    ``flag_code[row]`` indexes ``flag_lines`` (each distinct ``s`` line's
+    flags, once); ``bandwidth`` and ``measured`` hold ``ABSENT`` where the
+    entry gives none. Rare fields (``a`` lines, unrecognised ``w`` items) are
+    kept per row in dicts.
+    """
+
+    def __init__(self, fingerprints: list[str], nicknames: list[str], digests: list, published: list[datetime],
+                 addresses: list[str], or_ports: np.ndarray, dir_ports: np.ndarray, flag_lines: list[list[str]],
+                 flag_code: np.ndarray, bandwidth: np.ndarray, measured: np.ndarray, unmeasured: np.ndarray,
+                 version_lines: list, versions: list, or_addresses: dict[int, list], unrecognized: dict[int, list],
+                 microdescriptor_digests: list | None):
+        self.fingerprints, self.nicknames, self.digests, self.published = fingerprints, nicknames, digests, published
+        self.addresses, self.or_ports, self.dir_ports = addresses, or_ports, dir_ports
+        self.flag_lines, self.flag_code = flag_lines, flag_code
+        self.bandwidth, self.measured, self.unmeasured = bandwidth, measured, unmeasured
+        self.version_lines, self.versions = version_lines, versions
+        self.or_addresses, self.unrecognized = or_addresses, unrecognized
+        self.microdescriptor_digests = microdescriptor_digests
+        self._rows: dict[str, int] | None = None
+        self._built: dict[int, RouterEntry] = {}
+        self._rows_in: dict[int, tuple[RouterEntries, np.ndarray]] = {}
+        self._by_address: dict[tuple[str, int], int] | None = None
+
+    @property
+    def rows(self) -> dict[str, int]:
+        """Fingerprint -> row, built the first time something looks a relay up."""
+        if self._rows is None:
+            self._rows = dict(zip(self.fingerprints, range(len(self.fingerprints))))
+        return self._rows
+
+    # -- the mapping stem's ``routers`` is ------------------------------------------------------------------
+
+    def __getitem__(self, fingerprint: str) -> RouterEntry:
+        return self.entry(self.rows[fingerprint])
+
+    def __contains__(self, fingerprint) -> bool:
+        return fingerprint in self.rows
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.fingerprints)
+
+    def __len__(self) -> int:
+        return len(self.fingerprints)
+
+    def entry(self, row: int) -> RouterEntry:
+        """The entry of ``row``, built once."""
+        built = self._built.get(row)
+        if built is None:
+            built = self._built[row] = self._build(row)
+        return built
+
+    def _build(self, row: int) -> RouterEntry:
+        entry = RouterEntry(self.nicknames[row], self.fingerprints[row], self.digests[row], self.published[row],
+                            self.addresses[row], int(self.or_ports[row]), int(self.dir_ports[row]) or None)
+        if self.flag_lines[self.flag_code[row]]:
+            entry.flags = list(self.flag_lines[self.flag_code[row]])
+        if self.bandwidth[row] != ABSENT:
+            entry.bandwidth = int(self.bandwidth[row])
+        if self.measured[row] != ABSENT:
+            entry.measured = int(self.measured[row])
+        if self.unmeasured[row]:
+            entry.is_unmeasured = True
+        if row in self.unrecognized:
+            entry.unrecognized_bandwidth_entries = list(self.unrecognized[row])
+        if self.version_lines[row] is not None:
+            entry.version_line, entry.version = self.version_lines[row], self.versions[row]
+        if row in self.or_addresses:
+            entry.or_addresses = list(self.or_addresses[row])
+        if self.microdescriptor_digests is not None:
+            entry.microdescriptor_digest = self.microdescriptor_digests[row]
+        return entry
+
+    # -- columns ------------------------------------------------------------------------------------------
+
+    def has_flag(self, flag: str) -> np.ndarray:
+        """Per row: does the entry have ``flag``."""
+        return np.array([flag in flags for flags in self.flag_lines], bool)[self.flag_code]
+
+    def flag_masks(self, bits: dict[str, int]) -> np.ndarray:
+        """Per row: the OR of ``bits`` of the entry's flags (flags not in ``bits`` count 0)."""
+        masks = [sum(bits.get(flag, 0) for flag in flags) for flags in self.flag_lines]
+        return np.array(masks, np.int64)[self.flag_code]
+
+    def flag_counts(self) -> Counter:
+        """Flag -> entries that have it."""
+        per_line = np.bincount(self.flag_code, minlength=len(self.flag_lines))
+        counts: Counter = Counter()
+        for flags, entries in zip(self.flag_lines, per_line.tolist()):
+            for flag in flags:
+                counts[flag] += entries
+        return counts
+
+    def flag_sets(self) -> list[frozenset[str]]:
+        """Per row: the entry's flags as a frozenset (one object per distinct flag line)."""
+        sets = [frozenset(flags) for flags in self.flag_lines]
+        return [sets[code] for code in self.flag_code.tolist()]
+
+    def has_ipv6_orport(self) -> np.ndarray:
+        """Per row: does an ``a`` line give an IPv6 ORPort."""
+        column = np.zeros(len(self), bool)
+        for row, addresses in self.or_addresses.items():
+            column[row] = any(is_v6 for _, _, is_v6 in addresses)
+        return column
+
+    def indices_in(self, other: "RouterEntries") -> np.ndarray:
+        """Per row of ``self``: the row of the same relay in ``other``, or -1 (kept: metrics and checks ask again)."""
+        known = self._rows_in.get(id(other))
+        if known is None or known[0] is not other:
+            rows = other.rows
+            known = self._rows_in[id(other)] = (other, np.fromiter(
+                (rows.get(fingerprint, -1) for fingerprint in self.fingerprints), np.int64, len(self)))
+        return known[1]
+
+    def rows_by_address(self) -> dict[tuple[str, int], int]:
+        """(IPv4 address, ORPort) -> row of the relay there (the last one, if two share it); built once."""
+        if self._by_address is None:
+            self._by_address = dict(zip(zip(self.addresses, self.or_ports.tolist()), range(len(self))))
+        return self._by_address
+
+    @classmethod
+    def from_entries(cls, routers: Mapping) -> "RouterEntries":
+        """Columns of a mapping of stem (or our own) entries, e.g. a document built by stem's ``.create()``."""
+        entries = list(routers.values())
+        lines: dict[tuple, int] = {(): 0}
+        codes = [lines.setdefault(tuple(entry.flags or ()), len(lines)) for entry in entries]
+
+        def column(name, absent=ABSENT):
+            return np.array([absent if getattr(entry, name, None) is None else getattr(entry, name)
+                             for entry in entries], np.int64)
+
+        microdesc = any(getattr(entry, "microdescriptor_digest", None) is not None for entry in entries)
+        return cls(
+            fingerprints=[entry.fingerprint for entry in entries], nicknames=[entry.nickname for entry in entries],
+            digests=[entry.digest for entry in entries], published=[entry.published for entry in entries],
+            addresses=[entry.address for entry in entries], or_ports=column("or_port", 0),
+            dir_ports=column("dir_port", 0), flag_lines=[list(flags) for flags in lines],
+            flag_code=np.array(codes, np.int32), bandwidth=column("bandwidth"), measured=column("measured"),
+            unmeasured=np.array([bool(entry.is_unmeasured) for entry in entries], bool),
+            version_lines=[entry.version_line for entry in entries], versions=[entry.version for entry in entries],
+            or_addresses={row: list(entry.or_addresses) for row, entry in enumerate(entries) if entry.or_addresses},
+            unrecognized={row: list(entry.unrecognized_bandwidth_entries) for row, entry in enumerate(entries)
+                          if entry.unrecognized_bandwidth_entries},
+            microdescriptor_digests=[entry.microdescriptor_digest for entry in entries] if microdesc else None,
+        )
+
+
+def entries_of(document) -> RouterEntries:
+    """The router entries of a network status document as columns (ours already are; stem's are converted)."""
+    routers = document.routers
+    return routers if isinstance(routers, RouterEntries) else RouterEntries.from_entries(routers)
+
