@@ -9,13 +9,14 @@ what it reads: a malformed line raises ValueError naming it. The header and
 footer stay stem's (parsed and validated by stem, without the entries);
 signatures are verified by ``agent.signatures``.
 
-The work is done per kind of line, not per entry: one regular expression
-picks the lines we read (the rest are skipped in C), each line is assigned
-to its entry by a running count of ``r`` lines, and each kind is checked
-and converted in bulk (one more regular expression over all ``r`` lines,
-one over all ``w`` lines). A line the bulk pattern does not take goes
-through the line-by-line parser, which either reads it or names what is
-wrong with it.
+Entries are read in bulk, two ways. Documents in the usual shape (every real
+one we have but a few old ones) are read a whole entry per regular-expression
+match, and each field is then checked for all entries at once. Any other
+document goes line by line: one expression picks the lines we read, each is
+assigned to its entry by a running count of ``r`` lines, and each kind is
+checked in bulk, with a line the bulk check refuses read on its own, which
+either reads it or names what is wrong with it. Both ways give the same
+columns (``agent.entries.RouterEntries``), and both are compared with stem.
 """
 
 from __future__ import annotations
@@ -66,12 +67,12 @@ def parse_router_entries(entries: bytes, microdesc: bool) -> RouterEntries:
     return parsed if parsed is not None else _line_by_line(text, microdesc)
 
 
-#: A whole entry in the usual shape, one match each: r, a*, (m: microdesc flavour), s, v?, pr?, w?, then lines we
-#: do not read (p, m, id, stats, ...). An entry in any other shape (a line we read out of place, ``opt``, an empty
-#: v or w) does not match, and the document goes line by line instead.
+#: A whole entry in the usual shape, one match each: r, a*, (m: microdesc flavour), s (flags may be none), v?,
+#: pr?, w?, then lines we do not read (p, m, id, stats, ...). An entry in any other shape (a line we read out of
+#: place, ``opt``, an empty v or w) does not match, and the document goes line by line instead.
 _R_FIELDS = (r"\nr ([^ \n]+) ([^ \n]+) {digest}([0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}) ([0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}}) "
              r"([^ \n]+) ([0-9]{{1,5}}) ([0-9]{{1,5}})((?:\na [^\n]*)*)")
-_REST = r"\ns ([^\n]*)(?:\nv ([^\n]+))?(?:\npr [^\n]*)?(?:\nw ([^\n]+))?(?:\n(?!(?:opt|[{read}])(?: |\n|\Z))[^\n]*)*(?=\nr |\n?\Z)"
+_REST = r"\ns(?: ([^\n]*))?(?=\n)(?:\nv ([^\n]+))?(?:\npr [^\n]*)?(?:\nw ([^\n]+))?(?:\n(?!(?:opt|[{read}])(?: |\n|\Z))[^\n]*)*(?=\nr |\n?\Z)"
 _WHOLE_ENTRY = re.compile(_R_FIELDS.format(digest=r"([^ \n]+) ") + _REST.format(read="rsvwa"))
 _WHOLE_MICRODESC_ENTRY = re.compile(_R_FIELDS.format(digest="()") + r"\nm ([^\n]*)" + _REST.format(read="rsvwam"))
 _IPV4_LINES = re.compile(rf"^{_IPV4_TEXT}$", re.M)

@@ -15,6 +15,7 @@ from agent.config import load_config
 from agent.geoip import GeoIP
 from agent.metrics import snapshot_points
 from agent.metrics.authority import unix
+from agent.metrics.points import Point
 from agent.store import Store
 from agent.store.lineprotocol import encode_all
 from agent.store.outbox import Outbox
@@ -138,7 +139,7 @@ def test_kill_during_drain_then_restart_delivers_each_period_once(victoria, tmp_
     outbox = Outbox(tmp_path / "state" / "outbox", 1 << 30)
     hours = 30
     for hour in range(hours):
-        shifted = [type(p)(p.measurement, p.tags, p.fields, start + hour * 3600) for p in real_points]
+        shifted = [Point(p.measurement, p.tags, p.fields, start + hour * 3600) for p in real_points]
         outbox.append(encode_all(shifted), start + hour * 3600)
     outbox.close()
     offset_file = tmp_path / "state" / "outbox" / "outbox.offset"
