@@ -190,7 +190,13 @@ class RouterEntries(Mapping):
 
 
 def entries_of(document) -> RouterEntries:
-    """The router entries of a network status document as columns (ours already are; stem's are converted)."""
+    """The router entries of a network status document as columns (ours already are; stem's are converted once)."""
     routers = document.routers
-    return routers if isinstance(routers, RouterEntries) else RouterEntries.from_entries(routers)
+    if isinstance(routers, RouterEntries):
+        return routers
+    converted = getattr(document, "_allium_entries", None)
+    if converted is None or converted[0] is not routers:
+        converted = (routers, RouterEntries.from_entries(routers))
+        document._allium_entries = converted  # kept with the routers it was made from
+    return converted[1]
 

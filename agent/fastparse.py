@@ -9,14 +9,13 @@ what it reads: a malformed line raises ValueError naming it. The header and
 footer stay stem's (parsed and validated by stem, without the entries);
 signatures are verified by ``agent.signatures``.
 
-Entries are read in bulk, two ways. Documents in the usual shape (every real
-one we have but a few old ones) are read a whole entry per regular-expression
-match, and each field is then checked for all entries at once. Any other
-document goes line by line: one expression picks the lines we read, each is
-assigned to its entry by a running count of ``r`` lines, and each kind is
-checked in bulk, with a line the bulk check refuses read on its own, which
-either reads it or names what is wrong with it. Both ways give the same
-columns (``agent.entries.RouterEntries``), and both are compared with stem.
+The work is done per kind of line, not per entry: one regular expression
+picks the lines we read (the rest are skipped in C), each line is assigned
+to its entry by a running count of ``r`` lines, and each kind is checked
+and converted in bulk; a line the bulk check refuses is read on its own,
+which names what is wrong with it. ``r`` lines are also remembered by their
+text: the consensus and the nine votes of a period, and consecutive hours,
+mostly repeat them.
 """
 
 from __future__ import annotations
@@ -55,6 +54,8 @@ _ENTRY_LINES = re.compile(r"\n(?:opt )?([rsavw])(?: |(?=\n)|\Z)([^\n]*)")
 _MICRODESC_ENTRY_LINES = re.compile(r"\n(?:opt )?([rsavwm])(?: |(?=\n)|\Z)([^\n]*)")
 _IPV4_TEXT = r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(_IPV4_TEXT)
+_IPV4_LINES = re.compile(rf"^{_IPV4_TEXT}$", re.M)
+_DAY_LINES, _CLOCK_LINES = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", re.M), re.compile(r"^[0-9]{2}:[0-9]{2}:[0-9]{2}$", re.M)
 #: The two common ``w`` lines: "Bandwidth=N" (consensus) and "Bandwidth=N Measured=M" (bandwidth authorities' votes);
 #: anything else is the third group and goes through ``_w_line``.
 _W_VALUE = re.compile(r"^(?:Bandwidth=(\d{1,18})(?: Measured=(\d{1,18}))?|(.*))$", re.M)
@@ -63,75 +64,6 @@ _W_VALUE = re.compile(r"^(?:Bandwidth=(\d{1,18})(?: Measured=(\d{1,18}))?|(.*))$
 def parse_router_entries(entries: bytes, microdesc: bool) -> RouterEntries:
     """The entries of every ``r`` block as columns; raises ValueError on a malformed line we read."""
     text = "\n" + entries.decode("utf-8", "replace")
-    parsed = _whole_entries(text, microdesc)
-    return parsed if parsed is not None else _line_by_line(text, microdesc)
-
-
-#: A whole entry in the usual shape, one match each: r, a*, (m: microdesc flavour), s (flags may be none), v?,
-#: pr?, w?, then lines we do not read (p, m, id, stats, ...). An entry in any other shape (a line we read out of
-#: place, ``opt``, an empty v or w) does not match, and the document goes line by line instead.
-_R_FIELDS = (r"\nr ([^ \n]+) ([^ \n]+) {digest}([0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}) ([0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}}) "
-             r"([^ \n]+) ([0-9]{{1,5}}) ([0-9]{{1,5}})((?:\na [^\n]*)*)")
-_REST = r"\ns(?: ([^\n]*))?(?=\n)(?:\nv ([^\n]+))?(?:\npr [^\n]*)?(?:\nw ([^\n]+))?(?:\n(?!(?:opt|[{read}])(?: |\n|\Z))[^\n]*)*(?=\nr |\n?\Z)"
-_WHOLE_ENTRY = re.compile(_R_FIELDS.format(digest=r"([^ \n]+) ") + _REST.format(read="rsvwa"))
-_WHOLE_MICRODESC_ENTRY = re.compile(_R_FIELDS.format(digest="()") + r"\nm ([^\n]*)" + _REST.format(read="rsvwam"))
-_IPV4_LINES = re.compile(rf"^{_IPV4_TEXT}$", re.M)
-
-
-def _whole_entries(text: str, microdesc: bool) -> RouterEntries | None:
-    """Every entry at once, each kind of field checked in bulk; None if any entry is unusual (or wrong)."""
-    if "\nopt " in text or "\nr\n" in text:
-        return None
-    matches = (_WHOLE_MICRODESC_ENTRY if microdesc else _WHOLE_ENTRY).findall(text)
-    if len(matches) != text.count("\nr "):
-        return None
-    count = len(matches)
-    columns = list(zip(*matches)) if matches else [()] * (13 if microdesc else 12)
-    if not microdesc:
-        columns.insert(9, ())
-    nicknames, identities, digests, days, clocks, addresses, or_ports, dir_ports, a_blocks, micro, flags, \
-        version_lines, w_values = columns
-    try:
-        fingerprints = _hex_column(identities)
-        digest_hex = [None] * count if microdesc else _hex_column(digests)
-        published = list(map(datetime.fromisoformat, map(" ".join, zip(days, clocks))))
-        or_port_numbers, dir_port_numbers = list(map(int, or_ports)), list(map(int, dir_ports))
-        or_addresses = {row: [_checked_or_address(line[2:]) for line in block[1:].split("\n")]
-                        for row, block in enumerate(a_blocks) if block}
-    except ValueError:
-        return None
-    if len(_IPV4_LINES.findall("\n".join(addresses))) != count or len(set(fingerprints)) != count or \
-            (count and (min(or_port_numbers) < 1 or max(or_port_numbers) > 65535 or max(dir_port_numbers) > 65535)):
-        return None
-    flag_lines, flag_code = _flags(np.arange(count), flags, count)
-    w_rows = [row for row, value in enumerate(w_values) if value]
-    try:
-        bandwidth, measured, unmeasured, unrecognized = _bandwidths(w_rows, [w_values[row] for row in w_rows],
-                                                                    w_rows, count)
-    except ValueError:  # the line-by-line path names the line
-        return None
-    distinct_versions = {line: _version(line) for line in dict.fromkeys(version_lines) if line}
-    versions = [distinct_versions[line] if line else (None, None) for line in version_lines]
-    return RouterEntries(
-        fingerprints=fingerprints, nicknames=list(nicknames), digests=digest_hex, published=published,
-        addresses=list(addresses), or_ports=np.array(or_port_numbers, np.int32),
-        dir_ports=np.array(dir_port_numbers, np.int32), flag_lines=flag_lines, flag_code=flag_code,
-        bandwidth=bandwidth, measured=measured, unmeasured=unmeasured,
-        version_lines=[line for line, _ in versions], versions=[version for _, version in versions],
-        or_addresses=or_addresses, unrecognized=unrecognized,
-        microdescriptor_digests=list(micro) if microdesc else None)
-
-
-def _hex_column(texts: tuple) -> list[str]:
-    """Base64 identities or digests (27 characters, unpadded) as upper-case hex; ValueError on a bad one."""
-    try:
-        return [binascii.a2b_base64(text + "=", strict_mode=True).hex().upper() for text in texts]
-    except binascii.Error:
-        raise ValueError("not base64") from None
-
-
-def _line_by_line(text: str, microdesc: bool) -> RouterEntries:
-    """Entries in any shape stem accepts: each line we read is found, assigned to its entry and checked."""
     lines = (_MICRODESC_ENTRY_LINES if microdesc else _ENTRY_LINES).findall(text)
     keywords, values = zip(*lines) if lines else ((), ())
     keywords = np.frombuffer("".join(keywords).encode("ascii"), "S1")
@@ -167,10 +99,26 @@ def _line_by_line(text: str, microdesc: bool) -> RouterEntries:
     return parsed
 
 
+#: Parsed ``r`` lines by their text. The same line is in the consensus and in every vote listing that descriptor,
+#: and in the next hour's documents (a relay publishes a new descriptor about once in 18 hours), so most lines
+#: of a period, and of consecutive archived consensuses, are parsed once. Bounded: cleared when full. One per
+#: flavour (a microdesc consensus's r line has no digest).
+_R_CACHES: dict[bool, dict[str, tuple]] = {False: {}, True: {}}
+R_CACHE_LIMIT = 20_000
+
+
 def _r_columns(r_values: list[str], numbers: np.ndarray, microdesc: bool) -> dict:
-    """Identity, address and ports of every entry, from its ``r`` line."""
-    parsed = _parse_r_values(r_values, numbers, microdesc)
-    columns = list(zip(*parsed)) if parsed else [()] * 7
+    """Identity, address and ports of every entry, from its ``r`` line (cached, or checked in bulk)."""
+    cache = _R_CACHES[microdesc]
+    known = list(map(cache.get, r_values))
+    missing = [row for row, fields in enumerate(known) if fields is None]
+    if missing:
+        fresh = _parse_r_values([r_values[row] for row in missing], numbers[missing], microdesc)
+        if len(cache) + len(fresh) > R_CACHE_LIMIT:
+            cache.clear()
+        for row, fields in zip(missing, fresh):
+            known[row] = cache[r_values[row]] = fields
+    columns = list(zip(*known)) if known else [()] * 7
     nicknames, fingerprints, digests, published, addresses, or_ports, dir_ports = columns
     return {"fingerprints": list(fingerprints), "nicknames": list(nicknames), "digests": list(digests),
             "published": list(published), "addresses": list(addresses),
@@ -187,7 +135,7 @@ def _parse_r_values(r_values: list[str], numbers: np.ndarray, microdesc: bool) -
     if microdesc:
         columns.insert(2, (None,) * len(parts))
     nicknames, identities, digests, days, clocks, addresses, or_ports, dir_ports = columns
-    if not all(map(_is_ipv4, addresses)) or not _all_ports(or_ports) or not _all_ports(dir_ports):
+    if not _all_match(_IPV4_LINES, addresses) or not _all_ports(or_ports) or not _all_ports(dir_ports):
         for value, number in zip(r_values, numbers.tolist()):
             _r_line(value, microdesc, number)
     or_port_numbers, dir_port_numbers = list(map(int, or_ports)), list(map(int, dir_ports))
@@ -200,6 +148,11 @@ def _parse_r_values(r_values: list[str], numbers: np.ndarray, microdesc: bool) -
                     _published(days, clocks, numbers), addresses, or_port_numbers, dir_port_numbers))
 
 
+def _all_match(lines: re.Pattern, texts: tuple) -> bool:
+    """Every text is a whole match of ``lines`` (one pass over all of them)."""
+    return len(lines.findall("\n".join(texts))) == len(texts)
+
+
 def _all_ports(texts: tuple) -> bool:
     """Every text is a non-empty run of ASCII digits (the range is checked on the numbers)."""
     joined = "".join(texts)
@@ -207,7 +160,6 @@ def _all_ports(texts: tuple) -> bool:
         max(map(len, texts), default=0) <= 5
 
 
-@lru_cache(maxsize=16384)  # addresses repeat across the consensus and the votes
 def _is_ipv4(address: str) -> bool:
     return _IPV4.fullmatch(address) is not None
 
@@ -227,8 +179,8 @@ def _r_line(value: str, microdesc: bool, number: int) -> None:
 def _hex_identities(texts: tuple, numbers: np.ndarray) -> list[str]:
     """Base64 identities or digests as stem gives them: upper-case hex."""
     try:
-        return list(map(_base64_hex, texts))
-    except ValueError:  # name the line
+        return [binascii.a2b_base64(text + "=" * (-len(text) % 4), strict_mode=True).hex().upper() for text in texts]
+    except binascii.Error:  # name the line
         for row, text in enumerate(texts):
             try:
                 _base64_hex(text)
@@ -239,6 +191,8 @@ def _hex_identities(texts: tuple, numbers: np.ndarray) -> list[str]:
 
 def _published(days: tuple, clocks: tuple, numbers: np.ndarray) -> list[datetime]:
     try:
+        if _all_match(_DAY_LINES, days) and _all_match(_CLOCK_LINES, clocks):  # then ISO reads them as we would
+            return list(map(datetime.fromisoformat, map(" ".join, zip(days, clocks))))
         return list(map(parse_timestamp, days, clocks))
     except ValueError:  # name the line
         for row, (day, clock) in enumerate(zip(days, clocks)):
@@ -341,7 +295,6 @@ def _version(line: str) -> tuple:
         return line, None
 
 
-@lru_cache(maxsize=32768)  # identities and digests repeat across the consensus and the nine votes (~16,000)
 def _base64_hex(text: str) -> str:
     try:
         return binascii.a2b_base64(text + "=" * (-len(text) % 4), strict_mode=True).hex().upper()

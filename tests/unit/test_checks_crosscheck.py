@@ -13,9 +13,10 @@ from stem.descriptor.router_status_entry import RouterStatusEntryV3
 
 from agent.authorities import Authority
 from agent.checks.shared_random import reveal_matches, reveal_round
-from agent.documents import parse_document
+from agent.crosscheck import vote_digest
+from agent.documents import _strip_annotations, parse_document
 from agent.snapshot import DocKind, OrPortProbe, VoteHolding
-from tests.conftest import DATA, parse_data
+from tests.conftest import DATA, parse_data, read_data
 from tests.unit.test_checks import _b64, findings, snapshot
 
 SR_CHECKS = ("TorSharedRandomCommitMismatch", "TorSharedRandomCommitDuplicated", "TorSharedRandomNoReveal",
@@ -151,3 +152,11 @@ def test_bandwidth_file_coverage():
     assert [(f.values, f.description.split(" (")[1]) for f in hits] == [
         ({"covered": 30, "relays": 50}, "60.0 %, limit 70 %)")]
 
+
+
+def test_vote_digest_is_the_one_the_consensus_lists():
+    raw_vote = _strip_annotations(read_data("2016-09-20-13-00-00-vote-maatuska.xz"))  # as a DirPort serves it
+    consensus = parse_data("consensus", "2016-09-20-13-00-00-consensus.xz")
+    listed = {source.nickname: source.vote_digest for source in consensus.directory_authorities}
+    assert vote_digest(raw_vote) == listed["maatuska"]
+    assert vote_digest(raw_vote.split(b"\ndirectory-signature ")[0]) is None  # unsigned: nothing to ask for

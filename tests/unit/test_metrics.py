@@ -1,5 +1,6 @@
 """Metrics on real consensuses, held against values computed here directly from stem's objects."""
 
+import statistics
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
@@ -219,3 +220,25 @@ def test_no_accepted_consensus_still_records_the_fetches():
     points = snapshot_points(snapshot, None, GEOIP)
     assert [(p.measurement, p.fields["answered"], p.fields["ok"]) for p in points] == [("tor_authority_fetch", 0.0, 0.0)]
     assert problems(points) == []
+
+
+def test_every_relay_point_against_the_entries_themselves():
+    """The per-relay columns (flags, weight, votes listing and measuring, the median) against each entry read whole,
+    with two real votes of one hour (maatuska's, and the same vote as a second authority's)."""
+    consensus = parse_data("consensus", "2016-09-20-13-00-00-consensus.xz")
+    vote = parse_data("vote", "2016-09-20-13-00-00-vote-maatuska.xz")
+    points = snapshot_points(snapshot_of(consensus, votes=[vote, vote]), None, GEOIP)
+    relays = by(points, "tor_relay", "fingerprint")
+    assert len(relays) == len(consensus.routers) == 7213
+    total = sum(entry.bandwidth for entry in consensus.routers.values())
+    for fingerprint, entry in consensus.routers.items():
+        fields = relays[fingerprint]
+        in_vote = vote.routers[fingerprint] if fingerprint in vote.routers else None
+        measured = [in_vote.measured] * 2 if in_vote is not None and in_vote.measured is not None else []
+        expected = {"in_consensus": 1.0, "weight": entry.bandwidth, "weight_fraction": entry.bandwidth / total,
+                    "authorities_listing": 2.0 if in_vote is not None else 0.0, "bwauths_measuring": len(measured)}
+        expected.update({f"flag_{flag.lower()}": float(flag in entry.flags) for flag in KNOWN_FLAGS})
+        if measured:
+            expected["measured_median"] = statistics.median(measured)
+        assert {name: fields[name] for name in expected} == expected, fingerprint
+        assert ("measured_median" in fields) == bool(measured)

@@ -40,3 +40,12 @@ def test_state_keeps_recent_periods_and_migrates_once(tmp_path):
     reopened = State(tmp_path)
     assert reopened.relays_before(300) == {"B": frozenset()}
     assert reopened._db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+
+
+def test_geoip_read_in_chunks_is_the_same_database(monkeypatch):
+    whole = GeoIP.load(DATA / "geoip-excerpt")
+    monkeypatch.setattr("agent.geoip._CHUNK_LINES", 3)
+    chunked = GeoIP.load(DATA / "geoip-excerpt")
+    assert chunked.starts.tolist() == whole.starts.tolist() and chunked.ends.tolist() == whole.ends.tolist()
+    assert [chunked.names[c] for c in chunked.codes] == [whole.names[c] for c in whole.codes]
+    assert len(whole.starts) > 3

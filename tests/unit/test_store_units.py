@@ -3,12 +3,13 @@
 import logging
 import os
 
+import numpy as np
 import pytest
 from influxdb_client import Point as LibraryPoint
 from influxdb_client import WritePrecision
 
 from agent.errors import StoreError
-from agent.metrics.points import Point
+from agent.metrics.points import Point, PointColumns
 from agent.retry import RetryPolicy
 from agent.store.lineprotocol import encode, encode_all
 from agent.store.outbox import HEADER, Outbox
@@ -145,3 +146,32 @@ def test_a_crash_between_emptying_and_resetting_the_offset_loses_nothing(tmp_pat
     reopened.close()
     again = Outbox(tmp_path, max_bytes=10_000_000)
     assert [time for time, _ in periods(again)] == [2, 3, 4, 5]
+
+
+def test_a_column_block_encodes_each_row_as_its_point_would():
+    """Per-relay points are encoded column by column; each line must say what encode() says of the same point."""
+    block = PointColumns("tor_relay", "fingerprint", ["AB" * 20, NASTY, "CD" * 20], {
+        "in_consensus": np.ones(3),
+        "flag_exit": np.array([True, False, True]),
+        "weight": np.array([1500.0, 0.0, 2.5e16]),
+        "weight_fraction": np.array([0.1234567890123, 0.0, 1 / 3]),
+        "measured_median": np.array([np.nan, 17.5, 3.0]),
+    }, 1582970400)
+    lines = encode_all(block.points())
+    assert len(lines) == 3
+    for row, line in zip(block.points(), lines):
+        expected = encode(Point(row.measurement, row.tags, row.fields, row.time))
+        assert parsed_line(line) == parsed_line(expected)
+    assert "measured_median" not in lines[0] and "measured_median=17.5" in lines[1]
+    assert all("\n" not in line for line in lines)
+
+
+def test_a_row_without_fields_gives_no_line():
+    block = PointColumns("tor_relay", "fingerprint", ["AB" * 20], {"weight": np.array([np.nan])}, 1)
+    assert encode_all(block.points()) == []
+
+
+def parsed_line(line: str) -> tuple:
+    """(measurement and tags, the fields as a dict, time): field order does not matter to a TSDB."""
+    head, fields, time = line.rsplit(" ", 2)
+    return head, dict(item.split("=") for item in fields.split(",")), time
