@@ -10,6 +10,7 @@ lists they took 60 MB while loading).
 from __future__ import annotations
 
 import logging
+import re
 import socket
 from functools import lru_cache
 from itertools import islice
@@ -64,7 +65,26 @@ class GeoIP:
         return [names[code] for code in np.where(inside, self.codes[safe], 0).tolist()]
 
 
+_LINE = re.compile(r"^([0-9]+),([0-9]+),([^,\s]*)\r?$", re.M)
+
+
 def _parse_chunk(lines: list[str], first: int, path, names: dict[str, int]):
+    """The ranges of some lines of the file: all at once, or line by line to name a malformed one."""
+    rows = _LINE.findall("".join(lines))
+    if len(rows) == sum(1 for line in lines if line.strip() and not line.startswith("#")):
+        lows, highs, codes = zip(*rows) if rows else ((), (), ())
+        indices = {code: names.setdefault(code.upper() if len(code) == 2 else UNKNOWN, len(names))
+                   for code in dict.fromkeys(codes)}
+        try:
+            return (np.fromiter(map(int, lows), np.int64, len(lows)),
+                    np.fromiter(map(int, highs), np.int64, len(highs)),
+                    np.fromiter(map(indices.__getitem__, codes), np.uint16, len(codes)))
+        except OverflowError:
+            raise ValueError(f"{path}: a number out of range in lines {first + 1}-{first + len(lines)}") from None
+    return _parse_lines(lines, first, path, names)
+
+
+def _parse_lines(lines: list[str], first: int, path, names: dict[str, int]):
     starts, ends, codes = [], [], []
     for number, line in enumerate(lines, start=first + 1):
         if not line.strip() or line.startswith("#"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from agent.metrics.network import PreviousRelays
-from agent.metrics.points import PointColumns, point
+from agent.metrics.points import PointColumns
 from agent.metrics.relays import KNOWN_FLAGS, RelayTable
 from agent.metrics.versions import RECOMMENDED
 
@@ -28,8 +28,7 @@ def relay_points(table: RelayTable, previous: PreviousRelays | None, time: int) 
     })
     points: list = PointColumns("tor_relay", "fingerprint", table.fingerprints, fields, time).points()
     if previous is not None:
-        present = set(table.fingerprints)
-        points += [point("tor_relay", {"fingerprint": fp}, {"in_consensus": 0}, time)
-                   for fp in sorted(previous) if fp not in present]
+        gone = sorted(previous.keys() - set(table.fingerprints))
+        points += PointColumns("tor_relay", "fingerprint", gone, {"in_consensus": np.zeros(len(gone))}, time).points()
     return points
 

@@ -49,3 +49,16 @@ def test_geoip_read_in_chunks_is_the_same_database(monkeypatch):
     assert chunked.starts.tolist() == whole.starts.tolist() and chunked.ends.tolist() == whole.ends.tolist()
     assert [chunked.names[c] for c in chunked.codes] == [whole.names[c] for c in whole.codes]
     assert len(whole.starts) > 3
+
+
+@pytest.mark.parametrize("lines", [
+    ["# tor geoip\n", "16777216,16777471,au\n", "16777472,16778239,CN\r\n", "16778240,16779263,\n"],
+    ["16777216,16777471,AU \n", "16777472,16778239,CN\n"],  # a stray space: read line by line, as before
+])
+def test_geoip_lines_read_in_bulk_as_line_by_line(lines):
+    from agent.geoip import _parse_chunk, _parse_lines
+
+    bulk_names, line_names = {"??": 0}, {"??": 0}
+    bulk, by_line = _parse_chunk(lines, 0, "geoip", bulk_names), _parse_lines(lines, 0, "geoip", line_names)
+    assert [column.tolist() for column in bulk] == [column.tolist() for column in by_line]
+    assert bulk_names == line_names
