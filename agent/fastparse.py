@@ -78,6 +78,8 @@ def parse_router_entries(entries: bytes, microdesc: bool) -> RouterEntries:
         numbers = np.flatnonzero((keywords == keyword) & (row_of_line >= 0))
         return row_of_line[numbers].tolist(), [values[i] for i in numbers.tolist()], numbers.tolist()
 
+    for keyword in (b"s", b"v", b"w"):  # stem allows each once per entry; which would count is then undefined
+        _refuse_repeats(keyword.decode(), *of_kind(keyword))
     flag_lines, flag_code = _flags(*of_kind(b"s")[:2], count)
     bandwidth, measured, unmeasured, unrecognized = _bandwidths(*of_kind(b"w"), count)
     version_lines, versions = [None] * count, [None] * count
@@ -180,7 +182,7 @@ def _hex_identities(texts: tuple, numbers: np.ndarray) -> list[str]:
     """Base64 identities or digests as stem gives them: upper-case hex."""
     try:
         return [binascii.a2b_base64(text + "=" * (-len(text) % 4), strict_mode=True).hex().upper() for text in texts]
-    except binascii.Error:  # name the line
+    except ValueError:  # binascii.Error, or non-ASCII text: name the line
         for row, text in enumerate(texts):
             try:
                 _base64_hex(text)
@@ -208,7 +210,7 @@ def _flags(rows: list[int], values: list[str], count: int) -> tuple[list[list[st
     codes: dict[str, int] = {"": 0}
     line_codes = [codes.setdefault(value, len(codes)) for value in values]
     flag_code = np.zeros(count, np.int32)
-    flag_code[rows] = line_codes  # a second s line in one entry replaces the first, as it would in stem's order
+    flag_code[rows] = line_codes
     return [value.split(" ") if value else [] for value in codes], flag_code
 
 
@@ -237,7 +239,7 @@ def _bandwidths(rows: list[int], values: list[str], numbers: list[int], count: i
             elif name == "unmeasured":
                 unmeasured[row] = True
             else:
-                unrecognized[row] = item
+                unrecognized.setdefault(row, []).extend(item)
     return bandwidth, measured, unmeasured, unrecognized
 
 
@@ -317,6 +319,13 @@ def parse_port(text: str, number: int, allow_zero: bool = True) -> int:
     if not text.isdigit() or not (0 if allow_zero else 1) <= int(text) <= 65535:
         raise ValueError(f"line {number}: {text!r} is not a port")
     return int(text)
+
+
+def _refuse_repeats(keyword: str, rows: list[int], values: list[str], numbers: list[int]) -> None:
+    repeated = np.flatnonzero(np.diff(np.array(rows, np.int64)) == 0) if len(rows) > 1 else []
+    if len(repeated):
+        number = numbers[int(repeated[0]) + 1]
+        raise ValueError(f"router status entry line {number}: a second '{keyword}' line in one entry")
 
 
 def _refuse_duplicates(fingerprints: list[str], numbers: np.ndarray) -> None:

@@ -104,7 +104,7 @@ def _authority_facts(snapshot: Snapshot) -> dict[str, dict[str, float]]:
             values["vote_relays"] = float(len(entries))
             if len(measured):
                 values["measured_relays"] = float(len(measured))
-                values["total_measured_weight"] = float(measured.sum())
+                values["total_measured_weight"] = float(measured.sum(dtype=float))  # int64 would wrap around
     for record in snapshot.records:
         if record.kind is DocKind.CONSENSUS and record.outcome is Outcome.OK and record.latency_seconds is not None:
             facts.setdefault(record.authority, {})["consensus_latency_seconds"] = record.latency_seconds

@@ -112,7 +112,7 @@ def _vote_fields(vote, consensus: RouterEntries) -> dict:
         "measured_relays": len(measured),
         "measured_ratio": measured_in_consensus / len(consensus) if len(consensus) else 0.0,
         # Tor Metrics' totalcw: the sum of Measured= over Running relays in the vote.
-        "total_measured_weight": int(entries.measured[has_measured & running].sum()),
+        "total_measured_weight": float(entries.measured[has_measured & running].sum(dtype=float)),  # no wrap-around
         "measured_median": float(np.median(measured)) if len(measured) else None,
         "consensus_methods": len(methods),
         "max_consensus_method": max(methods) if methods else None,

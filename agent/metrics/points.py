@@ -42,7 +42,7 @@ class PointColumns:
 
     def __init__(self, measurement: str, tag: str, tag_values: list[str], fields: dict[str, np.ndarray], time: int):
         self.measurement, self.tag, self.tag_values, self.time = measurement, tag, tag_values, time
-        self.fields = {name: np.asarray(column, float) for name, column in fields.items()}
+        self.fields = {name: np.array(column, float) for name, column in fields.items()}  # copies: encoded later
         self.lines: list[str] | None = None  # the encoder keeps the block's lines here
 
     def __len__(self) -> int:

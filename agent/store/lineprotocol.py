@@ -15,15 +15,15 @@ import numpy as np
 
 from agent.metrics.points import ColumnPoint, Point, PointColumns
 
-_MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ ", "\n": " ", "\r": " ", "\\": "/"})
+_MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\ ", "\r": r"\ ", "\\": "/"})
 _NEEDS_ESCAPE = re.compile(r"[,= \n\r\\]")
-_KEY_OR_TAG = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": " ", "\r": " ", "\\": "/"})
+_KEY_OR_TAG = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\ ", "\r": r"\ ", "\\": "/"})
 
 
 def encode(point: Point) -> str:
     """One line: ``measurement,tag=v field=1.5 <unix seconds>``.
 
-    Tag values are attacker-controlled (contact lines): newlines become spaces
+    Tag values are attacker-controlled (contact lines): newlines become (escaped) spaces
     and backslashes slashes, which keeps every line parseable.
     """
     head = _measurement(point.measurement)

@@ -1,5 +1,6 @@
 """Metrics on real consensuses, held against values computed here directly from stem's objects."""
 
+import re
 import statistics
 from collections import Counter
 from datetime import datetime, timezone
@@ -17,7 +18,7 @@ from agent.metrics.network import role_weight_fractions
 from agent.metrics.relays import KNOWN_FLAGS, build_table
 from agent.snapshot import (AuthorityView, DocKind, FetchRecord, OrPortProbe, Outcome, SignatureCheck, SignatureReport,
                             Snapshot, VoteHolding)
-from tests.conftest import DATA, full_consensuses, parse_data
+from tests.conftest import DATA, full_consensuses, parse_data, read_data
 
 GEOIP = GeoIP.load(DATA / "geoip-excerpt")
 
@@ -224,17 +225,22 @@ def test_no_accepted_consensus_still_records_the_fetches():
 
 def test_every_relay_point_against_the_entries_themselves():
     """The per-relay columns (flags, weight, votes listing and measuring, the median) against each entry read whole,
-    with two real votes of one hour (maatuska's, and the same vote as a second authority's)."""
+    with maatuska's real vote of that hour and a second one made from it with every Measured= value plus one
+    (so a median of two differs from both, and from their minimum)."""
     consensus = parse_data("consensus", "2016-09-20-13-00-00-consensus.xz")
     vote = parse_data("vote", "2016-09-20-13-00-00-vote-maatuska.xz")
-    points = snapshot_points(snapshot_of(consensus, votes=[vote, vote]), None, GEOIP)
+    raw = read_data("2016-09-20-13-00-00-vote-maatuska.xz")
+    plus_one = parse_document(DocKind.VOTE, re.sub(rb"Measured=(\d+)", lambda m: b"Measured=%d" % (int(m[1]) + 1),
+                                                   raw), "test")
+    points = snapshot_points(snapshot_of(consensus, votes=[vote, plus_one]), None, GEOIP)
     relays = by(points, "tor_relay", "fingerprint")
     assert len(relays) == len(consensus.routers) == 7213
     total = sum(entry.bandwidth for entry in consensus.routers.values())
     for fingerprint, entry in consensus.routers.items():
         fields = relays[fingerprint]
         in_vote = vote.routers[fingerprint] if fingerprint in vote.routers else None
-        measured = [in_vote.measured] * 2 if in_vote is not None and in_vote.measured is not None else []
+        measured = [in_vote.measured, in_vote.measured + 1] if in_vote is not None and in_vote.measured is not None \
+            else []
         expected = {"in_consensus": 1.0, "weight": entry.bandwidth, "weight_fraction": entry.bandwidth / total,
                     "authorities_listing": 2.0 if in_vote is not None else 0.0, "bwauths_measuring": len(measured)}
         expected.update({f"flag_{flag.lower()}": float(flag in entry.flags) for flag in KNOWN_FLAGS})
@@ -242,3 +248,15 @@ def test_every_relay_point_against_the_entries_themselves():
             expected["measured_median"] = statistics.median(measured)
         assert {name: fields[name] for name in expected} == expected, fingerprint
         assert ("measured_median" in fields) == bool(measured)
+
+
+def test_measured_sums_do_not_wrap_around():
+    """An authority voting absurd Measured= values (18 digits each) must not read as a negative total."""
+    consensus = parse_data("consensus", "2016-09-20-13-00-00-consensus.xz")
+    raw = re.sub(rb"Measured=\d+", b"Measured=999999999999999999", read_data("2016-09-20-13-00-00-vote-maatuska.xz"))
+    vote = parse_document(DocKind.VOTE, raw, "test")
+    points = snapshot_points(snapshot_of(consensus, votes=[vote]), None, GEOIP)
+    moria1 = by(points, "tor_authority", "authority")["moria1"]
+    running_measured = sum(1 for e in vote.routers.values() if e.measured is not None and "Running" in e.flags)
+    assert running_measured > 1000
+    assert moria1["total_measured_weight"] == pytest.approx(running_measured * 999999999999999999.0)

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 
 import numpy as np
 import pytest
@@ -38,6 +39,7 @@ def test_attacker_controlled_tags_stay_on_one_line():
                         {"relays": 1.0}, 5))
     assert "\n" not in line and "\\\\" not in line
     assert line.endswith(" relays=1 5")
+    assert len(re.split(r"(?<!\\) ", line)) == 3  # tags, fields, time: the newline did not split the tags
     assert encode_all([Point("tor_network", {}, {}, 1)]) == []  # no fields, no line
 
 
