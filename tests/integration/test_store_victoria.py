@@ -83,9 +83,8 @@ def test_private_network_series_in_victoria_metrics(tor_network, victoria, tmp_p
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["storage"]["error"] is None and report["storage"]["lines_written"] == report["storage"]["points"]
-    victoria.flush()
     at = datetime.fromisoformat(report["valid_after"].replace("Z", "+00:00")).timestamp()
-    relays = victoria.query("tor_network_relays", at=at)
+    relays = victoria.settled_query("tor_network_relays", at=at)  # searchable within a second or so, later under load
     consensus_relays = next(item["consensus"]["relays"] for item in report["authorities"] if item["consensus"])
     print("tor_network_relays =", relays[0]["value"][1], "; consensus relays =", consensus_relays)
     assert float(relays[0]["value"][1]) == consensus_relays == 6

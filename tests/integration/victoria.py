@@ -83,6 +83,16 @@ class VictoriaMetrics:
                 return exported
             time.sleep(0.5)
 
+    def settled_query(self, promql: str, at: float, timeout: float = 20.0) -> list[dict]:
+        """The instant query's result once it has any (or at the timeout): see ``settled_export``."""
+        end = time.monotonic() + timeout
+        while True:
+            self.flush()
+            result = self.query(promql, at=at)
+            if result or time.monotonic() > end:
+                return result
+            time.sleep(0.5)
+
     def query(self, promql: str, at: float | None = None) -> list[dict]:
         params = {"query": promql}
         if at is not None:
