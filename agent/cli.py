@@ -66,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     backfill.add_argument("--until", type=_utc_time, help="last valid-after to write (UTC)")
     backfill.add_argument("--force", action="store_true", help="rewrite periods already written")
     backfill.add_argument("--no-progress", action="store_true", help="no progress bar")
+    backfill.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1),
+                          help="worker processes computing periods (default: the CPUs, at most 4; 1: none)")
 
     outbox = commands.add_parser("outbox", help="the periods waiting for the TSDB")
     outbox_commands = outbox.add_subparsers(dest="outbox_command", required=True)
@@ -236,7 +238,7 @@ def _backfill(arguments) -> int:
     try:
         result = backfill([Path(p) for p in arguments.paths], config, state, store,
                           load_or_empty(config.metrics.geoip_file), arguments.since, arguments.until,
-                          arguments.force, progress=not arguments.no_progress)
+                          arguments.force, progress=not arguments.no_progress, jobs=max(1, arguments.jobs))
     finally:
         store.close()
         state.close()

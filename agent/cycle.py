@@ -48,17 +48,12 @@ def record_period(snapshot: Snapshot, config: Config, state: State, store: Store
     caller passes them (backfill replays history and knows them itself).
     """
     consensus = snapshot.latest_consensus()
-    period_time = unix(consensus.valid_after) if consensus is not None else unix(snapshot.started_at)
+    period_time = period_time_of(snapshot)
     live = previous is _FROM_STATE
     if live:
         previous = state.relays_before(period_time) if consensus is not None else None
-    table = table_of(snapshot, consensus, geoip) if consensus is not None else None
-    points = snapshot_points(snapshot, previous, geoip, config.metrics.operators_top_n, table)
-    # Without an accepted consensus the checks still run: unreachable authorities
-    # and a lost quorum are exactly what must be reported then.
     # Only the live path teaches the checks which authorities measure bandwidth.
-    findings = evaluate(snapshot, config, state if live else None)
-    points += health_points(findings, period_time)
+    points, findings, table = period_points(snapshot, config, geoip, previous, state if live else None)
     if consensus is not None and live and config.detect.enabled:
         anomalies, anomaly_points = detect(snapshot, consensus, table, config)
         findings, points = findings + anomalies, points + anomaly_points
@@ -68,6 +63,26 @@ def record_period(snapshot: Snapshot, config: Config, state: State, store: Store
     log.debug("period %s: %d points, %s", consensus.valid_after if consensus else "none (no accepted consensus)",
              saved.points, describe(saved))
     return saved, findings
+
+
+def period_time_of(snapshot: Snapshot) -> int:
+    """The time a period's points carry: its consensus's valid-after, or when we fetched without one."""
+    consensus = snapshot.latest_consensus()
+    return unix(consensus.valid_after) if consensus is not None else unix(snapshot.started_at)
+
+
+def period_points(snapshot: Snapshot, config: Config, geoip: GeoIP, previous, state: State | None = None):
+    """(points, check findings, relay table) of a snapshot: metrics and checks, nothing stored.
+
+    Without an accepted consensus the checks still run: unreachable authorities
+    and a lost quorum are exactly what must be reported then.
+    """
+    consensus = snapshot.latest_consensus()
+    table = table_of(snapshot, consensus, geoip) if consensus is not None else None
+    points = snapshot_points(snapshot, previous, geoip, config.metrics.operators_top_n, table)
+    findings = evaluate(snapshot, config, state)
+    points += health_points(findings, period_time_of(snapshot))
+    return points, findings, table
 
 
 def detect(snapshot: Snapshot, consensus, table, config: Config) -> tuple[list, list]:

@@ -233,6 +233,54 @@ def child_backfill(repeat: int) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def child_backfill_jobs(periods: int, jobs: int) -> dict:
+    """``allium-agent backfill`` itself (outbox, state, no TSDB) over ``periods`` hours, wall-clock.
+
+    The hours are the seven real full consensuses in turn, each with its
+    valid-after moved to the next hour (no certificates in the input, so they
+    are taken as unverified archives, as backfill does without certificates).
+    Consecutive hours are then different real networks: the worst case for
+    churn and for what can be remembered from the hour before.
+    """
+    import re
+    import shutil
+    import tempfile
+    from datetime import datetime, timedelta
+
+    from agent.backfill import backfill
+    from agent.config import load_config
+    from agent.geoip import load_or_empty
+    from agent.state import State
+    from agent.store import Store
+
+    directory = Path(tempfile.mkdtemp(prefix="bench-backfill-"))
+    try:
+        files = sorted(p for p in (TORDATA / "consensus").iterdir() if p.is_file())
+        raws = [path.read_bytes() for path in files]
+        start = datetime(2021, 1, 1)
+        for hour in range(periods):
+            moment = start + timedelta(hours=hour)
+            stamp = {b"valid-after": moment, b"fresh-until": moment + timedelta(hours=1),
+                     b"valid-until": moment + timedelta(hours=3)}
+            raw = re.sub(rb"^(valid-after|fresh-until|valid-until) [0-9-]+ [0-9:]+$",
+                         lambda m: m[1] + b" " + stamp[m[1]].strftime("%Y-%m-%d %H:%M:%S").encode(),
+                         raws[hour % len(raws)], count=3, flags=re.M)
+            (directory / f"{moment:%Y-%m-%d-%H-%M-%S}-consensus").write_bytes(raw)
+        (directory / "agent.yaml").write_text(f"state_dir: {directory / 'state'}\n")
+        config = load_config(directory / "agent.yaml", environ={})
+        geoip = load_or_empty(config.metrics.geoip_file)
+        state, store = State(config.state_dir), Store.from_config(config)
+        started, cpu = time.perf_counter(), time.process_time()
+        result = backfill([directory], config, state, store, geoip, progress=False, jobs=jobs)
+        seconds = time.perf_counter() - started
+        store.close()
+        state.close()
+        return {"periods": result.periods_written, "jobs": jobs, "seconds": seconds,
+                "per_second": result.periods_written / seconds, "main_cpu_seconds": time.process_time() - cpu}
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def child_write(points_wanted: int) -> dict:
     """Points per second into a real VictoriaMetrics on loopback, through the agent's Store."""
     import shutil
@@ -288,7 +336,8 @@ def main() -> None:
     if arguments.child:
         kind, *rest = arguments.child
         result = {"cycle": lambda: child_cycle(rest[0], int(rest[1])), "memory": lambda: child_memory(int(rest[0])),
-                  "backfill": lambda: child_backfill(int(rest[0])), "write": lambda: child_write(int(rest[0]))}[kind]()
+                  "backfill": lambda: child_backfill(int(rest[0])), "write": lambda: child_write(int(rest[0])),
+                  "backfill_jobs": lambda: child_backfill_jobs(int(rest[0]), int(rest[1]))}[kind]()
         print(json.dumps(result))
         return
     ours = run_child("cycle", "ours", arguments.repeat)
@@ -310,6 +359,11 @@ def main() -> None:
           f"of {backfill['relays_mean']:.0f} relays on average from {backfill['files']} real files; "
           f"ms per consensus: {stages}; the one real consecutive hour, 2020-02-29 11:00 right after 10:00: "
           f"{backfill['next_hour_ms']:.0f} ms, {1000 / backfill['next_hour_ms']:.1f} per second) | | |")
+    for jobs in (1, 2):
+        run = run_child("backfill_jobs", 96, jobs)
+        print(f"| backfill | `backfill` itself, {jobs} process{'es' if jobs > 1 else ''}: periods per second "
+              f"(wall clock) | {run['per_second']:.1f} ({run['periods']} hours in {run['seconds']:.1f} s; "
+              f"main process CPU {run['main_cpu_seconds']:.1f} s) | | |")
     if not arguments.no_write:
         write = run_child("write", arguments.write_points)
         print(f"| write | points per second into VictoriaMetrics | {write['per_second']:,.0f} "

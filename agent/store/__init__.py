@@ -59,7 +59,10 @@ class Store:
 
     def save(self, points: list[Point], period_time: int) -> SaveResult:
         """Appends the period to the outbox, then drains the outbox into the TSDB."""
-        lines = encode_all(points)
+        return self.save_lines(encode_all(points), period_time)
+
+    def save_lines(self, lines: list[str], period_time: int) -> SaveResult:
+        """``save`` for points already encoded (backfill encodes in its worker processes)."""
         stored = self.outbox.append(lines, period_time)
         written, written_lines, error = self.drain()
         if not stored and written:  # the drain made room

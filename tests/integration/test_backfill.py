@@ -151,3 +151,25 @@ def test_backfill_command_shows_progress_and_counts(collector_tree, tmp_path):
     assert "backfill: 100%" in result.stderr and "period/s" in result.stderr
     assert "periods: 4 found, 3 written" in result.stdout
     assert "problem: " in result.stdout and "2020-02-29-12-00-00-consensus" in result.stdout
+
+
+def test_worker_processes_write_what_one_process_writes(collector_tree, tmp_path):
+    """Runs of one period each, computed in two spawned worker processes, give the same periods, lines
+    (churn included: each run reads the period before it again) and counts as one process."""
+    from agent.store.outbox import Outbox
+
+    written = {}
+    for name, options in (("one", {"jobs": 1}), ("pool", {"jobs": 2, "run_periods": 1})):
+        (tmp_path / name).mkdir()
+        config = config_for(tmp_path / name)
+        result = run_backfill(config, [collector_tree], **options)
+        outbox = Outbox(config.state_dir / "outbox", 1 << 30)
+        lines = {record.time: sorted(record.lines) for record in outbox.pending()}
+        outbox.close()
+        written[name] = (result.periods_written, result.periods_unverified, sorted(result.periods_rejected),
+                         sorted(result.read.unreadable), lines)
+    assert written["pool"] == written["one"]
+    periods, _, _, problems, lines = written["one"]
+    assert periods == 3 and len(lines) == 3 and any("2020-02-29-12-00-00" in problem for problem in problems)
+    joined = [line for line in lines[1582974000] if line.startswith("tor_network ")]  # 2020-02-29 11:00
+    assert "joined_relays=" in joined[0]  # churn against 10:00, read again by the run of 11:00
