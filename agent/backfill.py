@@ -113,7 +113,7 @@ def backfill(paths: list[Path], config: Config, state: State, store: Store, geoi
     inputs = _RunInputs(config, geoip, certificates, sorted(descriptors, key=lambda d: d.published))
     with tqdm(total=len(todo), unit="period", desc="backfill", disable=not progress, smoothing=0.1) as bar, \
             _inputs_here(inputs):
-        for run, (computed, found) in _computed_runs(_runs(todo, periods, run_periods), inputs, jobs):
+        for (run, _), (computed, found) in _computed_runs(_runs(todo, periods, run_periods), inputs, jobs):
             result.periods_unverified += found.periods_unverified
             result.periods_rejected += found.periods_rejected
             result.read.unreadable += found.read.unreadable
