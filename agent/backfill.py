@@ -98,7 +98,7 @@ def backfill(paths: list[Path], config: Config, state: State, store: Store, geoi
     """
     result = BackfillResult()
     periods, certificates, descriptors = _gather(paths, result)
-    _, rejected = trust_certificates(certificates)
+    trusted, rejected = trust_certificates(certificates)
     for problem in rejected:
         result.read.problem("key certificate", problem)
     ordered = [periods[key] for key in sorted(periods)]
@@ -112,7 +112,7 @@ def backfill(paths: list[Path], config: Config, state: State, store: Store, geoi
     todo = [p for p in todo if p.consensus is not None]
     inputs = _RunInputs(config, geoip, certificates, sorted(descriptors, key=lambda d: d.published))
     with tqdm(total=len(todo), unit="period", desc="backfill", disable=not progress, smoothing=0.1) as bar, \
-            _inputs_here(inputs):
+            _inputs_here(inputs, trusted):
         for (run, _), (computed, found) in _computed_runs(_runs(todo, periods, run_periods), inputs, jobs):
             result.periods_unverified += found.periods_unverified
             result.periods_rejected += found.periods_rejected
@@ -173,14 +173,17 @@ def _computed_runs(runs: list, inputs: _RunInputs, jobs: int):
 _WORKER: dict = {}
 
 
-def _start_worker(inputs: _RunInputs) -> None:
-    _WORKER.update(inputs=inputs, trusted=trust_certificates(inputs.certificates)[0])
+def _start_worker(inputs: _RunInputs, trusted: dict | None = None) -> None:
+    """A worker's inputs; it trusts the certificates itself (verified keys do not pickle)."""
+    if trusted is None:
+        trusted, _ = trust_certificates(inputs.certificates)
+    _WORKER.update(inputs=inputs, trusted=trusted)
 
 
 @contextmanager
-def _inputs_here(inputs: _RunInputs):
+def _inputs_here(inputs: _RunInputs, trusted: dict):
     """The run inputs in this process too (runs are computed here with one job), dropped afterwards."""
-    _start_worker(inputs)
+    _start_worker(inputs, trusted)
     try:
         yield
     finally:
@@ -252,7 +255,7 @@ class _DescriptorFeed:
     """Newest descriptor per relay published by a time; periods must come in time order."""
 
     def __init__(self, descriptors: list):
-        self._sorted = descriptors if _is_sorted(descriptors) else sorted(descriptors, key=lambda d: d.published)
+        self._sorted = sorted(descriptors, key=lambda d: d.published)  # linear when they already are
         self._next = 0
         self.newest: dict[str, object] = {}
 
@@ -262,10 +265,6 @@ class _DescriptorFeed:
             self.newest[descriptor.fingerprint] = descriptor
             self._next += 1
         return list(self.newest.values())
-
-
-def _is_sorted(descriptors: list) -> bool:
-    return all(a.published <= b.published for a, b in zip(descriptors, descriptors[1:]))
 
 
 def archived_snapshot(period: Period, config: Config, trusted: dict, descriptors: list,

@@ -71,16 +71,15 @@ def vote_holdings(pool: ThreadPoolExecutor, holders: list[Authority], digests: d
     rotated during the probe and its column says nothing (held is None)
     rather than accusing the others of not holding the vote.
     """
-    columns = dict(digests)
     futures = {author: pool.submit(_column, holders, author, digest, deadline, timeout)
-               for author, digest in sorted(columns.items())}
+               for author, digest in sorted(digests.items())}
     wait(futures.values(), timeout=deadline.remaining())
     holdings = []
     for author, future in futures.items():
         if future.done() and future.exception() is None:
             holdings.extend(future.result())
         else:
-            holdings.extend(VoteHolding(h.nickname, author, columns[author], None,
+            holdings.extend(VoteHolding(h.nickname, author, digests[author], None,
                                         "the cycle's deadline was reached") for h in holders)
     return holdings
 

@@ -189,6 +189,13 @@ class RouterEntries(Mapping):
         )
 
 
+def take(column: np.ndarray, rows: np.ndarray, absent) -> np.ndarray:
+    """``column[rows]`` where a row is given, ``absent`` where it is -1 (``indices_in``'s "not listed")."""
+    if not len(column):
+        return np.full(len(rows), absent, column.dtype)
+    return np.where(rows >= 0, column[np.maximum(rows, 0)], absent)
+
+
 def entries_of(document) -> RouterEntries:
     """The router entries of a network status document as columns (ours already are; stem's are converted once)."""
     routers = document.routers

@@ -55,7 +55,8 @@ _MICRODESC_ENTRY_LINES = re.compile(r"\n(?:opt )?([rsavwm])(?: |(?=\n)|\Z)([^\n]
 _IPV4_TEXT = r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(_IPV4_TEXT)
 _IPV4_LINES = re.compile(rf"^{_IPV4_TEXT}$", re.M)
-_DAY_LINES, _CLOCK_LINES = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", re.M), re.compile(r"^[0-9]{2}:[0-9]{2}:[0-9]{2}$", re.M)
+_DAY_LINES = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", re.M)
+_CLOCK_LINES = re.compile(r"^[0-9]{2}:[0-9]{2}:[0-9]{2}$", re.M)
 #: The two common ``w`` lines: "Bandwidth=N" (consensus) and "Bandwidth=N Measured=M" (bandwidth authorities' votes);
 #: anything else is the third group and goes through ``_w_line``.
 _W_VALUE = re.compile(r"^(?:Bandwidth=(\d{1,18})(?: Measured=(\d{1,18}))?|(.*))$", re.M)
@@ -131,20 +132,17 @@ def _parse_r_values(r_values: list[str], numbers: np.ndarray, microdesc: bool) -
     """(nickname, fingerprint, digest, published, address, ORPort, DirPort) of each line, each field checked."""
     parts = [value.split(" ") for value in r_values]
     if any(len(fields) != (7 if microdesc else 8) for fields in parts):
-        for value, number in zip(r_values, numbers.tolist()):
-            _r_line(value, microdesc, number)  # names the first malformed line
+        _refuse_malformed_r(r_values, numbers, microdesc)
     columns = list(zip(*parts)) or [()] * (7 if microdesc else 8)
     if microdesc:
         columns.insert(2, (None,) * len(parts))
     nicknames, identities, digests, days, clocks, addresses, or_ports, dir_ports = columns
-    if not _all_match(_IPV4_LINES, addresses) or not _all_ports(or_ports) or not _all_ports(dir_ports):
-        for value, number in zip(r_values, numbers.tolist()):
-            _r_line(value, microdesc, number)
-    or_port_numbers, dir_port_numbers = list(map(int, or_ports)), list(map(int, dir_ports))
-    if or_port_numbers and (min(or_port_numbers) < 1 or max(or_port_numbers) > 65535 or
-                            max(dir_port_numbers) > 65535):
-        for value, number in zip(r_values, numbers.tolist()):
-            _r_line(value, microdesc, number)
+    digits = _all_digits(or_ports) and _all_digits(dir_ports)
+    or_port_numbers = list(map(int, or_ports)) if digits else []
+    dir_port_numbers = list(map(int, dir_ports)) if digits else []
+    if not digits or not _all_match(_IPV4_LINES, addresses) or (or_port_numbers and (
+            min(or_port_numbers) < 1 or max(or_port_numbers) > 65535 or max(dir_port_numbers) > 65535)):
+        _refuse_malformed_r(r_values, numbers, microdesc)
     return list(zip(nicknames, _hex_identities(identities, numbers),
                     digests if microdesc else _hex_identities(digests, numbers),
                     _published(days, clocks, numbers), addresses, or_port_numbers, dir_port_numbers))
@@ -155,11 +153,17 @@ def _all_match(lines: re.Pattern, texts: tuple) -> bool:
     return len(lines.findall("\n".join(texts))) == len(texts)
 
 
-def _all_ports(texts: tuple) -> bool:
-    """Every text is a non-empty run of ASCII digits (the range is checked on the numbers)."""
+def _all_digits(texts: tuple) -> bool:
+    """Every text is a non-empty run of digits, as ``parse_port`` wants them (the range is checked after)."""
     joined = "".join(texts)
-    return all(texts) and (not joined or (joined.isascii() and joined.isdigit())) and \
-        max(map(len, texts), default=0) <= 5
+    return all(texts) and (not joined or joined.isdigit())
+
+
+def _refuse_malformed_r(r_values: list[str], numbers: np.ndarray, microdesc: bool) -> None:
+    """Raises ValueError naming the first malformed ``r`` line (the bulk checks found one)."""
+    for value, number in zip(r_values, numbers.tolist()):
+        _r_line(value, microdesc, number)
+    raise ValueError("router status entries: an r line is malformed")
 
 
 def _is_ipv4(address: str) -> bool:

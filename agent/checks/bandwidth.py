@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from statistics import mean
 
-import numpy as np
-
 from agent.checks.registry import Context, Hit, check
-from agent.entries import ABSENT, entries_of
+from agent.entries import ABSENT, entries_of, take
 
 
 def measuring(context: Context) -> dict[str, int]:
@@ -60,7 +58,7 @@ def unmeasured(context: Context):
             continue
         vote = entries_of(view.vote)
         rows = consensus.indices_in(vote)
-        measured = np.where(rows >= 0, vote.measured[np.maximum(rows, 0)] if len(vote) else ABSENT, ABSENT)
+        measured = take(vote.measured, rows, ABSENT)
         missing = int((relays & (measured == ABSENT)).sum())
         total = int(relays.sum())
         if total and missing >= limit * total:

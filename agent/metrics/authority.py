@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from agent.entries import ABSENT, RouterEntries, entries_of
+from agent.entries import ABSENT, RouterEntries, entries_of, take
 from agent.metrics.points import Point, point
 from agent.snapshot import Outcome, Snapshot
 
@@ -133,7 +133,7 @@ def _flag_agreement(nickname: str, vote, consensus: RouterEntries, time: int) ->
     voted = entries.flag_masks(bits)
     rows = entries.indices_in(consensus)
     common = rows >= 0
-    agreed = np.where(common, consensus.flag_masks(bits)[np.where(common, rows, 0)] if len(consensus) else 0, 0)
+    agreed = take(consensus.flag_masks(bits), rows, 0)
     points = []
     for flag in flags:
         in_vote, in_consensus = (voted & bits[flag]) != 0, (agreed & bits[flag]) != 0

@@ -7,6 +7,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from agent.entries import take
 from agent.metrics import versions
 from agent.metrics.points import Point, point
 from agent.metrics.relays import RelayTable
@@ -70,7 +71,7 @@ def _flag_points(table: RelayTable, previous: PreviousRelays | None, total_weigh
     for flag, has in table.flags.items():
         fields = {"relays": int(has.sum()), "weight_fraction": _ratio(float(table.weight[has].sum()), total_weight)}
         if previous is not None:
-            has_still = np.where(rows_now >= 0, has[np.maximum(rows_now, 0)], False) if len(has) else rows_now >= 0
+            has_still = take(has, rows_now, False)
             fields["joined"] = int((has & ~had[flag]).sum())
             fields["left"] = int((before[flag] & ~has_still).sum())
         points.append(point("tor_network_flag", {"flag": flag}, fields, time))

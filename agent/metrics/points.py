@@ -62,14 +62,6 @@ class ColumnPoint(tuple):
     __slots__ = ()
 
     @property
-    def block(self) -> PointColumns:
-        return self[0]
-
-    @property
-    def row(self) -> int:
-        return self[1]
-
-    @property
     def measurement(self) -> str:
         return self[0].measurement
 

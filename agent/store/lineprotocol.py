@@ -96,8 +96,8 @@ def encode_columns(block: PointColumns) -> list[str]:
 def _field_texts(prefix: str, column: np.ndarray) -> list[str]:
     """``prefix + number`` per row, '' where the value is NaN (absent)."""
     present = ~np.isnan(column)
-    whole = present & (np.abs(np.where(present, column, 0)) < 1e15)
-    whole &= np.where(present, column, 0) == np.floor(np.where(present, column, 0))
+    values = np.where(present, column, 0)
+    whole = present & (np.abs(values) < 1e15) & (values == np.floor(values))
     if whole.all():  # integral values: int text equals the float's shortest text without '.0'
         return [prefix + text for text in map(str, column.astype(np.int64).tolist())]
     return [prefix + _number(value) if keep else "" for value, keep in zip(column.tolist(), present.tolist())]
