@@ -38,6 +38,7 @@ class RawDocument:
     name: str
     kind: DocKind
     raw: bytes
+    path: Path | None = None  # the file it was read from, if it is the whole file (not an archive member)
 
 
 @dataclass
@@ -102,7 +103,7 @@ def _read_file(path: Path, report: ReadReport) -> Iterator[RawDocument]:
     except OSError as error:
         report.problem(str(path), error.strerror or str(error))
         return
-    yield from _classified(str(path), raw, report)
+    yield from _classified(str(path), raw, report, path)
 
 
 def _read_tar(path: Path, report: ReadReport) -> Iterator[RawDocument]:
@@ -131,10 +132,10 @@ def _read_tar(path: Path, report: ReadReport) -> Iterator[RawDocument]:
             yield from _classified(name, raw, report)
 
 
-def _classified(name: str, raw: bytes, report: ReadReport) -> Iterator[RawDocument]:
+def _classified(name: str, raw: bytes, report: ReadReport, path: Path | None = None) -> Iterator[RawDocument]:
     kind = kind_of(raw)
     if kind is None:
         report.ignored += 1
         log.debug("passing over %s: not a kind the agent uses", name)
         return
-    yield RawDocument(name, kind, raw)
+    yield RawDocument(name, kind, raw, path)

@@ -16,10 +16,11 @@ Resumable and idempotent: each written period is recorded in the state
 file and skipped next time unless --force; rewriting a period writes the
 same timestamps, so the store overwrites rather than duplicates.
 
-Limits of this version (not hidden): the input's documents are held in
-memory (consensuses and votes zlib'd, descriptors parsed), so import a
-CollecTor archive a month or so at a time; bandwidth files are read and
-checked but not yet used by any metric.
+Limits of this version (not hidden): consensuses and votes that are files
+are read again when replayed, but archive members are held in memory
+(zlib'd), as are parsed descriptors, so import a CollecTor tarball a month
+or so at a time; bandwidth files are read and checked but not yet used by
+any metric.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ from tqdm import tqdm
 from agent.archive import RawDocument, ReadReport, read_paths
 from agent.authorities import from_consensus
 from agent.config import Config
-from agent.cycle import period_points
-from agent.documents import parse_document
+from agent.period import period_points
+from agent.documents import collector_paused, parse_document
 from agent.errors import DocumentError
 from agent.geoip import GeoIP
 from agent.metrics import relays_of
@@ -53,6 +54,7 @@ from agent.snapshot import AuthorityView, DocKind, Snapshot
 from agent.state import State
 from agent.store import Store
 from agent.store.lineprotocol import encode_all
+from agent.store.outbox import pack
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +65,43 @@ _VALID_AFTER = re.compile(rb"^valid-after (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)$", re
 RUN_PERIODS = 24
 
 
+@dataclass(frozen=True)
+class KeptDocument:
+    """A consensus or vote held until its period is replayed.
+
+    A file is read again then (only its path is held); an archive member's
+    bytes are held zlib'd (a month of hourly consensuses is ~1.7 GB of text).
+    """
+
+    name: str
+    kind: DocKind
+    path: Path | None = None
+    packed: bytes | None = None
+
+    @classmethod
+    def of(cls, document: RawDocument) -> "KeptDocument":
+        if document.path is not None:
+            return cls(document.name, document.kind, path=document.path)
+        return cls(document.name, document.kind, packed=zlib.compress(document.raw, 1))
+
+    def read(self, report: ReadReport) -> RawDocument | None:
+        """The document again; None (recorded in ``report``) if its file can no longer be read."""
+        if self.path is None:
+            return RawDocument(self.name, self.kind, zlib.decompress(self.packed))
+        try:
+            return RawDocument(self.name, self.kind, self.path.read_bytes(), self.path)
+        except OSError as error:
+            report.problem(self.name, f"unreadable when its period was replayed ({error.strerror or error})")
+            return None
+
+
 @dataclass
 class Period:
-    """The archived documents of one valid-after, kept compressed until replayed."""
+    """The archived documents of one valid-after, kept until replayed."""
 
     valid_after: datetime
-    consensus: tuple[str, bytes] | None = None  # (name, zlib'd bytes)
-    votes: list[tuple[str, bytes]] = field(default_factory=list)
+    consensus: KeptDocument | None = None
+    votes: list[KeptDocument] = field(default_factory=list)
 
 
 @dataclass
@@ -118,7 +150,7 @@ def backfill(paths: list[Path], config: Config, state: State, store: Store, geoi
             result.periods_rejected += found.periods_rejected
             result.read.unreadable += found.read.unreadable
             for period in computed:
-                saved = store.save_lines(period.lines, period.time)
+                saved = store.save_packed(period.payload, period.line_count, period.time)
                 state.mark_backfilled(period.time, int(time.time()))
                 result.periods_written += 1
                 result.points += saved.points
@@ -131,7 +163,8 @@ def backfill(paths: list[Path], config: Config, state: State, store: Store, geoi
 @dataclass(frozen=True)
 class ComputedPeriod:
     time: int  # the valid-after, Unix seconds
-    lines: list[str]
+    payload: bytes  # its lines, packed for the outbox (``agent.store.outbox.pack``)
+    line_count: int
 
 
 @dataclass(frozen=True)
@@ -197,14 +230,16 @@ def compute_run(run: list[Period], before: Period | None) -> tuple[list[Computed
     periods = {period.valid_after: period for period in ([before] if before else []) + run}
     computed, previous = [], None
     for period in run:
-        snapshot = archived_snapshot(period, inputs.config, trusted, feed.until(period.valid_after), found)
-        if snapshot is None:
-            continue
-        consensus = snapshot.archived_consensus
-        points, _, _ = period_points(snapshot, inputs.config, inputs.geoip,
-                                     _previous_relays(period, periods, previous, consensus))
-        computed.append(ComputedPeriod(unix(consensus.valid_after), encode_all(points)))
-        previous = consensus.valid_after, relays_of(consensus)
+        with collector_paused():
+            snapshot = archived_snapshot(period, inputs.config, trusted, feed.until(period.valid_after), found)
+            if snapshot is None:
+                continue
+            consensus = snapshot.archived_consensus
+            points, _, _ = period_points(snapshot, inputs.config, inputs.geoip,
+                                         _previous_relays(period, periods, previous, consensus))
+            lines = encode_all(points)
+            computed.append(ComputedPeriod(unix(consensus.valid_after), pack(lines), len(lines)))
+            previous = consensus.valid_after, relays_of(consensus)
     return computed, found
 
 
@@ -219,11 +254,10 @@ def _gather(paths: list[Path], result: BackfillResult):
             if valid_after is None:
                 continue
             period = periods.setdefault(valid_after, Period(valid_after))
-            packed = (document.name, zlib.compress(document.raw, 1))
             if document.kind is DocKind.CONSENSUS:
-                period.consensus = packed
+                period.consensus = KeptDocument.of(document)
             else:
-                period.votes.append(packed)
+                period.votes.append(KeptDocument.of(document))
         elif document.kind in (DocKind.KEY_CERTIFICATES, DocKind.SERVER_DESCRIPTORS, DocKind.BANDWIDTH_FILE):
             parsed = _parse(document, result.read)
             if document.kind is DocKind.KEY_CERTIFICATES and parsed:
@@ -243,9 +277,11 @@ def _valid_after(document: RawDocument, report: ReadReport) -> datetime | None:
     return datetime.strptime(match.group(1).decode(), "%Y-%m-%d %H:%M:%S")
 
 
-def _parse(document: RawDocument, report: ReadReport, raw: bytes | None = None):
+def _parse(document: RawDocument | None, report: ReadReport):
+    if document is None:  # could not be read again (recorded)
+        return None
     try:
-        return parse_document(document.kind, raw if raw is not None else document.raw, document.name)
+        return parse_document(document.kind, document.raw, document.name)
     except DocumentError as error:
         report.add(str(error))  # names the document already
         return None
@@ -275,15 +311,15 @@ def archived_snapshot(period: Period, config: Config, trusted: dict, descriptors
     not match it. Without certificates for enough signers it is taken as archived
     (counted as unverified).
     """
-    name, packed = period.consensus
-    raw = zlib.decompress(packed)
-    consensus = _parse(RawDocument(name, DocKind.CONSENSUS, b""), result.read, raw)
+    document = period.consensus.read(result.read)
+    consensus = _parse(document, result.read)
     if consensus is None:
         return None
+    name, raw = document.name, document.raw
     authorities = from_consensus(consensus)
     views = {authority.nickname: AuthorityView(authority) for authority in authorities}
-    for vote_name, vote_packed in period.votes:
-        vote = _parse(RawDocument(vote_name, DocKind.VOTE, b""), result.read, zlib.decompress(vote_packed))
+    for kept_vote in period.votes:
+        vote = _parse(kept_vote.read(result.read), result.read)
         voters = from_consensus(vote) if vote is not None else []
         if voters:
             views.setdefault(voters[0].nickname, AuthorityView(voters[0])).vote = vote
@@ -322,8 +358,8 @@ def _previous_relays(period: Period, periods: dict, previous, consensus):
     earlier = periods.get(before)
     if earlier is None or earlier.consensus is None:
         return None  # the input lacks it: no churn for this period rather than churn against an older one
+    document = earlier.consensus.read(ReadReport())  # a problem with it is reported when its own period is replayed
     try:
-        return relays_of(parse_document(DocKind.CONSENSUS, zlib.decompress(earlier.consensus[1]),
-                                        earlier.consensus[0]))
+        return relays_of(parse_document(DocKind.CONSENSUS, document.raw, document.name)) if document else None
     except DocumentError:
         return None

@@ -5,15 +5,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from agent.checks.evaluate import evaluate, health_points
 from agent.collect import collect
 from agent.config import Config
 from agent.geoip import GeoIP
 from agent.detect.facts import facts_of
 from agent.detect.engine import DetectorFile
-from agent.metrics import relays_of, snapshot_points
-from agent.metrics.relays import table_of
-from agent.metrics.authority import unix
+from agent.metrics import relays_of
+from agent.period import period_points, period_time_of
 from agent.snapshot import Snapshot
 from agent.state import State
 from agent.store import SaveResult, Store
@@ -63,26 +61,6 @@ def record_period(snapshot: Snapshot, config: Config, state: State, store: Store
     log.debug("period %s: %d points, %s", consensus.valid_after if consensus else "none (no accepted consensus)",
              saved.points, describe(saved))
     return saved, findings
-
-
-def period_time_of(snapshot: Snapshot) -> int:
-    """The time a period's points carry: its consensus's valid-after, or when we fetched without one."""
-    consensus = snapshot.latest_consensus()
-    return unix(consensus.valid_after) if consensus is not None else unix(snapshot.started_at)
-
-
-def period_points(snapshot: Snapshot, config: Config, geoip: GeoIP, previous, state: State | None = None):
-    """(points, check findings, relay table) of a snapshot: metrics and checks, nothing stored.
-
-    Without an accepted consensus the checks still run: unreachable authorities
-    and a lost quorum are exactly what must be reported then.
-    """
-    consensus = snapshot.latest_consensus()
-    table = table_of(snapshot, consensus, geoip) if consensus is not None else None
-    points = snapshot_points(snapshot, previous, geoip, config.metrics.operators_top_n, table)
-    findings = evaluate(snapshot, config, state)
-    points += health_points(findings, period_time_of(snapshot))
-    return points, findings, table
 
 
 def detect(snapshot: Snapshot, consensus, table, config: Config) -> tuple[list, list]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import io
 import re
+from contextlib import contextmanager
 
 import stem.descriptor
 from stem.descriptor.networkstatus import NetworkStatusDocumentV3
@@ -40,11 +41,22 @@ def parse_document(kind: DocKind, raw: bytes, source: str):
     """
     if not raw or not raw.strip():
         raise DocumentError(f"{kind.value} from {source}: empty document")
-    collecting = gc.isenabled()
-    gc.disable()  # parsing allocates ~100,000 objects: the collector would walk them again and again (it runs
-    # again when we are done, and then collects anything cyclic)
-    try:
+    with collector_paused():
         return _parse(kind, raw, source)
+
+
+@contextmanager
+def collector_paused():
+    """The cyclic garbage collector off for a while (as it was before, afterwards).
+
+    Parsing and metrics allocate ~100,000 objects a document, none of them in
+    cycles that matter: the collector would walk them again and again. It runs
+    again afterwards, and then collects anything cyclic.
+    """
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
     finally:
         if collecting:
             gc.enable()

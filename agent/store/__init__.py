@@ -15,7 +15,7 @@ from pathlib import Path
 from agent.errors import StoreError
 from agent.metrics.points import Point
 from agent.store.lineprotocol import encode_all
-from agent.store.outbox import Outbox, fsync_directory
+from agent.store.outbox import Outbox, fsync_directory, pack
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +59,18 @@ class Store:
 
     def save(self, points: list[Point], period_time: int) -> SaveResult:
         """Appends the period to the outbox, then drains the outbox into the TSDB."""
-        return self.save_lines(encode_all(points), period_time)
+        lines = encode_all(points)
+        return self.save_packed(pack(lines), len(lines), period_time)
 
-    def save_lines(self, lines: list[str], period_time: int) -> SaveResult:
-        """``save`` for points already encoded (backfill encodes in its worker processes)."""
-        stored = self.outbox.append(lines, period_time)
+    def save_packed(self, payload: bytes, line_count: int, period_time: int) -> SaveResult:
+        """``save`` for lines already packed with ``outbox.pack`` (backfill packs them in its worker processes)."""
+        stored = self.outbox.append_packed(payload, line_count, period_time)
         written, written_lines, error = self.drain()
         if not stored and written:  # the drain made room
-            stored = self.outbox.append(lines, period_time)
+            stored = self.outbox.append_packed(payload, line_count, period_time)
             more, more_lines, error = self.drain()
             written, written_lines = written + more, written_lines + more_lines
-        return SaveResult(len(lines), stored, written, written_lines, self.outbox.records,
+        return SaveResult(line_count, stored, written, written_lines, self.outbox.records,
                           self.writer.url if self.writer else None, error)
 
     def drain(self) -> tuple[int, int, str | None]:
