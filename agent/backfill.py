@@ -229,8 +229,8 @@ def compute_run(run: list[Period], before: Period | None) -> tuple[list[Computed
     feed = _DescriptorFeed(inputs.descriptors)
     periods = {period.valid_after: period for period in ([before] if before else []) + run}
     computed, previous = [], None
-    for period in run:
-        with collector_paused():
+    with collector_paused():  # for the whole run: what a period leaves behind is freed by reference counting
+        for period in run:
             snapshot = archived_snapshot(period, inputs.config, trusted, feed.until(period.valid_after), found)
             if snapshot is None:
                 continue

@@ -48,52 +48,56 @@ def split_network_status(raw: bytes) -> tuple[bytes, bytes, bytes]:
     return raw[:start + 1], raw[start + 1:end + 1], raw[end + 1:]
 
 
-#: The lines the agent reads (``opt`` is an old prefix stem also accepts); the rest are skipped in C. Anchored on
-#: the newline before each line (the text gets one in front), which the engine finds far faster than ``^``.
-_ENTRY_LINES = re.compile(r"\n(?:opt )?([rsavw])(?: |(?=\n)|\Z)([^\n]*)")
-_MICRODESC_ENTRY_LINES = re.compile(r"\n(?:opt )?([rsavwm])(?: |(?=\n)|\Z)([^\n]*)")
+#: The lines the agent reads, keyword included; the rest are skipped in C. Anchored on the newline before each
+#: line (the text gets one in front and one at the end), which the engine finds far faster than ``^``.
+_ENTRY_LINES = re.compile(r"\n([rsavw](?: [^\n]*)?)(?=\n)")
+_MICRODESC_ENTRY_LINES = re.compile(r"\n([rsavwm](?: [^\n]*)?)(?=\n)")
+#: ``opt`` is an old prefix stem also accepts on any line; seen nowhere since 2012, so only looked for once.
+_OPT_PREFIX = re.compile(r"\nopt ")
 _IPV4_TEXT = r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(_IPV4_TEXT)
 _IPV4_LINES = re.compile(rf"^{_IPV4_TEXT}$", re.M)
 _DAY_LINES = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", re.M)
 _CLOCK_LINES = re.compile(r"^[0-9]{2}:[0-9]{2}:[0-9]{2}$", re.M)
-#: The two common ``w`` lines: "Bandwidth=N" (consensus) and "Bandwidth=N Measured=M" (bandwidth authorities' votes);
-#: anything else is the third group and goes through ``_w_line``.
-_W_VALUE = re.compile(r"^(?:Bandwidth=(\d{1,18})(?: Measured=(\d{1,18}))?|(.*))$", re.M)
+#: The common ``w`` lines: "Bandwidth=N" (consensus, with " Unmeasured=1" where too few bandwidth authorities
+#: measured the relay) and "Bandwidth=N Measured=M" (bandwidth authorities' votes); any other line is the fourth
+#: group and goes through ``_w_line``. One match per line of the text, which starts with a newline.
+_W_VALUE = re.compile(r"\n(?:Bandwidth=(\d{1,18})(?: Measured=(\d{1,18}))?( Unmeasured=1)?(?=\n|\Z)|([^\n]*))")
 
 
 def parse_router_entries(entries: bytes, microdesc: bool) -> RouterEntries:
     """The entries of every ``r`` block as columns; raises ValueError on a malformed line we read."""
-    text = "\n" + entries.decode("utf-8", "replace")
+    text = "\n" + entries.decode("utf-8", "replace") + "\n"
+    if _OPT_PREFIX.search(text):
+        text = _OPT_PREFIX.sub("\n", text)
     lines = (_MICRODESC_ENTRY_LINES if microdesc else _ENTRY_LINES).findall(text)
-    keywords, values = zip(*lines) if lines else ((), ())
-    keywords = np.frombuffer("".join(keywords).encode("ascii"), "S1")
+    keywords = np.frombuffer("".join([line[0] for line in lines]).encode("ascii"), "S1")
     starts = keywords == b"r"
     row_of_line = np.cumsum(starts) - 1  # lines before the first r line belong to no entry (-1) and are skipped
     r_lines = np.flatnonzero(starts)
-    columns = _r_columns([values[i] for i in r_lines.tolist()], r_lines, microdesc)
+    columns = _r_columns([lines[i][2:] for i in r_lines.tolist()], r_lines, microdesc)
     count = len(r_lines)
 
     def of_kind(keyword: bytes) -> tuple[list[int], list[str], list[int]]:
         """(rows, values, line numbers) of the lines of one keyword that belong to an entry."""
         numbers = np.flatnonzero((keywords == keyword) & (row_of_line >= 0))
-        return row_of_line[numbers].tolist(), [values[i] for i in numbers.tolist()], numbers.tolist()
+        return row_of_line[numbers].tolist(), [lines[i][2:] for i in numbers.tolist()], numbers.tolist()
 
-    for keyword in (b"s", b"v", b"w"):  # stem allows each once per entry; which would count is then undefined
-        _refuse_repeats(keyword.decode(), *of_kind(keyword))
-    flag_lines, flag_code = _flags(*of_kind(b"s")[:2], count)
-    bandwidth, measured, unmeasured, unrecognized = _bandwidths(*of_kind(b"w"), count)
-    version_lines, versions = [None] * count, [None] * count
-    for row, value, _ in zip(*of_kind(b"v")):
-        version_lines[row], versions[row] = _version(value)
+    kinds = {keyword: of_kind(keyword) for keyword in (b"s", b"v", b"w", b"a", b"m" if microdesc else b"s")}
+    for keyword in (b"s", b"v", b"w", b"m") if microdesc else (b"s", b"v", b"w"):
+        _refuse_repeats(keyword.decode(), *kinds[keyword])  # stem allows each once: which would count?
+    for keyword in (b"s", b"m") if microdesc else (b"s",):
+        _refuse_missing(keyword.decode(), kinds[keyword][0], r_lines)  # stem requires them
+    flag_lines, flag_code = _flags(*kinds[b"s"][:2], count)
+    bandwidth, measured, unmeasured, unrecognized = _bandwidths(*kinds[b"w"], count)
+    rows, values, _ = kinds[b"v"]
+    known = list(map(_version, values))
+    version_lines = _scattered(rows, [line for line, _ in known], count)
+    versions = _scattered(rows, [version for _, version in known], count)
     or_addresses: dict[int, list] = {}
-    for row, value, number in zip(*of_kind(b"a")):
+    for row, value, number in zip(*kinds[b"a"]):
         or_addresses.setdefault(row, []).append(_or_address(value, number))
-    digests = None
-    if microdesc:
-        digests = [None] * count
-        for row, value, _ in zip(*of_kind(b"m")):
-            digests[row] = value
+    digests = _scattered(*kinds[b"m"][:2], count) if microdesc else None
     parsed = RouterEntries(**columns, flag_lines=flag_lines, flag_code=flag_code, bandwidth=bandwidth,
                            measured=measured, unmeasured=unmeasured, version_lines=version_lines, versions=versions,
                            or_addresses=or_addresses, unrecognized=unrecognized, microdescriptor_digests=digests)
@@ -104,8 +108,8 @@ def parse_router_entries(entries: bytes, microdesc: bool) -> RouterEntries:
 
 #: Parsed ``r`` lines by their text. The same line is in the consensus and in every vote listing that descriptor,
 #: and in the next hour's documents (a relay publishes a new descriptor about once in 18 hours), so most lines
-#: of a period, and of consecutive archived consensuses, are parsed once. Bounded: cleared when full. One per
-#: flavour (a microdesc consensus's r line has no digest).
+#: of a period, and of consecutive archived consensuses, are parsed once. Bounded: when full, only the lines of
+#: the document at hand are kept. One per flavour (a microdesc consensus's r line has no digest).
 _R_CACHES: dict[bool, dict[str, tuple]] = {False: {}, True: {}}
 R_CACHE_LIMIT = 20_000
 
@@ -117,10 +121,13 @@ def _r_columns(r_values: list[str], numbers: np.ndarray, microdesc: bool) -> dic
     missing = [row for row, fields in enumerate(known) if fields is None]
     if missing:
         fresh = _parse_r_values([r_values[row] for row in missing], numbers[missing], microdesc)
-        if len(cache) + len(fresh) > R_CACHE_LIMIT:
-            cache.clear()
         for row, fields in zip(missing, fresh):
-            known[row] = cache[r_values[row]] = fields
+            known[row] = fields
+        if len(cache) + len(fresh) > R_CACHE_LIMIT:  # full: keep this document's lines, the likeliest next
+            cache.clear()
+            cache.update(zip(r_values, known))
+        else:
+            cache.update(zip([r_values[row] for row in missing], fresh))
     columns = list(zip(*known)) if known else [()] * 7
     nicknames, fingerprints, digests, published, addresses, or_ports, dir_ports = columns
     return {"fingerprints": list(fingerprints), "nicknames": list(nicknames), "digests": list(digests),
@@ -211,11 +218,11 @@ def _published(days: tuple, clocks: tuple, numbers: np.ndarray) -> list[datetime
 
 def _flags(rows: list[int], values: list[str], count: int) -> tuple[list[list[str]], np.ndarray]:
     """Each distinct ``s`` line's flags once, and per row the code of its line (0: no ``s`` line)."""
-    codes: dict[str, int] = {"": 0}
-    line_codes = [codes.setdefault(value, len(codes)) for value in values]
+    distinct = dict.fromkeys([""] + values)
+    codes = dict(zip(distinct, range(len(distinct))))
     flag_code = np.zeros(count, np.int32)
-    flag_code[rows] = line_codes
-    return [value.split(" ") if value else [] for value in codes], flag_code
+    flag_code[rows] = list(map(codes.__getitem__, values))
+    return [value.split(" ") if value else [] for value in distinct], flag_code
 
 
 def _bandwidths(rows: list[int], values: list[str], numbers: list[int], count: int):
@@ -224,16 +231,15 @@ def _bandwidths(rows: list[int], values: list[str], numbers: list[int], count: i
     measured = np.full(count, ABSENT, np.int64)
     unmeasured = np.zeros(count, bool)
     unrecognized: dict[int, list[str]] = {}
-    matches = _W_VALUE.findall("\n".join(values))
-    if len(matches) != len(values):
-        matches = [("", "", value) for value in values]
-    bands, measures, _ = zip(*matches) if matches else ((), (), ())
+    matches = _W_VALUE.findall("\n" + "\n".join(values)) if values else []
+    bands, measures, unmeasured_texts, _ = (np.array(texts, object) for texts in zip(*matches)) if matches \
+        else (np.zeros(0, object),) * 4
     rows_column = np.array(rows, np.int64)
-    common = [index for index, band in enumerate(bands) if band]
-    with_measured = [index for index, measure in enumerate(measures) if measure]
-    bandwidth[rows_column[common]] = [int(bands[index]) for index in common]
-    measured[rows_column[with_measured]] = [int(measures[index]) for index in with_measured]
-    for index in sorted(set(range(len(values))) - set(common)):  # the lines the bulk pattern did not take
+    common, with_measured = bands != "", measures != ""
+    bandwidth[rows_column[common]] = list(map(int, bands[common]))
+    measured[rows_column[with_measured]] = list(map(int, measures[with_measured]))
+    unmeasured[rows_column[unmeasured_texts != ""]] = True
+    for index in np.flatnonzero(~common).tolist():  # the lines the bulk pattern did not take
         row = rows[index]
         for name, item in _w_line(values[index], numbers[index]).items():
             if name == "bandwidth":
@@ -323,6 +329,19 @@ def parse_port(text: str, number: int, allow_zero: bool = True) -> int:
     if not text.isdigit() or not (0 if allow_zero else 1) <= int(text) <= 65535:
         raise ValueError(f"line {number}: {text!r} is not a port")
     return int(text)
+
+
+def _scattered(rows: list[int], values, count: int) -> list:
+    """A column of ``count`` rows: ``values`` at ``rows``, None elsewhere."""
+    column = np.full(count, None, object)
+    column[rows] = values
+    return column.tolist()
+
+
+def _refuse_missing(keyword: str, rows: list[int], r_lines: np.ndarray) -> None:
+    if len(rows) < len(r_lines):  # repeats are refused already, so some entry lacks the line
+        row = int(np.flatnonzero(np.isin(np.arange(len(r_lines)), rows, invert=True))[0])
+        raise ValueError(f"router status entry line {int(r_lines[row])}: no '{keyword}' line in the entry")
 
 
 def _refuse_repeats(keyword: str, rows: list[int], values: list[str], numbers: list[int]) -> None:

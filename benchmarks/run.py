@@ -276,7 +276,9 @@ def child_backfill_jobs(periods: int, jobs: int) -> dict:
         store.close()
         state.close()
         return {"periods": result.periods_written, "jobs": jobs, "seconds": seconds,
-                "per_second": result.periods_written / seconds, "main_cpu_seconds": time.process_time() - cpu}
+                "per_second": result.periods_written / seconds, "main_cpu_seconds": time.process_time() - cpu,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from functools import lru_cache
+from itertools import chain, repeat
 
 import numpy as np
 
@@ -69,35 +70,72 @@ def encode_columns(block: PointColumns) -> list[str]:
 
     The same text ``encode`` gives each row as a Point, except the field order:
     the 0/1 columns (flags) come first, as one piece per distinct combination.
+    The block's text is joined in one go and split into lines (tag values are
+    escaped, so they hold no newline).
     """
     rows = len(block)
-    head = _measurement(block.measurement) + "," + _key(block.tag) + "="
-    pieces = []
     binary = [name for name, column in block.fields.items() if np.isin(column, (0.0, 1.0)).all()]
-    if binary:
-        codes = np.zeros(rows, np.int64)
-        for bit, name in enumerate(binary):
-            codes |= block.fields[name].astype(np.int64) << bit
-        combinations, inverse = np.unique(codes, return_inverse=True)
-        texts = ["".join(f",{_key(name)}={(code >> bit) & 1}" for bit, name in enumerate(binary))
-                 for code in combinations.tolist()]
-        pieces.append([texts[index] for index in inverse.tolist()])
+    if not rows or not binary:  # a row could lack every field: the general way, piece by piece
+        return _rows_without_flags(block)
+    pieces = [_combination_texts(block, binary)]  # every row has one: the other fields follow with a comma
     for name, column in block.fields.items():
         if name not in binary:
-            pieces.append(_field_texts("," + _key(name) + "=", column))
-    fields = ["".join(parts)[1:] for parts in zip(*pieces)] if pieces else [""] * rows
-    time = f" {block.time}"
+            pieces += _field_pieces("," + _key(name) + "=", column)
+    head = _measurement(block.measurement) + "," + _key(block.tag) + "="
+    text = "".join(chain.from_iterable(zip(repeat(head), _tag_values(block), repeat(" "), *pieces,
+                                           repeat(f" {block.time}\n"))))
+    return text.split("\n")[:-1]
+
+
+def _tag_values(block: PointColumns) -> list[str]:
     values = block.tag_values
     if _NEEDS_ESCAPE.search("".join(values)):
         values = [value.translate(_KEY_OR_TAG) for value in values]
-    return [head + value + " " + text + time if text else "" for value, text in zip(values, fields)]
+    return values
 
 
-def _field_texts(prefix: str, column: np.ndarray) -> list[str]:
-    """``prefix + number`` per row, '' where the value is NaN (absent)."""
+def _combination_texts(block: PointColumns, binary: list[str]) -> list[str]:
+    """Per row: ``flag_a=1,flag_b=0,...`` of the 0/1 columns, one text per distinct combination."""
+    codes = np.zeros(len(block), np.int64)
+    for bit, name in enumerate(binary):
+        codes |= block.fields[name].astype(np.int64) << bit
+    combinations, inverse = np.unique(codes, return_inverse=True)
+    texts = [",".join(f"{_key(name)}={(code >> bit) & 1}" for bit, name in enumerate(binary))
+             for code in combinations.tolist()]
+    return [texts[index] for index in inverse.tolist()]
+
+
+def _field_pieces(prefix: str, column: np.ndarray) -> list:
+    """What one field adds to each row: [``prefix`` repeated, the numbers] when every row has it, else the
+    texts ``prefix + number`` ('' where NaN)."""
     present = ~np.isnan(column)
-    values = np.where(present, column, 0)
-    whole = present & (np.abs(values) < 1e15) & (values == np.floor(values))
-    if whole.all():  # integral values: int text equals the float's shortest text without '.0'
-        return [prefix + text for text in map(str, column.astype(np.int64).tolist())]
-    return [prefix + _number(value) if keep else "" for value, keep in zip(column.tolist(), present.tolist())]
+    if present.all():
+        return [repeat(prefix), _numbers(column)]
+    texts = np.full(len(column), "", object)
+    texts[present] = [prefix + text for text in _numbers(column[present])]
+    return [texts.tolist()]
+
+
+def _numbers(column: np.ndarray) -> list[str]:
+    """``_number`` of each value (none NaN), formatted by repr of the whole list at once."""
+    if not len(column):
+        return []
+    if ((np.abs(column) < 1e15) & (column == np.floor(column))).all():  # int text is the float's without '.0'
+        return repr(column.astype(np.int64).tolist())[1:-1].split(", ")
+    # Fractions repeat (relays of equal weight): each distinct value is formatted once, its shortest
+    # round-trip text; '.0' only ends integral values, and is dropped there as _number does.
+    distinct, inverse = np.unique(column, return_inverse=True)
+    texts = repr(distinct.tolist())[1:-1].replace(".0, ", ", ")
+    texts = (texts[:-2] if texts.endswith(".0") else texts).split(", ")
+    return [texts[index] for index in inverse.tolist()]
+
+
+def _rows_without_flags(block: PointColumns) -> list[str]:
+    """``encode_columns`` for a block without 0/1 columns, where a row may have no field at all."""
+    head = _measurement(block.measurement) + "," + _key(block.tag) + "="
+    pieces = [[prefix + text if keep else "" for text, keep in zip(_numbers(np.where(np.isnan(column), 0, column)),
+                                                                    (~np.isnan(column)).tolist())]
+              for prefix, column in (("," + _key(name) + "=", column) for name, column in block.fields.items())]
+    fields = ["".join(parts)[1:] for parts in zip(*pieces)] if pieces else [""] * len(block)
+    time = f" {block.time}"
+    return [head + value + " " + text + time if text else "" for value, text in zip(_tag_values(block), fields)]

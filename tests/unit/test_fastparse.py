@@ -176,11 +176,13 @@ def test_a_descriptor_without_bandwidth_is_refused():
 def test_malformed_bandwidth_is_refused(w_line):
     r_line = b"r relay1 AAAAAAAAAAAAAAAAAAAAAAAAAAA AAAAAAAAAAAAAAAAAAAAAAAAAAA 2020-02-29 10:00:00 1.2.3.4 9001 0"
     with pytest.raises(ValueError, match="needs a number"):
-        fastparse.parse_router_entries(r_line + b"\n" + w_line + b"\n", microdesc=False)
+        fastparse.parse_router_entries(r_line + b"\ns Fast\n" + w_line + b"\n", microdesc=False)
 
 
 @pytest.mark.parametrize("change, refused", [
     ((b"\ns Exit Fast", b"\nopt s Exit Fast"), None),  # the old "opt" prefix
+    ((b"\ns Exit Fast", b"\ns"), None),  # a keyword alone: no flags
+    ((b"\ns Exit Fast", b"\nsExit Fast"), "no 's' line"),  # not an s line: then the entry has none
     ((b"\ns Exit Fast", b"\nunknown-keyword 1\ns Exit Fast"), None),  # a line we skip before one we read
     ((b"\nw Bandwidth=", b"\nw Unmeasured=0 Bandwidth="), "must start with Bandwidth="),  # stem refuses it too
     ((b"\nw Bandwidth=", b"\nw Bandwidth=1\nw Bandwidth="), "a second 'w' line"),  # so does stem
@@ -205,6 +207,28 @@ def test_unusual_entries_still_match_stem(change, refused):
     assert column_mismatches(ours, reference) == []
 
 
+@pytest.mark.parametrize("change, refused", [
+    ((b"\nm ", b"\nx "), "no 'm' line"),
+    ((b"\nm ", b"\nm AAAA\nm "), "a second 'm' line"),
+])
+def test_a_microdesc_entry_needs_exactly_one_m_line_as_stem_says(change, refused):
+    raw = _strip_annotations(read(DATA / "2022-11-19-10-00-00-consensus-microdesc.xz"))
+    changed = raw.replace(*change, 1)
+    with pytest.raises(ValueError):
+        NetworkStatusDocumentV3(changed, validate=True)
+    with pytest.raises(ValueError, match=refused):
+        fastparse.parse_router_entries(fastparse.split_network_status(changed)[1], microdesc=True)
+
+
+def test_the_last_line_needs_no_newline():
+    raw = _strip_annotations(read(DATA / "2020-02-29-10-00-00-consensus.xz"))
+    header, entries, footer = fastparse.split_network_status(raw)
+    whole = fastparse.parse_router_entries(entries, microdesc=False)
+    cut = fastparse.parse_router_entries(entries.rstrip(b"\n"), microdesc=False)
+    last = list(whole)[-1]
+    assert whole[last].bandwidth is not None and column_mismatches(cut, NetworkStatusDocumentV3(raw)) == []
+
+
 def test_columns_of_a_document_stem_built_and_the_mapping_they_still_are():
     raw = _strip_annotations(read(DATA / "2020-02-29-10-00-00-consensus.xz"))
     reference = NetworkStatusDocumentV3(raw, validate=True)
@@ -220,3 +244,18 @@ def test_columns_of_a_document_stem_built_and_the_mapping_they_still_are():
     half = RouterEntries.from_entries({fp: ours[fp] for fp in list(ours)[::2]})
     rows = ours.indices_in(half)
     assert rows[::2].tolist() == list(range(len(half))) and set(rows[1::2].tolist()) == {-1}
+
+
+def test_the_r_line_cache_keeps_the_document_at_hand_when_full(monkeypatch):
+    monkeypatch.setattr(fastparse, "_R_CACHES", {False: {}, True: {}})
+    monkeypatch.setattr(fastparse, "R_CACHE_LIMIT", 8000)
+    documents = [fastparse.split_network_status(_strip_annotations(read(DATA / name)))[1]
+                 for name in ("2020-02-29-10-00-00-consensus.xz", "2016-09-20-13-00-00-consensus.xz")]
+    first = fastparse.parse_router_entries(documents[0], microdesc=False)
+    assert len(fastparse._R_CACHES[False]) == len(first) > 6000
+    second = fastparse.parse_router_entries(documents[1], microdesc=False)  # 6,400 + 7,200 lines do not fit
+    cache = fastparse._R_CACHES[False]
+    assert len(cache) == len(second) and all(value[1] in second for value in cache.values())
+    again = fastparse.parse_router_entries(documents[1], microdesc=False)  # all from the cache now
+    assert again.fingerprints == second.fingerprints and again.published == second.published
+    assert again.addresses == second.addresses and (again.or_ports == second.or_ports).all()

@@ -168,6 +168,20 @@ def test_a_column_block_encodes_each_row_as_its_point_would():
     assert all("\n" not in line for line in lines)
 
 
+@pytest.mark.parametrize("fields", [
+    {"flag_exit": np.array([1.0, 0.0, 1.0, 1.0]), "fraction": np.array([0.5, 3.0, -2.25, 0.1 + 0.2]),
+     "weight": np.array([1e15, -7.0, 0.0, 42.0]), "median": np.array([np.nan, np.nan, 1.5, 2.0]),
+     "nothing": np.full(4, np.nan), "ratio": np.array([1 / 3, 1 / 3, 2 / 3, 1e-300])},
+    {"weight": np.array([np.nan, 5.0, 2.5, np.nan]), "median": np.array([1.0, np.nan, 7.0, np.nan])},
+    {"in_consensus": np.zeros(4)},
+], ids=["flags and numbers", "no flag column", "flags only"])
+def test_every_way_of_encoding_a_column_says_what_encode_says(fields):
+    block = PointColumns("tor_relay", "fingerprint", [NASTY, "AB" * 20, "x\\y", "CD" * 20], fields, 1582970400)
+    lines = encode_all(block.points())
+    expected = [encode(Point(row.measurement, row.tags, row.fields, row.time)) for row in block.points()]
+    assert [parsed_line(line) for line in lines] == [parsed_line(line) for line in expected if line.split(" ")[-2]]
+
+
 def test_a_row_without_fields_gives_no_line():
     block = PointColumns("tor_relay", "fingerprint", ["AB" * 20], {"weight": np.array([np.nan])}, 1)
     assert encode_all(block.points()) == []
