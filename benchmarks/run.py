@@ -233,14 +233,18 @@ def child_backfill(repeat: int) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def child_backfill_jobs(periods: int, jobs: int) -> dict:
+def child_backfill_jobs(periods: int, jobs: int, hours: str = "different") -> dict:
     """``allium-agent backfill`` itself (outbox, state, no TSDB) over ``periods`` hours, wall-clock.
 
-    The hours are the seven real full consensuses in turn, each with its
-    valid-after moved to the next hour (no certificates in the input, so they
-    are taken as unverified archives, as backfill does without certificates).
-    Consecutive hours are then different real networks: the worst case for
-    churn and for what can be remembered from the hour before.
+    Each hour is a real full consensus with its valid-after moved to that hour
+    (no certificates in the input, so they are taken as unverified archives,
+    as backfill does without certificates). ``hours``:
+    - ``different``: the seven real consensuses in turn, so consecutive hours
+      are different real networks: the worst case for churn and for what can
+      be remembered from the hour before;
+    - ``consecutive``: the one real pair of consecutive hours (2020-02-29
+      10:00 and 11:00) in turn, so each hour differs from the one before as
+      a real next hour does (a real backfill reads consecutive hours).
     """
     import re
     import shutil
@@ -256,6 +260,8 @@ def child_backfill_jobs(periods: int, jobs: int) -> dict:
     directory = Path(tempfile.mkdtemp(prefix="bench-backfill-"))
     try:
         files = sorted(p for p in (TORDATA / "consensus").iterdir() if p.is_file())
+        if hours == "consecutive":
+            files = [TORDATA / "consensus" / f"2020-02-29-{hour}-00-00-consensus" for hour in (10, 11)]
         raws = [path.read_bytes() for path in files]
         start = datetime(2021, 1, 1)
         for hour in range(periods):
@@ -275,7 +281,7 @@ def child_backfill_jobs(periods: int, jobs: int) -> dict:
         seconds = time.perf_counter() - started
         store.close()
         state.close()
-        return {"periods": result.periods_written, "jobs": jobs, "seconds": seconds,
+        return {"periods": result.periods_written, "jobs": jobs, "hours": hours, "seconds": seconds,
                 "per_second": result.periods_written / seconds, "main_cpu_seconds": time.process_time() - cpu,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
@@ -339,7 +345,7 @@ def main() -> None:
         kind, *rest = arguments.child
         result = {"cycle": lambda: child_cycle(rest[0], int(rest[1])), "memory": lambda: child_memory(int(rest[0])),
                   "backfill": lambda: child_backfill(int(rest[0])), "write": lambda: child_write(int(rest[0])),
-                  "backfill_jobs": lambda: child_backfill_jobs(int(rest[0]), int(rest[1]))}[kind]()
+                  "backfill_jobs": lambda: child_backfill_jobs(int(rest[0]), int(rest[1]), *rest[2:])}[kind]()
         print(json.dumps(result))
         return
     ours = run_child("cycle", "ours", arguments.repeat)
@@ -361,11 +367,13 @@ def main() -> None:
           f"of {backfill['relays_mean']:.0f} relays on average from {backfill['files']} real files; "
           f"ms per consensus: {stages}; the one real consecutive hour, 2020-02-29 11:00 right after 10:00: "
           f"{backfill['next_hour_ms']:.0f} ms, {1000 / backfill['next_hour_ms']:.1f} per second) | | |")
-    for jobs in (1, 2):
-        run = run_child("backfill_jobs", 96, jobs)
-        print(f"| backfill | `backfill` itself, {jobs} process{'es' if jobs > 1 else ''}: periods per second "
-              f"(wall clock) | {run['per_second']:.1f} ({run['periods']} hours in {run['seconds']:.1f} s; "
-              f"main process CPU {run['main_cpu_seconds']:.1f} s) | | |")
+    for hours in ("consecutive", "different"):
+        for jobs in (1, 2):
+            run = run_child("backfill_jobs", 96, jobs, hours)
+            print(f"| backfill | `backfill` itself, {hours} hours, {jobs} process{'es' if jobs > 1 else ''}: "
+                  f"periods per second (wall clock) | {run['per_second']:.1f} ({run['periods']} hours in "
+                  f"{run['seconds']:.1f} s; main process CPU {run['main_cpu_seconds']:.1f} s; peak RSS "
+                  f"{max(run['peak_rss_mb'], run['worker_peak_rss_mb']):.0f} MB) | | |")
     if not arguments.no_write:
         write = run_child("write", arguments.write_points)
         print(f"| write | points per second into VictoriaMetrics | {write['per_second']:,.0f} "
