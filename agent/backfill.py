@@ -7,7 +7,7 @@ its valid-after. Periods are replayed in time order, so churn is measured
 against the preceding period of the input. Nothing is ever sent to people:
 backfill writes points only.
 
-Parsing, metrics, checks and line protocol take ~0.1 s of CPU a period, so
+Parsing, metrics, checks and line protocol take 60-90 ms of CPU a period, so
 with ``--jobs`` N runs of consecutive periods are computed in N worker
 processes (each reads the period before its run again, for churn); this
 process alone writes the store and the state, in time order.

@@ -33,6 +33,7 @@ import argparse
 import gc
 import io
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -233,8 +234,8 @@ def child_backfill(repeat: int) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def child_backfill_jobs(periods: int, jobs: int, hours: str = "different") -> dict:
-    """``allium-agent backfill`` itself (outbox, state, no TSDB) over ``periods`` hours, wall-clock.
+def child_backfill_jobs(periods: int, jobs: int, hours: str = "different", sink: str = "outbox") -> dict:
+    """``allium-agent backfill`` itself (outbox, state) over ``periods`` hours, wall-clock.
 
     Each hour is a real full consensus with its valid-after moved to that hour
     (no certificates in the input, so they are taken as unverified archives,
@@ -245,6 +246,9 @@ def child_backfill_jobs(periods: int, jobs: int, hours: str = "different") -> di
     - ``consecutive``: the one real pair of consecutive hours (2020-02-29
       10:00 and 11:00) in turn, so each hour differs from the one before as
       a real next hour does (a real backfill reads consecutive hours).
+    ``sink``: ``outbox`` (no TSDB: every period stays in the outbox) or
+    ``victoria`` (a real VictoriaMetrics on 127.0.0.1 takes them, sharing
+    this machine's cores; its CPU time is reported too).
     """
     import re
     import shutil
@@ -257,7 +261,10 @@ def child_backfill_jobs(periods: int, jobs: int, hours: str = "different") -> di
     from agent.state import State
     from agent.store import Store
 
+    from tests.integration.victoria import VictoriaMetrics
+
     directory = Path(tempfile.mkdtemp(prefix="bench-backfill-"))
+    victoria = None
     try:
         files = sorted(p for p in (TORDATA / "consensus").iterdir() if p.is_file())
         if hours == "consecutive":
@@ -272,21 +279,36 @@ def child_backfill_jobs(periods: int, jobs: int, hours: str = "different") -> di
                          lambda m: m[1] + b" " + stamp[m[1]].strftime("%Y-%m-%d %H:%M:%S").encode(),
                          raws[hour % len(raws)], count=3, flags=re.M)
             (directory / f"{moment:%Y-%m-%d-%H-%M-%S}-consensus").write_bytes(raw)
-        (directory / "agent.yaml").write_text(f"state_dir: {directory / 'state'}\n")
+        victoria = VictoriaMetrics(directory / "victoria").start() if sink == "victoria" else None
+        store_url = f"store: {{url: '{victoria.url}'}}\n" if victoria else ""
+        (directory / "agent.yaml").write_text(f"state_dir: {directory / 'state'}\n{store_url}")
         config = load_config(directory / "agent.yaml", environ={})
         geoip = load_or_empty(config.metrics.geoip_file)
         state, store = State(config.state_dir), Store.from_config(config)
+        victoria_cpu = _process_cpu_seconds(victoria.process.pid) if victoria else 0.0
         started, cpu = time.perf_counter(), time.process_time()
         result = backfill([directory], config, state, store, geoip, progress=False, jobs=jobs)
+        if victoria:
+            victoria.flush()
         seconds = time.perf_counter() - started
         store.close()
         state.close()
-        return {"periods": result.periods_written, "jobs": jobs, "hours": hours, "seconds": seconds,
+        return {"periods": result.periods_written, "jobs": jobs, "hours": hours, "sink": sink, "seconds": seconds,
                 "per_second": result.periods_written / seconds, "main_cpu_seconds": time.process_time() - cpu,
+                "lines_written": result.lines_written,
+                "victoria_cpu_seconds": _process_cpu_seconds(victoria.process.pid) - victoria_cpu if victoria else 0,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
     finally:
+        if victoria:
+            victoria.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    """User and system CPU of another process (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def child_write(points_wanted: int) -> dict:
@@ -374,6 +396,12 @@ def main() -> None:
                   f"periods per second (wall clock) | {run['per_second']:.1f} ({run['periods']} hours in "
                   f"{run['seconds']:.1f} s; main process CPU {run['main_cpu_seconds']:.1f} s; peak RSS "
                   f"{max(run['peak_rss_mb'], run['worker_peak_rss_mb']):.0f} MB) | | |")
+    if not arguments.no_write:
+        run = run_child("backfill_jobs", 96, 2, "consecutive", "victoria")
+        print(f"| backfill | `backfill` into a real VictoriaMetrics on this machine, consecutive hours, 2 processes: "
+              f"periods per second (wall clock) | {run['per_second']:.1f} ({run['periods']} hours, "
+              f"{run['lines_written']:,} lines in {run['seconds']:.1f} s; VictoriaMetrics's CPU "
+              f"{run['victoria_cpu_seconds']:.1f} s) | | |")
     if not arguments.no_write:
         write = run_child("write", arguments.write_points)
         print(f"| write | points per second into VictoriaMetrics | {write['per_second']:,.0f} "
