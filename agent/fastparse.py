@@ -52,8 +52,11 @@ def split_network_status(raw: bytes) -> tuple[bytes, bytes, bytes]:
 #: line (the text gets one in front and one at the end), which the engine finds far faster than ``^``.
 _ENTRY_LINES = re.compile(r"\n([rsavw](?: [^\n]*)?)(?=\n)")
 _MICRODESC_ENTRY_LINES = re.compile(r"\n([rsavwm](?: [^\n]*)?)(?=\n)")
-#: ``opt`` is an old prefix stem also accepts on any line; seen nowhere since 2012, so only looked for once.
+#: Shapes stem also accepts, seen in no real document since 2012, so only looked for once: the old ``opt``
+#: prefix, and a tab or more than one space after a keyword. Where present they are rewritten first.
+_UNUSUAL_LINES = re.compile(r"\n(?:opt |[rsavwm](?:\t| [ \t]))")
 _OPT_PREFIX = re.compile(r"\nopt ")
+_KEYWORD_SPACE = re.compile(r"\n([rsavwm])[ \t]+")
 _IPV4_TEXT = r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(_IPV4_TEXT)
 _IPV4_LINES = re.compile(rf"^{_IPV4_TEXT}$", re.M)
@@ -68,8 +71,8 @@ _W_VALUE = re.compile(r"\n(?:Bandwidth=(\d{1,18})(?: Measured=(\d{1,18}))?( Unme
 def parse_router_entries(entries: bytes, microdesc: bool) -> RouterEntries:
     """The entries of every ``r`` block as columns; raises ValueError on a malformed line we read."""
     text = "\n" + entries.decode("utf-8", "replace") + "\n"
-    if _OPT_PREFIX.search(text):
-        text = _OPT_PREFIX.sub("\n", text)
+    if _UNUSUAL_LINES.search(text):
+        text = _KEYWORD_SPACE.sub(r"\n\1 ", _OPT_PREFIX.sub("\n", text))
     lines = (_MICRODESC_ENTRY_LINES if microdesc else _ENTRY_LINES).findall(text)
     keywords = np.frombuffer("".join([line[0] for line in lines]).encode("ascii"), "S1")
     starts = keywords == b"r"

@@ -182,6 +182,8 @@ def test_malformed_bandwidth_is_refused(w_line):
 @pytest.mark.parametrize("change, refused", [
     ((b"\ns Exit Fast", b"\nopt s Exit Fast"), None),  # the old "opt" prefix
     ((b"\ns Exit Fast", b"\ns"), None),  # a keyword alone: no flags
+    ((b"\ns Exit Fast", b"\ns\tExit Fast"), None),  # a tab after the keyword, as stem allows
+    ((b"\nw Bandwidth=", b"\nw \t Bandwidth="), None),  # spaces and tabs
     ((b"\ns Exit Fast", b"\nsExit Fast"), "no 's' line"),  # not an s line: then the entry has none
     ((b"\ns Exit Fast", b"\nunknown-keyword 1\ns Exit Fast"), None),  # a line we skip before one we read
     ((b"\nw Bandwidth=", b"\nw Unmeasured=0 Bandwidth="), "must start with Bandwidth="),  # stem refuses it too
