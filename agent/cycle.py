@@ -32,31 +32,25 @@ def run_cycle(config: Config, state: State, store: Store, geoip: GeoIP) -> Cycle
     return CycleResult(snapshot, *record_period(snapshot, config, state, store, geoip))
 
 
-_FROM_STATE = object()
+def record_period(snapshot: Snapshot, config: Config, state: State, store: Store,
+                  geoip: GeoIP) -> tuple[SaveResult, list]:
+    """Metrics, check findings and anomaly detection of a live period into the store.
 
-
-def record_period(snapshot: Snapshot, config: Config, state: State, store: Store, geoip: GeoIP,
-                  previous=_FROM_STATE) -> tuple[SaveResult, list]:
-    """Metrics and check findings of a snapshot into the store; the same path serves backfill.
-
-    Returns what was saved and the findings: the checks', then (live periods
-    with a consensus) anomaly detection's, whose scores are saved as points.
-
-    The previous period's relays (for churn) come from the state, unless the
-    caller passes them (backfill replays history and knows them itself).
+    Returns what was saved and the findings: the checks', then (periods with a
+    consensus) anomaly detection's, whose scores are saved as points. The
+    previous period's relays (for churn) come from the state. Backfill shares
+    ``agent.period.period_points`` with this, not the state or detection.
     """
     consensus = snapshot.latest_consensus()
     period_time = period_time_of(snapshot)
-    live = previous is _FROM_STATE
-    if live:
-        previous = state.relays_before(period_time) if consensus is not None else None
-    # Only the live path teaches the checks which authorities measure bandwidth.
-    points, findings, table = period_points(snapshot, config, geoip, previous, state if live else None)
-    if consensus is not None and live and config.detect.enabled:
+    previous = state.relays_before(period_time) if consensus is not None else None
+    # The state lets the checks learn which authorities measure bandwidth.
+    points, findings, table = period_points(snapshot, config, geoip, previous, state)
+    if consensus is not None and config.detect.enabled:
         anomalies, anomaly_points = detect(snapshot, consensus, table, config)
         findings, points = findings + anomalies, points + anomaly_points
     saved = store.save(points, period_time)
-    if consensus is not None and live:
+    if consensus is not None:
         state.save_relays(period_time, relays_of(consensus))
     log.debug("period %s: %d points, %s", consensus.valid_after if consensus else "none (no accepted consensus)",
              saved.points, describe(saved))

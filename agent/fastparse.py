@@ -55,8 +55,7 @@ _MICRODESC_ENTRY_LINES = re.compile(r"\n([rsavwm](?: [^\n]*)?)(?=\n)")
 #: Shapes stem also accepts, seen in no real document since 2012, so only looked for once: the old ``opt``
 #: prefix, and a tab or more than one space after a keyword. Where present they are rewritten first.
 _UNUSUAL_LINES = re.compile(r"\n(?:opt |[rsavwm](?:\t| [ \t]))")
-_OPT_PREFIX = re.compile(r"\nopt ")
-_KEYWORD_SPACE = re.compile(r"\n([rsavwm])[ \t]+")
+_KEYWORD_START = re.compile(r"\n(?:opt )?([rsavwm])(?:[ \t]+|(?=\n))")
 _IPV4_TEXT = r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(_IPV4_TEXT)
 _IPV4_LINES = re.compile(rf"^{_IPV4_TEXT}$", re.M)
@@ -72,7 +71,7 @@ def parse_router_entries(entries: bytes, microdesc: bool) -> RouterEntries:
     """The entries of every ``r`` block as columns; raises ValueError on a malformed line we read."""
     text = "\n" + entries.decode("utf-8", "replace") + "\n"
     if _UNUSUAL_LINES.search(text):
-        text = _KEYWORD_SPACE.sub(r"\n\1 ", _OPT_PREFIX.sub("\n", text))
+        text = _KEYWORD_START.sub(r"\n\1 ", text)
     lines = (_MICRODESC_ENTRY_LINES if microdesc else _ENTRY_LINES).findall(text)
     keywords = np.frombuffer("".join([line[0] for line in lines]).encode("ascii"), "S1")
     starts = keywords == b"r"
@@ -86,10 +85,11 @@ def parse_router_entries(entries: bytes, microdesc: bool) -> RouterEntries:
         numbers = np.flatnonzero((keywords == keyword) & (row_of_line >= 0))
         return row_of_line[numbers].tolist(), [lines[i][2:] for i in numbers.tolist()], numbers.tolist()
 
-    kinds = {keyword: of_kind(keyword) for keyword in (b"s", b"v", b"w", b"a", b"m" if microdesc else b"s")}
-    for keyword in (b"s", b"v", b"w", b"m") if microdesc else (b"s", b"v", b"w"):
+    digest_line = (b"m",) if microdesc else ()
+    kinds = {keyword: of_kind(keyword) for keyword in (b"s", b"v", b"w", b"a") + digest_line}
+    for keyword in (b"s", b"v", b"w") + digest_line:
         _refuse_repeats(keyword.decode(), *kinds[keyword])  # stem allows each once: which would count?
-    for keyword in (b"s", b"m") if microdesc else (b"s",):
+    for keyword in (b"s",) + digest_line:
         _refuse_missing(keyword.decode(), kinds[keyword][0], r_lines)  # stem requires them
     flag_lines, flag_code = _flags(*kinds[b"s"][:2], count)
     bandwidth, measured, unmeasured, unrecognized = _bandwidths(*kinds[b"w"], count)

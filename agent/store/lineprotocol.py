@@ -70,20 +70,19 @@ def encode_columns(block: PointColumns) -> list[str]:
 
     The same text ``encode`` gives each row as a Point, except the field order:
     the 0/1 columns (flags) come first, as one piece per distinct combination.
-    The block's text is joined in one go and split into lines (tag values are
-    escaped, so they hold no newline).
+    With them every row has a field, and the block's text is joined in one go
+    and split into lines (tag values are escaped, so they hold no newline).
     """
-    rows = len(block)
-    binary = [name for name, column in block.fields.items() if np.isin(column, (0.0, 1.0)).all()]
-    if not rows or not binary:  # a row could lack every field: the general way, piece by piece
-        return _rows_without_flags(block)
-    pieces = [_combination_texts(block, binary)]  # every row has one: the other fields follow with a comma
-    for name, column in block.fields.items():
-        if name not in binary:
-            pieces += _field_pieces("," + _key(name) + "=", column)
     head = _measurement(block.measurement) + "," + _key(block.tag) + "="
-    text = "".join(chain.from_iterable(zip(repeat(head), _tag_values(block), repeat(" "), *pieces,
-                                           repeat(f" {block.time}\n"))))
+    binary = [name for name, column in block.fields.items() if np.isin(column, (0.0, 1.0)).all()]
+    pieces = [piece for name, column in block.fields.items() if name not in binary
+              for piece in _field_pieces("," + _key(name) + "=", column)]
+    if not len(block) or not binary:  # a row could lack every field: each row's fields joined on their own
+        fields = ["".join(parts)[1:] for parts in zip(*pieces)] if pieces else [""] * len(block)
+        return [head + value + " " + text + f" {block.time}" if text else ""
+                for value, text in zip(_tag_values(block), fields)]
+    text = "".join(chain.from_iterable(zip(repeat(head), _tag_values(block), repeat(" "),
+                                           _combination_texts(block, binary), *pieces, repeat(f" {block.time}\n"))))
     return text.split("\n")[:-1]
 
 
@@ -128,14 +127,3 @@ def _numbers(column: np.ndarray) -> list[str]:
     texts = repr(distinct.tolist())[1:-1].replace(".0, ", ", ")
     texts = (texts[:-2] if texts.endswith(".0") else texts).split(", ")
     return [texts[index] for index in inverse.tolist()]
-
-
-def _rows_without_flags(block: PointColumns) -> list[str]:
-    """``encode_columns`` for a block without 0/1 columns, where a row may have no field at all."""
-    head = _measurement(block.measurement) + "," + _key(block.tag) + "="
-    pieces = [[prefix + text if keep else "" for text, keep in zip(_numbers(np.where(np.isnan(column), 0, column)),
-                                                                    (~np.isnan(column)).tolist())]
-              for prefix, column in (("," + _key(name) + "=", column) for name, column in block.fields.items())]
-    fields = ["".join(parts)[1:] for parts in zip(*pieces)] if pieces else [""] * len(block)
-    time = f" {block.time}"
-    return [head + value + " " + text + time if text else "" for value, text in zip(_tag_values(block), fields)]
