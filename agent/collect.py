@@ -315,7 +315,7 @@ def _verify(jobs: dict[str, _AuthorityJob], authorities: list[Authority]) -> dic
             except Exception as error:  # a document that parsed but has no signable portion
                 log.warning("cannot check the signatures of the %s from %s: %s", kind.value,
                             job.authority.nickname, error)
-                report = SignatureReport({}, ())
+                report = SignatureReport(())
             setattr(view, report_attribute, report)
             _note_unsigned(job, kind, report, authorities)
     return trusted

@@ -1,7 +1,8 @@
 """Pure parsing of raw directory documents into stem objects, with type checks.
 
 Network status documents are split: stem parses and validates the header
-and footer, ``agent.fastparse`` the router status entries; server
+and footer, ``agent.fastparse`` the router status entries (remembered from
+one consensus to the next in backfill, ``agent.entrymemory``); server
 descriptors go through ``agent.fastdesc`` (their digests are what the
 consensus vouches for). Key certificates and bandwidth files are stem's.
 
@@ -21,7 +22,7 @@ from contextlib import contextmanager
 import stem.descriptor
 from stem.descriptor.networkstatus import NetworkStatusDocumentV3
 
-from agent import fastdesc, fastparse
+from agent import entrymemory, fastdesc, fastparse
 from agent.errors import DocumentError
 from agent.snapshot import DocKind
 
@@ -119,7 +120,7 @@ def _network_status(kind: DocKind, raw: bytes, source: str) -> NetworkStatusDocu
     header, entries, footer = fastparse.split_network_status(raw)
     _refuse_what_stem_mishandles(kind, header + footer)
     document = NetworkStatusDocumentV3(header + footer, validate=True)
-    document.routers = fastparse.parse_router_entries(entries, document.is_microdescriptor)
+    document.routers = entrymemory.parse_entries(entries, document.is_microdescriptor, not document.is_vote)
     if kind is not DocKind.VOTE:
         # stem parsed header and footer only: get_bytes() (stem's own signature validation) needs the whole
         # consensus, whose bytes the collector keeps anyway. A vote's get_bytes() is its header and footer:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from datetime import datetime
+from itertools import compress
 
 import numpy as np
 
@@ -161,6 +162,37 @@ class RouterEntries(Mapping):
         if self._by_address is None:
             self._by_address = dict(zip(zip(self.addresses, self.or_ports.tolist()), range(len(self))))
         return self._by_address
+
+    def row_tuples(self) -> list[tuple]:
+        """Each entry as one tuple of its fields, in ``from_rows``'s order (to be remembered whole)."""
+        count = len(self)
+        flags = [" ".join(line) for line in self.flag_lines]  # the s line's text: a str caches its hash
+        return list(zip(self.fingerprints, self.nicknames, self.digests, self.published, self.addresses,
+                        self.or_ports.tolist(), self.dir_ports.tolist(), [flags[code] for code in self.flag_code.tolist()],
+                        self.bandwidth.tolist(), self.measured.tolist(), self.unmeasured.tolist(),
+                        self.version_lines, self.versions, [self.or_addresses.get(row) for row in range(count)],
+                        [self.unrecognized.get(row) for row in range(count)],
+                        self.microdescriptor_digests or [None] * count))
+
+    @classmethod
+    def from_rows(cls, rows: list[tuple], microdesc: bool) -> "RouterEntries":
+        """The columns of entries given as ``row_tuples``."""
+        (fingerprints, nicknames, digests, published, addresses, or_ports, dir_ports, flags, bandwidth, measured,
+         unmeasured, version_lines, versions, or_addresses, unrecognized, microdescriptor_digests) = \
+            zip(*rows) if rows else ((),) * 16
+        distinct = dict.fromkeys(("",) + flags)  # code 0: no flags, as the parser numbers them
+        codes = dict(zip(distinct, range(len(distinct))))
+        return cls(
+            fingerprints=list(fingerprints), nicknames=list(nicknames), digests=list(digests),
+            published=list(published), addresses=list(addresses), or_ports=np.array(or_ports, np.int32),
+            dir_ports=np.array(dir_ports, np.int32), flag_lines=[line.split(" ") if line else [] for line in distinct],
+            flag_code=np.array(list(map(codes.__getitem__, flags)), np.int32),
+            bandwidth=np.array(bandwidth, np.int64), measured=np.array(measured, np.int64),
+            unmeasured=np.array(unmeasured, bool), version_lines=list(version_lines), versions=list(versions),
+            or_addresses=dict(compress(enumerate(or_addresses), or_addresses)),  # the rows with any
+            unrecognized=dict(compress(enumerate(unrecognized), unrecognized)),
+            microdescriptor_digests=list(microdescriptor_digests) if microdesc else None,
+        )
 
     @classmethod
     def from_entries(cls, routers: Mapping) -> "RouterEntries":

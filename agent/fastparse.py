@@ -69,7 +69,12 @@ _W_VALUE = re.compile(r"\n(?:Bandwidth=(\d{1,18})(?: Measured=(\d{1,18}))?( Unme
 
 def parse_router_entries(entries: bytes, microdesc: bool) -> RouterEntries:
     """The entries of every ``r`` block as columns; raises ValueError on a malformed line we read."""
-    text = "\n" + entries.decode("utf-8", "replace") + "\n"
+    return parse_entry_text(entries.decode("utf-8", "replace"), microdesc)
+
+
+def parse_entry_text(entries: str, microdesc: bool) -> RouterEntries:
+    """``parse_router_entries`` of the entries' text, already decoded."""
+    text = "\n" + entries + "\n"
     if _UNUSUAL_LINES.search(text):
         text = _KEYWORD_START.sub(r"\n\1 ", text)
     lines = (_MICRODESC_ENTRY_LINES if microdesc else _ENTRY_LINES).findall(text)

@@ -116,18 +116,30 @@ def _check_certificate(certificate) -> TrustedKey | str:
 def check_signatures(raw: bytes, document, trusted: dict[tuple[str, str], TrustedKey]) -> SignatureReport:
     """Verifies every ``directory-signature`` of a parsed consensus ``document`` whose bytes are ``raw``."""
     content = signed_portion(raw, b"network-status-version", b"\ndirectory-signature ")
-    digests = {name: digest(content).digest() for name, digest in _HASHES.items()}
+    digests = _Digests(content)
     checks = []
     for signature in document.signatures:
         algorithm = signature.method or "sha1"
         checks.append(_check_one(signature, algorithm, digests, trusted, document.valid_after))
-    hex_digests = {name: value.hex().upper() for name, value in digests.items()}
-    return SignatureReport(hex_digests, tuple(checks))
+    return SignatureReport(tuple(checks))
+
+
+class _Digests(dict):
+    """Algorithm -> digest of ``content``, each computed when a signature is first checked with it (hashing
+    a 2.4 MB consensus twice costs 2-3 ms: backfill of archives without certificates checks none)."""
+
+    def __init__(self, content: bytes):
+        super().__init__()
+        self.content = content
+
+    def __missing__(self, algorithm: str) -> bytes:
+        digest = self[algorithm] = _HASHES[algorithm](self.content).digest()
+        return digest
 
 
 def _check_one(signature, algorithm, digests, trusted, valid_after) -> SignatureCheck:
     identity = signature.identity.upper()
-    if algorithm not in digests:
+    if algorithm not in _HASHES:
         return SignatureCheck(identity, algorithm, False, f"unknown digest algorithm {algorithm}")
     key = trusted.get((identity, signature.key_digest.upper()))
     if key is None:

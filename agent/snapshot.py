@@ -87,7 +87,6 @@ class SignatureCheck:
 class SignatureReport:
     """Every signature of one consensus document and whether it verifies."""
 
-    algorithm_digests: dict[str, str]
     checks: tuple[SignatureCheck, ...]
 
     @property

@@ -8,7 +8,8 @@ as timestamp (InfluxDB overwrites; VictoriaMetrics deduplicates with
 ``-dedup.minScrapeInterval``).
 
 Files in the outbox directory:
-  outbox.data    records: header (magic, payload length, crc32, period time) + zlib'd lines
+  outbox.data    records: header (magic, payload length, crc32, period time) + the lines, compressed
+                 (magic ALB2: zstd, written now; ALB1: zlib, written before 0.x and still read)
   outbox.offset  where undelivered records start (replaced atomically)
   outbox.lock    held (flock) by the one process using the outbox
 A damaged tail (a crash mid-append) is reported, moved aside to
@@ -29,18 +30,40 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import zstandard
+
 from agent.errors import StoreError
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"ALB1"
+MAGIC = b"ALB2"
 HEADER = struct.Struct(">4sIIq")  # magic, payload bytes, crc32 of payload, period time (Unix s)
 WARN_FILL_RATIO = 0.8
+#: How each record magic's payload is unpacked. ALB1 records (zlib) were written by earlier versions and may
+#: still wait in an outbox; they are delivered as they are.
+def compress(data: bytes) -> bytes:
+    """zstd level 1 (the outbox's records; backfill's archive members while they wait).
+
+    A period of per-relay points is ~2.6 MB of text: zstd packs it in 1.7 ms
+    to 230 kB, where zlib's fastest level took 7.4 ms for 340 kB (and 10 ms
+    to unpack, zstd 0.5 ms). The result is copied to a bytes of its own size:
+    zstd's is shrunk from a buffer of the input's size, and the allocator
+    could not reuse the freed tails (a backfill worker holding a run's 24
+    payloads grew by 110 MB).
+    """
+    return bytes(memoryview(zstandard.ZstdCompressor(level=1).compress(data)))
+
+
+def decompress(data: bytes) -> bytes:
+    return zstandard.ZstdDecompressor().decompress(data)
+
+
+_UNPACK = {b"ALB1": zlib.decompress, MAGIC: decompress}
 
 
 def pack(lines: list[str]) -> bytes:
-    """A record's payload: the lines, zlib'd (fastest level: line protocol compresses ~7:1 even so)."""
-    return zlib.compress("\n".join(lines).encode(), 1)
+    """A record's payload: the lines, compressed."""
+    return compress("\n".join(lines).encode())
 
 
 @dataclass(frozen=True)
@@ -114,12 +137,12 @@ class Outbox:
                     return
                 magic, length, checksum, period_time = HEADER.unpack(header)
                 payload = data.read(length)
-                if magic != MAGIC or len(payload) < length or zlib.crc32(payload) != checksum:
+                if magic not in _UNPACK or len(payload) < length or zlib.crc32(payload) != checksum:
                     log.error("outbox record at byte %d fails its checks; it is set aside at the next start",
                               position)
                     return
                 end = position + HEADER.size + length
-                yield PendingRecord(position, end, period_time, zlib.decompress(payload).decode().split("\n"))
+                yield PendingRecord(position, end, period_time, _UNPACK[magic](payload).decode().split("\n"))
                 position = end
 
     def commit(self, end: int) -> None:
@@ -207,7 +230,7 @@ def _check_record(data, available: int) -> str | None:
     if len(header) < HEADER.size:
         return f"truncated header ({len(header)} of {HEADER.size} bytes)"
     magic, length, checksum, _ = HEADER.unpack(header)
-    if magic != MAGIC:
+    if magic not in _UNPACK:
         return "bad magic"
     if HEADER.size + length > available:
         return f"truncated payload ({available - HEADER.size} of {length} bytes)"

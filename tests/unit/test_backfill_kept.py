@@ -1,4 +1,4 @@
-"""How backfill holds archived documents until their period is replayed: files by path, archive members zlib'd."""
+"""How backfill holds archived documents until their period is replayed: files by path, archive members zstd'd."""
 
 import io
 import tarfile

@@ -30,7 +30,7 @@ def vote():
 
 def report_for(authorities, valid=None):
     valid = {a.v3ident for a in authorities} if valid is None else valid
-    return SignatureReport({}, tuple(SignatureCheck(a.v3ident, "sha1", a.v3ident in valid) for a in authorities))
+    return SignatureReport(tuple(SignatureCheck(a.v3ident, "sha1", a.v3ident in valid) for a in authorities))
 
 
 def snapshot(consensus, authorities=None, votes=None, records=(), valid=None, microdesc=True, served=True):

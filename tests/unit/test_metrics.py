@@ -53,7 +53,7 @@ def snapshot_of(consensus, votes=(), descriptors=(), records=()):
     views = {a.nickname: AuthorityView(a) for a in authorities}
     first = views[authorities[0].nickname]
     first.consensus = consensus
-    first.consensus_signatures = SignatureReport({}, tuple(SignatureCheck(a.v3ident, "sha1", True) for a in authorities))
+    first.consensus_signatures = SignatureReport(tuple(SignatureCheck(a.v3ident, "sha1", True) for a in authorities))
     for authority, vote in zip(authorities, votes):
         views[authority.nickname].vote = vote
     now = datetime(2026, 1, 1, tzinfo=timezone.utc)

@@ -3,6 +3,7 @@
 import logging
 import os
 import re
+import zlib
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from agent.errors import StoreError
 from agent.metrics.points import Point, PointColumns
 from agent.retry import RetryPolicy
 from agent.store.lineprotocol import encode, encode_all
-from agent.store.outbox import HEADER, Outbox
+from agent.store.outbox import HEADER, MAGIC, Outbox
 
 NASTY = "op, with=odd \"chars\"\\ and\nnewline"
 
@@ -82,6 +83,21 @@ def test_outbox_keeps_order_and_survives_reopening(tmp_path):
     for record in list(reopened.pending()):
         reopened.commit(record.end)
     assert reopened.records == 0 and (tmp_path / "outbox.data").stat().st_size == 0
+
+
+def test_records_of_the_zlib_format_still_waiting_are_delivered_before_new_ones(tmp_path):
+    old_payload = zlib.compress(b"tor_network relays=1.0 1\ntor_network relays=1.5 1", 1)  # as 0.x wrote it
+    (tmp_path / "outbox.data").write_bytes(
+        HEADER.pack(b"ALB1", len(old_payload), zlib.crc32(old_payload), 1) + old_payload)
+    outbox = Outbox(tmp_path, max_bytes=10_000_000)
+    assert outbox.records == 1
+    assert outbox.append(["tor_network relays=2.0 2"], 2)
+    assert periods(outbox) == [(1, ["tor_network relays=1.0 1", "tor_network relays=1.5 1"]),
+                               (2, ["tor_network relays=2.0 2"])]
+    data = (tmp_path / "outbox.data").read_bytes()
+    second = HEADER.size + len(old_payload)
+    assert MAGIC == b"ALB2" and data[second:second + 4] == MAGIC
+    assert data[second + HEADER.size:second + HEADER.size + 4] == b"\x28\xb5\x2f\xfd"  # a zstd frame
 
 
 def test_a_second_process_cannot_share_the_outbox(tmp_path):

@@ -1,0 +1,112 @@
+"""Entries remembered from one consensus to the next (backfill): the same columns as parsing, errors unchanged."""
+
+import pytest
+
+from agent import entrymemory, fastparse
+from agent.documents import _strip_annotations, parse_document
+from agent.snapshot import DocKind
+from tests.conftest import DATA
+from tests.unit.test_fastparse import documents, read
+
+
+def entries_of_file(name: str) -> bytes:
+    return fastparse.split_network_status(_strip_annotations(read(DATA / name)))[1]
+
+
+def bodies(entries: bytes) -> list[str]:
+    """Each entry's text without its leading 'r ' (how the memory keys them), found independently."""
+    return ["r " + body for body in ("\n" + entries.decode()).split("\nr ")[1:]]
+
+
+def remembered(*entry_texts: bytes, microdesc: bool = False):
+    with entrymemory.remembering_entries():
+        return [entrymemory.parse_entries(text, microdesc, consensus=True) for text in entry_texts]
+
+
+def test_remembered_entries_are_the_parsed_ones_on_every_real_network_status_document():
+    """Each real document parsed after the one before (so the consecutive hours share most entries)."""
+    compared = 0
+    for flavour in (False, True):
+        texts = []
+        for path in documents("network-status"):
+            raw = _strip_annotations(read(path))
+            if raw.split(b"\n", 1)[0].endswith(b" microdesc") == flavour:
+                texts.append(fastparse.split_network_status(raw)[1])
+        for text, ours in zip(texts, remembered(*texts, microdesc=flavour)):
+            assert ours.row_tuples() == fastparse.parse_router_entries(text, flavour).row_tuples()
+            compared += 1
+    assert compared >= 20
+
+
+def test_only_entries_not_in_the_previous_consensus_are_parsed(monkeypatch):
+    ten, eleven = entries_of_file("2020-02-29-10-00-00-consensus.xz"), entries_of_file("2020-02-29-11-00-00-consensus.xz")
+    parsed_counts = []
+    parse = fastparse.parse_entry_text
+    monkeypatch.setattr(fastparse, "parse_entry_text",
+                        lambda text, microdesc: parsed_counts.append(text.count("r ", 0, 2) + text.count("\nr ")) or
+                        parse(text, microdesc))
+    first, second = remembered(ten, eleven)
+    new_in_eleven = len(set(bodies(eleven)) - set(bodies(ten)))
+    assert parsed_counts == [len(first), new_in_eleven]
+    assert 0.15 * len(second) < new_in_eleven < 0.3 * len(second)  # 79 % of 11:00's entries are 10:00's
+    assert second.row_tuples() == fastparse.parse_router_entries(eleven, False).row_tuples()
+
+
+def test_a_changed_entry_is_read_again_and_only_the_last_consensus_is_kept():
+    ten = entries_of_file("2020-02-29-10-00-00-consensus.xz")
+    first_w = ten.index(b"\nw Bandwidth=")
+    changed = ten[:first_w] + b"\nw Bandwidth=123456789" + ten[ten.index(b"\n", first_w + 1):]
+    with entrymemory.remembering_entries():
+        entrymemory.parse_entries(ten, False, consensus=True)
+        ours = entrymemory.parse_entries(changed, False, consensus=True)
+        assert len(entrymemory._REMEMBERED[False]) == len(ours)
+        assert set(entrymemory._REMEMBERED[False]) == {body[2:] for body in bodies(changed[:-1])}
+    assert ours.bandwidth[0] == 123456789
+    assert ours.row_tuples() == fastparse.parse_router_entries(changed, False).row_tuples()
+    assert entrymemory._REMEMBERED is None  # forgotten afterwards
+
+
+@pytest.mark.parametrize("change, problem", [
+    ((b"\nw Bandwidth=", b"\nw Bandwidth=lots "), "Bandwidth= needs a number"),
+    ((b"\ns ", b"\nx "), "no 's' line"),
+])
+def test_a_malformed_entry_is_refused_naming_the_same_line_as_without_memory(change, problem):
+    ten = entries_of_file("2020-02-29-10-00-00-consensus.xz")
+    broken = ten[:len(ten) // 2] + ten[len(ten) // 2:].replace(*change, 1)
+    with pytest.raises(ValueError, match=problem) as plain:
+        fastparse.parse_router_entries(broken, False)
+    with pytest.raises(ValueError) as ours:
+        remembered(ten, broken)
+    assert str(ours.value) == str(plain.value)
+
+
+def test_a_relay_listed_twice_is_refused_as_without_memory():
+    ten = entries_of_file("2020-02-29-10-00-00-consensus.xz")
+    first_entry = ten[:ten.index(b"\nr ") + 1]
+    doubled = ten + first_entry.replace(b"r ", b"r othername ", 1).replace(b"othername ", b"", 1)
+    with pytest.raises(ValueError, match="listed twice") as plain:
+        fastparse.parse_router_entries(doubled, False)
+    with pytest.raises(ValueError) as ours:
+        remembered(ten, doubled)
+    assert str(ours.value) == str(plain.value)
+
+
+@pytest.mark.parametrize("change", [(b"\nr ", b"\nopt r "), (b"\nr ", b"\nr\t")])
+def test_an_entry_start_the_split_does_not_see_still_parses_as_without_memory(change):
+    ten = entries_of_file("2020-02-29-10-00-00-consensus.xz")
+    middle = ten.index(b"\nr ", len(ten) // 2)
+    unusual = ten[:middle] + ten[middle:].replace(*change, 1)
+    plain = fastparse.parse_router_entries(unusual, False)
+    assert len(plain) == len(fastparse.parse_router_entries(ten, False))
+    assert remembered(ten, unusual)[1].row_tuples() == plain.row_tuples()
+
+
+def test_votes_are_not_remembered_and_nothing_is_without_the_switch():
+    vote = read(DATA / "2016-09-20-13-00-00-vote-maatuska.xz")
+    with entrymemory.remembering_entries():
+        parse_document(DocKind.VOTE, vote, "maatuska")
+        assert entrymemory._REMEMBERED == {False: {}, True: {}}
+        parse_document(DocKind.CONSENSUS, read(DATA / "2020-02-29-10-00-00-consensus.xz"), "moria1")
+        assert len(entrymemory._REMEMBERED[False]) > 6000
+    parse_document(DocKind.CONSENSUS, read(DATA / "2020-02-29-10-00-00-consensus.xz"), "moria1")
+    assert entrymemory._REMEMBERED is None
