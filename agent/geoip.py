@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import re
 import socket
-from functools import lru_cache
 from itertools import islice
 from pathlib import Path
 
@@ -23,6 +22,7 @@ log = logging.getLogger(__name__)
 UNKNOWN = "??"
 DEFAULT_PATH = Path("/usr/share/tor/geoip")
 _CHUNK_LINES = 50_000  # lines parsed at a time while loading, so the Python objects of one chunk are all we hold
+KNOWN_LIMIT = 20_000  # addresses whose country is remembered: a period's relays (~7,000) and then some
 
 
 class GeoIP:
@@ -30,6 +30,7 @@ class GeoIP:
 
     def __init__(self, starts: np.ndarray, ends: np.ndarray, codes: np.ndarray, names: list[str]):
         self.starts, self.ends, self.codes, self.names = starts, ends, codes, names
+        self._known: dict[str, str] = {}  # address -> country of recent lookups (bounded: KNOWN_LIMIT)
 
     @classmethod
     def load(cls, path: Path | str = DEFAULT_PATH) -> "GeoIP":
@@ -54,9 +55,27 @@ class GeoIP:
         return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint16), [UNKNOWN])
 
     def countries(self, addresses: list[str]) -> list[str]:
-        """Two-letter codes (upper case) for IPv4 addresses; '??' where unknown."""
+        """Two-letter codes (upper case) for IPv4 addresses; '??' where unknown.
+
+        Relays keep their addresses from one period to the next, so the
+        countries of the last lookups are remembered (when full, only those
+        of the addresses at hand are kept).
+        """
         if len(self.starts) == 0 or not addresses:
             return [UNKNOWN] * len(addresses)
+        countries = list(map(self._known.get, addresses))
+        missing = [row for row, country in enumerate(countries) if country is None]
+        if missing:
+            fresh = self._look_up([addresses[row] for row in missing])
+            for row, country in zip(missing, fresh):
+                countries[row] = country
+            if len(self._known) + len(fresh) > KNOWN_LIMIT:
+                self._known = dict(zip(addresses, countries))
+            else:
+                self._known.update(zip([addresses[row] for row in missing], fresh))
+        return countries
+
+    def _look_up(self, addresses: list[str]) -> list[str]:
         numbers = np.fromiter(map(_to_int, addresses), np.int64, len(addresses))
         index = np.searchsorted(self.starts, numbers, side="right") - 1
         safe = np.clip(index, 0, None)
@@ -103,7 +122,6 @@ def _parse_lines(lines: list[str], first: int, path, names: dict[str, int]):
         raise ValueError(f"{path}: a number out of range in lines {first + 1}-{first + len(lines)}") from None
 
 
-@lru_cache(maxsize=16384)  # relays keep their addresses from one period to the next
 def _to_int(address: str) -> int:
     try:
         return int.from_bytes(socket.inet_pton(socket.AF_INET, address), "big")

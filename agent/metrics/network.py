@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
+from itertools import compress, repeat
 
 import numpy as np
 
-from agent.entries import take
 from agent.metrics import versions
 from agent.metrics.points import Point, point
 from agent.metrics.relays import RelayTable
@@ -22,6 +22,7 @@ PreviousRelays = dict[str, frozenset[str]]
 def network_points(consensus, table: RelayTable, previous: PreviousRelays | None, time: int) -> list[Point]:
     """Every tor_network* point for one consensus (churn only when ``previous`` is known)."""
     total_weight = float(table.weight.sum())
+    joined, left = _churn(table.fingerprints, previous)
     points = [point("tor_network", {}, {
         "relays": len(table),
         "weight_total": total_weight,
@@ -32,8 +33,8 @@ def network_points(consensus, table: RelayTable, previous: PreviousRelays | None
         "signatures": len(consensus.signatures),
         "votes": sum(1 for source in consensus.directory_authorities if not source.is_legacy),
         "consensus_method": consensus.consensus_method,
-        "joined_relays": _count_new(table.fingerprints, previous),
-        "left_relays": _count_gone(table.fingerprints, previous),
+        "joined_relays": joined,
+        "left_relays": left,
     }, time)]
     points += _flag_points(table, previous, total_weight, time)
     points += _role_points(consensus, table, time)
@@ -52,41 +53,44 @@ def _ratio(part: float, whole: float) -> float:
     return part / whole if whole else 0.0
 
 
-def _count_new(fingerprints: list[str], previous: PreviousRelays | None) -> int | None:
-    return None if previous is None else len(set(fingerprints) - previous.keys())
-
-
-def _count_gone(fingerprints: list[str], previous: PreviousRelays | None) -> int | None:
-    return None if previous is None else len(previous.keys() - set(fingerprints))
+def _churn(fingerprints: list[str], previous: PreviousRelays | None) -> tuple[int | None, int | None]:
+    """(relays that joined, relays that left) since the previous period (None, None without one)."""
+    if previous is None:
+        return None, None
+    now = set(fingerprints)
+    return len(now - previous.keys()), len(previous.keys() - now)
 
 
 def _flag_points(table: RelayTable, previous: PreviousRelays | None, total_weight: float, time: int) -> list[Point]:
-    points = []
+    """Per flag: relays with it, their weight share and (with ``previous``) how many gained and lost it."""
+    flags = list(table.flags)
+    has = np.array([table.flags[flag] for flag in flags], bool).reshape(len(flags), len(table))  # flag x relay
+    relays, weights = has.sum(axis=1).tolist(), (has @ table.weight).tolist()
+    fields = [{"relays": count, "weight_fraction": _ratio(weight, total_weight)}
+              for count, weight in zip(relays, weights)]
     if previous is not None:
         # The previous flags of each relay now, and the present flags of each relay then (absent: no flags).
-        had = _flag_table([previous.get(fp, _NONE) for fp in table.fingerprints], table.flags)
+        had = _flag_matrix(list(map(previous.get, table.fingerprints, repeat(_NONE))), flags)
         present = dict(zip(table.fingerprints, range(len(table))))
-        before = _flag_table(list(previous.values()), table.flags)
-        rows_now = np.fromiter((present.get(fp, -1) for fp in previous), np.int64, len(previous))
-    for flag, has in table.flags.items():
-        fields = {"relays": int(has.sum()), "weight_fraction": _ratio(float(table.weight[has].sum()), total_weight)}
-        if previous is not None:
-            has_still = take(has, rows_now, False)
-            fields["joined"] = int((has & ~had[flag]).sum())
-            fields["left"] = int((before[flag] & ~has_still).sum())
-        points.append(point("tor_network_flag", {"flag": flag}, fields, time))
-    return points
+        rows_now = np.fromiter(map(present.get, previous, repeat(-1)), np.int64, len(previous))
+        has_still = has[:, np.maximum(rows_now, 0)] & (rows_now >= 0) if len(table) else \
+            np.zeros((len(flags), len(previous)), bool)
+        before = _flag_matrix(list(previous.values()), flags)
+        for item, joined, left in zip(fields, (has & ~had).sum(axis=1).tolist(),
+                                      (before & ~has_still).sum(axis=1).tolist()):
+            item.update(joined=joined, left=left)
+    return [point("tor_network_flag", {"flag": flag}, item, time) for flag, item in zip(flags, fields)]
 
 
 _NONE: frozenset = frozenset()
 
 
-def _flag_table(flag_sets: list[frozenset], flags) -> dict[str, np.ndarray]:
-    """Per flag: which of ``flag_sets`` hold it (each distinct set is looked at once)."""
+def _flag_matrix(flag_sets: list[frozenset], flags: list[str]) -> np.ndarray:
+    """flag x set: which of ``flag_sets`` hold each flag (each distinct set is looked at once)."""
     codes = dict(zip(dict.fromkeys(flag_sets), itertools.count()))
     rows = np.fromiter(map(codes.__getitem__, flag_sets), np.int64, len(flag_sets))
-    return {flag: np.array([flag in flag_set for flag_set in codes], bool)[rows] if codes else
-            np.zeros(0, bool) for flag in flags}
+    holds = np.array([[flag in flag_set for flag_set in codes] for flag in flags], bool).reshape(len(flags), len(codes))
+    return holds[:, rows]
 
 
 def role_masks(table: RelayTable) -> dict[str, np.ndarray]:
@@ -157,17 +161,22 @@ def concentration_points(table: RelayTable, time: int) -> list[Point]:
     A relay without contact (or family) counts as an operator (family) of its own,
     so anonymous relays do not pool into one giant fake operator.
     """
-    groupings = {
-        "country": table.country,
-        "operator": [key or f"relay:{fp}" for key, fp in zip(table.operator_id, table.fingerprints)],
-        "family": [key or f"relay:{fp}" for key, fp in zip(table.family_id, table.fingerprints)],
-    }
+    groupings = {"country": table.country, "operator": table.operator_id, "family": table.family_id}
     total = float(table.weight.sum())
     points = []
-    for by, labels in groupings.items():
-        groups, _, sums = group_sums(labels, table.weight)
+    for by, keys in groupings.items():
+        sums = _group_weights(keys, table.weight)
         shares = np.sort(sums / total)[::-1] if total else np.zeros(0)
-        fields = {"hhi": float(np.sum(shares ** 2)), "groups": len(groups)}
+        fields = {"hhi": float(np.sum(shares ** 2)), "groups": len(sums)}
         fields.update({f"top{n}_fraction": float(shares[:n].sum()) for n in CONCENTRATION_TOP})
         points.append(point("tor_network_concentration", {"by": by}, fields, time))
     return points
+
+
+def _group_weights(keys: list, weights: np.ndarray) -> np.ndarray:
+    """The summed weight of each group of relays sharing a key; a relay whose key is None is a group alone."""
+    alone = np.equal(np.array(keys, object), None)
+    if not alone.any():
+        return group_sums(keys, weights)[2]
+    grouped = group_sums(list(compress(keys, ~alone)), weights[~alone])[2]
+    return np.concatenate([grouped, weights[alone]])

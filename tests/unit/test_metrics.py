@@ -149,6 +149,13 @@ def test_concentration_of_a_known_split():
     assert concentration["country"]["hhi"] == pytest.approx(0.8 ** 2 + 0.1 ** 2 + 0.1 ** 2)
     assert concentration["country"]["top1_fraction"] == pytest.approx(0.8)
     assert concentration["operator"]["top5_fraction"] == pytest.approx(1.0)  # no contacts: each relay alone
+    assert concentration["operator"]["groups"] == concentration["family"]["groups"] == len(table)
+    assert concentration["country"]["groups"] == 4
+    table.operator_id = ["a", None, "a", None] + [None] * (len(table) - 4)  # two relays of one operator
+    operator = {p.tags["by"]: p.fields for p in concentration_points(table, 1)}["operator"]
+    assert operator["groups"] == len(table) - 1
+    assert operator["hhi"] == pytest.approx(0.6 ** 2 + 0.3 ** 2 + 0.1 ** 2)
+    assert operator["top1_fraction"] == pytest.approx(0.6) and operator["top5_fraction"] == pytest.approx(1.0)
 
 
 def test_authority_metrics_from_a_real_vote():

@@ -13,6 +13,19 @@ def test_geoip_excerpt():
     assert geoip.countries(["128.31.0.39", "45.66.35.11", "10.0.0.1", "not-an-ip"]) == ["US", "NL", "??", "??"]
 
 
+def test_geoip_remembers_recent_addresses_within_its_bound(monkeypatch):
+    geoip = GeoIP.load(DATA / "geoip-excerpt")
+    monkeypatch.setattr("agent.geoip.KNOWN_LIMIT", 3)
+    first = geoip.countries(["128.31.0.39", "45.66.35.11", "10.0.0.1"])
+    looked_up = []
+    look_up = geoip._look_up
+    monkeypatch.setattr(geoip, "_look_up", lambda addresses: looked_up.append(addresses) or look_up(addresses))
+    again = geoip.countries(["10.0.0.1", "45.66.35.11", "not-an-ip", "128.31.0.39"])
+    assert first == ["US", "NL", "??"] and again == ["??", "NL", "??", "US"]
+    assert looked_up == [["not-an-ip"]]  # only the new address is looked up
+    assert set(geoip._known) == {"10.0.0.1", "45.66.35.11", "not-an-ip", "128.31.0.39"}  # full: those at hand
+
+
 def test_geoip_bad_line_names_file_and_line(tmp_path):
     path = tmp_path / "geoip"
     path.write_text("# header\n1,2,US\nthree,4,DE\n")
