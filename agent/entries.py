@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from itertools import compress
+from operator import itemgetter
 
 import numpy as np
 
@@ -163,35 +163,45 @@ class RouterEntries(Mapping):
             self._by_address = dict(zip(zip(self.addresses, self.or_ports.tolist()), range(len(self))))
         return self._by_address
 
-    def row_tuples(self) -> list[tuple]:
-        """Each entry as one tuple of its fields, in ``from_rows``'s order (to be remembered whole)."""
-        count = len(self)
-        flags = [" ".join(line) for line in self.flag_lines]  # the s line's text: a str caches its hash
-        return list(zip(self.fingerprints, self.nicknames, self.digests, self.published, self.addresses,
-                        self.or_ports.tolist(), self.dir_ports.tolist(), [flags[code] for code in self.flag_code.tolist()],
-                        self.bandwidth.tolist(), self.measured.tolist(), self.unmeasured.tolist(),
-                        self.version_lines, self.versions, [self.or_addresses.get(row) for row in range(count)],
-                        [self.unrecognized.get(row) for row in range(count)],
-                        self.microdescriptor_digests or [None] * count))
-
     @classmethod
-    def from_rows(cls, rows: list[tuple], microdesc: bool) -> "RouterEntries":
-        """The columns of entries given as ``row_tuples``."""
-        (fingerprints, nicknames, digests, published, addresses, or_ports, dir_ports, flags, bandwidth, measured,
-         unmeasured, version_lines, versions, or_addresses, unrecognized, microdescriptor_digests) = \
-            zip(*rows) if rows else ((),) * 16
-        distinct = dict.fromkeys(("",) + flags)  # code 0: no flags, as the parser numbers them
-        codes = dict(zip(distinct, range(len(distinct))))
+    def picked(cls, first: "RouterEntries", second: "RouterEntries", rows: np.ndarray) -> "RouterEntries":
+        """The entries at ``rows`` of ``first`` followed by ``second`` (rows index the two one after the other).
+
+        How a consensus is made of the previous one's entries and its own new
+        ones (``agent.entrymemory``): flags keep one code per distinct line.
+        """
+        order = rows.tolist()
+        pick = itemgetter(*order) if len(order) > 1 else (lambda items: tuple(items[row] for row in order))
+
+        def listed(name):
+            return list(pick(getattr(first, name) + getattr(second, name)))
+
+        def array(name):
+            return np.concatenate([getattr(first, name), getattr(second, name)])[rows]
+
+        lines = first.flag_lines + second.flag_lines
+        codes = np.concatenate([first.flag_code, second.flag_code + len(first.flag_lines)])[rows]
+        used, codes = np.unique(codes, return_inverse=True)
+        texts = [" ".join(lines[code]) for code in used.tolist()]
+        distinct = dict(zip(dict.fromkeys([""] + texts), range(len(texts) + 1)))  # code 0: no flags, as parsed
+        flag_code = np.array([distinct[text] for text in texts], np.int32)[codes.reshape(-1)] if len(order) \
+            else np.zeros(0, np.int32)
+        new_row = np.full(len(first) + len(second), -1, np.int64)
+        new_row[rows] = np.arange(len(order))
+
+        def per_row(name):
+            items = {**getattr(first, name), **{len(first) + row: value for row, value in getattr(second, name).items()}}
+            return {int(new_row[row]): value for row, value in items.items() if new_row[row] >= 0}
+
         return cls(
-            fingerprints=list(fingerprints), nicknames=list(nicknames), digests=list(digests),
-            published=list(published), addresses=list(addresses), or_ports=np.array(or_ports, np.int32),
-            dir_ports=np.array(dir_ports, np.int32), flag_lines=[line.split(" ") if line else [] for line in distinct],
-            flag_code=np.array(list(map(codes.__getitem__, flags)), np.int32),
-            bandwidth=np.array(bandwidth, np.int64), measured=np.array(measured, np.int64),
-            unmeasured=np.array(unmeasured, bool), version_lines=list(version_lines), versions=list(versions),
-            or_addresses=dict(compress(enumerate(or_addresses), or_addresses)),  # the rows with any
-            unrecognized=dict(compress(enumerate(unrecognized), unrecognized)),
-            microdescriptor_digests=list(microdescriptor_digests) if microdesc else None,
+            fingerprints=listed("fingerprints"), nicknames=listed("nicknames"), digests=listed("digests"),
+            published=listed("published"), addresses=listed("addresses"), or_ports=array("or_ports"),
+            dir_ports=array("dir_ports"), flag_lines=[text.split(" ") if text else [] for text in distinct],
+            flag_code=flag_code, bandwidth=array("bandwidth"), measured=array("measured"),
+            unmeasured=array("unmeasured"), version_lines=listed("version_lines"), versions=listed("versions"),
+            or_addresses=per_row("or_addresses"), unrecognized=per_row("unrecognized"),
+            microdescriptor_digests=listed("microdescriptor_digests") if first.microdescriptor_digests is not None
+            else None,
         )
 
     @classmethod

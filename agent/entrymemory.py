@@ -19,12 +19,14 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import numpy as np
+
 from agent import fastparse
 from agent.entries import RouterEntries
 
-#: Flavour (microdesc?) -> entry text (without its leading "r ") -> the entry as ``RouterEntries.row_tuples``.
-#: None while not remembering.
-_REMEMBERED: dict[bool, dict[str, tuple]] | None = None
+#: Flavour (microdesc?) -> the previous consensus's entries, and the row of each by its text (without the leading
+#: "r "). No key while not remembering; None before the first consensus.
+_REMEMBERED: dict[bool, tuple[dict[str, int], RouterEntries] | None] | None = None
 
 
 @contextmanager
@@ -32,7 +34,7 @@ def remembering_entries():
     """Consensuses parsed meanwhile remember their entries for the next one (forgotten afterwards)."""
     global _REMEMBERED
     outer = _REMEMBERED
-    _REMEMBERED = {False: {}, True: {}} if outer is None else outer
+    _REMEMBERED = {False: None, True: None} if outer is None else outer
     try:
         yield
     finally:
@@ -46,10 +48,21 @@ def parse_entries(entries: bytes, microdesc: bool, consensus: bool) -> RouterEnt
     text = entries.decode("utf-8", "replace")
     if not text.startswith("r ") or not text.endswith("\n"):
         return fastparse.parse_entry_text(text, microdesc)
-    memory = _REMEMBERED[microdesc]
     bodies = text[2:-1].split("\nr ")
-    rows = list(map(memory.get, bodies))
-    missing = [row for row, known in enumerate(rows) if known is None]
+    parsed = _parse_remembered(text, bodies, microdesc, _REMEMBERED[microdesc])
+    if len(set(parsed.fingerprints)) != len(parsed):
+        return fastparse.parse_entry_text(text, microdesc)  # raises, naming the second entry
+    _REMEMBERED[microdesc] = dict(zip(bodies, range(len(bodies)))), parsed
+    return parsed
+
+
+def _parse_remembered(text: str, bodies: list[str], microdesc: bool, previous) -> RouterEntries:
+    """The entries of ``text``: those among ``previous`` taken from there, the others parsed."""
+    rows_before, entries_before = previous or ({}, None)
+    known = list(map(rows_before.get, bodies))
+    missing = [row for row, known_row in enumerate(known) if known_row is None]
+    if len(missing) == len(bodies):
+        return fastparse.parse_entry_text(text, microdesc)
     if missing:
         try:
             fresh = fastparse.parse_entry_text("r " + "\nr ".join([bodies[row] for row in missing]), microdesc)
@@ -60,11 +73,8 @@ def parse_entries(entries: bytes, microdesc: bool, consensus: bool) -> RouterEnt
             # A line the split on "\nr " did not take as an entry's start ("opt r", "r<TAB>", a bare "r"):
             # parse whole. So every remembered text is exactly one entry.
             return fastparse.parse_entry_text(text, microdesc)
-        for row, known in zip(missing, fresh.row_tuples()):
-            rows[row] = known
-    parsed = RouterEntries.from_rows(rows, microdesc)
-    if len(set(parsed.fingerprints)) != len(rows):
-        return fastparse.parse_entry_text(text, microdesc)  # raises, naming the second entry
-    memory.clear()
-    memory.update(zip(bodies, rows))
-    return parsed
+        for position, row in enumerate(missing):
+            known[row] = len(entries_before) + position
+    else:
+        fresh = fastparse.parse_entry_text("", microdesc)
+    return RouterEntries.picked(entries_before, fresh, np.array(known, np.int64))

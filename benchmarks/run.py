@@ -185,53 +185,87 @@ def child_memory(cycles: int) -> dict:
 
 
 def child_backfill(repeat: int) -> dict:
-    """Real full consensuses the way backfill replays them: parse, metrics, checks, line protocol (CPU).
+    """Real full consensuses the way a backfill worker replays them: parse, metrics, checks, line protocol (CPU).
 
-    The files are of different years, so little repeats from one to the next
-    (a real backfill reads consecutive hours); churn is counted against the
-    file before, as backfill does.
+    As backfill does, with the collector paused and each consensus's entries
+    looked up among the previous one's (``remembering_entries``).
+    - the seven real files of different years, ``repeat`` times in turn:
+      little repeats from one to the next, the worst case;
+    - the one real pair of consecutive hours: 2020-02-29 11:00 right after
+      10:00, from a clean start each time (nothing remembered but 10:00),
+      as a real backfill reads consecutive hours.
+    Churn is counted against the file before, as backfill does.
     """
-    from agent.checks.evaluate import evaluate, health_points
+    from agent import fastparse
+    from agent.documents import collector_paused
+    from agent.entrymemory import remembering_entries
+
+    config, geoip = _backfill_setup()
+    files = sorted(p for p in (TORDATA / "consensus").iterdir() if p.is_file())
+    raws = [path.read_bytes() for path in files]
+    stages = dict.fromkeys(("parse", "metrics", "checks", "line protocol"), 0.0)
+    done, relays = 0, 0
+    with collector_paused(), remembering_entries():
+        previous = None
+        for _ in range(repeat):
+            for raw in raws:
+                previous, count = _replay_consensus(raw, previous, config, geoip, stages)
+                done, relays = done + 1, relays + count
+    next_hour = []
+    for _ in range(repeat):
+        for cache in fastparse._R_CACHES.values():
+            cache.clear()
+        with collector_paused(), remembering_entries():
+            hour_stages = dict.fromkeys(stages, 0.0)
+            previous, _ = _replay_consensus((TORDATA / "consensus" / "2020-02-29-10-00-00-consensus").read_bytes(),
+                                            None, config, geoip, dict(hour_stages))
+            _replay_consensus((TORDATA / "consensus" / "2020-02-29-11-00-00-consensus").read_bytes(), previous,
+                              config, geoip, hour_stages)
+            next_hour.append(hour_stages)
+    hour = min(next_hour, key=lambda item: sum(item.values()))
+    seconds = sum(stages.values())
+    return {"consensuses": done, "files": len(files), "relays_mean": relays / done, "cpu_seconds": seconds,
+            "per_second": done / seconds, "per_second_without_checks": done / (seconds - stages["checks"]),
+            "stage_ms": {name: 1000 * value / done for name, value in stages.items()},
+            "next_hour_ms": 1000 * sum(hour.values()),
+            "next_hour_stage_ms": {name: 1000 * value for name, value in hour.items()},
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _backfill_setup():
     from agent.config import load_config
-    from agent.documents import parse_document
     from agent.geoip import load_or_empty
+
+    config = load_config(None, environ={})
+    return config, load_or_empty(config.metrics.geoip_file)
+
+
+def _replay_consensus(raw: bytes, previous, config, geoip, stages: dict):
+    """One consensus through parse, metrics, checks and line protocol; adds CPU per stage to ``stages``.
+    Returns (its relays for the next one's churn, its relay count)."""
+    from agent.checks.evaluate import evaluate, health_points
+    from agent.documents import parse_document
     from agent.metrics import relays_of, snapshot_points
     from agent.metrics.authority import unix
     from agent.snapshot import DocKind, Snapshot
     from agent.store.lineprotocol import encode_all
 
-    config = load_config(None, environ={})
-    geoip = load_or_empty(config.metrics.geoip_file)
-    files = sorted(p for p in (TORDATA / "consensus").iterdir() if p.is_file())
-    raws = [path.read_bytes() for path in files]
-    stages = dict.fromkeys(("parse", "metrics", "checks", "line protocol"), 0.0)
-    done, previous, relays, per_file = 0, None, 0, {}
-    for _ in range(repeat):
-        for path, raw in zip(files, raws):
-            started = clock = time.process_time()
-            consensus = parse_document(DocKind.CONSENSUS, raw, "bench")
-            now = consensus.valid_after
-            snapshot = Snapshot("bench", now, now, [], {}, [], archived_consensus=consensus)
-            stages["parse"] += time.process_time() - clock
-            clock = time.process_time()
-            points = snapshot_points(snapshot, previous, geoip, config.metrics.operators_top_n)
-            previous = relays_of(consensus)
-            stages["metrics"] += time.process_time() - clock
-            clock = time.process_time()
-            points += health_points(evaluate(snapshot, config), unix(now))
-            stages["checks"] += time.process_time() - clock
-            clock = time.process_time()
-            encode_all(points)
-            stages["line protocol"] += time.process_time() - clock
-            done, relays = done + 1, relays + len(consensus.routers)
-            per_file[path.name] = min(per_file.get(path.name, 1e9), time.process_time() - started)
-    seconds = sum(stages.values())
-    return {"consensuses": done, "files": len(files), "relays_mean": relays / done, "cpu_seconds": seconds,
-            "per_second": done / seconds, "per_second_without_checks": done / (seconds - stages["checks"]),
-            "stage_ms": {name: 1000 * value / done for name, value in stages.items()},
-            # the one real pair of consecutive hours: 11:00 read right after 10:00, as a real backfill reads
-            "next_hour_ms": 1000 * per_file["2020-02-29-11-00-00-consensus"],
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    clock = time.process_time()
+    consensus = parse_document(DocKind.CONSENSUS, raw, "bench")
+    now = consensus.valid_after
+    snapshot = Snapshot("bench", now, now, [], {}, [], archived_consensus=consensus)
+    stages["parse"] += time.process_time() - clock
+    clock = time.process_time()
+    points = snapshot_points(snapshot, previous, geoip, config.metrics.operators_top_n)
+    relays = relays_of(consensus)
+    stages["metrics"] += time.process_time() - clock
+    clock = time.process_time()
+    points += health_points(evaluate(snapshot, config), unix(now))
+    stages["checks"] += time.process_time() - clock
+    clock = time.process_time()
+    encode_all(points)
+    stages["line protocol"] += time.process_time() - clock
+    return relays, len(consensus.routers)
 
 
 def child_backfill_jobs(periods: int, jobs: int, hours: str = "different", sink: str = "outbox") -> dict:
@@ -286,15 +320,18 @@ def child_backfill_jobs(periods: int, jobs: int, hours: str = "different", sink:
         geoip = load_or_empty(config.metrics.geoip_file)
         state, store = State(config.state_dir), Store.from_config(config)
         victoria_cpu = _process_cpu_seconds(victoria.process.pid) if victoria else 0.0
-        started, cpu = time.perf_counter(), time.process_time()
+        started, cpu, workers_cpu = time.perf_counter(), time.process_time(), _children_cpu_seconds()
         result = backfill([directory], config, state, store, geoip, progress=False, jobs=jobs)
         if victoria:
             victoria.flush()
         seconds = time.perf_counter() - started
+        main_cpu, workers_cpu = time.process_time() - cpu, _children_cpu_seconds() - workers_cpu
         store.close()
         state.close()
         return {"periods": result.periods_written, "jobs": jobs, "hours": hours, "sink": sink, "seconds": seconds,
-                "per_second": result.periods_written / seconds, "main_cpu_seconds": time.process_time() - cpu,
+                "per_second": result.periods_written / seconds, "main_cpu_seconds": main_cpu,
+                "workers_cpu_seconds": workers_cpu,
+                "per_cpu_second": result.periods_written / (main_cpu + workers_cpu),
                 "lines_written": result.lines_written,
                 "victoria_cpu_seconds": _process_cpu_seconds(victoria.process.pid) - victoria_cpu if victoria else 0,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -303,6 +340,12 @@ def child_backfill_jobs(periods: int, jobs: int, hours: str = "different", sink:
         if victoria:
             victoria.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _children_cpu_seconds() -> float:
+    """User and system CPU of this process's ended children (backfill's worker processes, once shut down)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _process_cpu_seconds(pid: int) -> float:
