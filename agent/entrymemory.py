@@ -52,7 +52,8 @@ def parse_entries(entries: bytes, microdesc: bool, consensus: bool) -> RouterEnt
     parsed = _parse_remembered(text, bodies, microdesc, _REMEMBERED[microdesc])
     if len(set(parsed.fingerprints)) != len(parsed):
         return fastparse.parse_entry_text(text, microdesc)  # raises, naming the second entry
-    _REMEMBERED[microdesc] = dict(zip(bodies, range(len(bodies)))), parsed
+    # Remembered only if each text is one entry; else ("opt r", "r<TAB>": parsed whole) the next starts afresh.
+    _REMEMBERED[microdesc] = (dict(zip(bodies, range(len(bodies)))), parsed) if len(parsed) == len(bodies) else None
     return parsed
 
 
@@ -69,9 +70,7 @@ def _parse_remembered(text: str, bodies: list[str], microdesc: bool, previous) -
         except ValueError:
             fastparse.parse_entry_text(text, microdesc)  # raises, naming the line in the whole document
             raise
-        if len(fresh) != len(missing):
-            # A line the split on "\nr " did not take as an entry's start ("opt r", "r<TAB>", a bare "r"):
-            # parse whole. So every remembered text is exactly one entry.
+        if len(fresh) != len(missing):  # a line the split on "\nr " did not take as an entry's start: parse whole
             return fastparse.parse_entry_text(text, microdesc)
         for position, row in enumerate(missing):
             known[row] = len(entries_before) + position

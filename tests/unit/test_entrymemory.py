@@ -112,9 +112,12 @@ def test_an_entry_start_the_split_does_not_see_still_parses_as_without_memory(ch
     ten = entries_of_file("2020-02-29-10-00-00-consensus.xz")
     middle = ten.index(b"\nr ", len(ten) // 2)
     unusual = ten[:middle] + ten[middle:].replace(*change, 1)
+    relay_gone = ten[:middle] + ten[ten.index(b"\nr ", middle + 1):]  # the next hour: that relay has left
     plain = fastparse.parse_router_entries(unusual, False)
     assert len(plain) == len(fastparse.parse_router_entries(ten, False))
-    assert rows_of(remembered(ten, unusual)[1]) == rows_of(plain)
+    _, ours, after = remembered(ten, unusual, relay_gone)
+    assert rows_of(ours) == rows_of(plain)
+    assert rows_of(after) == rows_of(fastparse.parse_router_entries(relay_gone, False))  # found in review
 
 
 def test_votes_are_not_remembered_and_nothing_is_without_the_switch():
