@@ -61,8 +61,9 @@ log = logging.getLogger(__name__)
 _VALID_AFTER = re.compile(rb"^valid-after (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)$", re.M)
 
 
-#: Periods computed together: a worker reads the period before a run again for its churn, once per run.
-RUN_PERIODS = 24
+#: Periods computed together: a worker reads the period before a run again for its churn (and its entries to
+#: look the run's first one up in), once per run: 2 % of the work with runs of 24, 1 % with 48.
+RUN_PERIODS = 48
 
 
 @dataclass(frozen=True)
