@@ -112,7 +112,7 @@ def _refuse_what_stem_mishandles(kind: DocKind, raw: bytes) -> None:
 
 
 def _network_status(kind: DocKind, raw: bytes, source: str) -> NetworkStatusDocumentV3:
-    raw = _strip_annotations(raw)
+    annotations = raw.count(b"\n", 0, len(raw) - len(raw := _strip_annotations(raw)))  # lines, for errors
     first_line = raw.split(b"\n", 1)[0]
     if not first_line.startswith(b"network-status-version 3"):
         shown = first_line[:60].decode("ascii", "replace")
@@ -120,7 +120,8 @@ def _network_status(kind: DocKind, raw: bytes, source: str) -> NetworkStatusDocu
     header, entries, footer = fastparse.split_network_status(raw)
     _refuse_what_stem_mishandles(kind, header + footer)
     document = NetworkStatusDocumentV3(header + footer, validate=True)
-    document.routers = entrymemory.parse_entries(entries, document.is_microdescriptor, not document.is_vote)
+    document.routers = entrymemory.parse_entries(entries, document.is_microdescriptor, not document.is_vote,
+                                                 first_line=annotations + header.count(b"\n") + 1)
     if kind is not DocKind.VOTE:
         # stem parsed header and footer only: get_bytes() (stem's own signature validation) needs the whole
         # consensus, whose bytes the collector keeps anyway. A vote's get_bytes() is its header and footer:

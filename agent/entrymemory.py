@@ -41,17 +41,21 @@ def remembering_entries():
         _REMEMBERED = outer
 
 
-def parse_entries(entries: bytes, microdesc: bool, consensus: bool) -> RouterEntries:
+def parse_entries(entries: bytes, microdesc: bool, consensus: bool, first_line: int = 1) -> RouterEntries:
     """The entries of a network status document as columns (``fastparse.parse_router_entries``)."""
     if _REMEMBERED is None or not consensus:
-        return fastparse.parse_router_entries(entries, microdesc)
+        return fastparse.parse_router_entries(entries, microdesc, first_line)
     text = entries.decode("utf-8", "replace")
     if not text.startswith("r ") or not text.endswith("\n"):
-        return fastparse.parse_entry_text(text, microdesc)
+        return fastparse.parse_entry_text(text, microdesc, first_line)
     bodies = text[2:-1].split("\nr ")
-    parsed = _parse_remembered(text, bodies, microdesc, _REMEMBERED[microdesc])
+    try:
+        parsed = _parse_remembered(text, bodies, microdesc, _REMEMBERED[microdesc])
+    except ValueError:
+        fastparse.parse_entry_text(text, microdesc, first_line)  # raises, naming the line in the whole document
+        raise
     if len(set(parsed.fingerprints)) != len(parsed):
-        return fastparse.parse_entry_text(text, microdesc)  # raises, naming the second entry
+        return fastparse.parse_entry_text(text, microdesc, first_line)  # raises, naming the second entry
     # Remembered only if each text is one entry; else ("opt r", "r<TAB>": parsed whole) the next starts afresh.
     _REMEMBERED[microdesc] = (dict(zip(bodies, range(len(bodies)))), parsed) if len(parsed) == len(bodies) else None
     return parsed
@@ -65,11 +69,7 @@ def _parse_remembered(text: str, bodies: list[str], microdesc: bool, previous) -
     if len(missing) == len(bodies):
         return fastparse.parse_entry_text(text, microdesc)
     if missing:
-        try:
-            fresh = fastparse.parse_entry_text("r " + "\nr ".join([bodies[row] for row in missing]), microdesc)
-        except ValueError:
-            fastparse.parse_entry_text(text, microdesc)  # raises, naming the line in the whole document
-            raise
+        fresh = fastparse.parse_entry_text("r " + "\nr ".join([bodies[row] for row in missing]), microdesc)
         if len(fresh) != len(missing):  # a line the split on "\nr " did not take as an entry's start: parse whole
             return fastparse.parse_entry_text(text, microdesc)
         for position, row in enumerate(missing):

@@ -25,6 +25,7 @@ import re
 import socket
 from datetime import datetime
 from functools import lru_cache
+from itertools import islice
 
 import numpy as np
 import stem.version
@@ -67,17 +68,41 @@ _CLOCK_LINES = re.compile(r"^[0-9]{2}:[0-9]{2}:[0-9]{2}$", re.M)
 _W_VALUE = re.compile(r"\n(?:Bandwidth=(\d{1,18})(?: Measured=(\d{1,18}))?( Unmeasured=1)?(?=\n|\Z)|([^\n]*))")
 
 
-def parse_router_entries(entries: bytes, microdesc: bool) -> RouterEntries:
-    """The entries of every ``r`` block as columns; raises ValueError on a malformed line we read."""
-    return parse_entry_text(entries.decode("utf-8", "replace"), microdesc)
+def parse_router_entries(entries: bytes, microdesc: bool, first_line: int = 1) -> RouterEntries:
+    """The entries of every ``r`` block as columns; raises ValueError on a malformed line we read, naming it
+    by its number in the document (``first_line``: the number of the entries' first line there)."""
+    return parse_entry_text(entries.decode("utf-8", "replace"), microdesc, first_line)
 
 
-def parse_entry_text(entries: str, microdesc: bool) -> RouterEntries:
+def parse_entry_text(entries: str, microdesc: bool, first_line: int = 1) -> RouterEntries:
     """``parse_router_entries`` of the entries' text, already decoded."""
     text = "\n" + entries + "\n"
     if _UNUSUAL_LINES.search(text):
-        text = _KEYWORD_START.sub(r"\n\1 ", text)
-    lines = (_MICRODESC_ENTRY_LINES if microdesc else _ENTRY_LINES).findall(text)
+        text = _KEYWORD_START.sub(r"\n\1 ", text)  # lines keep their numbers: no newline is added or removed
+    picking = _MICRODESC_ENTRY_LINES if microdesc else _ENTRY_LINES
+    try:
+        return _parse_lines(picking.findall(text), microdesc)
+    except ValueError as error:
+        raise ValueError(_numbered(str(error), text, picking, first_line)) from None
+
+
+#: How the checks below name a line: by its index among the lines picked (they do not see the document).
+_PICKED_LINE = re.compile(r"(?:router status entry )?(?:line )?(\d+): (.*)", re.S)
+
+
+def _numbered(message: str, text: str, picking: re.Pattern, first_line: int) -> str:
+    """``message`` with the picked line it names given by its number in the document (only when refusing)."""
+    named = _PICKED_LINE.fullmatch(message)
+    if named is None:
+        return message
+    line = next(islice(picking.finditer(text), int(named[1]), None), None)
+    if line is None:
+        return message
+    return f"line {first_line + text.count(chr(10), 0, line.start())}: {named[2]}"
+
+
+def _parse_lines(lines: list[str], microdesc: bool) -> RouterEntries:
+    """The columns of the picked lines (each with its keyword first)."""
     keywords = np.frombuffer("".join([line[0] for line in lines]).encode("ascii"), "S1")
     starts = keywords == b"r"
     row_of_line = np.cumsum(starts) - 1  # lines before the first r line belong to no entry (-1) and are skipped

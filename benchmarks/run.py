@@ -18,7 +18,7 @@
 - backfill: real full consensuses the way a backfill worker replays a
   period (parse, metrics, checks, line protocol; CPU per stage): the seven
   of different years three times, and the one real next hour (2020-02-29
-  11:00 after 10:00). Then the ``backfill`` command itself over 96 or 480
+  11:00 after 10:00). Then the ``backfill`` command itself over 96 or 1,440
   hours made of real consensuses, in one process and in two (wall clock,
   and CPU including the worker processes), and into a real VictoriaMetrics.
 - write: points per second into a real VictoriaMetrics on 127.0.0.1,
@@ -438,7 +438,7 @@ def main() -> None:
           f"years; ms per consensus: {stages}) | | |")
     print(f"| backfill | consensuses per CPU second, the real next hour (2020-02-29 11:00 right after 10:00) | "
           f"{1000 / backfill['next_hour_ms']:.1f} ({backfill['next_hour_ms']:.1f} ms: {hour_stages}) | | |")
-    for hours, jobs, periods in (("consecutive", 1, 96), ("consecutive", 2, 96), ("consecutive", 2, 480),
+    for hours, jobs, periods in (("consecutive", 1, 96), ("consecutive", 2, 96), ("consecutive", 2, 1440),
                                  ("different", 1, 96), ("different", 2, 96)):
         run = run_child("backfill_jobs", periods, jobs, hours)
         print(f"| backfill | `backfill` itself, {hours} hours, {jobs} process{'es' if jobs > 1 else ''}: "

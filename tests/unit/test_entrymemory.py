@@ -58,8 +58,8 @@ def test_only_entries_not_in_the_previous_consensus_are_parsed(monkeypatch):
     parsed_counts = []
     parse = fastparse.parse_entry_text
     monkeypatch.setattr(fastparse, "parse_entry_text",
-                        lambda text, microdesc: parsed_counts.append(text.count("r ", 0, 2) + text.count("\nr ")) or
-                        parse(text, microdesc))
+                        lambda text, microdesc, *line: parsed_counts.append(text.count("r ", 0, 2) + text.count("\nr "))
+                        or parse(text, microdesc, *line))
     first, second, again = remembered(ten, eleven, eleven)
     new_in_eleven = len(set(bodies(eleven)) - set(bodies(ten)))
     assert parsed_counts == [len(first), new_in_eleven, 0]  # the same consensus again: nothing to parse

@@ -164,6 +164,27 @@ def test_a_malformed_entry_rejects_the_document_with_its_source_named():
         parse_document(DocKind.CONSENSUS, broken, "moria1")
 
 
+@pytest.mark.parametrize("change, problem, refused_line", [
+    ((b"\nw Bandwidth=", b"\nw Bandwidth=lots "), "Bandwidth= needs a number", b"\nw Bandwidth=lots "),
+    ((b"\ns ", b"\ns Fast\ns "), "a second 's' line", b"\ns Fast\ns "),  # the second one is named
+    ((b" 9001 0\n", b" 9001 x\n"), "is not a port", b"\nr "),
+    ((b"\nv Tor", b"\nunknown\nv Tor"), "Bandwidth= needs a number", b"\nw Bandwidth=lots "),  # skipped lines count
+])
+def test_a_refused_line_is_named_by_its_number_in_the_file(change, problem, refused_line):
+    raw = read(DATA / "2020-02-29-10-00-00-consensus.xz")  # CollecTor's: an @type line first
+    middle = raw.index(change[0], len(raw) // 2)
+    changed = raw[:middle] + raw[middle:].replace(*change, 1)
+    if b"Bandwidth=lots" not in changed and b"Bandwidth" in problem.encode():  # also break the next w line
+        changed = changed[:middle] + changed[middle:].replace(b"\nw Bandwidth=", b"\nw Bandwidth=lots ", 1)
+    where = changed.index(refused_line, middle) if refused_line != b"\nr " else \
+        changed.rfind(b"\nr ", 0, changed.index(b" 9001 x\n"))
+    if refused_line == b"\ns Fast\ns ":
+        where += len(b"\ns Fast")
+    expected = changed.count(b"\n", 0, where + 1) + 1  # the line after that newline, counted from 1
+    with pytest.raises(DocumentError, match=rf"consensus from moria1: line {expected}: .*{problem}"):
+        parse_document(DocKind.CONSENSUS, changed, "moria1")
+
+
 def test_a_descriptor_without_bandwidth_is_refused():
     raw = read(DATA / "2020-02-29-10-05-00-server-descriptors.xz")
     start = raw.index(b"\nbandwidth ")
