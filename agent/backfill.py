@@ -7,10 +7,12 @@ its valid-after. Periods are replayed in time order, so churn is measured
 against the preceding period of the input. Nothing is ever sent to people:
 backfill writes points only.
 
-Parsing, metrics, checks and line protocol take 60-90 ms of CPU a period, so
-with ``--jobs`` N runs of consecutive periods are computed in N worker
-processes (each reads the period before its run again, for churn); this
-process alone writes the store and the state, in time order.
+Parsing, metrics, checks and line protocol take about 37 ms of CPU a
+consecutive hour (each consensus's entries are looked up among the previous
+one's, ``agent.entrymemory``; 75 ms when nothing repeats), so with
+``--jobs`` N runs of consecutive periods are computed in N worker processes
+(each reads the period before its run again, for churn and for its
+entries); this process alone writes the store and the state, in time order.
 
 Resumable and idempotent: each written period is recorded in the state
 file and skipped next time unless --force; rewriting a period writes the

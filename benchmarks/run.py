@@ -461,11 +461,20 @@ def main() -> None:
         rss = memory["rss"]
         tenth = max(1, len(rss) // 10)
         half = len(rss) // 2
-        print(f"| memory | RSS over {len(rss)} consecutive cycles: after the first tenth / at half / at the end | "
-              f"{statistics.mean(rss[:tenth]):.0f} / {rss[half - 1]:.0f} / {rss[-1]:.0f} MB | | |")
-        print(f"| memory | growth over the second half (cycles {half + 1}-{len(rss)}) | "
-              f"{rss[-1] - rss[half - 1]:+.1f} MB; peak RSS over all {len(rss)} cycles {memory['peak_rss_mb']:.0f} MB"
-              f" | | |")
+        print(f"| memory | RSS over {len(rss)} consecutive cycles: mean of the first tenth / of the tenth before half / "
+              f"of the last tenth | {statistics.mean(rss[:tenth]):.0f} / {statistics.mean(rss[half - tenth:half]):.0f}"
+              f" / {statistics.mean(rss[-tenth:]):.0f} MB | | |")
+        print(f"| memory | trend over the second half (cycles {half + 1}-{len(rss)}, least squares) | "
+              f"{100 * _slope(rss[half:]):+.2f} MB per 100 cycles; peak RSS over all {len(rss)} cycles "
+              f"{memory['peak_rss_mb']:.0f} MB | | |")
+
+
+def _slope(values: list[float]) -> float:
+    """Least-squares slope of ``values`` against their index (RSS samples sit on allocator steps, so two single
+    samples say little)."""
+    mean_x, mean_y = (len(values) - 1) / 2, statistics.mean(values)
+    return (sum((x - mean_x) * (y - mean_y) for x, y in enumerate(values))
+            / sum((x - mean_x) ** 2 for x in range(len(values))))
 
 
 if __name__ == "__main__":
