@@ -112,7 +112,9 @@ def _refuse_what_stem_mishandles(kind: DocKind, raw: bytes) -> None:
 
 
 def _network_status(kind: DocKind, raw: bytes, source: str) -> NetworkStatusDocumentV3:
-    annotations = raw.count(b"\n", 0, len(raw) - len(raw := _strip_annotations(raw)))  # lines, for errors
+    stripped = _strip_annotations(raw)
+    annotation_lines = raw.count(b"\n", 0, len(raw) - len(stripped))  # still counted in errors' line numbers
+    raw = stripped
     first_line = raw.split(b"\n", 1)[0]
     if not first_line.startswith(b"network-status-version 3"):
         shown = first_line[:60].decode("ascii", "replace")
@@ -121,7 +123,7 @@ def _network_status(kind: DocKind, raw: bytes, source: str) -> NetworkStatusDocu
     _refuse_what_stem_mishandles(kind, header + footer)
     document = NetworkStatusDocumentV3(header + footer, validate=True)
     document.routers = entrymemory.parse_entries(entries, document.is_microdescriptor, not document.is_vote,
-                                                 first_line=annotations + header.count(b"\n") + 1)
+                                                 first_line=annotation_lines + header.count(b"\n") + 1)
     if kind is not DocKind.VOTE:
         # stem parsed header and footer only: get_bytes() (stem's own signature validation) needs the whole
         # consensus, whose bytes the collector keeps anyway. A vote's get_bytes() is its header and footer:

@@ -184,8 +184,7 @@ class RouterEntries(Mapping):
         used, codes = np.unique(codes, return_inverse=True)
         texts = [" ".join(lines[code]) for code in used.tolist()]
         distinct = dict(zip(dict.fromkeys([""] + texts), range(len(texts) + 1)))  # code 0: no flags, as parsed
-        flag_code = np.array([distinct[text] for text in texts], np.int32)[codes.reshape(-1)] if len(order) \
-            else np.zeros(0, np.int32)
+        flag_code = np.array([distinct[text] for text in texts], np.int32)[codes.reshape(-1)]
         new_row = np.full(len(first) + len(second), -1, np.int64)
         new_row[rows] = np.arange(len(order))
 

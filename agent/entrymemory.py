@@ -46,34 +46,37 @@ def parse_entries(entries: bytes, microdesc: bool, consensus: bool, first_line: 
     if _REMEMBERED is None or not consensus:
         return fastparse.parse_router_entries(entries, microdesc, first_line)
     text = entries.decode("utf-8", "replace")
-    if not text.startswith("r ") or not text.endswith("\n"):
-        return fastparse.parse_entry_text(text, microdesc, first_line)
-    bodies = text[2:-1].split("\nr ")
-    try:
-        parsed = _parse_remembered(text, bodies, microdesc, _REMEMBERED[microdesc])
-    except ValueError:
-        fastparse.parse_entry_text(text, microdesc, first_line)  # raises, naming the line in the whole document
-        raise
-    if len(set(parsed.fingerprints)) != len(parsed):
-        return fastparse.parse_entry_text(text, microdesc, first_line)  # raises, naming the second entry
+    bodies = text[2:-1].split("\nr ") if text.startswith("r ") and text.endswith("\n") else []
+    parsed = _picked(bodies, microdesc, _REMEMBERED[microdesc]) if bodies else None
+    if parsed is None:  # nothing to take from the previous consensus, or a refusal to name in the whole text
+        parsed = fastparse.parse_entry_text(text, microdesc, first_line)
     # Remembered only if each text is one entry; else ("opt r", "r<TAB>": parsed whole) the next starts afresh.
     _REMEMBERED[microdesc] = (dict(zip(bodies, range(len(bodies)))), parsed) if len(parsed) == len(bodies) else None
     return parsed
 
 
-def _parse_remembered(text: str, bodies: list[str], microdesc: bool, previous) -> RouterEntries:
-    """The entries of ``text``: those among ``previous`` taken from there, the others parsed."""
-    rows_before, entries_before = previous or ({}, None)
+def _picked(bodies: list[str], microdesc: bool, previous) -> RouterEntries | None:
+    """The entries whose texts are ``bodies``: those among ``previous`` taken from there, the others parsed.
+
+    None when the whole document is to be parsed instead: nothing is remembered from it, a new entry is
+    refused or a relay is listed twice (parsing it whole names the line), or a line the split on "\nr " did
+    not take as an entry's start makes more entries than texts.
+    """
+    if previous is None:
+        return None
+    rows_before, entries_before = previous
     known = list(map(rows_before.get, bodies))
     missing = [row for row, known_row in enumerate(known) if known_row is None]
     if len(missing) == len(bodies):
-        return fastparse.parse_entry_text(text, microdesc)
-    if missing:
-        fresh = fastparse.parse_entry_text("r " + "\nr ".join([bodies[row] for row in missing]), microdesc)
-        if len(fresh) != len(missing):  # a line the split on "\nr " did not take as an entry's start: parse whole
-            return fastparse.parse_entry_text(text, microdesc)
-        for position, row in enumerate(missing):
-            known[row] = len(entries_before) + position
-    else:
-        fresh = fastparse.parse_entry_text("", microdesc)
-    return RouterEntries.picked(entries_before, fresh, np.array(known, np.int64))
+        return None
+    try:
+        fresh = fastparse.parse_entry_text("r " + "\nr ".join([bodies[row] for row in missing]) if missing else "",
+                                           microdesc)
+    except ValueError:
+        return None
+    if len(fresh) != len(missing):
+        return None
+    for position, row in enumerate(missing):
+        known[row] = len(entries_before) + position
+    picked = RouterEntries.picked(entries_before, fresh, np.array(known, np.int64))
+    return picked if len(set(picked.fingerprints)) == len(picked) else None

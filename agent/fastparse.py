@@ -98,7 +98,8 @@ def _numbered(message: str, text: str, picking: re.Pattern, first_line: int) -> 
     line = next(islice(picking.finditer(text), int(named[1]), None), None)
     if line is None:
         return message
-    return f"line {first_line + text.count(chr(10), 0, line.start())}: {named[2]}"
+    lines_before = text.count("\n", 0, line.start())  # the text starts with a newline of its own
+    return f"line {first_line + lines_before}: {named[2]}"
 
 
 def _parse_lines(lines: list[str], microdesc: bool) -> RouterEntries:

@@ -66,13 +66,14 @@ class GeoIP:
         countries = list(map(self._known.get, addresses))
         missing = [row for row, country in enumerate(countries) if country is None]
         if missing:
-            fresh = self._look_up([addresses[row] for row in missing])
+            new_addresses = [addresses[row] for row in missing]
+            fresh = self._look_up(new_addresses)
             for row, country in zip(missing, fresh):
                 countries[row] = country
             if len(self._known) + len(fresh) > KNOWN_LIMIT:
                 self._known = dict(zip(addresses, countries))
             else:
-                self._known.update(zip([addresses[row] for row in missing], fresh))
+                self._known.update(zip(new_addresses, fresh))
         return countries
 
     def _look_up(self, addresses: list[str]) -> list[str]:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import itertools
 from collections import defaultdict
-from itertools import compress, repeat
+from itertools import compress, count, repeat
 
 import numpy as np
 
@@ -66,8 +65,8 @@ def _flag_points(table: RelayTable, previous: PreviousRelays | None, total_weigh
     flags = list(table.flags)
     has = np.array([table.flags[flag] for flag in flags], bool).reshape(len(flags), len(table))  # flag x relay
     relays, weights = has.sum(axis=1).tolist(), (has @ table.weight).tolist()
-    fields = [{"relays": count, "weight_fraction": _ratio(weight, total_weight)}
-              for count, weight in zip(relays, weights)]
+    fields = [{"relays": holding, "weight_fraction": _ratio(weight, total_weight)}
+              for holding, weight in zip(relays, weights)]
     if previous is not None:
         # The previous flags of each relay now, and the present flags of each relay then (absent: no flags).
         had = _flag_matrix(list(map(previous.get, table.fingerprints, repeat(_NONE))), flags)
@@ -87,7 +86,7 @@ _NONE: frozenset = frozenset()
 
 def _flag_matrix(flag_sets: list[frozenset], flags: list[str]) -> np.ndarray:
     """flag x set: which of ``flag_sets`` hold each flag (each distinct set is looked at once)."""
-    codes = dict(zip(dict.fromkeys(flag_sets), itertools.count()))
+    codes = dict(zip(dict.fromkeys(flag_sets), count()))
     rows = np.fromiter(map(codes.__getitem__, flag_sets), np.int64, len(flag_sets))
     holds = np.array([[flag in flag_set for flag_set in codes] for flag in flags], bool).reshape(len(flags), len(codes))
     return holds[:, rows]
