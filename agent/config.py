@@ -116,6 +116,7 @@ class SubscriptionsConfig:
     weight_drop_hours: float
     min_authorities: int | None
     min_bandwidth_authorities: int
+    low_bandwidth_kbytes: float
     flags: tuple[str, ...]
 
 
@@ -234,6 +235,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("subscriptions.min_authorities", None, convert.optional_positive_int),
     # tor uses measured bandwidth only with at least 3 bandwidth authorities' measurements.
     Setting("subscriptions.min_bandwidth_authorities", 3, convert.positive_int),
+    # Tor Weather's default: observed bandwidth under 20 kB/s is low (0: never reported).
+    Setting("subscriptions.low_bandwidth_kbytes", 20, convert.non_negative_number),
     Setting("subscriptions.flags", ["Guard", "Exit", "Stable", "Fast", "HSDir", "Valid", "Running"], convert.flags),
     Setting("detect.enabled", True, convert.boolean),
     Setting("detect.warmup_periods", 48, convert.positive_int),
@@ -325,7 +328,7 @@ def load_config(path: str | os.PathLike | None = None, environ=os.environ) -> Co
         matrix=MatrixConfig(values["matrix.homeserver"], values["matrix.token_env"], values["matrix.timeout_seconds"]),
         subscriptions=SubscriptionsConfig(*(values[f"subscriptions.{name}"] for name in (
             "listen", "confirm_hours", "rate_limit", "trusted_proxies", "down_hours", "weight_drop_percent", "weight_drop_hours",
-            "min_authorities", "min_bandwidth_authorities", "flags"))),
+            "min_authorities", "min_bandwidth_authorities", "low_bandwidth_kbytes", "flags"))),
         detect=_detect_config(values),
         query=QueryConfig(values["query.url"], values["query.timeout_seconds"]),
     )

@@ -1,7 +1,7 @@
 """What can be wrong with a relay an operator watches, as pure functions of a period and its history.
 
 The alert kinds follow Tor Weather (down after a wait, flag lost, version
-out of date) plus what operators cannot see for themselves: how many
+out of date, low observed bandwidth) plus what operators cannot see for themselves: how many
 authorities list the relay and how many bandwidth authorities measure it.
 How long a condition must last before anyone is told is the alert engine's
 ``wait_seconds``; a relay whose descriptor says it hibernates is not down.
@@ -22,6 +22,10 @@ _HEX40 = re.compile(r"^[0-9A-F]{40}$")
 #: network), so losing one right after a restart is not worth a message.
 UPTIME_FLAGS = frozenset({"Guard", "HSDir", "Stable"})
 UPTIME_GRACE_SECONDS = 96 * 3600
+#: Observed bandwidth is the most a relay sustained for 10 s in the past day
+#: (dir-spec 2.1.1): a relay up for less than a day has not had the time to
+#: show what it can do.
+BANDWIDTH_GRACE_SECONDS = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class RelayStatus:
     measured_by: int  # bandwidth authorities' votes with a Measured= for it
     bandwidth_votes: int  # votes with any Measured= at all
     uptime_seconds: int | None = None  # from its newest server descriptor
+    observed_bandwidth: int | None = None  # bytes/s, from its newest server descriptor
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,7 @@ def relay_status(fingerprint: str, consensus, descriptors: dict, votes: list, me
                         if fingerprint in v.routers and v.routers[fingerprint].measured is not None),
         bandwidth_votes=len(measuring),
         uptime_seconds=getattr(descriptor, "uptime", None),
+        observed_bandwidth=getattr(descriptor, "observed_bandwidth", None),
     )
 
 
@@ -127,6 +133,7 @@ def conditions(status: RelayStatus, history: list[tuple[int, int | None, frozens
                                f"{name} no longer has the {flag} flag it had recently", flag=flag))
     found += _version(status, name, consensus)
     found += _weight(status, name, history, settings, now)
+    found += _low_bandwidth(status, name, settings)
     found += _votes(status, name, settings, period_seconds)
     return found
 
@@ -157,6 +164,19 @@ def _weight(status: RelayStatus, name: str, history, settings, now: int) -> list
                           f"{name} has consensus weight {status.weight}, down {100 * (1 - status.weight / then):.0f} % "
                           f"from {then} {settings.weight_drop_hours:g} h ago")]
     return []
+
+
+def _low_bandwidth(status: RelayStatus, name: str, settings) -> list[Condition]:
+    """Tor Weather's low-bandwidth notice: observed bandwidth under ``low_bandwidth_kbytes``, told at once (as
+    Tor Weather did: the value changes only with a new descriptor), not while hibernating or up less than a day."""
+    threshold = settings.low_bandwidth_kbytes * 1000
+    observed, uptime = status.observed_bandwidth, status.uptime_seconds
+    if (not threshold or observed is None or observed >= threshold or status.hibernating
+            or uptime is None or uptime < BANDWIDTH_GRACE_SECONDS):
+        return []
+    return [Condition("TorRelayLowBandwidth", "info", "A relay you watch has low bandwidth",
+                      f"{name} observed {observed / 1000:g} kB/s at most in the past day, under the "
+                      f"{settings.low_bandwidth_kbytes:g} kB/s threshold")]
 
 
 def _votes(status: RelayStatus, name: str, settings, period_seconds: int) -> list[Condition]:

@@ -1,6 +1,7 @@
 """Subscriptions: double opt-in, relay conditions, family resolution, the HTTP endpoints."""
 
 import re
+from dataclasses import replace
 from datetime import datetime
 
 import pytest
@@ -22,7 +23,8 @@ A, B, C = "A" * 40, "B" * 40, "C" * 40
 NOW = datetime(2026, 11, 24, 12)
 
 
-def descriptor(fingerprint, family=(), contact="op@example.org", hibernating=False, nickname=None, uptime=None):
+def descriptor(fingerprint, family=(), contact="op@example.org", hibernating=False, nickname=None, uptime=None,
+               observed=None):
     fields = {"router": f"{nickname or 'relay' + fingerprint[0]} 10.0.0.1 9001 0 0",
               "fingerprint": " ".join(fingerprint[i:i + 4] for i in range(0, 40, 4)), "contact": contact}
     if family:
@@ -31,6 +33,8 @@ def descriptor(fingerprint, family=(), contact="op@example.org", hibernating=Fal
         fields["hibernating"] = "1"
     if uptime is not None:
         fields["uptime"] = str(uptime)
+    if observed is not None:  # average and burst well above it: only the observed value is low
+        fields["bandwidth"] = f"1000000 2000000 {observed}"
     return RelayDescriptor.create(fields, validate=False)  # not signed by that fingerprint's key
 
 
@@ -120,6 +124,36 @@ def test_flag_lost_version_weight_and_votes():
     newer = consensus_of(entry(A, version="0.4.9.9"))
     assert [c.id for c in conditions(relay_status(A, newer, {}, [], []), [], newer, SETTINGS, 0)] == [
         "TorRelayVersionNotRecommended"]
+
+
+def test_low_observed_bandwidth_is_told_once_the_relay_has_been_up_a_day():
+    consensus = consensus_of(entry(A))
+
+    def low(observed, uptime, hibernating=False, settings=SETTINGS):
+        status = relay_status(A, consensus, {A: descriptor(A, uptime=uptime, observed=observed,
+                                                           hibernating=hibernating)}, [], [])
+        return [c for c in conditions(status, [], consensus, settings, 0) if c.id == "TorRelayLowBandwidth"]
+
+    [found] = low(15_500, 2 * 86400)
+    assert (found.severity, found.wait_seconds) == ("info", 0)  # Tor Weather: no grace period
+    assert found.description == f"relayA ({A}) observed 15.5 kB/s at most in the past day, under the 20 kB/s threshold"
+    assert low(20_000, 2 * 86400) == []  # at the threshold is not under it
+    assert low(15_500, 86400 - 1) == [] and low(15_500, None) == []  # not a day of observing yet (or unknown)
+    assert low(15_500, 2 * 86400, hibernating=True) == []  # it limits itself on purpose
+    assert low(15_500, 2 * 86400, settings=replace(SETTINGS, low_bandwidth_kbytes=0)) == []  # turned off
+    assert len(low(99_000, 2 * 86400, settings=replace(SETTINGS, low_bandwidth_kbytes=100))) == 1
+
+
+def test_a_low_bandwidth_alert_reaches_the_subscriber_and_ends_when_the_relay_recovers(tmp_path):
+    state = State(tmp_path)
+    subscription = SubscriptionStore(state.db).add_active("op@example.org", "relay", A, 0)
+    watch = RelayWatch(state.db, SETTINGS)
+    slow = snapshot_of(consensus_of(entry(A)), [descriptor(A, uptime=3 * 86400, observed=8_000)])
+    [alert] = watch.alerts(slow, 1000)
+    assert (alert.id, alert.subjects, alert.recipient) == ("TorRelayLowBandwidth", {"relay": A}, "op@example.org")
+    assert alert.unsubscribe_token == subscription.unsubscribe_token
+    recovered = snapshot_of(consensus_of(entry(A)), [descriptor(A, uptime=3 * 86400, observed=80_000)])
+    assert watch.alerts(recovered, 2000) == []
 
 
 def test_family_subscription_covers_a_relay_that_joins_later_and_remembers_one_that_vanished(tmp_path):
