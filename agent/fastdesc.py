@@ -23,10 +23,10 @@ class ServerDescriptor:
     """A relay's server descriptor: the fields the agent reads, named and typed as stem's RelayDescriptor."""
 
     __slots__ = ("nickname", "fingerprint", "address", "or_port", "published", "platform", "contact", "family",
-                 "average_bandwidth", "burst_bandwidth", "observed_bandwidth", "hibernating", "exit_policy_v6")
+                 "average_bandwidth", "burst_bandwidth", "observed_bandwidth", "hibernating", "uptime", "exit_policy_v6")
 
     def __init__(self):
-        self.platform = self.contact = None
+        self.platform = self.contact = self.uptime = None
         self.family = _NO_FAMILY
         self.hibernating = False
         self.exit_policy_v6 = _DEFAULT_IPV6_POLICY
@@ -38,7 +38,7 @@ _NO_FAMILY: frozenset = frozenset()  # shared by the descriptors without a famil
 
 #: The lines the agent reads, found in C (``opt`` is an old prefix stem also accepts); about 9 of a descriptor's 30.
 _LINES = re.compile(r"\n(?:opt )?(router-signature|router|fingerprint|published|platform|contact|family|bandwidth|"
-                    r"hibernating|ipv6-policy)(?: |(?=\n)|\Z)([^\n]*)")
+                    r"hibernating|uptime|ipv6-policy)(?: |(?=\n)|\Z)([^\n]*)")
 _REQUIRED = ("bandwidth", "fingerprint", "published")
 
 
@@ -108,6 +108,11 @@ def _read(descriptor: ServerDescriptor, keyword: str, value: str) -> None:
         descriptor.average_bandwidth, descriptor.burst_bandwidth, descriptor.observed_bandwidth = map(int, values)
     elif keyword == "hibernating":
         descriptor.hibernating = value == "1"
+    elif keyword == "uptime":  # seconds; negative from tor before 0.1.2.7, which stem accepts too
+        try:
+            descriptor.uptime = int(value)
+        except ValueError:
+            raise ValueError(f"server descriptor {descriptor.nickname}: 'uptime {value[:40]}' needs a number") from None
     else:  # ipv6-policy
         descriptor.exit_policy_v6 = _micro_policy(value)
 

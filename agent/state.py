@@ -84,6 +84,16 @@ MIGRATIONS = (
            nickname TEXT,                    -- so a relay that vanished is still named
            PRIMARY KEY (fingerprint, valid_after)
        )""",
+    # The newest descriptor of each watched relay: what subscriptions read of it, for a period whose descriptors
+    # did not arrive.
+    """CREATE TABLE watched_descriptors (
+           fingerprint TEXT PRIMARY KEY,
+           seen INTEGER NOT NULL,            -- valid-after of the last period that had it
+           nickname TEXT,
+           hibernating INTEGER NOT NULL,
+           uptime INTEGER,
+           observed_bandwidth INTEGER
+       )""",
 )
 KEEP_PERIODS = 48
 

@@ -175,8 +175,8 @@ def _low_bandwidth(status: RelayStatus, name: str, settings) -> list[Condition]:
             or uptime is None or uptime < BANDWIDTH_GRACE_SECONDS):
         return []
     return [Condition("TorRelayLowBandwidth", "info", "A relay you watch has low bandwidth",
-                      f"{name} observed {observed / 1000:g} kB/s at most in the past day, under the "
-                      f"{settings.low_bandwidth_kbytes:g} kB/s threshold")]
+                      f"{name} observed {observed / 1000:.10g} kB/s at most in the past day, under the "
+                      f"{settings.low_bandwidth_kbytes:.10g} kB/s threshold")]
 
 
 def _votes(status: RelayStatus, name: str, settings, period_seconds: int) -> list[Condition]:

@@ -3,10 +3,14 @@
 Family and contact subscriptions are resolved again every period, so a relay
 that joins the family later is covered at once; relays they covered before
 are remembered for HISTORY_SECONDS, so one that vanished is reported down
-rather than silently dropped.
+rather than silently dropped. What subscriptions read of each watched relay's
+descriptor is remembered too: a period whose descriptors did not arrive uses
+the last ones, so it neither ends nor starts the alerts that read them.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from agent.alerts.model import Alert
 from agent.metrics.authority import unix
@@ -15,6 +19,16 @@ from agent.subscriptions.events import (bandwidth_votes, conditions, effective_f
 from agent.subscriptions.store import Subscription, SubscriptionStore
 
 HISTORY_SECONDS = 7 * 86400
+
+
+@dataclass(frozen=True)
+class KnownDescriptor:
+    """What ``relay_status`` reads of a watched relay's descriptor, as remembered from an earlier period."""
+
+    nickname: str | None
+    hibernating: bool
+    uptime: int | None
+    observed_bandwidth: int | None
 
 
 class RelayWatch:
@@ -38,9 +52,10 @@ class RelayWatch:
         members = {s.id: self._members(s, descriptors, valid_after) for s in subscriptions}
         watched = sorted(set().union(*members.values())) if members else []
         history, nicknames = self._history(watched, valid_after)
+        known = self._descriptors(watched, descriptors, valid_after)
         found = {}
         for fingerprint in watched:
-            status = relay_status(fingerprint, consensus, descriptors, votes, measuring, nicknames.get(fingerprint))
+            status = relay_status(fingerprint, consensus, known, votes, measuring, nicknames.get(fingerprint))
             found[fingerprint] = (status, conditions(status, history.get(fingerprint, []), consensus,
                                                      self.settings, valid_after, period_seconds))
         self._remember(found, valid_after)
@@ -71,6 +86,25 @@ class RelayWatch:
         rows = self.db.execute("SELECT fingerprint FROM subscription_members WHERE subscription_id = ?",
                                (subscription.id,)).fetchall()
         return current | {row[0] for row in rows}
+
+    def _descriptors(self, fingerprints: list[str], descriptors: dict, valid_after: int) -> dict:
+        """The period's descriptors, remembered for the watched relays; without any (the fetch failed), the
+        remembered ones of the last week."""
+        if not descriptors:
+            rows = self.db.execute(
+                "SELECT fingerprint, nickname, hibernating, uptime, observed_bandwidth FROM watched_descriptors "
+                f"WHERE seen >= ? AND fingerprint IN ({', '.join('?' * len(fingerprints))})",
+                (valid_after - HISTORY_SECONDS, *fingerprints)).fetchall() if fingerprints else []
+            return {row[0]: KnownDescriptor(row[1], bool(row[2]), row[3], row[4]) for row in rows}
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany("INSERT OR REPLACE INTO watched_descriptors VALUES (?, ?, ?, ?, ?, ?)", [
+                (fingerprint, valid_after, getattr(descriptor, "nickname", None),
+                 int(bool(getattr(descriptor, "hibernating", False))), getattr(descriptor, "uptime", None),
+                 getattr(descriptor, "observed_bandwidth", None))
+                for fingerprint in fingerprints for descriptor in [descriptors.get(fingerprint)] if descriptor])
+            self.db.execute("DELETE FROM watched_descriptors WHERE seen < ?", (valid_after - HISTORY_SECONDS,))
+        return descriptors
 
     def _history(self, fingerprints: list[str], valid_after: int) -> tuple[dict[str, list], dict[str, str]]:
         """(valid_after, weight, flags) per relay, oldest first, and the last nickname each was seen with."""

@@ -28,7 +28,7 @@ ENTRY_FIELDS = ("nickname", "fingerprint", "digest", "published", "address", "or
                 "flags", "version_line", "version", "bandwidth", "measured", "is_unmeasured",
                 "unrecognized_bandwidth_entries")
 DESCRIPTOR_FIELDS = ("nickname", "fingerprint", "address", "or_port", "published", "platform", "contact", "family",
-                     "average_bandwidth", "burst_bandwidth", "observed_bandwidth", "hibernating")
+                     "average_bandwidth", "burst_bandwidth", "observed_bandwidth", "hibernating", "uptime")
 
 
 def read(path: Path) -> bytes:
@@ -190,6 +190,16 @@ def test_a_descriptor_without_bandwidth_is_refused():
     start = raw.index(b"\nbandwidth ")
     broken = raw[:start] + raw[raw.index(b"\n", start + 1):]
     with pytest.raises(DocumentError, match="no bandwidth line"):
+        parse_document(DocKind.SERVER_DESCRIPTORS, broken, "moria1")
+
+
+def test_a_descriptor_with_a_malformed_uptime_is_refused_as_stem_refuses_it():
+    raw = read(DATA / "2020-02-29-10-05-00-server-descriptors.xz")
+    start = raw.index(b"\nuptime ")
+    broken = raw[:start] + b"\nuptime soon" + raw[raw.index(b"\n", start + 1):]
+    with pytest.raises(ValueError, match="must have a numeric value"):
+        list(stem.descriptor.parse_file(io.BytesIO(broken), "server-descriptor 1.0", validate=True))
+    with pytest.raises(DocumentError, match="'uptime soon' needs a number"):
         parse_document(DocKind.SERVER_DESCRIPTORS, broken, "moria1")
 
 

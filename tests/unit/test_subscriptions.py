@@ -138,13 +138,15 @@ def test_low_observed_bandwidth_is_told_once_the_relay_has_been_up_a_day():
     assert (found.severity, found.wait_seconds) == ("info", 0)  # Tor Weather: no grace period
     assert found.description == f"relayA ({A}) observed 15.5 kB/s at most in the past day, under the 20 kB/s threshold"
     assert low(20_000, 2 * 86400) == []  # at the threshold is not under it
+    assert len(low(15_500, 86400)) == 1  # a day of observing is enough
     assert low(15_500, 86400 - 1) == [] and low(15_500, None) == []  # not a day of observing yet (or unknown)
     assert low(15_500, 2 * 86400, hibernating=True) == []  # it limits itself on purpose
     assert low(15_500, 2 * 86400, settings=replace(SETTINGS, low_bandwidth_kbytes=0)) == []  # turned off
     assert len(low(99_000, 2 * 86400, settings=replace(SETTINGS, low_bandwidth_kbytes=100))) == 1
 
 
-def test_a_low_bandwidth_alert_reaches_the_subscriber_and_ends_when_the_relay_recovers(tmp_path):
+def test_a_low_bandwidth_alert_reaches_the_subscriber_lasts_through_a_period_without_descriptors_and_ends(
+        tmp_path):
     state = State(tmp_path)
     subscription = SubscriptionStore(state.db).add_active("op@example.org", "relay", A, 0)
     watch = RelayWatch(state.db, SETTINGS)
@@ -152,8 +154,11 @@ def test_a_low_bandwidth_alert_reaches_the_subscriber_and_ends_when_the_relay_re
     [alert] = watch.alerts(slow, 1000)
     assert (alert.id, alert.subjects, alert.recipient) == ("TorRelayLowBandwidth", {"relay": A}, "op@example.org")
     assert alert.unsubscribe_token == subscription.unsubscribe_token
+    without_descriptors = snapshot_of(consensus_of(entry(A)), [])  # their fetch failed: judged as last known
+    assert [a.id for a in watch.alerts(without_descriptors, 2000)] == ["TorRelayLowBandwidth"]
     recovered = snapshot_of(consensus_of(entry(A)), [descriptor(A, uptime=3 * 86400, observed=80_000)])
-    assert watch.alerts(recovered, 2000) == []
+    assert watch.alerts(recovered, 3000) == []
+    assert watch.alerts(without_descriptors, 4000) == []
 
 
 def test_family_subscription_covers_a_relay_that_joins_later_and_remembers_one_that_vanished(tmp_path):
