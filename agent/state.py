@@ -89,7 +89,6 @@ MIGRATIONS = (
     """CREATE TABLE watched_descriptors (
            fingerprint TEXT PRIMARY KEY,
            seen INTEGER NOT NULL,            -- valid-after of the last period that had it
-           nickname TEXT,
            hibernating INTEGER NOT NULL,
            uptime INTEGER,
            observed_bandwidth INTEGER

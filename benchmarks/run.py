@@ -152,12 +152,9 @@ def child_cycle(parser: str, repeat: int) -> dict:
     Cold: a fresh process, as ``allium-agent once`` each period. Warm: the
     daemon (``run``) after its first period, with the same documents again.
     """
-    from agent.config import load_config
     from agent.detect.engine import Detector
-    from agent.geoip import load_or_empty
 
-    config = load_config(None, environ={})
-    geoip = load_or_empty(config.metrics.geoip_file)
+    config, geoip = _setup()
     inputs = read_inputs()
     runs = []
     for _ in range(repeat):
@@ -171,12 +168,9 @@ def child_cycle(parser: str, repeat: int) -> dict:
 
 def child_memory(cycles: int) -> dict:
     """Consecutive cycles in one process (one detector, as the daemon): RSS after each, and the peak."""
-    from agent.config import load_config
     from agent.detect.engine import Detector
-    from agent.geoip import load_or_empty
 
-    config = load_config(None, environ={})
-    geoip = load_or_empty(config.metrics.geoip_file)
+    config, geoip = _setup()
     inputs = read_inputs()
     detector = Detector(config.detect.settings)
     rss = []
@@ -204,7 +198,7 @@ def child_backfill(repeat: int) -> dict:
     from agent.documents import collector_paused
     from agent.entrymemory import remembering_entries
 
-    config, geoip = _backfill_setup()
+    config, geoip = _setup()
     files = sorted(p for p in (TORDATA / "consensus").iterdir() if p.is_file())
     raws = [path.read_bytes() for path in files]
     stages = dict.fromkeys(("parse", "metrics", "checks", "line protocol"), 0.0)
@@ -236,11 +230,12 @@ def child_backfill(repeat: int) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def _backfill_setup():
+def _setup(config_path: Path | None = None):
+    """The config (defaults, or the file at ``config_path``) and its GeoIP database."""
     from agent.config import load_config
     from agent.geoip import load_or_empty
 
-    config = load_config(None, environ={})
+    config = load_config(config_path, environ={})
     return config, load_or_empty(config.metrics.geoip_file)
 
 
@@ -294,8 +289,6 @@ def child_backfill_jobs(periods: int, jobs: int, hours: str = "different", sink:
     from datetime import datetime, timedelta
 
     from agent.backfill import backfill
-    from agent.config import load_config
-    from agent.geoip import load_or_empty
     from agent.state import State
     from agent.store import Store
 
@@ -320,8 +313,7 @@ def child_backfill_jobs(periods: int, jobs: int, hours: str = "different", sink:
         victoria = VictoriaMetrics(directory / "victoria").start() if sink == "victoria" else None
         store_url = f"store: {{url: '{victoria.url}'}}\n" if victoria else ""
         (directory / "agent.yaml").write_text(f"state_dir: {directory / 'state'}\n{store_url}")
-        config = load_config(directory / "agent.yaml", environ={})
-        geoip = load_or_empty(config.metrics.geoip_file)
+        config, geoip = _setup(directory / "agent.yaml")
         state, store = State(config.state_dir), Store.from_config(config)
         victoria_cpu = _process_cpu_seconds(victoria.process.pid) if victoria else 0.0
         started, cpu, workers_cpu = time.perf_counter(), time.process_time(), _children_cpu_seconds()

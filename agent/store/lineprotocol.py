@@ -86,8 +86,8 @@ def encode_columns(block: PointColumns) -> list[str]:
     return text.split("\n")[:-1]
 
 
-#: What a tag value must not hold unescaped (``_KEY_OR_TAG``).
-_ESCAPED = (",", "=", " ", "\n", "\r", "\\")
+#: What a tag value must not hold unescaped.
+_ESCAPED = tuple(map(chr, _KEY_OR_TAG))
 
 
 def _tag_values(block: PointColumns) -> list[str]:

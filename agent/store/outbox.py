@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 MAGIC = b"ALB2"
 HEADER = struct.Struct(">4sIIq")  # magic, payload bytes, crc32 of payload, period time (Unix s)
 WARN_FILL_RATIO = 0.8
-#: How each record magic's payload is unpacked. ALB1 records (zlib) were written by earlier versions and may
-#: still wait in an outbox; they are delivered as they are.
+
+
 def compress(data: bytes) -> bytes:
     """zstd level 1 (the outbox's records; backfill's archive members while they wait).
 
@@ -58,6 +58,8 @@ def decompress(data: bytes) -> bytes:
     return zstandard.ZstdDecompressor().decompress(data)
 
 
+#: How each record magic's payload is unpacked. ALB1 records (zlib) were written by earlier versions and may
+#: still wait in an outbox; they are delivered as they are.
 _UNPACK = {b"ALB1": zlib.decompress, MAGIC: decompress}
 
 

@@ -25,7 +25,6 @@ HISTORY_SECONDS = 7 * 86400
 class KnownDescriptor:
     """What ``relay_status`` reads of a watched relay's descriptor, as remembered from an earlier period."""
 
-    nickname: str | None
     hibernating: bool
     uptime: int | None
     observed_bandwidth: int | None
@@ -52,13 +51,13 @@ class RelayWatch:
         members = {s.id: self._members(s, descriptors, valid_after) for s in subscriptions}
         watched = sorted(set().union(*members.values())) if members else []
         history, nicknames = self._history(watched, valid_after)
-        known = self._descriptors(watched, descriptors, valid_after)
+        known = descriptors or self._last_descriptors(watched, valid_after)  # none: their fetch failed
         found = {}
         for fingerprint in watched:
             status = relay_status(fingerprint, consensus, known, votes, measuring, nicknames.get(fingerprint))
             found[fingerprint] = (status, conditions(status, history.get(fingerprint, []), consensus,
                                                      self.settings, valid_after, period_seconds))
-        self._remember(found, valid_after)
+        self._remember(found, descriptors, valid_after)
         return [self._alert(subscription, status, condition)
                 for subscription in subscriptions for fingerprint in sorted(members[subscription.id])
                 for status, listed in [found[fingerprint]] for condition in listed]
@@ -87,24 +86,13 @@ class RelayWatch:
                                (subscription.id,)).fetchall()
         return current | {row[0] for row in rows}
 
-    def _descriptors(self, fingerprints: list[str], descriptors: dict, valid_after: int) -> dict:
-        """The period's descriptors, remembered for the watched relays; without any (the fetch failed), the
-        remembered ones of the last week."""
-        if not descriptors:
-            rows = self.db.execute(
-                "SELECT fingerprint, nickname, hibernating, uptime, observed_bandwidth FROM watched_descriptors "
-                f"WHERE seen >= ? AND fingerprint IN ({', '.join('?' * len(fingerprints))})",
-                (valid_after - HISTORY_SECONDS, *fingerprints)).fetchall() if fingerprints else []
-            return {row[0]: KnownDescriptor(row[1], bool(row[2]), row[3], row[4]) for row in rows}
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.executemany("INSERT OR REPLACE INTO watched_descriptors VALUES (?, ?, ?, ?, ?, ?)", [
-                (fingerprint, valid_after, getattr(descriptor, "nickname", None),
-                 int(bool(getattr(descriptor, "hibernating", False))), getattr(descriptor, "uptime", None),
-                 getattr(descriptor, "observed_bandwidth", None))
-                for fingerprint in fingerprints for descriptor in [descriptors.get(fingerprint)] if descriptor])
-            self.db.execute("DELETE FROM watched_descriptors WHERE seen < ?", (valid_after - HISTORY_SECONDS,))
-        return descriptors
+    def _last_descriptors(self, fingerprints: list[str], valid_after: int) -> dict[str, KnownDescriptor]:
+        """What was read of the watched relays' descriptors in the last week, for a period without any."""
+        rows = self.db.execute(
+            "SELECT fingerprint, hibernating, uptime, observed_bandwidth FROM watched_descriptors "
+            f"WHERE seen >= ? AND fingerprint IN ({', '.join('?' * len(fingerprints))})",
+            (valid_after - HISTORY_SECONDS, *fingerprints)).fetchall() if fingerprints else []
+        return {row[0]: KnownDescriptor(bool(row[1]), row[2], row[3]) for row in rows}
 
     def _history(self, fingerprints: list[str], valid_after: int) -> tuple[dict[str, list], dict[str, str]]:
         """(valid_after, weight, flags) per relay, oldest first, and the last nickname each was seen with."""
@@ -120,13 +108,18 @@ class RelayWatch:
                 nicknames[fingerprint] = nickname
         return history, nicknames
 
-    def _remember(self, found: dict, valid_after: int) -> None:
+    def _remember(self, found: dict, descriptors: dict, valid_after: int) -> None:
+        """The watched relays' period, and what was read of the descriptors that arrived with it."""
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany("INSERT OR REPLACE INTO relay_history VALUES (?, ?, ?, ?, ?)",
                                 [(fp, valid_after, status.weight, " ".join(sorted(status.flags)), status.nickname)
                                  for fp, (status, _) in found.items()])
             self.db.execute("DELETE FROM relay_history WHERE valid_after < ?", (valid_after - HISTORY_SECONDS,))
+            self.db.executemany("INSERT OR REPLACE INTO watched_descriptors VALUES (?, ?, ?, ?, ?)",
+                                [(fp, valid_after, int(status.hibernating), status.uptime_seconds,
+                                  status.observed_bandwidth) for fp, (status, _) in found.items() if fp in descriptors])
+            self.db.execute("DELETE FROM watched_descriptors WHERE seen < ?", (valid_after - HISTORY_SECONDS,))
 
     @staticmethod
     def _alert(subscription: Subscription, status, condition) -> Alert:
