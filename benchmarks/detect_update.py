@@ -5,7 +5,7 @@
 The network is the real 2020-02-29 10:00 consensus (6,433 relays, with the
 real server descriptors of that hour) plus real relays from two other real
 consensuses, to pass 7,000; the replay then churns it as the live network
-churns (agent.detect.replay). Reported: CPU and wall time per update after
+churns (agent.evaluation.replay). Reported: CPU and wall time per update after
 the warm-up (mean, p95, max), the state file's size and save/load time,
 and peak RSS. Run on demand; no test asserts on these numbers.
 """
@@ -25,10 +25,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.config import load_config  # noqa: E402
+from agent.config.loader import load_config  # noqa: E402
 from agent.detect.engine import Detector  # noqa: E402
-from agent.detect.replay import Replay, concat, population, read_documents  # noqa: E402
-from agent.geoip import load_or_empty  # noqa: E402
+from agent.evaluation.replay import Replay, concat, population, read_documents  # noqa: E402
+from agent.metrics.geoip import load_or_empty  # noqa: E402
 
 TORDATA = Path(__file__).resolve().parents[2] / "shared" / "tordata"
 

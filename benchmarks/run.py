@@ -49,7 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 TORDATA = ROOT.parent / "shared" / "tordata"
 CONSENSUS = TORDATA / "consensus" / "2016-09-20-13-00-00-consensus"
-VOTE = TORDATA / "votes" / "2016-09-20-13-00-00-vote-49015F787433103580E3B66A1707A00E60F2D15B-60ADC6BEC262AE921A1037D54C8A3976367DBE87"
+VOTE = TORDATA / "votes" / ("2016-09-20-13-00-00-vote-49015F787433103580E3B66A1707A00E60F2D15B-"
+                            "60ADC6BEC262AE921A1037D54C8A3976367DBE87")
 MICRODESC = TORDATA / "tor-datadir" / "safe_tor" / "cached-microdesc-consensus"
 CERTS = TORDATA / "tor-datadir" / "safe_tor" / "cached-certs.lf"
 DESCRIPTORS = TORDATA / "server-descriptors" / "2020-02-29-10-05-00-server-descriptors"
@@ -66,7 +67,7 @@ def parse_stem(inputs: dict) -> dict:
     import stem.descriptor
     from stem.descriptor.networkstatus import NetworkStatusDocumentV3
 
-    from agent.documents import _strip_annotations
+    from agent.parse.documents import _strip_annotations
 
     def documents(raw, kind):
         return list(stem.descriptor.parse_file(io.BytesIO(raw), kind, validate=True))
@@ -81,9 +82,9 @@ def parse_stem(inputs: dict) -> dict:
 
 
 def parse_ours(inputs: dict) -> dict:
-    """The agent's own parsing path (agent.documents), as collect uses it."""
-    from agent.documents import parse_document
-    from agent.snapshot import DocKind
+    """The agent's own parsing path (agent.parse.documents), as collect uses it."""
+    from agent.model.snapshot import DocKind
+    from agent.parse.documents import parse_document
 
     return {"consensus": parse_document(DocKind.CONSENSUS, inputs["consensus"], "bench"),
             "votes": [parse_document(DocKind.VOTE, inputs["vote"], "bench") for _ in range(VOTES)],
@@ -97,14 +98,15 @@ def cycle(inputs: dict, parser: str, config, geoip, detector) -> dict[str, float
     """One period end to end; CPU seconds per stage."""
     from datetime import datetime, timezone
 
-    from agent.authorities import default_authorities
-    from agent.checks.evaluate import evaluate, health_points
+    from agent.checks.run import health_points
     from agent.detect.facts import facts_of
-    from agent.metrics import snapshot_points
-    from agent.metrics.authority import unix
+    from agent.metrics.period import snapshot_points
     from agent.metrics.relays import table_of
-    from agent.signatures import check_signatures, trust_certificates
-    from agent.snapshot import AuthorityView, Snapshot, SignatureCheck, SignatureReport
+    from agent.model.authorities import default_authorities
+    from agent.model.snapshot import AuthorityView, SignatureCheck, SignatureReport, Snapshot
+    from agent.model.time import unix
+    from agent.parse.signatures import check_signatures, trust_certificates
+    from agent.pipeline.judge import Memory, judge_checks
     from agent.store.lineprotocol import encode_all
 
     stages, clock = {}, time.process_time()
@@ -118,7 +120,7 @@ def cycle(inputs: dict, parser: str, config, geoip, detector) -> dict[str, float
     parsed = (parse_stem if parser == "stem" else parse_ours)(inputs)
     lap("parse")
     trusted, _ = trust_certificates(parsed["certs"])
-    micro_report = check_signatures(inputs["microdesc"], parsed["microdesc"], trusted)
+    micro_report = check_signatures(parsed["microdesc"], trusted)
     lap("signatures")
     authorities = list(default_authorities())
     consensus = parsed["consensus"]
@@ -133,7 +135,7 @@ def cycle(inputs: dict, parser: str, config, geoip, detector) -> dict[str, float
     table = table_of(snapshot, consensus, geoip)
     points = snapshot_points(snapshot, None, geoip, config.metrics.operators_top_n, table)
     lap("metrics")
-    findings = evaluate(snapshot, config)
+    findings, _ = judge_checks(snapshot, Memory(), config)
     points += health_points(findings, unix(consensus.valid_after))
     lap("checks")
     result = detector.update(facts_of(snapshot, consensus, table))
@@ -186,7 +188,7 @@ def child_backfill(repeat: int) -> dict:
     """Real full consensuses the way a backfill worker replays them: parse, metrics, checks, line protocol (CPU).
 
     As backfill does, with the collector paused and each consensus's entries
-    looked up among the previous one's (``remembering_entries``).
+    looked up among the previous one's (an ``EntryMemory``).
     - the seven real files of different years, ``repeat`` times in turn:
       little repeats from one to the next, the worst case;
     - the one real pair of consecutive hours: 2020-02-29 11:00 right after
@@ -194,31 +196,31 @@ def child_backfill(repeat: int) -> dict:
       as a real backfill reads consecutive hours.
     Churn is counted against the file before, as backfill does.
     """
-    from agent import fastparse
-    from agent.documents import collector_paused
-    from agent.entrymemory import remembering_entries
+    from agent.parse import fastparse
+    from agent.parse.documents import collector_paused
+    from agent.parse.entrymemory import EntryMemory
 
     config, geoip = _setup()
     files = sorted(p for p in (TORDATA / "consensus").iterdir() if p.is_file())
     raws = [path.read_bytes() for path in files]
     stages = dict.fromkeys(("parse", "metrics", "checks", "line protocol"), 0.0)
     done, relays = 0, 0
-    with collector_paused(), remembering_entries():
-        previous = None
+    with collector_paused():
+        previous, memory = None, EntryMemory()
         for _ in range(repeat):
             for raw in raws:
-                previous, count = _replay_consensus(raw, previous, config, geoip, stages)
+                previous, count = _replay_consensus(raw, previous, config, geoip, stages, memory)
                 done, relays = done + 1, relays + count
     next_hour = []
     for _ in range(repeat):
         for cache in fastparse._R_CACHES.values():
             cache.clear()
-        with collector_paused(), remembering_entries():
-            hour_stages = dict.fromkeys(stages, 0.0)
+        with collector_paused():
+            hour_stages, memory = dict.fromkeys(stages, 0.0), EntryMemory()
             previous, _ = _replay_consensus((TORDATA / "consensus" / "2020-02-29-10-00-00-consensus").read_bytes(),
-                                            None, config, geoip, dict(hour_stages))
+                                            None, config, geoip, dict(hour_stages), memory)
             _replay_consensus((TORDATA / "consensus" / "2020-02-29-11-00-00-consensus").read_bytes(), previous,
-                              config, geoip, hour_stages)
+                              config, geoip, hour_stages, memory)
             next_hour.append(hour_stages)
     hour = min(next_hour, key=lambda item: sum(item.values()))
     seconds = sum(stages.values())
@@ -232,25 +234,26 @@ def child_backfill(repeat: int) -> dict:
 
 def _setup(config_path: Path | None = None):
     """The config (defaults, or the file at ``config_path``) and its GeoIP database."""
-    from agent.config import load_config
-    from agent.geoip import load_or_empty
+    from agent.config.loader import load_config
+    from agent.metrics.geoip import load_or_empty
 
     config = load_config(config_path, environ={})
     return config, load_or_empty(config.metrics.geoip_file)
 
 
-def _replay_consensus(raw: bytes, previous, config, geoip, stages: dict):
+def _replay_consensus(raw: bytes, previous, config, geoip, stages: dict, memory=None):
     """One consensus through parse, metrics, checks and line protocol; adds CPU per stage to ``stages``.
     Returns (its relays for the next one's churn, its relay count)."""
-    from agent.checks.evaluate import evaluate, health_points
-    from agent.documents import parse_document
-    from agent.metrics import relays_of, snapshot_points
-    from agent.metrics.authority import unix
-    from agent.snapshot import DocKind, Snapshot
+    from agent.checks.run import health_points
+    from agent.metrics.period import relays_of, snapshot_points
+    from agent.model.snapshot import DocKind, Snapshot
+    from agent.model.time import unix
+    from agent.parse.documents import parse_document
+    from agent.pipeline.judge import Memory, judge_checks
     from agent.store.lineprotocol import encode_all
 
     clock = time.process_time()
-    consensus = parse_document(DocKind.CONSENSUS, raw, "bench")
+    consensus = parse_document(DocKind.CONSENSUS, raw, "bench", memory=memory)
     now = consensus.valid_after
     snapshot = Snapshot("bench", now, now, [], {}, [], archived_consensus=consensus)
     stages["parse"] += time.process_time() - clock
@@ -259,7 +262,7 @@ def _replay_consensus(raw: bytes, previous, config, geoip, stages: dict):
     relays = relays_of(consensus)
     stages["metrics"] += time.process_time() - clock
     clock = time.process_time()
-    points += health_points(evaluate(snapshot, config), unix(now))
+    points += health_points(judge_checks(snapshot, Memory(), config)[0], unix(now))
     stages["checks"] += time.process_time() - clock
     clock = time.process_time()
     encode_all(points)
@@ -288,10 +291,9 @@ def child_backfill_jobs(periods: int, jobs: int, hours: str = "different", sink:
     import tempfile
     from datetime import datetime, timedelta
 
-    from agent.backfill import backfill
-    from agent.state import State
-    from agent.store import Store
-
+    from agent.loop.backfill import backfill
+    from agent.pipeline.state import State
+    from agent.store.store import Store
     from tests.integration.victoria import VictoriaMetrics
 
     directory = Path(tempfile.mkdtemp(prefix="bench-backfill-"))
@@ -307,7 +309,7 @@ def child_backfill_jobs(periods: int, jobs: int, hours: str = "different", sink:
             stamp = {b"valid-after": moment, b"fresh-until": moment + timedelta(hours=1),
                      b"valid-until": moment + timedelta(hours=3)}
             raw = re.sub(rb"^(valid-after|fresh-until|valid-until) [0-9-]+ [0-9:]+$",
-                         lambda m: m[1] + b" " + stamp[m[1]].strftime("%Y-%m-%d %H:%M:%S").encode(),
+                         lambda m, stamp=stamp: m[1] + b" " + stamp[m[1]].strftime("%Y-%m-%d %H:%M:%S").encode(),
                          raws[hour % len(raws)], count=3, flags=re.M)
             (directory / f"{moment:%Y-%m-%d-%H-%M-%S}-consensus").write_bytes(raw)
         victoria = VictoriaMetrics(directory / "victoria").start() if sink == "victoria" else None
@@ -355,11 +357,10 @@ def child_write(points_wanted: int) -> dict:
     import shutil
     import tempfile
 
-    from agent.retry import RetryPolicy
+    from agent.model.points import point
+    from agent.model.retry import RetryPolicy
     from agent.store.influx import InfluxWriter
     from agent.store.lineprotocol import encode_all
-    from agent.metrics.points import point
-
     from tests.integration.victoria import VictoriaMetrics
 
     directory = Path(tempfile.mkdtemp(prefix="bench-vm-"))
@@ -396,7 +397,9 @@ def run_child(*arguments) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="allium-agent performance benchmarks")
-    parser.add_argument("--repeat", type=int, default=3, help="cycles per variant: the first is reported as cold, the best of the rest as warm (default 3)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="cycles per variant: the first is reported as cold, the best of the rest as warm "
+                             "(default 3)")
     parser.add_argument("--memory-cycles", type=int, default=1000, help="consecutive cycles for the memory check")
     parser.add_argument("--write-points", type=int, default=200_000)
     parser.add_argument("--no-write", action="store_true", help="skip the VictoriaMetrics write benchmark")
@@ -453,7 +456,8 @@ def main() -> None:
         rss = memory["rss"]
         tenth = max(1, len(rss) // 10)
         half = len(rss) // 2
-        print(f"| memory | RSS over {len(rss)} consecutive cycles: mean of the first tenth / of the tenth before half / "
+        print(f"| memory | RSS over {len(rss)} consecutive cycles: mean of the first tenth / "
+              f"of the tenth before half / "
               f"of the last tenth | {statistics.mean(rss[:tenth]):.0f} / {statistics.mean(rss[half - tenth:half]):.0f}"
               f" / {statistics.mean(rss[-tenth:]):.0f} MB | | |")
         print(f"| memory | trend over the second half (cycles {half + 1}-{len(rss)}, least squares) | "

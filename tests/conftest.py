@@ -33,24 +33,24 @@ def certs_bytes() -> bytes:
 
 @pytest.fixture(scope="session")
 def consensus(consensus_bytes):
-    from agent.documents import parse_document
-    from agent.snapshot import DocKind
+    from agent.model.snapshot import DocKind
+    from agent.parse.documents import parse_document
 
     return parse_document(DocKind.CONSENSUS, consensus_bytes, "tests/data")
 
 
 @pytest.fixture(scope="session")
 def microdesc_consensus(microdesc_bytes):
-    from agent.documents import parse_document
-    from agent.snapshot import DocKind
+    from agent.model.snapshot import DocKind
+    from agent.parse.documents import parse_document
 
     return parse_document(DocKind.MICRODESC_CONSENSUS, microdesc_bytes, "tests/data")
 
 
 @pytest.fixture(scope="session")
 def certificates(certs_bytes):
-    from agent.documents import parse_document
-    from agent.snapshot import DocKind
+    from agent.model.snapshot import DocKind
+    from agent.parse.documents import parse_document
 
     return parse_document(DocKind.KEY_CERTIFICATES, certs_bytes, "tests/data")
 
@@ -59,9 +59,9 @@ SHARED_TORDATA = Path(__file__).parents[2] / "shared" / "tordata"
 
 
 def parse_data(kind_name: str, name: str):
-    """A parsed document from tests/data, kind named as in agent.snapshot.DocKind."""
-    from agent.documents import parse_document
-    from agent.snapshot import DocKind
+    """A parsed document from tests/data, kind named as in agent.model.snapshot.DocKind."""
+    from agent.model.snapshot import DocKind
+    from agent.parse.documents import parse_document
 
     return parse_document(DocKind(kind_name), read_data(name), f"tests/data/{name}")
 

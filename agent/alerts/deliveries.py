@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 
 from agent.alerts.render import Message
-from agent.retry import RetryPolicy
+from agent.model.retry import RetryPolicy
 
 #: A claimed message is not tried by anyone else for this long (longer than any send's timeouts).
 CLAIM_SECONDS = 300

@@ -13,15 +13,15 @@ import logging
 import os
 import time
 from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
 
 from agent.alerts.deliveries import Delivery, DeliveryOutbox
-from agent.alerts.email import EmailSender
 from agent.alerts.engine import AlertBook, SuppressionPolicy
-from agent.alerts.matrix import MatrixSender
-from agent.alerts.model import Alert, Notice, from_finding
+from agent.alerts.notifiers import SUBSCRIPTION_CHANNEL, Notifier, notifiers
 from agent.alerts.render import Message, compose
-from agent.config import Config
-from agent.errors import DeliveryError
+from agent.model.alerts import Alert, Notice, from_finding
+from agent.model.errors import DeliveryError
 
 log = logging.getLogger(__name__)
 
@@ -31,18 +31,20 @@ def _is_subscription(alert: Alert) -> bool:
 
 
 class Alerting:
-    def __init__(self, config: Config, db, environ=os.environ, clock=time.time):
+    """The alerting stage over one database connection.
+
+    ``config`` is the agent's ``Config`` (``agent.config.loader``), read by
+    attribute only: ``vantage``, ``alerts`` and each notifier's own section.
+    """
+
+    def __init__(self, config: Any, db, environ: Mapping[str, str] = os.environ, clock=time.time):
         self.config = config
         self.db = db
         self.clock = clock
         self.book = AlertBook(db)
         self.outbox = DeliveryOutbox(db, config.alerts.retry)
         self.policy = SuppressionPolicy(config.alerts.suppression_hours, config.alerts.per_alert_hours)
-        self.senders = {}
-        if config.email.host:
-            self.senders["email"] = EmailSender(config.email, environ)
-        if config.matrix.homeserver:
-            self.senders["matrix"] = MatrixSender(config.matrix, environ)
+        self.senders: dict[str, Notifier] = notifiers(config, environ)
 
     def on_period(self, findings: list, relay_alerts: list[Alert] | None = None, period: int | None = None
                   ) -> list[Notice]:
@@ -87,13 +89,10 @@ class Alerting:
             return self.outbox.enqueue(channel, target, token, message, int(self.clock()))
 
     def _destinations(self, alert: Alert) -> list[tuple[str, str]]:
-        if _is_subscription(alert):
-            return [("email", alert.recipient)]
-        found = []
-        for route in self.config.alerts.routes:
-            if route.matches(alert):
-                found += [("email", address) for address in route.emails]
-                found += [("matrix", room) for room in route.rooms]
+        if alert.recipient is not None:
+            return [(SUBSCRIPTION_CHANNEL, alert.recipient)]
+        found = [destination for route in self.config.alerts.routes if route.matches(alert)
+                 for destination in route.destinations()]
         return list(dict.fromkeys(found))
 
     def drain(self, budget_seconds: float = 30.0) -> dict[str, int]:

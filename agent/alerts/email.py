@@ -9,14 +9,59 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate
+from typing import Any, ClassVar
 
 from agent.alerts.render import Message, clean
-from agent.errors import DeliveryError
+from agent.model.errors import DeliveryError
+
+
+@dataclass(frozen=True)
+class EmailConfig:
+    """The ``email`` section: the SMTP server alerts and confirmations go through."""
+
+    host: str | None
+    port: int
+    security: str
+    sender: str
+    username_env: str | None
+    password_env: str | None
+    timeout_seconds: float
+    ca_file: str | None = None
+
+    SETTINGS: ClassVar[tuple[tuple[str, Any, str], ...]] = (
+        ("host", None, "optional_name"),
+        ("port", 587, "positive_int"),
+        ("security", "starttls", "security"),
+        ("sender", "allium-agent@localhost", "name"),
+        ("username_env", None, "optional_env_name"),
+        ("password_env", None, "optional_env_name"),
+        ("timeout_seconds", 20, "positive_number"),
+        ("ca_file", None, "optional_path"),
+    )
+
+    def problems(self, section: str) -> list[str]:
+        if self.security == "none" and self.host not in (None, "127.0.0.1", "::1", "localhost"):
+            return [f"{section}.security: none sends the login and alerts in clear text; only allowed for a "
+                    f"server on loopback, not {self.host}"]
+        return []
 
 
 class EmailSender:
+    """The ``email`` notifier (see ``agent.alerts.notifiers``)."""
+
+    target_noun = "email address"
+
+    Settings = EmailConfig  # its config section
+
+    @classmethod
+    def from_config(cls, settings: EmailConfig, environ: Mapping[str, str]) -> EmailSender | None:
+        """The sender for the ``email`` section; None without an SMTP host."""
+        return cls(settings, environ) if settings.host else None
+
     def __init__(self, settings, environ):
         self.settings = settings
         self.username = environ.get(settings.username_env) if settings.username_env else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from agent.alerts.model import Alert, Notice
+from agent.model.alerts import Alert, Notice
 
 
 @dataclass(frozen=True)

@@ -10,18 +10,50 @@ from __future__ import annotations
 
 import html
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
-import requests
-
 from agent.alerts.render import Message
-from agent.errors import DeliveryError
+from agent.model.errors import DeliveryError
+
+if TYPE_CHECKING:
+    import requests
 
 _MAX_INLINE_WAIT_SECONDS = 5.0
 
 
+@dataclass(frozen=True)
+class MatrixConfig:
+    """The ``matrix`` section: the homeserver and the environment variable holding the access token."""
+
+    homeserver: str | None
+    token_env: str
+    timeout_seconds: float
+
+    SETTINGS: ClassVar[tuple[tuple[str, Any, str], ...]] = (
+        ("homeserver", None, "url"),
+        ("token_env", "ALLIUM_MATRIX_TOKEN", "env_name"),
+        ("timeout_seconds", 20, "positive_number"),
+    )
+
+
 class MatrixSender:
+    """The ``matrix`` notifier (see ``agent.alerts.notifiers``)."""
+
+    target_noun = "Matrix room"
+
+    Settings = MatrixConfig  # its config section
+
+    @classmethod
+    def from_config(cls, settings: MatrixConfig, environ: Mapping[str, str]) -> MatrixSender | None:
+        """The sender for the ``matrix`` section; None without a homeserver."""
+        return cls(settings, environ) if settings.homeserver else None
+
     def __init__(self, settings, environ, sleep=time.sleep):
+        import requests  # here, not at the top: the config loader reads this module for its routes
+
         self.settings = settings
         self.token = environ.get(settings.token_env)
         self.sleep = sleep
@@ -50,6 +82,8 @@ class MatrixSender:
         return self._room_ids[room]
 
     def _request(self, method: str, path: str, body: dict | None = None) -> dict:
+        import requests
+
         url = self.settings.homeserver.rstrip("/") + path
         for _ in range(3):
             try:

@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from agent.alerts.model import SEVERITY_ORDER, Notice
+from agent.model.alerts import Notice
+from agent.model.findings import SEVERITIES
 
 SUBJECT_LIMIT = 200
 FIELD_LIMIT = 500
@@ -45,8 +46,8 @@ def subject_of(notices: list[Notice]) -> str:
     parts = []
     # One label per check and main subject: auth3's three unreachable documents are one item here.
     by_severity = {severity: list(dict.fromkeys(n.alert.short_label for n in firing if n.alert.severity == severity))
-                   for severity in SEVERITY_ORDER}
-    present = [severity for severity in SEVERITY_ORDER if by_severity[severity]]
+                   for severity in SEVERITIES}
+    present = [severity for severity in SEVERITIES if by_severity[severity]]
     for index, severity in enumerate(present):
         labels = ", ".join(by_severity[severity])
         if index == 0:
@@ -63,7 +64,7 @@ def subject_of(notices: list[Notice]) -> str:
 
 def compose(notices: list[Notice], vantage: str, public_url: str | None = None) -> Message:
     """The message telling one destination about this period's notices."""
-    ordered = sorted(notices, key=lambda n: (SEVERITY_ORDER.index(n.alert.severity), n.alert.key))
+    ordered = sorted(notices, key=lambda n: (SEVERITIES.index(n.alert.severity), n.alert.key))
     when = datetime.fromtimestamp(ordered[0].now, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     text = [f"Allium Agent ({clean(vantage, 60)}), {when}", ""]
     body = [f"<p>Allium Agent ({html.escape(clean(vantage, 60))}), {when}</p>"]

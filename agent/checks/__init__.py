@@ -1,5 +1,5 @@
-"""Consensus-health checks: pure functions of a Snapshot (and memory of recent periods) -> findings."""
+"""Consensus-health checks: pure functions of a Snapshot (and memory of recent periods) -> findings.
 
-from agent.checks.registry import REGISTRY, Context, Finding, Silence, run_checks
-
-__all__ = ["REGISTRY", "Context", "Finding", "Silence", "run_checks"]
+``catalog.CHECKS`` lists them, ``run.run_checks`` runs them; this package
+imports nothing itself, so reading ``checks.settings`` loads no check.
+"""

@@ -5,10 +5,11 @@ from __future__ import annotations
 import statistics
 from datetime import timedelta
 
-from agent.checks.registry import Context, Hit, check
-from agent.entries import entries_of
-from agent.metrics.versions import parse_version
-from agent.snapshot import DocKind, Outcome
+from agent.checks.registry import Context, check
+from agent.model.entries import RouterEntry, entries_of
+from agent.model.findings import Hit
+from agent.model.snapshot import DocKind, Outcome
+from agent.model.versions import parse_version
 
 _WATCHED_DOCUMENTS = (DocKind.CONSENSUS, DocKind.VOTE, DocKind.MICRODESC_CONSENSUS)
 
@@ -42,7 +43,7 @@ def latency(context: Context):
     if len(times) < 3:
         return
     median = statistics.median(times.values())
-    factor = context.thresholds["latency_factor"]
+    factor = context.thresholds.latency_factor
     for authority, seconds in sorted(times.items()):
         if seconds > factor * median and seconds > 1.0:
             yield Hit({"authority": authority},
@@ -53,7 +54,7 @@ def latency(context: Context):
 
 @check("TorAuthorityClockSkew", "info", "A directory authority's clock is off", doctor="CLOCK_SKEW")
 def clock_skew(context: Context):
-    limit = context.thresholds["clock_skew_seconds"]
+    limit = context.thresholds.clock_skew_seconds
     for record in context.snapshot.records:
         if record.kind is DocKind.CONSENSUS and record.clock_skew_seconds is not None \
                 and abs(record.clock_skew_seconds) > limit:
@@ -76,7 +77,7 @@ def consensus_stale(context: Context):
         if age > period:
             stale.append((view.authority.nickname, served.valid_after, age))
     # DocTor: ERROR when more than three authorities are stale at once.
-    severity = "critical" if len(stale) > context.thresholds["stale_authorities_critical"] else None
+    severity = "critical" if len(stale) > context.thresholds.stale_authorities_critical else None
     for nickname, valid_after, age in stale:
         yield Hit({"authority": nickname},
                   f"{nickname} serves the consensus of {valid_after:%Y-%m-%d %H:%M:%S}, "
@@ -87,8 +88,8 @@ def consensus_stale(context: Context):
 @check("TorAuthorityCertificateExpiring", "warning", "A directory authority's signing key certificate expires soon",
        doctor="CERTIFICATE_ABOUT_TO_EXPIRE")
 def certificate_expiring(context: Context):
-    warn = timedelta(days=context.thresholds["certificate_warning_days"])
-    note = timedelta(days=context.thresholds["certificate_info_days"])
+    warn = timedelta(days=context.thresholds.certificate_warning_days)
+    note = timedelta(days=context.thresholds.certificate_info_days)
     for view in context.snapshot.views.values():
         vote = view.vote
         certificate = vote.directory_authorities[0].key_certificate if vote and vote.directory_authorities else None
@@ -103,7 +104,7 @@ def certificate_expiring(context: Context):
                       None if left <= warn else "info")
 
 
-def authority_relays(context: Context) -> dict[str, object]:
+def authority_relays(context: Context) -> dict[str, RouterEntry]:
     """The relay entry of each watched authority in the newest consensus (by fingerprint, else address)."""
     consensus = context.snapshot.latest_consensus()
     if consensus is None:

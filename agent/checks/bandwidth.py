@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from statistics import mean
 
-from agent.checks.registry import Context, Hit, check
-from agent.entries import ABSENT, entries_of, take
+from agent.checks.registry import Context, check
+from agent.model.entries import ABSENT, entries_of, take
+from agent.model.findings import Hit
 
 
 def measuring(context: Context) -> dict[str, int]:
@@ -48,7 +49,7 @@ def unmeasured(context: Context):
     latest = context.snapshot.latest_consensus()
     if latest is None:
         return
-    limit = context.thresholds["unmeasured_ratio"]
+    limit = context.thresholds.unmeasured_ratio
     measurers = measuring(context)
     # Authorities are left out: tor votes their measurement as MeasuredButAuthority=, not Measured=.
     consensus = entries_of(latest)
@@ -75,7 +76,7 @@ def out_of_sync(context: Context):
     if len(counts) < 2:
         return
     average = mean(counts.values())
-    limit = context.thresholds["bwauth_sync_ratio"]
+    limit = context.thresholds.bwauth_sync_ratio
     for nickname, count in sorted(counts.items()):
         if abs(count - average) > limit * average:
             yield Hit({"authority": nickname},
@@ -87,7 +88,7 @@ def out_of_sync(context: Context):
 @check("TorBandwidthFileStale", "warning", "A bandwidth authority's bandwidth file is old")
 def bandwidth_file_stale(context: Context):
     # tor ignores a bandwidth file older than three days (dir-spec); warn well before.
-    limit_hours = context.thresholds["bandwidth_file_max_age_hours"]
+    limit_hours = context.thresholds.bandwidth_file_max_age_hours
     for view in context.snapshot.views.values():
         bandwidth_file = view.bandwidth_file
         if bandwidth_file is None or bandwidth_file.timestamp is None:
@@ -105,7 +106,7 @@ def bandwidth_file_coverage(context: Context):
     latest = context.snapshot.latest_consensus()
     if latest is None or not latest.routers:
         return
-    limit = context.thresholds["bandwidth_file_min_coverage"]
+    limit = context.thresholds.bandwidth_file_min_coverage
     for view in context.snapshot.views.values():
         if view.bandwidth_file is None:
             continue

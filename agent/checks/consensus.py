@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from agent.checks.authority import authority_relays
-from agent.checks.registry import Context, Hit, check
-from agent.entries import entries_of
-from agent.snapshot import quorum
-
+from agent.checks.registry import Context, check
+from agent.model.entries import entries_of
+from agent.model.findings import Hit
+from agent.model.snapshot import quorum
 
 SHARED_RANDOM_METHOD = 23
 
@@ -17,7 +17,8 @@ def _names(context: Context) -> dict[str, str]:
     return {authority.v3ident: authority.nickname for authority in context.snapshot.authorities}
 
 
-@check("TorConsensusStale", "critical", "No directory authority serves a valid consensus", doctor="MISSING_LATEST_CONSENSUS")
+@check("TorConsensusStale", "critical", "No directory authority serves a valid consensus",
+       doctor="MISSING_LATEST_CONSENSUS")
 def consensus_stale(context: Context):
     if context.snapshot.archived:
         return  # nothing was served: the period came from files
@@ -67,7 +68,8 @@ def signature_missing(context: Context):
 def votes_differ(context: Context):
     fresh = {view.authority.nickname: view.consensus for view in context.snapshot.views.values()
              if view.consensus is not None and view.consensus.fresh_until > context.now}
-    sets = {name: frozenset(s.nickname for s in c.directory_authorities if not s.is_legacy) for name, c in fresh.items()}
+    sets = {name: frozenset(s.nickname for s in c.directory_authorities if not s.is_legacy)
+            for name, c in fresh.items()}
     if len(set(sets.values())) > 1:
         detail = "; ".join(f"{name}: {', '.join(sorted(voters))}" for name, voters in sorted(sets.items()))
         yield Hit({}, f"fresh consensuses were built from different sets of votes ({detail})", {})
@@ -107,7 +109,8 @@ def microdesc_problem(context: Context):
             continue
         nickname = view.authority.nickname
         if micro is None:
-            yield Hit({"authority": nickname}, f"{nickname} serves an ns consensus but no usable microdesc consensus", {})
+            yield Hit({"authority": nickname},
+                      f"{nickname} serves an ns consensus but no usable microdesc consensus", {})
         elif micro.valid_after != ns.valid_after:
             yield Hit({"authority": nickname},
                       f"{nickname} serves the microdesc consensus of {micro.valid_after:%H:%M:%S} "
@@ -137,7 +140,8 @@ def unexpected_authority(context: Context):
     for router in map(entries.entry, np.flatnonzero(entries.has_flag("Authority")).tolist()):
         if router.fingerprint not in known:
             yield Hit({"relay": router.fingerprint},
-                      f"{router.nickname} ({router.fingerprint}) has the Authority flag but is not in the authority list",
+                      f"{router.nickname} ({router.fingerprint}) has the Authority flag "
+                      "but is not in the authority list",
                       {})
 
 

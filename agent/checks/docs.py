@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from agent.checks import REGISTRY
-import agent.checks.all  # noqa: F401
+from agent.checks.catalog import CHECKS
 
 #: DocTor checks deliberately or not yet reproduced, and why.
 NOT_BUILT = {
@@ -39,7 +38,7 @@ def render() -> str:
              "Each active finding is counted in `tor_health_active{check,severity}`.", "",
              "| check | severity | DocTor equivalent | what it means | test that fires it |", "|---|---|---|---|---|"]
     # Grouped by module, whatever order the modules were imported in.
-    for check in sorted(REGISTRY, key=lambda c: (c.run.__module__, c.id)):
+    for check in sorted(CHECKS, key=lambda c: (c.run.__module__, c.id)):
         lines.append(f"| `{check.id}` | {check.severity} | {check.doctor} | {check.summary} | "
                      f"`{tests.get(check.id, 'NO TEST FIRES THIS')}` |")
     lines += ["", "## DocTor checks not reproduced", "", "| DocTor check | status |", "|---|---|"]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from agent.checks.registry import Context, Hit, check
+from agent.checks.registry import Context, check
+from agent.model.findings import Hit
 
 
 @check("TorAuthorityOrPortUnreachable", "warning", "An authority's ORPort does not accept connections",

@@ -15,7 +15,8 @@ import binascii
 import calendar
 import hashlib
 
-from agent.checks.registry import Context, Hit, check
+from agent.checks.registry import Context, check
+from agent.model.findings import Hit
 
 ROUNDS_PER_PHASE = 12
 

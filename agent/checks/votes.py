@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from agent.checks.authority import authority_relays
-from agent.checks.registry import Context, Hit, check
-from agent.entries import entries_of
+from agent.checks.registry import Context, check
+from agent.model.entries import entries_of
+from agent.model.findings import Hit
 
 
 def _votes(context: Context):
@@ -32,23 +33,26 @@ def recommended_versions(context: Context):
                                    ("server", vote.server_versions, latest.server_versions)):
             if theirs and set(map(str, theirs)) != set(map(str, ours)):
                 yield Hit({"authority": nickname, "role": role},
-                          f"{nickname} recommends other {role} versions than the consensus: {_difference(theirs, ours)}",
+                          f"{nickname} recommends other {role} versions than the consensus: "
+                          f"{_difference(theirs, ours)}",
                           {"difference": _difference(theirs, ours)})
 
 
 @check("TorConsensusParameterUnknown", "info", "An authority votes a consensus parameter tor does not document",
        doctor="UNKNOWN_CONSENSUS_PARAMETERS")
 def unknown_parameters(context: Context):
-    known = set(context.thresholds["known_parameters"])
+    known = set(context.thresholds.known_parameters)
     _, votes = _votes(context)
     for nickname, vote in votes:
         for name in sorted(vote.params):
             if name not in known and not name.startswith("bwauth"):
                 yield Hit({"authority": nickname, "parameter": name},
-                          f"{nickname} votes {name}={vote.params[name]}, a parameter not in checks.known_parameters", {})
+                          f"{nickname} votes {name}={vote.params[name]}, a parameter not in checks.known_parameters",
+                          {})
 
 
-@check("TorConsensusParameterConflict", "info", "An authority votes another value for a parameter than the consensus has",
+@check("TorConsensusParameterConflict", "info",
+       "An authority votes another value for a parameter than the consensus has",
        doctor="MISMATCH_CONSENSUS_PARAMETERS")
 def conflicting_parameters(context: Context):
     latest, votes = _votes(context)
@@ -61,7 +65,8 @@ def conflicting_parameters(context: Context):
                           {"vote": value, "consensus": agreed})
 
 
-@check("TorAuthorityFlagCountDiffers", "info", "An authority gives a flag to far more or fewer relays than the consensus",
+@check("TorAuthorityFlagCountDiffers", "info",
+       "An authority gives a flag to far more or fewer relays than the consensus",
        doctor="FLAG_COUNT_DIFFERS")
 def flag_counts(context: Context):
     latest, votes = _votes(context)
@@ -69,9 +74,9 @@ def flag_counts(context: Context):
         return
     # Only flags every vote votes on are compared: a flag some authorities do not vote on
     # (MiddleOnly, BadExit...) differs by design (DocTor #40035).
-    shared = set.intersection(*(set(vote.known_flags) for _, vote in votes)) - set(context.thresholds["flag_count_skip"])
+    shared = set.intersection(*(set(vote.known_flags) for _, vote in votes)) - set(context.thresholds.flag_count_skip)
     in_consensus = entries_of(latest).flag_counts()
-    high, low = context.thresholds["flag_count_high"], context.thresholds["flag_count_low"]
+    high, low = context.thresholds.flag_count_high, context.thresholds.flag_count_low
     for nickname, vote in votes:
         in_vote = entries_of(vote).flag_counts()
         for flag in sorted(shared):

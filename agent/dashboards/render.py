@@ -11,8 +11,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from grafana_foundation_sdk.builders import (bargauge, common, dashboard, geomap, piechart, prometheus, stat, table,
-                                             text, timeseries)
+from grafana_foundation_sdk.builders import (
+    bargauge,
+    common,
+    dashboard,
+    geomap,
+    piechart,
+    prometheus,
+    stat,
+    table,
+    text,
+    timeseries,
+)
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.cog.encoder import JSONEncoder

@@ -157,7 +157,8 @@ RELAY = Dashboard("allium-relay", "Relay", "One relay by fingerprint: flags, wei
           (s("tor_relay", "bwauths_measuring", fingerprint="$fingerprint"),)),
 ), variables=("fingerprint",), annotations=FINDINGS)
 
-OPERATORS = Dashboard("allium-operators", "Operators", "Operators by contact or family: relays, weight, flags, spread.", (
+OPERATORS = Dashboard("allium-operators", "Operators",
+                      "Operators by contact or family: relays, weight, flags, spread.", (
     Panel("Largest operators by consensus weight", "bargauge", (Series(
         "tor_operator", "weight_fraction", ("operator",), (), "{{operator}}",
         promql="topk(15, tor_operator_weight_fraction)",

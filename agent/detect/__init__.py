@@ -1,6 +1,8 @@
 """Streaming anomaly detection: learned baselines (River) and the known threshold rules, once per period.
 
-Pure apart from ``state`` (the pickle file): ``facts`` turns a period into
-plain columns, ``baseline``/``relays``/``groups``/``rules`` judge it and
-``engine`` runs them in order, scoring each period before learning from it.
+Pure apart from the pickled state: ``facts`` turns a period into plain
+columns; each detector (``relays``, ``groups``, ``series``, ``rules``)
+follows ``protocol`` (River's ``score_one``/``learn_one``) and declares its
+own settings (``settings``); ``engine`` runs those in its ``DETECTORS``
+tuple, scoring each period with all of them before any learns from it.
 """

@@ -15,6 +15,9 @@ miss is. Two details keep it from crying wolf:
   band it is judged by, a one-period dip alerts once (not again when it
   recovers), and only after ``adapt_after`` anomalous periods in a row does
   the model accept a new level.
+
+River is imported when the first model is made (or a saved one loaded), so
+the detectors' modules, and the settings they declare, load without it.
 """
 
 from __future__ import annotations
@@ -22,8 +25,6 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-
-from river import anomaly
 
 LEVEL, FLOW = "level", "flow"  # a level is forecast from its last value; a flow (a count per period) is not
 BOTH, UP, DOWN = "both", "up", "down"  # which departures matter
@@ -57,6 +58,8 @@ class SeriesModel:
     """Forecast + residual scorer for one series; plain Python and River objects, so it pickles."""
 
     def __init__(self, spec: SeriesSpec, season: int, window: int, warmup: int, adapt_after: int = 3):
+        from river import anomaly  # about a second to import: only where a model is made
+
         self.spec, self.season, self.warmup, self.adapt_after = spec, season, warmup, adapt_after
         self.scorer = anomaly.GaussianScorer(window_size=window, grace_period=0)
         self.periods_learned = 0  # the rolling window's count stops at its size; warm-up needs the total

@@ -1,22 +1,42 @@
 """What the detectors read from one voting period, as plain columns (no stem objects).
 
-The live loop and backfill build it from a Snapshot; the evaluation harness
-builds it from real relays it replays, so every detector sees the same shape.
+The live loop builds it from a Snapshot and the metrics' relay
+table; the evaluation harness builds it from real relays it replays, so
+every detector sees the same shape. The relay table is taken by its shape
+(``RelayColumns``), so detection does not depend on ``agent.metrics``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
-from agent.entries import ABSENT, RouterEntries, entries_of
-from agent.metrics.authority import unix
-from agent.metrics.relays import KNOWN_FLAGS, RelayTable
-from agent.snapshot import DocKind, Outcome, Snapshot
+from agent.model.entries import ABSENT, RouterEntries, entries_of
+from agent.model.snapshot import DocKind, Outcome, Snapshot
+from agent.model.time import unix
 
-#: Bit i of a relay's flag mask is KNOWN_FLAGS[i].
-FLAG_BITS = {flag: 1 << index for index, flag in enumerate(KNOWN_FLAGS)}
+#: The flags a relay's mask holds, bit i for FLAGS[i]: agent.metrics.relays.KNOWN_FLAGS when this was written
+#: (a test keeps them in step). The masks are saved in the detector state, so a flag is only ever appended.
+FLAGS = ("Authority", "BadExit", "Exit", "Fast", "Guard", "HSDir", "MiddleOnly", "NoEdConsensus",
+         "Running", "Stable", "StaleDesc", "Sybil", "V2Dir", "Valid")
+FLAG_BITS = {flag: 1 << index for index, flag in enumerate(FLAGS)}
+
+
+class RelayColumns(Protocol):
+    """What ``relay_facts`` reads of a relay table (agent.metrics.relays.RelayTable has it), one row per relay."""
+
+    fingerprints: list[str]
+    flags: dict[str, np.ndarray]  # flag -> bool column
+    weight: np.ndarray
+    advertised_bytes: np.ndarray
+    listed_by: np.ndarray
+    country: list[str]
+    operator_id: list[str | None]
+    family_id: list[str | None]
+    version: list[str | None]
+    platform: list[str]
 
 
 @dataclass
@@ -43,7 +63,7 @@ class RelayFacts:
     def has(self, flag: str) -> np.ndarray:
         return (self.flags & FLAG_BITS[flag]) != 0
 
-    def take(self, rows: np.ndarray) -> "RelayFacts":
+    def take(self, rows: np.ndarray) -> RelayFacts:
         """The rows given (indices or a boolean mask), in that order."""
         rows = np.flatnonzero(rows) if rows.dtype == bool else rows
         pick = lambda values: [values[i] for i in rows]  # noqa: E731
@@ -64,14 +84,14 @@ class PeriodFacts:
     authorities: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def facts_of(snapshot: Snapshot, consensus, table: RelayTable) -> PeriodFacts:
+def facts_of(snapshot: Snapshot, consensus, table: RelayColumns) -> PeriodFacts:
     """The facts of a recorded period; ``table`` is the metrics' relay table of ``consensus`` (with votes)."""
     relays = relay_facts(table, entries_of(consensus), table.listed_by)
     period = unix(consensus.fresh_until) - unix(consensus.valid_after)
     return PeriodFacts(unix(consensus.valid_after), period, relays, _authority_facts(snapshot))
 
 
-def relay_facts(table: RelayTable, routers: RouterEntries, listed_by: np.ndarray) -> RelayFacts:
+def relay_facts(table: RelayColumns, routers: RouterEntries, listed_by: np.ndarray) -> RelayFacts:
     """The relay columns from the metrics' table and the consensus's router entries (same order)."""
     flags = np.zeros(len(routers), np.uint32)
     for flag, column in table.flags.items():

@@ -8,7 +8,7 @@ form a candidate; the largest candidate is reported with every other trait
 its members share (most of them, ``share``), then its members are removed
 and the next is looked for. Arrivals include returning relays, so the
 "identical uptime pattern" trait (sybilhunter's) catches groups that go
-offline and come back in step.
+offline and come back in step. ``SybilGroups`` is the detector the engine runs.
 """
 
 from __future__ import annotations
@@ -20,6 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent.detect.facts import RelayFacts
+from agent.detect.protocol import BaseDetector, Period, Scores
+from agent.detect.settings import setting
+from agent.model.findings import Severity
+from agent.model.points import point
+
+LIST_AT_MOST = 10  # relays named in one finding
 
 TRAITS = ("/24", "/16", "operator", "version+platform", "ports", "nickname pattern", "uptime pattern", "country")
 #: Traits that alone say little: half the network runs the newest version on Linux in a few countries,
@@ -109,7 +115,55 @@ def find_clusters(arrivals: RelayFacts, presence: np.ndarray, min_size: int, sha
                 if size >= share * members.sum():
                     shared[other] = common
         rows = np.flatnonzero(members)
-        clusters.append(Cluster((trait, value), int(members.sum()), shared, tuple(arrivals.fingerprint[i] for i in rows),
+        fingerprints = tuple(arrivals.fingerprint[i] for i in rows)
+        clusters.append(Cluster((trait, value), int(members.sum()), shared, fingerprints,
                                 tuple(arrivals.nickname[i] for i in rows)))
         remaining &= ~members
     return clusters
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    """``detect.group_*``: the smallest group reported, and the size from which it is a warning."""
+
+    min_relays: int = setting("detect.group_min_relays", 10, "positive_int")
+    warning_relays: int = setting("detect.group_warning_relays", 50, "positive_int")
+
+
+class SybilGroups(BaseDetector):
+    """The period's arrivals gathered into groups, one ``TorRelayGroupArrived`` finding per group.
+
+    Stateless: the arrivals and their uptime pattern come from the shared relay memory.
+    """
+
+    name = "groups"
+    checks = {"TorRelayGroupArrived": "Relays arrived together sharing traits (possible Sybil group)"}
+    Settings = GroupSettings
+
+    def score_one(self, period: Period) -> Scores:
+        joined = period.changes.joined
+        clusters = find_clusters(period.facts.relays.take(joined), period.memory.presence[period.rows[joined]],
+                                 self.settings.min_relays)
+        findings = []
+        for cluster in clusters:
+            # find_clusters gathers groups by strong traits only; without a shared contact it is undeclared.
+            severity = (Severity.WARNING if cluster.size >= self.settings.warning_relays
+                        or "operator" not in cluster.shared else Severity.INFO)
+            shared = ", ".join(f"{trait} {value}" for trait, value in cluster.shared.items())
+            examples = ", ".join(f"{nick} ({fp})" for nick, fp in
+                                 list(zip(cluster.nicknames, cluster.fingerprints))[:LIST_AT_MOST])
+            findings.append(self.finding("TorRelayGroupArrived", severity, {"group": " ".join(cluster.found_by)},
+                                         f"{cluster.size} relays arrived this period sharing {shared}; "
+                                         f"e.g. {examples}", {"relays": cluster.size}))
+        largest = max((cluster.size for cluster in clusters), default=0)
+        points = [point("tor_anomaly", {"detector": self.name, "series": "largest_arrival_group"},
+                        {"observed": largest, "anomalous": len(clusters)}, period.facts.time)]
+        return Scores(findings, points, clusters)
+
+    @classmethod
+    def label(cls, finding) -> str:
+        return "groups (Sybil)"
+
+    @classmethod
+    def labels(cls) -> list[str]:
+        return ["groups (Sybil)"]

@@ -3,20 +3,27 @@
 A River object per relay and statistic would be ~20,000 Python objects to
 update and pickle each hour; the same exponentially weighted mean and
 variance (River's ``stats.EWMean``/``EWVar`` formulas) over numpy columns
-costs milliseconds. The memory also answers what the group detectors and
-rules need: who joined, who is new, who left, and each relay's recent
-presence and flag history (one bit per period).
+costs milliseconds. The memory is shared by every detector (the engine
+learns it after them): who joined, who is new, who left, each relay's
+recent presence and flag history (one bit per period), and per-relay
+columns a detector keeps for itself (``column``). ``RelayAnomalies`` is the
+per-relay detector the engine runs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from agent.detect.facts import RelayFacts
+from agent.detect.protocol import BaseDetector, Period, Scores
+from agent.detect.settings import setting
+from agent.model.findings import Finding, Severity
+from agent.model.points import point
 
 EW_ALPHA = 0.1  # about the last ten periods
+LIST_AT_MOST = 10  # relays named in one finding
 HISTORY_BITS = 24  # presence and flag-change bits looked at (one day of hourly periods)
 
 
@@ -60,9 +67,21 @@ class RelayMemory:
         self.logw_mean = np.zeros(size)
         self.logw_var = np.zeros(size)
         self.listed_mean = np.zeros(size)
+        self.columns: dict[str, np.ndarray] = {}  # detectors' own per-relay columns
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("columns", {})  # a state saved before detectors kept columns here
 
     def __len__(self) -> int:
         return len(self.fingerprints)
+
+    def column(self, name: str, dtype=float) -> np.ndarray:
+        """A per-relay column a detector keeps here (zero for rows it has not set), aligned with the rows:
+        grown for new relays, compacted when relays are forgotten. Ask for it again each period."""
+        if name not in self.columns:
+            self.columns[name] = np.zeros(len(self.last_seen), dtype)
+        return self.columns[name]
 
     def rows_of(self, relays: RelayFacts) -> tuple[np.ndarray, np.ndarray]:
         """Row of each relay, adding unknown ones; and which relays were unknown."""
@@ -157,6 +176,8 @@ class RelayMemory:
         for name in ("last_seen", "flags", "presence", "flips", "seen", "logw_mean", "logw_var", "listed_mean"):
             column = getattr(self, name)
             setattr(self, name, np.concatenate([column, np.zeros(grow, column.dtype)]))
+        for name, column in self.columns.items():
+            self.columns[name] = np.concatenate([column, np.zeros(grow, column.dtype)])
 
     def _forget(self, time: int) -> None:
         keep = self.last_seen >= time - self.horizon
@@ -167,3 +188,53 @@ class RelayMemory:
         self.rows = {fp: row for row, fp in enumerate(self.fingerprints)}
         for name in ("last_seen", "flags", "presence", "flips", "seen", "logw_mean", "logw_var", "listed_mean"):
             setattr(self, name, getattr(self, name)[keep])
+        self.columns = {name: column[keep] for name, column in self.columns.items()}
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    """``detect.rules.relay_*`` (field names are the keys ``RelayMemory.anomalies`` reads)."""
+
+    relay_min_periods: int = setting("detect.rules.relay_min_periods", 6, "positive_int")
+    relay_min_weight_fraction: float = setting("detect.rules.relay_min_weight_fraction", 0.0005, "ratio")
+    relay_weight_jump_log2: float = setting("detect.rules.relay_weight_jump_log2", 2.0, "positive_number")
+    relay_flap_changes: int = setting("detect.rules.relay_flap_changes", 8, "positive_int")
+    relay_listing_drop: int = setting("detect.rules.relay_listing_drop", 2, "positive_int")
+
+
+class RelayAnomalies(BaseDetector):
+    """Relays unlike their own history, one ``TorAnomalyRelays`` finding per kind naming the most unusual.
+
+    Its statistics are the shared memory's columns, which the engine learns
+    after every detector: nothing of its own to learn.
+    """
+
+    name = "relays"
+    checks = {"TorAnomalyRelays": "Relays behave unlike their own history"}
+    Settings = RelaySettings
+    KINDS = {"weight_jump": "consensus weight jumped", "flag_flapping": "flags keep changing",
+             "fewer_authorities": "listed by fewer authorities than usual"}
+
+    def score_one(self, period: Period) -> Scores:
+        found = period.memory.anomalies(period.facts.relays, period.rows, asdict(self.settings))
+        by_kind: dict[str, list[RelayAnomaly]] = {}
+        for anomaly in found:
+            by_kind.setdefault(anomaly.kind, []).append(anomaly)
+        findings = []
+        for kind, anomalies in sorted(by_kind.items()):
+            anomalies.sort(key=lambda anomaly: -anomaly.score)
+            listed = "; ".join(f"{a.nickname} ({a.fingerprint}): {a.detail}" for a in anomalies[:LIST_AT_MOST])
+            findings.append(self.finding("TorAnomalyRelays", Severity.INFO, {"kind": kind},
+                                         f"{len(anomalies)} relays: {self.KINDS[kind]}: {listed}",
+                                         {"relays": len(anomalies)}))
+        points = [point("tor_anomaly", {"detector": self.name, "series": kind},
+                        {"anomalous": len(by_kind.get(kind, ()))}, period.facts.time) for kind in self.KINDS]
+        return Scores(findings, points, found)
+
+    @classmethod
+    def label(cls, finding: Finding) -> str:
+        return f"relay {finding.subjects['kind']}"
+
+    @classmethod
+    def labels(cls) -> list[str]:
+        return [f"relay {kind}" for kind in cls.KINDS]

@@ -10,29 +10,33 @@
 We have no AS database offline (tor's GeoIP file maps countries only), so
 the per-AS rule runs per /16 address block instead; the docs say so.
 Windows are in hours and converted to periods (at most 2,000, so on the
-10-second test network a "24 h" window covers 5.6 h).
+10-second test network a "24 h" window covers 5.6 h). ``ThresholdRules`` is
+the detector the engine runs.
 """
 
 from __future__ import annotations
 
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from agent.detect.facts import FLAG_BITS, RelayFacts
+from agent.detect.protocol import BaseDetector, Period, Scores
 from agent.detect.relays import RelayChanges
+from agent.detect.settings import setting
+from agent.model.findings import Finding, Severity
 
 #: rule name -> (threshold setting, window hours, severity)
 RULES = {
-    "new_relays": ("new_relays_per_hour", 1, "warning"),
-    "new_relays_country_1h": ("new_relays_per_group", 1, "warning"),
-    "new_relays_country_24h": ("new_relays_per_group", 24, "info"),
-    "new_relays_operator_1h": ("new_relays_per_group", 1, "warning"),
-    "new_relays_operator_24h": ("new_relays_per_group", 24, "info"),
-    "new_relays_block_1h": ("new_relays_per_group", 1, "warning"),
-    "new_relays_block_24h": ("new_relays_per_group", 24, "info"),
-    "flag_gained_2h": ("flag_gained_per_2h", 2, "info"),
+    "new_relays": ("new_relays_per_hour", 1, Severity.WARNING),
+    "new_relays_country_1h": ("new_relays_per_group", 1, Severity.WARNING),
+    "new_relays_country_24h": ("new_relays_per_group", 24, Severity.INFO),
+    "new_relays_operator_1h": ("new_relays_per_group", 1, Severity.WARNING),
+    "new_relays_operator_24h": ("new_relays_per_group", 24, Severity.INFO),
+    "new_relays_block_1h": ("new_relays_per_group", 1, Severity.WARNING),
+    "new_relays_block_24h": ("new_relays_per_group", 24, Severity.INFO),
+    "flag_gained_2h": ("flag_gained_per_2h", 2, Severity.INFO),
 }
 MAX_WINDOW_PERIODS = 2000
 
@@ -49,7 +53,11 @@ class RuleHit:
 
 
 class RuleWindows:
-    """Per-period counts the rules sum over their windows; pickles with the detector state."""
+    """Per-period counts the rules sum over their windows; pickles with the detector state.
+
+    A rule's window includes the period it judges: ``judge`` sums the
+    window as it will be once the period is learned, ``learn`` adds it.
+    """
 
     def __init__(self):
         self.counts: dict[str, deque[Counter]] = {}
@@ -63,46 +71,125 @@ class RuleWindows:
 
     def evaluate(self, relays: RelayFacts, changes: RelayChanges, gained: dict[str, int], period_seconds: int,
                  thresholds: dict) -> list[RuleHit]:
-        """Adds this period's counts and returns every rule above its threshold."""
-        new = changes.new
-        per_key = {
-            "country": Counter(relays.country[i] for i in new if relays.country[i] != "??"),  # ?? = no GeoIP
-            "operator": Counter(relays.operator[i] for i in new if relays.operator[i]),
-            "block": Counter(_block16(relays.address[i]) for i in new if _block16(relays.address[i])),
-            "new": Counter({"": len(new)}) if changes.previous_known else Counter(),
-            "flag": Counter(gained),
-        }
+        """Adds this period's counts and returns every rule above its threshold (``judge``, then ``learn``)."""
+        counts, churn = period_counts(relays, changes, gained), churn_of(relays, changes)
+        hits = self.judge(counts, churn, period_seconds, thresholds)
+        self.learn(counts, churn, period_seconds)
+        return hits
+
+    def judge(self, counts: dict[str, Counter], churn: tuple[float, float] | None, period_seconds: int,
+              thresholds: dict) -> list[RuleHit]:
+        """Every rule above its threshold over its window ending with this period; learns nothing."""
         hits = []
-        for rule, (setting, hours, severity) in RULES.items():
-            source = rule.split("_")[2] if rule.startswith("new_relays_") else ("new" if rule == "new_relays"
-                                                                                 else "flag")
-            periods = max(1, min(MAX_WINDOW_PERIODS, round(hours * 3600 / period_seconds)))
-            window = self._window(rule, periods)
-            window.append(per_key[source])
-            total = sum(window, Counter())
-            limit = thresholds[setting]
+        for rule, (threshold, hours, severity) in RULES.items():
+            periods = _periods(hours, period_seconds)
+            window = self.counts.get(rule, ())
+            earlier = list(window)[max(0, len(window) - (periods - 1)):] if periods > 1 else []
+            total = sum(earlier + [counts[_source(rule)]], Counter())
+            limit = thresholds[threshold]
             for key, count in sorted(total.items()):
                 if count > limit:
                     hits.append(RuleHit(rule, severity, key, count, limit, hours,
                                         _describe(rule, key, count, limit, hours)))
-        hits += self._churn(changes, relays, period_seconds, thresholds["churn_fraction"])
+        if churn is not None:
+            hits += self._churn((list(self.churn) + [churn]), period_seconds, thresholds["churn_fraction"])
         return hits
 
-    def _churn(self, changes: RelayChanges, relays: RelayFacts, period_seconds: int, limit: float) -> list[RuleHit]:
-        if not changes.previous_known:
-            return []
-        larger = max(len(relays), changes.previous_size) or 1
-        self.churn.append((len(changes.joined) / larger, len(changes.left) / larger))
-        periods = max(1, min(MAX_WINDOW_PERIODS, round(24 * 3600 / period_seconds)))
-        recent = list(self.churn)[-periods:]
+    def learn(self, counts: dict[str, Counter], churn: tuple[float, float] | None, period_seconds: int) -> None:
+        """Adds the period's counts to every rule's window."""
+        for rule, (_, hours, _) in RULES.items():
+            self._window(rule, _periods(hours, period_seconds)).append(counts[_source(rule)])
+        if churn is not None:
+            self.churn.append(churn)
+
+    @staticmethod
+    def _churn(churn: list[tuple[float, float]], period_seconds: int, limit: float) -> list[RuleHit]:
+        periods = _periods(24, period_seconds)
+        recent = churn[-periods:]
         hits = []
         for index, direction in enumerate(("new", "gone")):
             average = float(np.mean([pair[index] for pair in recent]))
             if len(recent) >= periods and average >= limit:
-                hits.append(RuleHit(f"churn_{direction}", "info", "", average, limit, 24,
+                hits.append(RuleHit(f"churn_{direction}", Severity.INFO, "", average, limit, 24,
                                     f"{direction} relays averaged {average:.2%} of the consensus per period over "
                                     f"24 h (sybilhunter's threshold {limit:.1%})"))
         return hits
+
+
+def period_counts(relays: RelayFacts, changes: RelayChanges, gained: dict[str, int]) -> dict[str, Counter]:
+    """What the rules count in one period, per source: new relays per country, operator, /16 and overall;
+    relays gaining each flag."""
+    new = changes.new
+    return {
+        "country": Counter(relays.country[i] for i in new if relays.country[i] != "??"),  # ?? = no GeoIP
+        "operator": Counter(relays.operator[i] for i in new if relays.operator[i]),
+        "block": Counter(_block16(relays.address[i]) for i in new if _block16(relays.address[i])),
+        "new": Counter({"": len(new)}) if changes.previous_known else Counter(),
+        "flag": Counter(gained),
+    }
+
+
+def churn_of(relays: RelayFacts, changes: RelayChanges) -> tuple[float, float] | None:
+    """Joined and left relays as shares of the larger of the two consensuses (None after a gap)."""
+    if not changes.previous_known:
+        return None
+    larger = max(len(relays), changes.previous_size) or 1
+    return len(changes.joined) / larger, len(changes.left) / larger
+
+
+def _source(rule: str) -> str:
+    return rule.split("_")[2] if rule.startswith("new_relays_") else ("new" if rule == "new_relays" else "flag")
+
+
+def _periods(hours: float, period_seconds: int) -> int:
+    return max(1, min(MAX_WINDOW_PERIODS, round(hours * 3600 / period_seconds)))
+
+
+@dataclass(frozen=True)
+class RuleSettings:
+    """``detect.rules.*`` of the rules (field names are the keys RULES and RuleWindows use)."""
+
+    new_relays_per_hour: int = setting("detect.rules.new_relays_per_hour", 50, "positive_int")
+    new_relays_per_group: int = setting("detect.rules.new_relays_per_group", 50, "positive_int")
+    flag_gained_per_2h: int = setting("detect.rules.flag_gained_per_2h", 50, "positive_int")
+    churn_fraction: float = setting("detect.rules.churn_fraction", 0.012, "ratio")
+
+
+class ThresholdRules(BaseDetector):
+    """The Tor Project's threshold rules, as a detector: one ``TorAnomalyRule`` finding per rule and key."""
+
+    name = "rules"
+    checks = {"TorAnomalyRule": "A threshold rule of the Tor Project's monitoring fired"}
+    Settings = RuleSettings
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.windows = RuleWindows()
+
+    def score_one(self, period: Period) -> Scores:
+        relays, changes = period.facts.relays, period.changes
+        joined_mask = np.zeros(len(relays), bool)
+        joined_mask[changes.joined] = True  # relays seen for the first time are among the joined
+        gained = gained_flags(relays, period.flags_before, joined_mask) if changes.previous_known else {}
+        counts, churn = period_counts(relays, changes, gained), churn_of(relays, changes)
+        hits = self.windows.judge(counts, churn, period.facts.period_seconds, asdict(self.settings))
+        return Scores([self._finding(hit) for hit in hits], details=hits, pending=(counts, churn))
+
+    def learn_one(self, period: Period) -> None:
+        counts, churn = period.scores[self.name].pending
+        self.windows.learn(counts, churn, period.facts.period_seconds)
+
+    def _finding(self, hit: RuleHit) -> Finding:
+        return self.finding("TorAnomalyRule", hit.severity, {"rule": hit.rule, **({"key": hit.key} if hit.key else {})},
+                            hit.description, {"observed": hit.observed, "threshold": hit.threshold})
+
+    @classmethod
+    def label(cls, finding: Finding) -> str:
+        return f"rule {finding.subjects['rule']}"
+
+    @classmethod
+    def labels(cls) -> list[str]:
+        return [f"rule {rule}" for rule in RULES] + ["rule churn_new", "rule churn_gone"]
 
 
 def gained_flags(relays: RelayFacts, rows_flags_before: np.ndarray, joined_mask: np.ndarray) -> dict[str, int]:

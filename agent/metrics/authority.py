@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import numpy as np
 
-from agent.entries import ABSENT, RouterEntries, entries_of, take
-from agent.metrics.points import Point, point
-from agent.snapshot import Outcome, Snapshot
+from agent.model.entries import ABSENT, RouterEntries, entries_of, take
+from agent.model.points import Point, point
+from agent.model.snapshot import Outcome, Snapshot
+from agent.model.time import unix
 
 #: flavour tag -> (AuthorityView document attribute, its signature report attribute)
 _FLAVOURS = {"ns": ("consensus", "consensus_signatures"),
              "microdesc": ("microdesc_consensus", "microdesc_signatures")}
-
-
-def unix(moment: datetime) -> int:
-    """Unix seconds of a stem datetime (naive UTC) or an aware one."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return int(moment.timestamp())
 
 
 def authority_points(snapshot: Snapshot, consensus, time: int) -> list[Point]:

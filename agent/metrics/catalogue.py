@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-from agent.metrics.points import Point
+from agent.model.points import Point
 
 #: Tags whose values grow with the network, each confined to its own measurement.
 UNBOUNDED_TAGS = {"fingerprint": "tor_relay"}

@@ -7,15 +7,14 @@ from itertools import compress, count, repeat
 
 import numpy as np
 
-from agent.metrics import versions
-from agent.metrics.points import Point, point
 from agent.metrics.relays import RelayTable
+from agent.model import versions
+from agent.model.points import Point, point
+from agent.model.relays import PreviousRelays
 
 ROLES = ("guard", "middle", "exit")
 CONCENTRATION_TOP = (1, 5, 10)
 
-#: The previous period's relays: fingerprint -> its flags.
-PreviousRelays = dict[str, frozenset[str]]
 
 
 def network_points(consensus, table: RelayTable, previous: PreviousRelays | None, time: int) -> list[Point]:

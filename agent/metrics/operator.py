@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from agent.metrics.points import Point, point
 from agent.metrics.relays import RelayTable
+from agent.model.points import Point, point
 
 
 def operator_points(table: RelayTable, top_n: int, time: int) -> list[Point]:

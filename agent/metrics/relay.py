@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.metrics.network import PreviousRelays
-from agent.metrics.points import PointColumns
 from agent.metrics.relays import KNOWN_FLAGS, RelayTable
-from agent.metrics.versions import RECOMMENDED
+from agent.model.points import PointColumns
+from agent.model.relays import PreviousRelays
+from agent.model.versions import RECOMMENDED
 
 
 def relay_points(table: RelayTable, previous: PreviousRelays | None, time: int) -> list:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.entries import ABSENT, RouterEntries, entries_of
-from agent.geoip import GeoIP
-from agent.metrics import versions
+from agent.metrics.geoip import GeoIP
+from agent.model import versions
+from agent.model.entries import ABSENT, RouterEntries, entries_of
 
 #: Every flag tor has voted in recent years; a flag missing from a consensus
 #: is reported as 0 relays, not left out, so dashboards keep their series.

@@ -16,8 +16,8 @@ from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 
-from agent.errors import StoreError
-from agent.retry import RetryPolicy
+from agent.model.errors import StoreError
+from agent.model.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,8 @@ class InfluxWriter:
         for start in range(0, len(lines), self.batch_lines):
             batch = lines[start:start + self.batch_lines]
             try:
-                self.retry.call(lambda: self._write_batch(batch), _retryable, f"write to {self.url}")
+                # retry.call runs the action at once, within this iteration; the default binds this batch anyway.
+                self.retry.call(lambda batch=batch: self._write_batch(batch), _retryable, f"write to {self.url}")
             except ApiException as error:
                 permanent = error.status in DATA_REJECTED
                 hint = " (is the token set?)" if error.status in (401, 403) else ""

@@ -13,7 +13,7 @@ from itertools import chain, repeat
 
 import numpy as np
 
-from agent.metrics.points import ColumnPoint, Point, PointColumns
+from agent.model.points import ColumnPoint, Point, PointColumns
 
 _MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\ ", "\r": r"\ ", "\\": "/"})
 _KEY_OR_TAG = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\ ", "\r": r"\ ", "\\": "/"})
@@ -51,13 +51,15 @@ def _number(value: float) -> str:
 def encode_all(points: Iterable[Point | ColumnPoint]) -> list[str]:
     """Lines for every point that has at least one field (a column block's rows are encoded in bulk)."""
     lines = []
+    blocks: dict[int, tuple[PointColumns, list[str]]] = {}  # id -> (block, its lines), encoded once per call
     for item in points:
         if type(item) is ColumnPoint:
             block, row = item
-            if block.lines is None:
-                block.lines = encode_columns(block)
-            if block.lines[row]:
-                lines.append(block.lines[row])
+            encoded = blocks.get(id(block))
+            if encoded is None:
+                encoded = blocks[id(block)] = (block, encode_columns(block))
+            if encoded[1][row]:
+                lines.append(encoded[1][row])
         elif item.fields:
             lines.append(encode(item))
     return lines

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import zstandard
 
-from agent.errors import StoreError
+from agent.model.errors import StoreError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from stem.version import Version
 
-from agent.entries import ABSENT, entries_of
+from agent.model.entries import ABSENT, entries_of
 
 _HEX40 = re.compile(r"^[0-9A-F]{40}$")
 #: Flags the authorities give only after enough uptime: a relay that just
@@ -113,6 +113,25 @@ def relay_status(fingerprint: str, consensus, descriptors: dict, votes: list, me
     )
 
 
+
+#: Every subscription alert: ID -> (severity, the static summary its messages carry). Descriptions are built below.
+ALERTS: dict[str, tuple[str, str]] = {
+    "TorRelayDown": ("warning", "A relay you watch is down"),
+    "TorRelayFlagLost": ("warning", "A relay you watch lost a flag"),
+    "TorRelayVersionObsolete": ("warning", "A relay you watch runs an obsolete tor"),
+    "TorRelayVersionNotRecommended": ("info", "A relay you watch runs a tor that is not recommended"),
+    "TorRelayWeightDropped": ("info", "A relay you watch lost much of its consensus weight"),
+    "TorRelayLowBandwidth": ("info", "A relay you watch has low bandwidth"),
+    "TorRelayFewAuthorities": ("warning", "Few authorities list a relay you watch"),
+    "TorRelayFewBandwidthAuthorities": ("info", "Few bandwidth authorities measure a relay you watch"),
+}
+
+
+def _condition(alert_id: str, description: str, **details) -> Condition:
+    severity, summary = ALERTS[alert_id]
+    return Condition(alert_id, severity, summary, description, **details)
+
+
 def conditions(status: RelayStatus, history: list[tuple[int, int | None, frozenset]], consensus, settings,
                now: int, period_seconds: int = 3600) -> list[Condition]:
     """Everything wrong with one relay now. ``history`` is (valid_after, weight, flags), oldest first."""
@@ -121,16 +140,15 @@ def conditions(status: RelayStatus, history: list[tuple[int, int | None, frozens
         if status.hibernating:
             return []  # it said it would sleep: not an outage (Tor Weather's is_up_or_hibernating)
         where = "is not in the consensus" if not status.in_consensus else "is in the consensus but not Running"
-        return [Condition("TorRelayDown", "warning", "A relay you watch is down",
-                          f"{name} {where}", wait_seconds=int(settings.down_hours * 3600))]
+        return [_condition("TorRelayDown", f"{name} {where}", wait_seconds=int(settings.down_hours * 3600))]
     found = []
     expected = frozenset().union(*(flags for _, _, flags in history)) if history else frozenset()
     lost = (expected & set(settings.flags)) - status.flags - {"Running"}
     if status.uptime_seconds is not None and status.uptime_seconds < UPTIME_GRACE_SECONDS:
         lost -= UPTIME_FLAGS
     for flag in sorted(lost):
-        found.append(Condition("TorRelayFlagLost", "warning", "A relay you watch lost a flag",
-                               f"{name} no longer has the {flag} flag it had recently", flag=flag))
+        found.append(_condition("TorRelayFlagLost", f"{name} no longer has the {flag} flag it had recently",
+                                flag=flag))
     found += _version(status, name, consensus)
     found += _weight(status, name, history, settings, now)
     found += _low_bandwidth(status, name, settings)
@@ -146,11 +164,11 @@ def _version(status: RelayStatus, name: str, consensus) -> list[Condition]:
     if any(version == r for r in recommended):
         return []
     if version < min(recommended):
-        return [Condition("TorRelayVersionObsolete", "warning", "A relay you watch runs an obsolete tor",
-                          f"{name} runs tor {status.version}, older than every recommended version "
-                          f"(oldest recommended: {min(recommended)})")]
-    return [Condition("TorRelayVersionNotRecommended", "info", "A relay you watch runs a tor that is not recommended",
-                      f"{name} runs tor {status.version}, which is not on the recommended list")]
+        return [_condition("TorRelayVersionObsolete",
+                           f"{name} runs tor {status.version}, older than every recommended version "
+                           f"(oldest recommended: {min(recommended)})")]
+    return [_condition("TorRelayVersionNotRecommended",
+                       f"{name} runs tor {status.version}, which is not on the recommended list")]
 
 
 def _weight(status: RelayStatus, name: str, history, settings, now: int) -> list[Condition]:
@@ -160,9 +178,9 @@ def _weight(status: RelayStatus, name: str, history, settings, now: int) -> list
         return []
     then = before[-1]
     if status.weight < then * (1 - settings.weight_drop_percent / 100):
-        return [Condition("TorRelayWeightDropped", "info", "A relay you watch lost much of its consensus weight",
-                          f"{name} has consensus weight {status.weight}, down {100 * (1 - status.weight / then):.0f} % "
-                          f"from {then} {settings.weight_drop_hours:g} h ago")]
+        drop = 100 * (1 - status.weight / then)
+        return [_condition("TorRelayWeightDropped", f"{name} has consensus weight {status.weight}, down {drop:.0f} % "
+                           f"from {then} {settings.weight_drop_hours:g} h ago")]
     return []
 
 
@@ -174,9 +192,9 @@ def _low_bandwidth(status: RelayStatus, name: str, settings) -> list[Condition]:
     if (not threshold or observed is None or observed >= threshold or status.hibernating
             or uptime is None or uptime < BANDWIDTH_GRACE_SECONDS):
         return []
-    return [Condition("TorRelayLowBandwidth", "info", "A relay you watch has low bandwidth",
-                      f"{name} observed {observed / 1000:.10g} kB/s at most in the past day, under the "
-                      f"{settings.low_bandwidth_kbytes:.10g} kB/s threshold")]
+    return [_condition("TorRelayLowBandwidth",
+                       f"{name} observed {observed / 1000:.10g} kB/s at most in the past day, under the "
+                       f"{settings.low_bandwidth_kbytes:.10g} kB/s threshold")]
 
 
 def _votes(status: RelayStatus, name: str, settings, period_seconds: int) -> list[Condition]:
@@ -187,13 +205,12 @@ def _votes(status: RelayStatus, name: str, settings, period_seconds: int) -> lis
     # Relative to the votes we have: a vote we failed to fetch is our blind spot, not the relay's problem.
     needed = settings.min_authorities or status.votes // 2 + 1
     if status.votes and status.listed_by < needed:
-        found.append(Condition("TorRelayFewAuthorities", "warning", "Few authorities list a relay you watch",
-                               f"{name} is listed by {status.listed_by} of {status.votes} authorities' votes "
-                               f"(wanted {needed}): the others cannot reach it or reject it", wait_seconds=wait))
+        found.append(_condition("TorRelayFewAuthorities",
+                                f"{name} is listed by {status.listed_by} of {status.votes} authorities' votes "
+                                f"(wanted {needed}): the others cannot reach it or reject it", wait_seconds=wait))
     wanted = settings.min_bandwidth_authorities
     if status.bandwidth_votes >= wanted and status.measured_by < wanted:
-        found.append(Condition("TorRelayFewBandwidthAuthorities", "info",
-                               "Few bandwidth authorities measure a relay you watch",
-                               f"{name} is measured by {status.measured_by} of {status.bandwidth_votes} bandwidth "
-                               f"authorities (tor uses measurements only from {wanted})", wait_seconds=wait))
+        found.append(_condition("TorRelayFewBandwidthAuthorities",
+                                f"{name} is measured by {status.measured_by} of {status.bandwidth_votes} bandwidth "
+                                f"authorities (tor uses measurements only from {wanted})", wait_seconds=wait))
     return found

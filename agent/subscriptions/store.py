@@ -13,14 +13,12 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from agent.model.errors import SubscriptionError
+
 KINDS = ("relay", "family", "contact")
 _FINGERPRINT = re.compile(r"^[0-9A-F]{40}$")
 _EMAIL = re.compile(r"^[^@\s<>(),;:\"\[\]\\]{1,64}@[A-Za-z0-9.-]{1,253}\.?[A-Za-z0-9-]*$")
 CONTACT_LIMIT = 500
-
-
-class SubscriptionError(ValueError):
-    """A subscription request that cannot be accepted; the message says why."""
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.alerts.model import Alert
-from agent.metrics.authority import unix
-from agent.subscriptions.events import (bandwidth_votes, conditions, effective_family, relay_status,
-                                        relays_with_contact)
+from agent.model.alerts import Alert
+from agent.model.time import unix
+from agent.subscriptions.events import bandwidth_votes, conditions, effective_family, relay_status, relays_with_contact
 from agent.subscriptions.store import Subscription, SubscriptionStore
 
 HISTORY_SECONDS = 7 * 86400

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from agent.errors import TestnetError
+from agent.model.errors import TestnetError
 from agent.testnet.torrc import LOOPBACK, Node, dir_authority_line, render_bandwidth_file, render_torrc
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class Network:
         (self.directory / DESCRIPTION).write_text(json.dumps(data, indent=2) + "\n")
 
     @classmethod
-    def load(cls, directory: Path) -> "Network":
+    def load(cls, directory: Path) -> Network:
         path = Path(directory) / DESCRIPTION
         try:
             data = json.loads(path.read_text())
@@ -204,7 +204,7 @@ def is_running(network: Network, name: str) -> bool:
     if not pid:
         return False
     torrc = str(network.node(name).torrc_path).encode()
-    for attempt in range(3):
+    for _attempt in range(3):
         try:
             command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

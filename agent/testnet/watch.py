@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from agent.authorities import Authority
-from agent.documents import parse_document
-from agent.errors import DocumentError, TestnetError
-from agent.fetch import Deadline, download, new_session
-from agent.snapshot import DocKind
+from agent.fetch.http import Deadline, download, new_session
+from agent.model.authorities import Authority
+from agent.model.errors import DocumentError, TestnetError
+from agent.model.snapshot import DocKind
+from agent.parse.documents import parse_document
 from agent.testnet.network import Network, exit_status, has_exited, is_running
 from agent.testnet.torrc import LOOPBACK, Node
 

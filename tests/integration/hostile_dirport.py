@@ -51,7 +51,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif behaviour == "truncated" and self.path.endswith("/consensus"):
             body = body[: len(body) // 3]
         elif behaviour == "wrong-type":
-            body = {"/tor/status-vote/current/consensus": server.documents["/tor/status-vote/current/consensus-microdesc"],
+            body = {"/tor/status-vote/current/consensus":
+                    server.documents["/tor/status-vote/current/consensus-microdesc"],
                     "/tor/status-vote/current/authority": server.documents["/tor/status-vote/current/consensus"],
                     }.get(self.path, server.documents["/tor/server/all"])
         if behaviour == "trickle":
@@ -98,7 +99,7 @@ class HostileDirPort:
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
-    def __enter__(self) -> "HostileDirPort":
+    def __enter__(self) -> HostileDirPort:
         self._thread.start()
         return self
 

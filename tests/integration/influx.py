@@ -18,7 +18,7 @@ class InfluxDB:
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 60) -> "InfluxDB":
+    def start(self, timeout: float = 60) -> InfluxDB:
         self.directory.mkdir(parents=True, exist_ok=True)
         config = self.directory / "influxdb.conf"
         config.write_text(f"""reporting-disabled = true

@@ -39,7 +39,8 @@ class SmtpServer:
     def _authenticate(self, server, session, envelope, mechanism, auth_data):
         from aiosmtpd.smtp import AuthResult, LoginPassword
 
-        good = isinstance(auth_data, LoginPassword) and (auth_data.login.decode(), auth_data.password.decode()) == self.login
+        good = (isinstance(auth_data, LoginPassword)
+                and (auth_data.login.decode(), auth_data.password.decode()) == self.login)
         if good:
             self.logins.append(auth_data.login.decode())
         return AuthResult(success=good, handled=False)  # handled=False: aiosmtpd answers 535 itself

@@ -12,11 +12,11 @@ import pytest
 import yaml
 
 from agent.alerts.render import Message
-from agent.config import load_config
-from agent.geoip import GeoIP
-from agent.runner import PROCESSED, PeriodRunner
-from agent.state import State
-from agent.store import Store
+from agent.config.loader import load_config
+from agent.loop.runner import PROCESSED, PeriodRunner
+from agent.metrics.geoip import GeoIP
+from agent.pipeline.state import State
+from agent.store.store import Store
 from agent.testnet import network as testnet
 from agent.testnet.network import _free_ports
 from tests.integration.smtp import SmtpServer
@@ -167,8 +167,8 @@ def test_outage_of_both_servers_loses_and_repeats_nothing(tor_network, tmp_path,
 def test_hostile_text_arrives_escaped_and_matrix_rate_limits_are_honoured(tmp_path):
     """A strict homeserver (one message per 4 s) and a relay name full of markup and line breaks."""
     from agent.alerts.dispatch import Alerting
-    from agent.alerts.model import Alert, Notice
     from agent.alerts.render import compose
+    from agent.model.alerts import Alert, Notice
 
     smtp_port, synapse_port = _free_ports(2)
     smtp, synapse = SmtpServer(smtp_port), Synapse(tmp_path / "synapse", synapse_port, messages_per_second=0.25)
@@ -179,7 +179,8 @@ def test_hostile_text_arrives_escaped_and_matrix_rate_limits_are_honoured(tmp_pa
         room = synapse.create_room(token, "health")
         path = tmp_path / "agent.yaml"
         path.write_text(yaml.safe_dump({
-            "state_dir": str(tmp_path / "state"), "alerts": {"retry": {"initial_delay_seconds": 1, "max_delay_seconds": 2}},
+            "state_dir": str(tmp_path / "state"),
+            "alerts": {"retry": {"initial_delay_seconds": 1, "max_delay_seconds": 2}},
             "email": {"host": "127.0.0.1", "port": smtp_port, "security": "none"},
             "matrix": {"homeserver": synapse.url, "token_env": "TEST_MATRIX_TOKEN"}}))
         config = load_config(path, environ={})
@@ -197,7 +198,8 @@ def test_hostile_text_arrives_escaped_and_matrix_rate_limits_are_honoured(tmp_pa
         while alerting.outbox.counts()["waiting"] and time.monotonic() < end:
             alerting.drain()
             time.sleep(0.5)
-        attempts = alerting.outbox.db.execute("SELECT SUM(attempts) FROM deliveries WHERE channel = 'matrix'").fetchone()[0]
+        attempts = alerting.outbox.db.execute(
+            "SELECT SUM(attempts) FROM deliveries WHERE channel = 'matrix'").fetchone()[0]
         events = synapse.messages(token, room)
         print(f"\n3 Matrix messages at 0.25/s: {len(waits)} answers 429 waited out "
               f"({', '.join(f'{w:.1f} s' for w in waits)}), {attempts} outbox attempts, {len(events)} events")

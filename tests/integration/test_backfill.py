@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.backfill import backfill
-from agent.collect import collect
-from agent.config import load_config
-from agent.geoip import GeoIP
-from agent.metrics import snapshot_points
-from agent.state import State
-from agent.store import Store
+from agent.config.loader import load_config
+from agent.loop.backfill import backfill
+from agent.loop.collect import collect
+from agent.metrics.geoip import GeoIP
+from agent.metrics.period import snapshot_points
+from agent.pipeline.state import State
+from agent.store.store import Store
 from tests.conftest import DATA, read_data
 from tests.integration.commands import agent
 from tests.integration.hostile_dirport import HostileDirPort
@@ -40,7 +40,8 @@ def collector_tree(tmp_path):
         "consensuses-2020-02/29/2020-02-29-10-00-00-consensus": read_data("2020-02-29-10-00-00-consensus.xz"),
         "consensuses-2020-02/29/2020-02-29-11-00-00-consensus": read_data("2020-02-29-11-00-00-consensus.xz"),
         "consensuses-2020-02/29/2020-02-29-12-00-00-consensus": b"@type network-status-consensus-3 1.0\n"
-                                                                 b"network-status-version 3\nvalid-after 2020-02-29 12:00:00\ngarbage\n",
+                                                                 b"network-status-version 3\n"
+                                                                 b"valid-after 2020-02-29 12:00:00\ngarbage\n",
     })
     tar_xz(root / "archive/relay-descriptors/votes/votes-2016-09.tar.xz", {
         "votes-2016-09/20/2016-09-20-13-00-00-vote-49015F78": read_data("2016-09-20-13-00-00-vote-maatuska.xz"),

@@ -5,21 +5,22 @@ from datetime import datetime
 
 import pytest
 
-from agent.checks.evaluate import evaluate
-from agent.collect import collect
-from agent.config import load_config
+from agent.config.loader import load_config
+from agent.loop.collect import collect
+from agent.pipeline.judge import Memory, judge_checks
 from agent.testnet import network as testnet
 from tests.integration.commands import agent
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-OUTAGE_CHECKS = {"TorAuthorityUnreachable", "TorAuthorityOrPortUnreachable", "TorAuthorityVoteMissing", "TorConsensusSignatureMissing",
-                 "TorConsensusStale", "TorAuthorityQuorumLost", "TorConsensusNotAccepted"}
+OUTAGE_CHECKS = {"TorAuthorityUnreachable", "TorAuthorityOrPortUnreachable", "TorAuthorityVoteMissing",
+                 "TorConsensusSignatureMissing", "TorConsensusStale", "TorAuthorityQuorumLost",
+                 "TorConsensusNotAccepted"}
 
 
 def active(network):
     config = load_config(network.directory / testnet.AGENT_CONFIG, environ={})
     snapshot = collect(config)
-    return snapshot, [f for f in evaluate(snapshot, config) if not f.silenced_by]
+    return snapshot, [f for f in judge_checks(snapshot, Memory(), config)[0] if not f.silenced_by]
 
 
 def wait_for(network, condition, timeout=90):
@@ -64,7 +65,8 @@ def test_one_down_two_down_and_back(tor_network):
         assert "TorConsensusStale" not in found and "TorAuthorityQuorumLost" not in found
 
         testnet.stop(tor_network, ["auth2"])
-        snapshot, two_down = wait_for(tor_network, lambda s, f: "TorConsensusStale" in {x.check for x in f}, timeout=120)
+        snapshot, two_down = wait_for(tor_network, lambda s, f: "TorConsensusStale" in {x.check for x in f},
+                                      timeout=120)
         found = by_check(two_down)
         assert found["TorConsensusStale"][0].severity == "critical"
         assert found["TorAuthorityQuorumLost"][0].values == {"answering": ["auth1"], "needed": 2}

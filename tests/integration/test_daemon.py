@@ -81,7 +81,8 @@ def test_twelve_periods_each_written_once(tor_network, victoria, tmp_path):
     assert code == 0, (tmp_path / "agent.log").read_text()[-2000:]
     stamps = period_timestamps(victoria, processed)
     steps = {b - a for a, b in zip(stamps, stamps[1:])}
-    print(f"{len(stamps)} periods in the TSDB, {processed}+ processed, steps {sorted(steps)} s, stopped in {took:.1f} s")
+    print(f"{len(stamps)} periods in the TSDB, {processed}+ processed, steps {sorted(steps)} s, "
+          f"stopped in {took:.1f} s")
     assert len(stamps) == len(set(stamps)) >= 12
     assert steps == {tor_network.interval_seconds}  # none missing, none doubled
     counted = victoria.query("count_over_time(tor_network_relays[1h])", at=stamps[-1])
@@ -91,7 +92,7 @@ def test_twelve_periods_each_written_once(tor_network, victoria, tmp_path):
                for series in victoria.export('{__name__=~"allium_agent_.*"}')}
     assert present == self_fields
     log = (tmp_path / "agent.log").read_text()
-    assert log.count("agent.runner: cycle processed") >= 12 and "Traceback" not in log
+    assert log.count("agent.loop.runner: cycle processed") >= 12 and "Traceback" not in log
     health = run_agent("status", "--config", config)
     assert health.returncode == 0 and "healthy: True" in health.stdout
 

@@ -103,8 +103,8 @@ def test_every_influxdb_panel_target_answers(tor_network, tmp_path):
 
     import yaml
 
-    from agent.config import load_config
-    from agent.store import Store
+    from agent.config.loader import load_config
+    from agent.store.store import Store
     from agent.testnet import network as testnet
     from tests.integration.commands import agent
     from tests.integration.influx import InfluxDB
@@ -124,9 +124,10 @@ def test_every_influxdb_panel_target_answers(tor_network, tmp_path):
             influx.write(record.lines)
         windows = {"private network": "time > now() - 24h",
                    "backfill": f"time >= {BACKFILL_TIME - 7200}s AND time <= {BACKFILL_TIME}s"}
-        fingerprints = {moment: influx.query(f'SELECT last("weight") FROM "tor_relay" WHERE {window} '
-                                             f'GROUP BY "fingerprint"')["results"][0]["series"][0]["tags"]["fingerprint"]
-                        for moment, window in windows.items()}
+        queries = {moment: f'SELECT last("weight") FROM "tor_relay" WHERE {window} GROUP BY "fingerprint"'
+                   for moment, window in windows.items()}
+        fingerprints = {moment: influx.query(query)["results"][0]["series"][0]["tags"]["fingerprint"]
+                        for moment, query in queries.items()}
         executed, with_data, empty = 0, {moment: 0 for moment in windows}, []
         for board, title, target in targets("influxdb"):
             answered = False
@@ -139,7 +140,8 @@ def test_every_influxdb_panel_target_answers(tor_network, tmp_path):
                     with_data[moment] += 1
                     answered = True
             if not answered:
-                assert MAY_BE_EMPTY_INFLUXQL.search(target["query"]), f"{board} / {title}: no data for {target['query']}"
+                assert MAY_BE_EMPTY_INFLUXQL.search(target["query"]), \
+                    f"{board} / {title}: no data for {target['query']}"
                 empty.append(f"{board} / {title}")
         marked = {}
         for board, annotation in annotations("influxdb"):

@@ -7,9 +7,9 @@ import time
 import pytest
 import yaml
 
-from agent.config import load_config
+from agent.config.loader import load_config
 from agent.detect.engine import DetectorFile
-from agent.store import Store
+from agent.store.store import Store
 from agent.testnet import network as testnet
 from tests.integration.commands import agent
 

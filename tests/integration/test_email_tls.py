@@ -4,8 +4,8 @@ import pytest
 
 from agent.alerts.email import EmailSender
 from agent.alerts.render import Message
-from agent.config import load_config
-from agent.errors import DeliveryError
+from agent.config.loader import load_config
+from agent.model.errors import DeliveryError
 from agent.testnet.network import _free_ports
 from tests.integration.smtp import SmtpServer, self_signed_certificate
 
@@ -17,7 +17,8 @@ def sender(tmp_path, port, security, ca_file, password=LOGIN[1]):
     path = tmp_path / "agent.yaml"
     path.write_text(f"email:\n  host: 127.0.0.1\n  port: {port}\n  security: {security}\n  ca_file: {ca_file}\n"
                     "  username_env: SMTP_USER\n  password_env: SMTP_PASSWORD\n")
-    return EmailSender(load_config(path, environ={}).email, {"SMTP_USER": LOGIN[0], "SMTP_PASSWORD": password})
+    settings = load_config(path, environ={}).notifiers["email"]
+    return EmailSender(settings, {"SMTP_USER": LOGIN[0], "SMTP_PASSWORD": password})
 
 
 @pytest.mark.parametrize("security", ["starttls", "tls"])
@@ -31,7 +32,8 @@ def test_tls_and_login(tmp_path, security):
         sender(tmp_path, port, security, certificate[0]).send("list@example.org", message, "tok1")
         [(recipients, mail)] = server.messages
         assert recipients == ["list@example.org"] and server.logins == ["allium"]
-        assert mail["Subject"] == "[warning] TorAuthorityClockSkew (moria1)" and mail["Message-ID"] == "<tok1@allium-agent>"
+        assert mail["Subject"] == "[warning] TorAuthorityClockSkew (moria1)"
+        assert mail["Message-ID"] == "<tok1@allium-agent>"
         assert mail.get_body(("html",)).get_content().strip() == "<html><body><p>text</p></body></html>"
         with pytest.raises(DeliveryError, match="SMTP 535"):
             sender(tmp_path, port, security, certificate[0], password="wrong").send("list@example.org", message, "t2")

@@ -11,11 +11,11 @@ import jsonschema
 import pytest
 import yaml
 
-from agent import cli
-from agent.collect import collect
-from agent.config import load_config
-from agent.report import build_report
-from agent.snapshot import DocKind, Outcome
+from agent.cli import main as cli
+from agent.cli.report import build_report
+from agent.config.loader import load_config
+from agent.loop.collect import collect
+from agent.model.snapshot import DocKind, Outcome
 from tests.integration.hostile_dirport import HostileDirPort, refused_port
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "once.schema.json").read_text())

@@ -11,18 +11,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.config import load_config
-from agent.geoip import GeoIP
-from agent.metrics import snapshot_points
-from agent.metrics.authority import unix
-from agent.metrics.points import Point
-from agent.store import Store
+from agent.config.loader import load_config
+from agent.metrics.geoip import GeoIP
+from agent.metrics.period import snapshot_points
+from agent.model.points import Point
+from agent.model.time import unix
 from agent.store.lineprotocol import encode_all
 from agent.store.outbox import Outbox
+from agent.store.store import Store
 from agent.testnet import network as testnet
-from tests.integration.commands import agent
 from agent.testnet.watch import served_consensus
 from tests.conftest import DATA, parse_data
+from tests.integration.commands import agent
 from tests.unit.test_metrics import snapshot_of
 
 pytestmark = [pytest.mark.integration]

@@ -16,15 +16,15 @@ import pytest
 import requests
 import yaml
 
-from agent.config import load_config
-from agent.geoip import GeoIP
-from agent.runner import PeriodRunner
-from agent.state import State
-from agent.store import Store
+from agent.config.loader import load_config
+from agent.loop.runner import PeriodRunner
+from agent.metrics.geoip import GeoIP
+from agent.pipeline.state import State
+from agent.store.store import Store
 from agent.subscriptions.store import SubscriptionStore
-from agent.subscriptions.web import WebServer
 from agent.testnet import network as testnet
 from agent.testnet.network import _free_ports
+from agent.web.subscriptions import WebServer
 from tests.integration.smtp import SmtpServer
 from tests.integration.test_alerts_delivery import next_period
 

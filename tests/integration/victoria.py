@@ -37,7 +37,7 @@ class VictoriaMetrics:
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "VictoriaMetrics":
+    def start(self) -> VictoriaMetrics:
         log = open(self.data_dir.parent / f"victoria-{self.port}.log", "ab")
         self.process = subprocess.Popen(
             [self.binary, f"-httpListenAddr=127.0.0.1:{self.port}", f"-storageDataPath={self.data_dir}",

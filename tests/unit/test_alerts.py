@@ -1,16 +1,19 @@
 """The alert life cycle, subjects, escaping, routes and the delivery outbox (no servers needed)."""
 
+from dataclasses import dataclass
+
 import pytest
 
 from agent.alerts.deliveries import DeliveryOutbox
 from agent.alerts.email import EmailSender
 from agent.alerts.engine import AlertBook, SuppressionPolicy, plan
-from agent.alerts.model import Alert, Notice
 from agent.alerts.render import Message, compose, subject_of
-from agent.config import Route, load_config
-from agent.errors import ConfigError
-from agent.retry import RetryPolicy
-from agent.state import State
+from agent.alerts.routes import Route
+from agent.config.loader import load_config
+from agent.model.alerts import Alert, Notice
+from agent.model.errors import ConfigError
+from agent.model.retry import RetryPolicy
+from agent.pipeline.state import State
 
 DOCTOR = SuppressionPolicy({"info": 24, "warning": 4, "critical": 0}, {})
 HOUR = 3600
@@ -95,19 +98,19 @@ def test_attacker_controlled_text_is_escaped_bounded_and_cannot_inject_headers()
     assert "\n" not in message.subject and "\r" not in message.subject and len(message.subject) <= 200
     assert "<script>" not in message.html and "&lt;script&gt;" in message.html
     assert all(len(line) < 1100 for line in message.text.splitlines())
-    email = EmailSender(load_config(None, environ={}).email, {}).build("op@example.org", message, "t1")
+    email = EmailSender(load_config(None, environ={}).notifiers["email"], {}).build("op@example.org", message, "t1")
     assert email["Bcc"] is None and email["Message-ID"] == "<t1@allium-agent>"
     assert email["List-Unsubscribe"] == "<https://agent.example.org/unsubscribe?token=tok>"
     assert "https://agent.example.org/unsubscribe?token=tok" in message.text
 
 
 def test_routes_filter_by_severity_check_and_authority():
-    route = Route("moria1 operator", ("op@example.org",), (), frozenset({"warning", "critical"}),
+    route = Route("moria1 operator", {"email": ("op@example.org",)}, frozenset({"warning", "critical"}),
                   frozenset(), frozenset({"moria1"}))
     assert route.matches(alert())
     assert not route.matches(alert(severity="info"))
     assert not route.matches(alert(authority="tor26"))
-    assert Route("all", ("list@example.org",)).matches(alert(severity="info"))
+    assert Route("all", {"email": ("list@example.org",)}).matches(alert(severity="info"))
 
 
 def test_bad_routes_are_reported_with_their_index(tmp_path):
@@ -119,6 +122,67 @@ def test_bad_routes_are_reported_with_their_index(tmp_path):
     assert error.value.problems == [
         "alerts.routes: [0] (a): names no email address and no Matrix room; [1] (b): email must be a list of "
         "strings; [2] (c): unknown severity loud"]
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    timeout_seconds: float
+
+    SETTINGS = (("timeout_seconds", 5, "positive_number"),)
+
+
+class Webhook:
+    """A notifier made up for the tests: what a new channel needs is this class and one NOTIFIERS entry."""
+
+    target_noun = "webhook URL"
+    Settings = WebhookSettings
+    sent: list = []
+
+    @classmethod
+    def from_config(cls, settings, environ):
+        assert settings == WebhookSettings(5)
+        return cls()
+
+    def send(self, target, message, token):
+        self.sent.append((target, message.subject, token))
+
+
+def test_a_new_notifier_is_one_entry_in_NOTIFIERS(tmp_path, monkeypatch):
+    from agent.alerts.dispatch import Alerting
+    from agent.alerts.notifiers import NOTIFIERS
+    from agent.model.findings import Finding
+
+    monkeypatch.setitem(NOTIFIERS, "webhook", Webhook)
+    monkeypatch.setattr(Webhook, "sent", [])
+    path = tmp_path / "c.yaml"
+    path.write_text("alerts:\n  routes:\n    - name: hook\n      webhook: [https://hooks.example.org/x]\n"
+                    "    - name: none\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path, environ={})
+    assert error.value.problems == [
+        "alerts.routes: [1] (none): names no email address and no Matrix room and no webhook URL"]
+    path.write_text("alerts:\n  routes:\n    - name: hook\n      webhook: [https://hooks.example.org/x]\n")
+    config = load_config(path, environ={})
+    assert config.alerts.routes == (Route("hook", {"webhook": ("https://hooks.example.org/x",)}),)
+    alerting = Alerting(config, State(tmp_path / "state").db, environ={}, clock=lambda: 1000)
+    finding = Finding("TorAuthorityClockSkew", "warning", {"authority": "moria1"}, "skew", "skewed", {})
+    assert len(alerting.on_period([finding])) == 1
+    assert alerting.drain() == {"waiting": 0, "delivered": 1, "given_up": 0}
+    assert [(target, subject) for target, subject, _ in Webhook.sent] == [
+        ("https://hooks.example.org/x", "[warning] TorAuthorityClockSkew (moria1)")]
+
+
+def test_the_alerts_stage_does_not_import_the_config():
+    import ast
+    from pathlib import Path
+
+    import agent.alerts
+
+    for module in Path(agent.alerts.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not [name for name in names if name.split(".")[:2] == ["agent", "config"]], module.name
 
 
 def test_outbox_queues_once_per_token_and_backs_off(tmp_path):
@@ -145,7 +209,7 @@ def test_outbox_queues_once_per_token_and_backs_off(tmp_path):
 
 def test_alerting_groups_a_period_into_one_message_per_destination(tmp_path):
     from agent.alerts.dispatch import Alerting
-    from agent.checks.registry import Finding
+    from agent.model.findings import Finding
 
     path = tmp_path / "c.yaml"
     path.write_text("alerts:\n  routes:\n    - name: all\n      email: [list@example.org]\n      matrix: ['!r:x']\n"
@@ -194,7 +258,7 @@ def test_a_message_is_claimed_by_one_sender_only(tmp_path):
 
 def test_a_period_is_alerted_on_once_and_unsubscribing_resolves_nothing(tmp_path):
     from agent.alerts.dispatch import Alerting
-    from agent.checks.registry import Finding
+    from agent.model.findings import Finding
     from agent.subscriptions.store import SubscriptionStore
 
     state = State(tmp_path / "state")

@@ -2,8 +2,7 @@
 
 import pytest
 
-from agent.authorities import (Authority, default_authorities, from_consensus, merge,
-                               parse_dir_authority_line)
+from agent.model.authorities import Authority, default_authorities, from_consensus, merge, parse_dir_authority_line
 
 
 def test_default_list_matches_tor_0_4_9():
@@ -18,7 +17,8 @@ def test_default_list_matches_tor_0_4_9():
 
 def test_line_with_ipv6_and_grouped_fingerprint():
     line = ("gabelmoo orport=443 v3ident=ED03BB616EB2F60BEC80151114BB25CEF515B226 "
-            "ipv6=[2001:638:a000:4140::ffff:189]:443 131.188.40.189:80 F204 4413 DAC2 E02E 3D6B CF47 35A1 9BCA 1DE9 7281")
+            "ipv6=[2001:638:a000:4140::ffff:189]:443 131.188.40.189:80 "
+            "F204 4413 DAC2 E02E 3D6B CF47 35A1 9BCA 1DE9 7281")
     authority = parse_dir_authority_line(line)
     assert authority == Authority("gabelmoo", "ED03BB616EB2F60BEC80151114BB25CEF515B226", "131.188.40.189", 80,
                                   443, "F2044413DAC2E02E3D6BCF4735A19BCA1DE97281")

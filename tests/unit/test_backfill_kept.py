@@ -4,10 +4,10 @@ import io
 import tarfile
 from datetime import datetime
 
-from agent.archive import ReadReport, read_paths
-from agent.backfill import BackfillResult, KeptDocument, Period, archived_snapshot
-from agent.config import load_config
-from agent.snapshot import DocKind
+from agent.config.loader import load_config
+from agent.loop.backfill import BackfillResult, KeptDocument, Period, archived_snapshot
+from agent.model.snapshot import DocKind
+from agent.parse.archive import ReadReport, read_paths
 from tests.conftest import read_data
 
 

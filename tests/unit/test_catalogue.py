@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from agent.metrics.catalogue import catalogue, problems, render_markdown
-from agent.metrics.points import Point
+from agent.model.points import Point
 
 DOCS = Path(__file__).parents[2] / "docs" / "metrics.md"
 

@@ -7,11 +7,13 @@ import pytest
 from stem.descriptor.networkstatus import NetworkStatusDocumentV3
 from stem.descriptor.router_status_entry import RouterStatusEntryV3
 
-from agent.authorities import Authority, from_consensus
-from agent.checks import REGISTRY, Context, Silence, run_checks
-from agent.config import load_config
-from agent.snapshot import (AuthorityView, DocKind, FetchRecord, Outcome, SignatureCheck, SignatureReport,
-                            Snapshot)
+from agent.checks.catalog import CHECKS
+from agent.checks.registry import Context
+from agent.checks.run import run_checks
+from agent.config.loader import load_config
+from agent.model.authorities import Authority, from_consensus
+from agent.model.findings import Silence
+from agent.model.snapshot import AuthorityView, DocKind, FetchRecord, Outcome, SignatureCheck, SignatureReport, Snapshot
 from tests.conftest import parse_data
 
 THRESHOLDS = load_config(None, environ={}).checks.thresholds
@@ -51,7 +53,7 @@ def snapshot(consensus, authorities=None, votes=None, records=(), valid=None, mi
 
 
 def findings(snap, check_id, now=NOW, bandwidth_authorities=frozenset(), **thresholds):
-    context = Context(snap, now, {**THRESHOLDS, **thresholds}, frozenset(bandwidth_authorities))
+    context = Context(snap, now, dataclasses.replace(THRESHOLDS, **thresholds), frozenset(bandwidth_authorities))
     return [f for f in run_checks(context) if f.check == check_id]
 
 
@@ -73,7 +75,8 @@ def test_unreachable(consensus):
     failed = record("moria1", outcome=Outcome.FAILED, status=503, error="HTTP 503 Directory busy")
     hits = findings(snapshot(consensus, records=[failed]), "TorAuthorityUnreachable")
     assert [(f.subjects, f.description) for f in hits] == [
-        ({"authority": "moria1", "document": "consensus"}, "moria1 did not serve its consensus: HTTP 503 Directory busy")]
+        ({"authority": "moria1", "document": "consensus"},
+         "moria1 did not serve its consensus: HTTP 503 Directory busy")]
     assert findings(snapshot(consensus, records=[record("moria1")]), "TorAuthorityUnreachable") == []
     skipped = record("tor26", DocKind.VOTE, outcome=Outcome.SKIPPED, status=None,
                      error="not attempted: tor26 did not answer the key-certificates request")
@@ -91,9 +94,11 @@ def test_latency(consensus):
 
 
 def test_clock_skew(consensus):
-    hits = findings(snapshot(consensus, records=[record("gabelmoo", clock_skew_seconds=-42.0)]), "TorAuthorityClockSkew")
+    hits = findings(snapshot(consensus, records=[record("gabelmoo", clock_skew_seconds=-42.0)]),
+                    "TorAuthorityClockSkew")
     assert hits[0].description.startswith("the clock of gabelmoo is -42 s off (limit 10 s")
-    assert findings(snapshot(consensus, records=[record("gabelmoo", clock_skew_seconds=4.0)]), "TorAuthorityClockSkew") == []
+    assert findings(snapshot(consensus, records=[record("gabelmoo", clock_skew_seconds=4.0)]),
+                    "TorAuthorityClockSkew") == []
 
 
 def test_authority_consensus_stale_and_critical_above_three(consensus):
@@ -102,21 +107,25 @@ def test_authority_consensus_stale_and_critical_above_three(consensus):
     late = findings(snap, "TorAuthorityConsensusStale", now=consensus.valid_after + timedelta(hours=2))
     assert len(late) == len(snap.views) > 3 and {f.severity for f in late} == {"critical"}
     two = snapshot(consensus, authorities=from_consensus(consensus)[:2])
-    assert {f.severity for f in findings(two, "TorAuthorityConsensusStale", now=NOW + timedelta(hours=2))} == {"warning"}
+    late_two = findings(two, "TorAuthorityConsensusStale", now=NOW + timedelta(hours=2))
+    assert {f.severity for f in late_two} == {"warning"}
 
 
 def test_certificate_expiring(consensus, vote):
     snap = snapshot(consensus, votes={"maatuska": vote})
     expires = vote.directory_authorities[0].key_certificate.expires
-    assert [f.severity for f in findings(snap, "TorAuthorityCertificateExpiring", now=expires - timedelta(days=10))] == ["warning"]
-    assert [f.severity for f in findings(snap, "TorAuthorityCertificateExpiring", now=expires - timedelta(days=18))] == ["info"]
+    soon = findings(snap, "TorAuthorityCertificateExpiring", now=expires - timedelta(days=10))
+    assert [f.severity for f in soon] == ["warning"]
+    later = findings(snap, "TorAuthorityCertificateExpiring", now=expires - timedelta(days=18))
+    assert [f.severity for f in later] == ["info"]
     assert findings(snap, "TorAuthorityCertificateExpiring", now=expires - timedelta(days=40)) == []
 
 
 def test_version_outdated_and_fingerprint_mismatch(consensus):
     oldest = min(consensus.server_versions)
     old = next(r for r in consensus.routers.values() if r.version and r.version < oldest)
-    current = next(r for r in consensus.routers.values() if r.version and str(r.version) in map(str, consensus.server_versions))
+    current = next(r for r in consensus.routers.values()
+                   if r.version and str(r.version) in map(str, consensus.server_versions))
     authority = Authority("oldauth", "F" * 40, old.address, 80, old.or_port, old.fingerprint)
     hits = findings(snapshot(consensus, authorities=[authority]), "TorAuthorityVersionOutdated")
     assert hits and f"runs tor {old.version}" in hits[0].description
@@ -134,7 +143,8 @@ def test_consensus_stale_and_quorum_lost(consensus):
     snap = snapshot(consensus)
     assert findings(snap, "TorConsensusStale") == [] and findings(snap, "TorAuthorityQuorumLost") == []
     expired = findings(snap, "TorConsensusStale", now=consensus.valid_until + timedelta(minutes=1))
-    assert expired[0].severity == "critical" and "no authority serves a consensus that is still valid" in expired[0].description
+    assert expired[0].severity == "critical"
+    assert "no authority serves a consensus that is still valid" in expired[0].description
     authorities = from_consensus(consensus)
     alone = snapshot(consensus, authorities=authorities)
     for view in list(alone.views.values())[1:]:
@@ -162,7 +172,8 @@ def test_votes_differ(consensus):
     snap = snapshot(consensus)
     assert findings(snap, "TorConsensusVotesDiffer") == []
     next(iter(snap.views.values())).consensus = other
-    assert "fresh consensuses were built from different sets of votes" in findings(snap, "TorConsensusVotesDiffer")[0].description
+    differ = findings(snap, "TorConsensusVotesDiffer")
+    assert "fresh consensuses were built from different sets of votes" in differ[0].description
 
 
 def test_method_unsupported_and_protocols_differ(consensus):
@@ -283,7 +294,8 @@ def test_unmeasured_and_out_of_sync(consensus, vote):
     apart = snapshot(consensus, votes={"maatuska": vote, "moria1": created_vote()})
     hits = findings(apart, "TorBandwidthAuthoritiesOutOfSync")
     assert {f.subjects["authority"] for f in hits} == {"maatuska", "moria1"}
-    assert findings(snapshot(consensus, votes={"maatuska": vote, "moria1": vote}), "TorBandwidthAuthoritiesOutOfSync") == []
+    assert findings(snapshot(consensus, votes={"maatuska": vote, "moria1": vote}),
+                    "TorBandwidthAuthoritiesOutOfSync") == []
 
 
 def test_bandwidth_file_stale(consensus):
@@ -298,12 +310,11 @@ def test_bandwidth_file_stale(consensus):
 # --- the registry ------------------------------------------------------------------------------------
 
 def test_every_registered_check_is_exercised_here():
-    import agent.checks.all  # noqa: F401
 
     from pathlib import Path
 
     source = "".join(path.read_text() for path in Path(__file__).parent.glob("test_checks*.py"))
-    assert [c.id for c in REGISTRY if f'"{c.id}"' not in source] == []
+    assert [c.id for c in CHECKS if f'"{c.id}"' not in source] == []
 
 
 def test_silences_expire_and_can_target_one_authority(consensus):
@@ -320,7 +331,7 @@ def test_silences_expire_and_can_target_one_authority(consensus):
 
 
 def test_findings_become_health_points_per_check_and_severity(consensus):
-    from agent.checks.evaluate import health_points
+    from agent.checks.run import health_points
     from agent.metrics.catalogue import problems
 
     failed = [record(n, outcome=Outcome.FAILED, error="connection refused") for n in ("moria1", "tor26")]
@@ -328,7 +339,7 @@ def test_findings_become_health_points_per_check_and_severity(consensus):
     silence = Silence("TorAuthorityUnreachable", NOW + timedelta(days=1), "maintenance", authority="moria1")
     points = health_points(run_checks(context, (silence,)), 1474376400)
     assert problems(points) == []
-    assert len(points) == 3 * len(REGISTRY)  # every check, every severity, zeros included
+    assert len(points) == 3 * len(CHECKS)  # every check, every severity, zeros included
     unreachable = next(p for p in points if p.tags == {"check": "TorAuthorityUnreachable", "severity": "warning"})
     assert unreachable.fields == {"active": 1.0, "silenced": 1.0}
 
@@ -347,4 +358,5 @@ def test_vote_missing(consensus):
     assert findings(snapshot(consensus), "TorAuthorityVoteMissing") == []
     absent = Authority("absent", "C" * 40, "192.0.2.7", 80, 443)
     hits = findings(snapshot(consensus, authorities=from_consensus(consensus) + [absent]), "TorAuthorityVoteMissing")
-    assert [f.subjects for f in hits] == [{"authority": "absent"}] and "was built without a vote from absent" in hits[0].description
+    assert [f.subjects for f in hits] == [{"authority": "absent"}]
+    assert "was built without a vote from absent" in hits[0].description

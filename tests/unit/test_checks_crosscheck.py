@@ -11,11 +11,11 @@ import pytest
 from stem.descriptor.networkstatus import NetworkStatusDocumentV3
 from stem.descriptor.router_status_entry import RouterStatusEntryV3
 
-from agent.authorities import Authority
 from agent.checks.shared_random import reveal_matches, reveal_round
-from agent.crosscheck import vote_digest
-from agent.documents import _strip_annotations, parse_document
-from agent.snapshot import DocKind, OrPortProbe, VoteHolding
+from agent.fetch.crosscheck import vote_digest
+from agent.model.authorities import Authority
+from agent.model.snapshot import DocKind, OrPortProbe, VoteHolding
+from agent.parse.documents import _strip_annotations, parse_document
 from tests.conftest import DATA, parse_data, read_data
 from tests.unit.test_checks import _b64, findings, snapshot
 
@@ -42,7 +42,8 @@ def sr_snapshot(consensus, raws: dict[str, bytes]):
 
 
 def commit_line(raw: bytes, identity: str) -> bytes:
-    return next(line for line in raw.split(b"\n") if line.startswith(b"shared-rand-commit") and identity.encode() in line)
+    return next(line for line in raw.split(b"\n")
+                if line.startswith(b"shared-rand-commit") and identity.encode() in line)
 
 
 def edited(raws: dict[str, bytes], nickname: str, old: bytes, new: bytes) -> dict[str, bytes]:
@@ -128,7 +129,8 @@ def test_orport_unreachable(consensus):
 def test_vote_not_propagated(consensus):
     snap = snapshot(consensus)
     snap.vote_holdings = [VoteHolding(holder, "moria1", "AB" * 20, holder != "tor26") for holder in
-                          ("moria1", "tor26", "gabelmoo")] + [VoteHolding("dizum", "moria1", "AB" * 20, None, "timed out")]
+                          ("moria1", "tor26", "gabelmoo")] + [
+        VoteHolding("dizum", "moria1", "AB" * 20, None, "timed out")]
     hits = findings(snap, "TorVoteNotPropagated")
     assert [(f.subjects, f.description) for f in hits] == [
         ({"authority": "tor26", "peer": "moria1"},
@@ -141,9 +143,10 @@ def test_bandwidth_file_coverage():
     bandwidth_file = parse_data("bandwidth-file", "bandwidth-file-v1.4")
     measured = sorted(bandwidth_file.measurements)
     entries = [RouterStatusEntryV3.create({"r": f"relay{i} {_b64(fp)} {'B' * 27} 2019-04-21 12:00:00 1.2.3.4 9001 0"})
-               for i, fp in enumerate(measured[:30] + ["%040X" % i for i in range(1, 21)])]
+               for i, fp in enumerate(measured[:30] + [f"{i:040X}" for i in range(1, 21)])]
     consensus = NetworkStatusDocumentV3.create({"valid-after": "2019-04-21 21:00:00"}, routers=entries)
-    snap = snapshot(consensus, authorities=[Authority("longclaw", "23D15D965BC35114467363C165C4F724B64B4F66", "1.2.3.4", 80)])
+    snap = snapshot(consensus,
+                    authorities=[Authority("longclaw", "23D15D965BC35114467363C165C4F724B64B4F66", "1.2.3.4", 80)])
     snap.views["longclaw"].bandwidth_file = bandwidth_file
     hits = findings(snap, "TorBandwidthFileCoverageLow", now=datetime(2019, 4, 21, 21, 30))
     assert hits == []  # 30 of 50 = 60 %

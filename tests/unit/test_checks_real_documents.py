@@ -10,9 +10,10 @@ from datetime import timedelta
 
 import pytest
 
-from agent.backfill import newest_snapshot
-from agent.checks import Context, run_checks
-from agent.config import load_config
+from agent.checks.registry import Context
+from agent.checks.run import run_checks
+from agent.config.loader import load_config
+from agent.loop.backfill import newest_snapshot
 from tests.conftest import SHARED_TORDATA, full_consensuses
 
 CONFIG = load_config(None, environ={})
@@ -46,12 +47,13 @@ def test_real_documents_raise_only_explained_findings(path):
 def test_the_vote_of_its_hour_is_judged_too():
     path = next(p for p in full_consensuses() if p.name.startswith("2016-09-20-13"))
     snapshot, _ = newest_snapshot([path, *same_hour_votes(path)], CONFIG)
-    context = Context(snapshot, snapshot.archived_consensus.valid_after + timedelta(minutes=30), CONFIG.checks.thresholds)
+    context = Context(snapshot, snapshot.archived_consensus.valid_after + timedelta(minutes=30),
+                      CONFIG.checks.thresholds)
     assert {f.check for f in run_checks(context)} == set(EXPLAINED)
 
 
 def test_check_command_reads_every_from_option(capsys):
-    from agent import cli
+    from agent.cli import main as cli
 
     path = next(p for p in full_consensuses() if p.name.startswith("2016-09-20-13"))
     exit_code = cli.main(["check", "--from", str(path), "--from", *map(str, same_hour_votes(path)), "--json"])

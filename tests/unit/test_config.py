@@ -1,14 +1,17 @@
 """The config loader: defaults, the documented example, and collect-all validation."""
 
+import ast
+import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
 
-from agent import cli
-from agent.config import SETTINGS, load_config
-from agent.errors import ConfigError
-from agent.snapshot import DocKind
+from agent.checks.settings import CheckThresholds
+from agent.cli import main as cli
+from agent.config.loader import PARTS, SETTINGS, load_config
+from agent.model.errors import ConfigError
+from agent.model.snapshot import DocKind
 
 EXAMPLE = Path(__file__).parents[2] / "config" / "allium-agent.example.yaml"
 
@@ -37,7 +40,7 @@ def test_example_file_documents_every_setting_with_its_default():
     assert example.log_level == defaults.log_level
     assert example.store == defaults.store
     assert example.metrics == defaults.metrics
-    assert (example.alerts, example.email, example.matrix) == (defaults.alerts, defaults.email, defaults.matrix)
+    assert (example.alerts, example.notifiers) == (defaults.alerts, defaults.notifiers)
     assert example.subscriptions == defaults.subscriptions
     assert example.state_dir == EXAMPLE.parent / "state"  # relative to the file
     raw = yaml.safe_load(EXAMPLE.read_text())
@@ -108,7 +111,8 @@ def test_bootstrap_accepts_lines_and_mappings(tmp_path):
     path = write(tmp_path, """
 authorities:
   bootstrap:
-    - "auth1 orport=5000 v3ident=DA509FEC938DFEF32CB1C5F7321B48EE2A20BFD2 127.0.0.1:5001 F4DA 2FD9 6F43 E0FA 3CCE 206F 0096 4EA9 E3C9 7B36"
+    - "auth1 orport=5000 v3ident=DA509FEC938DFEF32CB1C5F7321B48EE2A20BFD2 127.0.0.1:5001 \
+F4DA 2FD9 6F43 E0FA 3CCE 206F 0096 4EA9 E3C9 7B36"
     - {nickname: auth2, v3ident: e784e6affebea7b2c91ddcbb3784e5fe354a9796, address: 127.0.0.1, dir_port: 5003}
 """)
     first, second = load_config(path, environ={}).authorities.bootstrap
@@ -132,13 +136,13 @@ def test_config_check_accepts_the_example(capsys):
 
 
 def test_once_with_a_bad_config_starts_nothing(tmp_path, capsys, monkeypatch):
-    import agent.cycle
+    import agent.loop.once
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("a cycle ran despite a bad config")
 
-    # cli looks run_cycle up in agent.cycle when `once` runs.
-    monkeypatch.setattr(agent.cycle, "run_cycle", must_not_run)
+    # cli looks run_cycle up in agent.loop.once when `once` runs.
+    monkeypatch.setattr(agent.loop.once, "run_cycle", must_not_run)
     path = write(tmp_path, "fetch: {deadline_seconds: soon}\n")
     assert cli.main(["once", "--config", str(path)]) == 2
     assert "fetch.deadline_seconds" in capsys.readouterr().err
@@ -150,3 +154,28 @@ def test_alert_settings_that_would_leak_are_refused(tmp_path):
     with pytest.raises(ConfigError) as error:
         load_config(path, environ={})
     assert [p.split(":")[0] for p in error.value.problems] == ["alerts.public_url", "email.security"]
+
+
+def test_check_thresholds_are_typed_one_field_a_key(tmp_path):
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    keys = {field.name for field in dataclasses.fields(CheckThresholds)} - {"known_parameters"}
+    assert keys == set(raw["checks"]["thresholds"])
+    thresholds = load_config(write(tmp_path, "checks: {thresholds: {clock_skew_seconds: 3}, "
+                                             "extra_known_parameters: [NewParam]}\n"), environ={}).checks.thresholds
+    assert isinstance(thresholds, CheckThresholds)
+    assert (thresholds.clock_skew_seconds, thresholds.latency_factor) == (3.0, 5.0)
+    assert {"NewParam", "CircuitPriorityHalflifeMsec"} <= thresholds.known_parameters
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, "checks: {thresholds: {clock_skew: 3, latency_factor: fast}}\n"), environ={})
+    assert caught.value.problems == ["checks.thresholds.clock_skew: unknown setting",
+                                     'checks.thresholds.latency_factor: must be a positive number, got "fast"']
+
+
+def test_parts_declare_their_settings_without_importing_the_config_package():
+    for path in sorted((Path(__file__).parents[2] / "agent").glob("*/settings.py")):
+        tree = ast.parse(path.read_text())
+        imported = [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+        imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        assert not any(name.startswith("agent.config") for name in imported), path
+    declared = [setting.path for setting in SETTINGS]
+    assert len(declared) == len(set(declared)) and set(PARTS) <= {path.split(".")[0] for path in declared}

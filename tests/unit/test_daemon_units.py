@@ -6,11 +6,11 @@ from datetime import datetime, timedelta, timezone
 
 import yaml
 
-from agent.config import load_config
-from agent.health import health
-from agent.runner import CycleOutcome
-from agent.scheduler import CYCLE_JOB, Daemon
-from agent.state import State
+from agent.cli.health import health
+from agent.config.loader import load_config
+from agent.loop.runner import CycleOutcome
+from agent.loop.scheduler import CYCLE_JOB, Daemon
+from agent.pipeline.state import State
 
 
 class ScriptedRunner:
@@ -88,7 +88,7 @@ def test_status_is_unhealthy_when_the_last_period_is_older_than_two_periods(tmp_
     config = config_in(tmp_path)
     assert health(config)["healthy"] is False  # nothing recorded yet
     state = State(config.state_dir)
-    state.put(last_success=1_000_000, period_seconds=3600, last_processed=999_000)
+    state.record_processed(999_000, 3600, at=1_000_000)
     state.close()
     assert health(config, now=1_000_000 + 2 * 3600)["healthy"] is True
     stale = health(config, now=1_000_000 + 2 * 3600 + 1)

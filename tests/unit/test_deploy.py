@@ -58,6 +58,6 @@ def test_compose_file_has_no_default_secrets_and_every_variable_is_documented():
         assert f"${{{secret}:?" in compose_text  # required: compose refuses to start without it
     assert all(port.startswith("127.0.0.1:") for service in compose["services"].values()
                for port in service.get("ports", []))
-    from agent.config import load_config
+    from agent.config.loader import load_config
 
     assert load_config(root / "config" / "docker-agent.yaml", environ={}).store.url == "http://influxdb:8086"

@@ -3,20 +3,23 @@ incident in the incident's own period and stays quiet on the unperturbed replay;
 
 import copy
 import pickle
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
 
-from agent.config import load_config
-from agent.detect.engine import Detector, DetectorFile
-from agent.detect.evaluate import detector_of, firing
+from agent.config.loader import load_config
+from agent.detect.engine import DETECTORS, Detector, DetectorFile
 from agent.detect.facts import FLAG_BITS, facts_of
 from agent.detect.groups import find_clusters, nickname_pattern
-from agent.detect.replay import Incident, Replay, population
-from agent.geoip import GeoIP
+from agent.detect.protocol import Scores
+from agent.detect.settings import bind, declared, setting
+from agent.evaluation.evaluate import detector_of, firing
+from agent.evaluation.replay import Incident, Replay, population
 from agent.metrics.catalogue import catalogue
+from agent.metrics.geoip import GeoIP
 from agent.metrics.relays import build_table
+from agent.model.findings import Finding, Severity
 from tests.conftest import DATA, parse_data
 from tests.unit.test_metrics import snapshot_of
 
@@ -81,7 +84,8 @@ def test_a_flood_is_reported_as_one_group_with_its_shared_traits(warmed):
 
 def test_measurement_collapse_names_the_authority_and_the_expected_range(warmed):
     result = run_incident(warmed, "bwauth_half")
-    [finding] = [f for f in result.findings if f.subjects.get("series") == 'authority_measured_relays{authority="maatuska"}']
+    series = 'authority_measured_relays{authority="maatuska"}'
+    [finding] = [f for f in result.findings if f.subjects.get("series") == series]
     assert finding.severity == "warning"
     assert finding.values["observed"] < finding.values["low"] < finding.values["expected"] < finding.values["high"]
 
@@ -173,7 +177,8 @@ def test_facts_from_a_real_consensus():
 def test_nickname_patterns_and_weak_groups():
     assert nickname_pattern("relay0423") == nickname_pattern("Relay17") == "relay#"
     assert nickname_pattern("a1") == ""
-    assert detector_of(type("F", (), {"check": "TorAnomalyRule", "subjects": {"rule": "new_relays"}})) == "rule new_relays"
+    rule = type("F", (), {"check": "TorAnomalyRule", "subjects": {"rule": "new_relays"}})
+    assert detector_of(rule) == "rule new_relays"
 
 
 def test_arrivals_sharing_only_default_ports_are_no_group(relays):
@@ -265,18 +270,146 @@ def test_relays_without_a_country_are_not_a_country_flood(relays, settings):
 
 
 def test_the_live_path_logs_the_warm_up_and_keeps_its_state(tmp_path, caplog):
-    """cycle.detect: detection on a real consensus, state saved in the state directory, warm-up in the log."""
+    """judge and record, as once and run use them: detection on a real consensus, state saved in the state
+    directory, warm-up in the log."""
     import logging
     from dataclasses import replace as with_values
 
-    from agent.cycle import detect
+    from agent.pipeline.judge import judge
+    from agent.pipeline.record import Detectors, memory_of, record
+    from agent.pipeline.state import State
+    from agent.store.store import Store
 
     consensus = parse_data("consensus", "2020-02-29-10-00-00-consensus.xz")
-    table = build_table(consensus, [], GeoIP.load(DATA / "geoip-excerpt"))
     config = load_config(None, environ={})
     config = with_values(config, state_dir=tmp_path)
-    with caplog.at_level(logging.INFO, logger="agent.cycle"):
-        findings, points = detect(snapshot_of(consensus), consensus, table, config)
-    assert any(f.check == "TorAnomalyDetectionWarmingUp" for f in findings) and points
+    snapshot, state, detectors = snapshot_of(consensus), State(tmp_path), Detectors(config)
+    with caplog.at_level(logging.INFO, logger="agent.pipeline"):
+        memory = memory_of(snapshot, state, detectors)
+        result = judge(snapshot, memory, config, GeoIP.load(DATA / "geoip-excerpt"))
+        record(result, Store.from_config(config), state, memory, detectors=detectors)
+    assert any(f.check == "TorAnomalyDetectionWarmingUp" for f in result.findings)
+    assert any(p.measurement == "tor_anomaly" for p in result.points)
     assert "anomaly detection is warming up: 0 of 48 periods learned" in caplog.text
     assert DetectorFile(tmp_path, config.detect.settings).load().periods == 1
+
+
+def test_a_version_1_state_is_upgraded_keeping_what_it_learned(warmed):
+    """Before the detectors were separate objects the engine held the baselines and rule windows itself."""
+    replay, detector, _ = warmed
+    old = Detector.__new__(Detector)
+    old.__dict__.update(version=1, settings=detector.settings, relays=detector.relays,
+                        series=detector.detectors["baseline"].series, rules=detector.detectors["rules"].windows,
+                        last_time=detector.last_time, periods=detector.periods)
+    upgraded, straight = pickle.loads(pickle.dumps(old)), copy.deepcopy(detector)
+    assert upgraded.version == straight.version and list(upgraded.detectors) == list(straight.detectors)
+    facts = copy.deepcopy(replay).period_facts(60, Incident("vanish", 60))
+    a, b = straight.update(facts), upgraded.update(copy.deepcopy(facts))
+    assert [f.as_dict() for f in a.findings] == [f.as_dict() for f in b.findings] and firing(a)
+
+
+class NewRelays:
+    """A detector as a new module would add one: its settings, its state (a per-relay column), its finding."""
+
+    name = "toy"
+    checks = {"TorToyAnomaly": "More relays were seen for the first time than the toy allows"}
+    STATE_VERSION = 1
+
+    @dataclass(frozen=True)
+    class Settings:
+        most: int = setting("detect.rules.toy_most_new", 50, "positive_int")
+
+    def __init__(self, settings):
+        self.version, self.periods = self.STATE_VERSION, 0
+        self.configure(settings)
+
+    def configure(self, settings):
+        self.settings = bind(self.Settings, settings)
+
+    def score_one(self, period):
+        first = int(np.count_nonzero(period.memory.column("toy_periods", np.int32)[period.rows] == 0))
+        findings = [Finding("TorToyAnomaly", Severity.INFO, {}, self.checks["TorToyAnomaly"], f"{first} relays",
+                            {"relays": first})] if first > self.settings.most and self.periods else []
+        return Scores(findings, details=[first])
+
+    def learn_one(self, period):
+        period.memory.column("toy_periods", np.int32)[period.rows] += 1
+        self.periods += 1
+
+    @classmethod
+    def label(cls, finding):
+        return cls.name
+
+    @classmethod
+    def labels(cls):
+        return [cls.name]
+
+
+def test_a_detector_is_one_class_and_one_entry(relays, settings):
+    replay, detector = Replay(*relays, seed=5), Detector(settings, DETECTORS + (NewRelays,))
+    detector.relays.horizon = 3 * 3600  # relays gone for three periods are forgotten: the column shrinks too
+    seen = set()
+    for index in range(8):
+        facts = replay.period_facts(index, None)
+        seen.update(facts.relays.fingerprint)
+        result = detector.update(facts)
+        memory = detector.relays
+        assert np.array_equal(memory.column("toy_periods", np.int32), memory.seen)
+        assert not result.scores["toy"].findings
+    assert len(detector.relays) < len(seen)  # relays were forgotten
+    flood = detector.update(replay.period_facts(8, Incident("flood", 8)))
+    [toy] = [f for f in flood.findings if f.check == "TorToyAnomaly"]
+    assert toy.values["relays"] >= 120 and flood.scores["toy"].details == [toy.values["relays"]]
+    restored = pickle.loads(pickle.dumps(detector))
+    restored.configure(settings)  # as DetectorFile.load: DETECTORS is what runs
+    assert list(restored.detectors) == [kind.name for kind in DETECTORS]
+    restored.configure(settings, DETECTORS + (NewRelays,))  # added to DETECTORS: it starts learning
+    assert restored.detectors["toy"].periods == 0 and restored.detectors["baseline"].series
+
+
+def test_each_detector_declares_its_settings_as_the_loader_does():
+    """Until the loader reads the detectors' declarations, both name each key: default and validation agree."""
+    from agent.config.loader import SETTINGS
+
+    loader = {each.path: each for each in SETTINGS}
+    defaults = load_config(None, environ={}).detect.settings
+    for kind in DETECTORS:
+        for key, (default, converter) in declared(kind.Settings).items():
+            assert (loader[key].default, loader[key].convert.__name__) == (default, converter), key
+            assert defaults.value(key) == default, key
+        assert bind(kind.Settings, defaults) == kind.Settings()
+    assert bind(NewRelays.Settings, defaults).most == 50  # a key the loader does not know: the default
+    assert detector_of(type("F", (), {"check": "TorToyAnomaly", "subjects": {}})) == ""
+
+
+def test_flag_bits_cover_the_metrics_flags():
+    from agent.metrics.relays import KNOWN_FLAGS
+
+    assert set(KNOWN_FLAGS) <= set(FLAG_BITS)
+    assert [FLAG_BITS[flag] for flag in ("Authority", "Valid")] == [1, 1 << 13]  # saved in the state: never moved
+
+
+def test_the_detectors_load_without_river_or_the_metrics():
+    import subprocess
+    import sys
+
+    code = ("import sys, agent.detect.engine, agent.detect.settings; "
+            "print(sorted({'river', 'scipy', 'agent.metrics', 'agent.config'} & set(sys.modules)))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+def test_rules_judge_a_period_without_learning_it(relays, settings):
+    from agent.detect.relays import RelayChanges
+    from agent.detect.rules import RuleWindows, churn_of, period_counts
+
+    base, _ = relays
+    arrivals = base.take(np.arange(30))
+    changes = RelayChanges(joined=np.arange(30), new=np.arange(30), previous_known=True, previous_size=6000)
+    windows, counts, churn = RuleWindows(), period_counts(arrivals, changes, {}), churn_of(arrivals, changes)
+    assert windows.judge(counts, churn, 3600, settings.thresholds) == []
+    windows.learn(counts, churn, 3600)
+    before = pickle.dumps(windows)
+    hits = windows.judge(counts, churn, 1800, settings.thresholds)  # the hour now spans this period and the last
+    assert [hit.rule for hit in hits] == ["new_relays"] and pickle.dumps(windows) == before
+    assert windows.evaluate(arrivals, changes, {}, 1800, settings.thresholds) == hits  # judge, then learn
+    assert pickle.dumps(windows) != before

@@ -2,9 +2,10 @@
 
 import pytest
 
-from agent import entrymemory, fastparse
-from agent.documents import _strip_annotations, parse_document
-from agent.snapshot import DocKind
+from agent.model.snapshot import DocKind
+from agent.parse import entrymemory, fastparse
+from agent.parse.documents import _strip_annotations, parse_document
+from agent.parse.entrymemory import EntryMemory
 from tests.conftest import DATA
 from tests.unit.test_fastparse import documents, read
 
@@ -34,8 +35,8 @@ def rows_of(entries) -> list[tuple]:
 
 
 def remembered(*entry_texts: bytes, microdesc: bool = False):
-    with entrymemory.remembering_entries():
-        return [entrymemory.parse_entries(text, microdesc, consensus=True) for text in entry_texts]
+    memory = EntryMemory()
+    return [entrymemory.parse_entries(text, microdesc, consensus=True, memory=memory) for text in entry_texts]
 
 
 def test_remembered_entries_are_the_parsed_ones_on_every_real_network_status_document():
@@ -56,7 +57,8 @@ def test_remembered_entries_are_the_parsed_ones_on_every_real_network_status_doc
 
 
 def test_only_entries_not_in_the_previous_consensus_are_parsed(monkeypatch):
-    ten, eleven = entries_of_file("2020-02-29-10-00-00-consensus.xz"), entries_of_file("2020-02-29-11-00-00-consensus.xz")
+    ten = entries_of_file("2020-02-29-10-00-00-consensus.xz")
+    eleven = entries_of_file("2020-02-29-11-00-00-consensus.xz")
     parsed_counts = []
     parse = fastparse.parse_entry_text
     monkeypatch.setattr(fastparse, "parse_entry_text",
@@ -74,14 +76,16 @@ def test_a_changed_entry_is_read_again_and_only_the_last_consensus_is_kept():
     ten = entries_of_file("2020-02-29-10-00-00-consensus.xz")
     first_w = ten.index(b"\nw Bandwidth=")
     changed = ten[:first_w] + b"\nw Bandwidth=123456789" + ten[ten.index(b"\n", first_w + 1):]
-    with entrymemory.remembering_entries():
-        entrymemory.parse_entries(ten, False, consensus=True)
-        ours = entrymemory.parse_entries(changed, False, consensus=True)
-        rows, kept = entrymemory._REMEMBERED[False]
-        assert kept is ours and rows == {body[2:]: row for row, body in enumerate(bodies(changed[:-1]))}
+    memory = EntryMemory()
+    memory.parse_entries(ten, False)
+    ours = memory.parse_entries(changed, False)
+    rows, kept = memory._previous[False]
+    assert kept is ours is memory.remembered(False) and memory.remembered(True) is None
+    assert rows == {body[2:]: row for row, body in enumerate(bodies(changed[:-1]))}
     assert ours.bandwidth[0] == 123456789
     assert rows_of(ours) == rows_of(fastparse.parse_router_entries(changed, False))
-    assert entrymemory._REMEMBERED is None  # forgotten afterwards
+    memory.forget()
+    assert memory.remembered(False) is None
 
 
 @pytest.mark.parametrize("change, problem", [
@@ -122,12 +126,27 @@ def test_an_entry_start_the_split_does_not_see_still_parses_as_without_memory(ch
     assert rows_of(after) == rows_of(fastparse.parse_router_entries(relay_gone, False))  # found in review
 
 
-def test_votes_are_not_remembered_and_nothing_is_without_the_switch():
+def test_votes_are_not_remembered_and_nothing_is_without_a_memory(monkeypatch):
     vote = read(DATA / "2016-09-20-13-00-00-vote-maatuska.xz")
-    with entrymemory.remembering_entries():
-        parse_document(DocKind.VOTE, vote, "maatuska")
-        assert entrymemory._REMEMBERED == {False: None, True: None}
-        parse_document(DocKind.CONSENSUS, read(DATA / "2020-02-29-10-00-00-consensus.xz"), "moria1")
-        assert len(entrymemory._REMEMBERED[False][0]) > 6000
-    parse_document(DocKind.CONSENSUS, read(DATA / "2020-02-29-10-00-00-consensus.xz"), "moria1")
-    assert entrymemory._REMEMBERED is None
+    ten = read(DATA / "2020-02-29-10-00-00-consensus.xz")
+    memory = EntryMemory()
+    parse_document(DocKind.VOTE, vote, "maatuska", memory=memory)
+    assert memory._previous == {False: None, True: None}
+    consensus = parse_document(DocKind.CONSENSUS, ten, "moria1", memory=memory)
+    assert len(memory._previous[False][0]) > 6000 and memory.remembered(False) is consensus.entries
+    other = EntryMemory()  # memories are independent of each other
+    assert other.remembered(False) is None
+    used = []
+    monkeypatch.setattr(EntryMemory, "parse_entries", lambda *args, **kwargs: used.append(args))
+    without = parse_document(DocKind.CONSENSUS, ten, "moria1")  # the default, as the live path: no memory
+    assert used == [] and rows_of(without.entries) == rows_of(consensus.entries)
+
+
+def test_a_memory_with_parse_document_gives_what_parsing_whole_gives():
+    ten, eleven = (read(DATA / f"2020-02-29-{hour}-00-00-consensus.xz") for hour in ("10", "11"))
+    memory = EntryMemory()
+    parse_document(DocKind.CONSENSUS, ten, "moria1", memory=memory)
+    ours = parse_document(DocKind.CONSENSUS, eleven, "moria1", memory=memory)
+    plain = parse_document(DocKind.CONSENSUS, eleven, "moria1")
+    assert memory.remembered(False) is ours.entries is ours.routers
+    assert rows_of(ours.entries) == rows_of(plain.entries) and ours.raw == plain.raw

@@ -16,11 +16,11 @@ import pytest
 import stem.descriptor
 from stem.descriptor.networkstatus import NetworkStatusDocumentV3
 
-from agent import fastdesc, fastparse
-from agent.documents import _strip_annotations, parse_document
-from agent.entries import ABSENT, RouterEntries, entries_of
-from agent.errors import DocumentError
-from agent.snapshot import DocKind
+from agent.model.entries import ABSENT, RouterEntries, entries_of
+from agent.model.errors import DocumentError
+from agent.model.snapshot import DocKind
+from agent.parse import fastdesc, fastparse
+from agent.parse.documents import _strip_annotations, parse_document
 from tests.conftest import DATA
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "tordata"
@@ -265,9 +265,14 @@ def test_the_last_line_needs_no_newline():
 def test_columns_of_a_document_stem_built_and_the_mapping_they_still_are():
     raw = _strip_annotations(read(DATA / "2020-02-29-10-00-00-consensus.xz"))
     reference = NetworkStatusDocumentV3(raw, validate=True)
+    attributes = dict(vars(reference))
     converted = entries_of(reference)  # stem's entries (as tests' .create() documents have) become columns
     assert column_mismatches(converted, reference) == []
-    assert entries_of(reference) is converted  # converted once
+    again = entries_of(reference)  # converted again: nothing is kept on, or written onto, stem's object
+    assert again is not converted and again.fingerprints == converted.fingerprints
+    assert vars(reference) == attributes
+    parsed = parse_document(DocKind.CONSENSUS, raw, "moria1")
+    assert entries_of(parsed) is parsed.entries is parsed.routers  # a parsed document holds its columns
     header, entries, footer = fastparse.split_network_status(raw)
     ours = fastparse.parse_router_entries(entries, microdesc=False)
     first, last = list(reference.routers)[0], list(reference.routers)[-1]

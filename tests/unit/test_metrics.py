@@ -9,15 +9,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.authorities import default_authorities
-from agent.documents import parse_document
-from agent.geoip import GeoIP
-from agent.metrics import relays_of, snapshot_points
 from agent.metrics.catalogue import catalogue, problems
+from agent.metrics.geoip import GeoIP
 from agent.metrics.network import role_weight_fractions
+from agent.metrics.period import relays_of, snapshot_points
 from agent.metrics.relays import KNOWN_FLAGS, build_table
-from agent.snapshot import (AuthorityView, DocKind, FetchRecord, OrPortProbe, Outcome, SignatureCheck, SignatureReport,
-                            Snapshot, VoteHolding)
+from agent.model.authorities import default_authorities
+from agent.model.snapshot import (
+    AuthorityView,
+    DocKind,
+    FetchRecord,
+    OrPortProbe,
+    Outcome,
+    SignatureCheck,
+    SignatureReport,
+    Snapshot,
+    VoteHolding,
+)
+from agent.parse.documents import parse_document
 from tests.conftest import DATA, full_consensuses, parse_data, read_data
 
 GEOIP = GeoIP.load(DATA / "geoip-excerpt")
@@ -124,7 +133,8 @@ def test_descriptors_give_platform_advertised_bandwidth_and_families(hour10, des
     table = build_table(hour10, descriptors, GEOIP)
     newest = {}
     for d in descriptors:
-        if d.fingerprint in hour10.routers and (d.fingerprint not in newest or d.published > newest[d.fingerprint].published):
+        if d.fingerprint in hour10.routers and (d.fingerprint not in newest
+                                                or d.published > newest[d.fingerprint].published):
             newest[d.fingerprint] = d
     in_consensus = list(newest.values())
     assert len(in_consensus) < len([d for d in descriptors if d.fingerprint in hour10.routers])  # duplicates exist
@@ -226,7 +236,8 @@ def test_no_accepted_consensus_still_records_the_fetches():
     record = FetchRecord("moria1", DocKind.CONSENSUS, "http://x", now, error="connection refused")
     snapshot = Snapshot("test", now, now, list(default_authorities()), {}, [record])
     points = snapshot_points(snapshot, None, GEOIP)
-    assert [(p.measurement, p.fields["answered"], p.fields["ok"]) for p in points] == [("tor_authority_fetch", 0.0, 0.0)]
+    assert [(p.measurement, p.fields["answered"], p.fields["ok"]) for p in points] == [
+        ("tor_authority_fetch", 0.0, 0.0)]
     assert problems(points) == []
 
 

@@ -4,8 +4,11 @@ import dataclasses
 from datetime import datetime
 
 import pytest
+from stem.descriptor.networkstatus import NetworkStatusDocumentV3
 
-from agent.signatures import check_signatures, trust_certificates
+from agent.model.network_status import NetworkStatus
+from agent.parse.documents import _strip_annotations
+from agent.parse.signatures import check_signatures, trust_certificates
 
 
 @pytest.fixture(scope="module")
@@ -19,43 +22,50 @@ def test_every_certificate_checks_out(trusted):
     assert len(trusted) == 9
 
 
-def test_ns_consensus_sha1_signatures_all_verify(consensus_bytes, consensus, trusted):
-    report = check_signatures(consensus_bytes, consensus, trusted)
+def test_ns_consensus_sha1_signatures_all_verify(consensus, trusted):
+    report = check_signatures(consensus, trusted)
     assert {check.algorithm for check in report.checks} == {"sha1"}
     assert len(report.valid_identities) == 8 == len(consensus.signatures)
 
 
-def test_microdesc_consensus_sha256_signatures_all_verify(microdesc_bytes, microdesc_consensus, trusted):
-    report = check_signatures(microdesc_bytes, microdesc_consensus, trusted)
+def test_microdesc_consensus_sha256_signatures_all_verify(microdesc_consensus, trusted):
+    report = check_signatures(microdesc_consensus, trusted)
     assert {check.algorithm for check in report.checks} == {"sha256"}
     assert len(report.valid_identities) == 8
 
 
 def test_agrees_with_stem_on_the_ns_flavour(consensus_bytes, consensus, certificates, trusted):
-    consensus.validate_signatures(certificates)  # stem: raises if fewer than half verify
-    ours = check_signatures(consensus_bytes, consensus, trusted)
+    whole = NetworkStatusDocumentV3(_strip_annotations(consensus_bytes))  # stem's own document, entries and all
+    whole.validate_signatures(certificates)  # stem: raises if fewer than half verify
+    ours = check_signatures(consensus, trusted)
     assert len(ours.valid_identities) >= len(consensus.signatures) / 2
 
 
-def test_one_changed_byte_invalidates_every_signature(consensus_bytes, consensus, trusted):
-    tampered = consensus_bytes.replace(b"s Exit Fast", b"s Exit Fass", 1)
-    assert tampered != consensus_bytes
-    report = check_signatures(tampered, consensus, trusted)
+def test_one_changed_byte_invalidates_every_signature(consensus, trusted):
+    tampered = consensus.raw.replace(b"s Exit Fast", b"s Exit Fass", 1)
+    assert tampered != consensus.raw
+    report = check_signatures(NetworkStatus(consensus.header, consensus.entries, tampered), trusted)
     assert report.valid_identities == frozenset()
     assert {check.reason for check in report.checks} == {"signature does not match the document"}
 
 
-def test_missing_certificate_and_expired_certificate(consensus_bytes, consensus, trusted):
+def test_missing_certificate_and_expired_certificate(consensus, trusted):
     longclaw = "23D15D965BC35114467363C165C4F724B64B4F66"
     fewer = {key: value for key, value in trusted.items() if key[0] != longclaw}
-    report = check_signatures(consensus_bytes, consensus, fewer)
+    report = check_signatures(consensus, fewer)
     failed = [check for check in report.checks if not check.valid]
     assert [(c.identity, c.reason) for c in failed] == [(longclaw, "no trusted key certificate for this signing key")]
 
     expired = {key: dataclasses.replace(value, expires=datetime(2022, 1, 1)) for key, value in trusted.items()}
-    report = check_signatures(consensus_bytes, consensus, expired)
+    report = check_signatures(consensus, expired)
     assert report.valid_identities == frozenset()
     assert all(check.reason.startswith("key certificate expired 2022-01-01") for check in report.checks)
+
+
+def test_a_vote_has_no_bytes_to_check(consensus, trusted):
+    vote = NetworkStatus(consensus.header, consensus.entries, None)  # as a parsed vote: no bytes kept
+    with pytest.raises(ValueError, match="no bytes kept"):
+        check_signatures(vote, trusted)
 
 
 def _stand_in(real, fingerprint=None, raw=None):
@@ -97,7 +107,8 @@ def test_cross_certificate_binds_signing_key_to_identity(certificates):
                                           "does not verify"]
     missing = _stand_in(real)
     missing.crosscert = None
-    assert trust_certificates([missing])[1] == [f"certificate {real.fingerprint}: no cross-certificate (dir-key-crosscert)"]
+    assert trust_certificates([missing])[1] == [
+        f"certificate {real.fingerprint}: no cross-certificate (dir-key-crosscert)"]
 
 
 def test_odd_certificates_are_rejected_not_raised(certificates):

@@ -2,9 +2,9 @@
 
 import pytest
 
-from agent.geoip import GeoIP, load_or_empty
-from agent.metrics import versions
-from agent.state import MIGRATIONS, State
+from agent.metrics.geoip import GeoIP, load_or_empty
+from agent.model import versions
+from agent.pipeline.state import MIGRATIONS, State
 from tests.conftest import DATA
 
 
@@ -15,7 +15,7 @@ def test_geoip_excerpt():
 
 def test_geoip_remembers_recent_addresses_within_its_bound(monkeypatch):
     geoip = GeoIP.load(DATA / "geoip-excerpt")
-    monkeypatch.setattr("agent.geoip.KNOWN_LIMIT", 3)
+    monkeypatch.setattr("agent.metrics.geoip.KNOWN_LIMIT", 3)
     first = geoip.countries(["128.31.0.39", "45.66.35.11", "10.0.0.1"])
     looked_up = []
     look_up = geoip._look_up
@@ -57,7 +57,7 @@ def test_state_keeps_recent_periods_and_migrates_once(tmp_path):
 
 def test_geoip_read_in_chunks_is_the_same_database(monkeypatch):
     whole = GeoIP.load(DATA / "geoip-excerpt")
-    monkeypatch.setattr("agent.geoip._CHUNK_LINES", 3)
+    monkeypatch.setattr("agent.metrics.geoip._CHUNK_LINES", 3)
     chunked = GeoIP.load(DATA / "geoip-excerpt")
     assert chunked.starts.tolist() == whole.starts.tolist() and chunked.ends.tolist() == whole.ends.tolist()
     assert [chunked.names[c] for c in chunked.codes] == [whole.names[c] for c in whole.codes]
@@ -69,7 +69,7 @@ def test_geoip_read_in_chunks_is_the_same_database(monkeypatch):
     ["16777216,16777471,AU \n", "16777472,16778239,CN\n"],  # a stray space: read line by line, as before
 ])
 def test_geoip_lines_read_in_bulk_as_line_by_line(lines):
-    from agent.geoip import _parse_chunk, _parse_lines
+    from agent.metrics.geoip import _parse_chunk, _parse_lines
 
     bulk_names, line_names = {"??": 0}, {"??": 0}
     bulk, by_line = _parse_chunk(lines, 0, "geoip", bulk_names), _parse_lines(lines, 0, "geoip", line_names)

@@ -10,9 +10,9 @@ import pytest
 from influxdb_client import Point as LibraryPoint
 from influxdb_client import WritePrecision
 
-from agent.errors import StoreError
-from agent.metrics.points import Point, PointColumns
-from agent.retry import RetryPolicy
+from agent.model.errors import StoreError
+from agent.model.points import Point, PointColumns
+from agent.model.retry import RetryPolicy
 from agent.store.lineprotocol import encode, encode_all
 from agent.store.outbox import HEADER, MAGIC, Outbox
 

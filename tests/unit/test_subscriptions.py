@@ -9,12 +9,13 @@ from stem.descriptor.networkstatus import NetworkStatusDocumentV3
 from stem.descriptor.router_status_entry import RouterStatusEntryV3
 from stem.descriptor.server_descriptor import RelayDescriptor
 
-from agent.authorities import Authority
-from agent.config import load_config
-from agent.snapshot import AuthorityView, Snapshot
-from agent.state import State
+from agent.config.loader import load_config
+from agent.model.authorities import Authority
+from agent.model.errors import SubscriptionError
+from agent.model.snapshot import AuthorityView, Snapshot
+from agent.pipeline.state import State
 from agent.subscriptions.events import bandwidth_votes, conditions, effective_family, relay_status
-from agent.subscriptions.store import SubscriptionError, SubscriptionStore
+from agent.subscriptions.store import SubscriptionStore
 from agent.subscriptions.watch import RelayWatch
 from tests.unit.test_checks import _b64
 
@@ -40,7 +41,8 @@ def descriptor(fingerprint, family=(), contact="op@example.org", hibernating=Fal
 
 def entry(fingerprint, flags="Fast Guard Running Stable Valid", weight=1000, version="0.4.8.12", nickname=None):
     return RouterStatusEntryV3.create({
-        "r": f"{nickname or 'relay' + fingerprint[0]} {_b64(fingerprint)} {'B' * 27} 2026-11-24 11:00:00 10.0.0.1 9001 0",
+        "r": f"{nickname or 'relay' + fingerprint[0]} {_b64(fingerprint)} {'B' * 27} "
+             "2026-11-24 11:00:00 10.0.0.1 9001 0",
         "s": flags, "w": f"Bandwidth={weight}", "v": f"Tor {version}"})
 
 
@@ -117,7 +119,8 @@ def test_flag_lost_version_weight_and_votes():
                           ("TorRelayFewAuthorities", None)}
     assert found[("TorRelayWeightDropped", None)].endswith("has consensus weight 400, down 60 % from 1000 24 h ago")
     assert "listed by 1 of 3 authorities' votes (wanted 2)" in found[("TorRelayFewAuthorities", None)]
-    few = [c for c in conditions(status, history, consensus, SETTINGS, 24 * 3600, 600) if c.id == "TorRelayFewAuthorities"]
+    few = [c for c in conditions(status, history, consensus, SETTINGS, 24 * 3600, 600)
+           if c.id == "TorRelayFewAuthorities"]
     assert few[0].wait_seconds == 1200  # two periods in a row
     restarted = relay_status(A, consensus, {A: descriptor(A, uptime=600)}, votes, bandwidth_votes(votes))
     assert {c.flag for c in conditions(restarted, history, consensus, SETTINGS, 24 * 3600)} == {None}  # no Guard/Stable
@@ -191,7 +194,7 @@ def test_contact_subscription_follows_the_contact_line(tmp_path):
 
 @pytest.fixture
 def app(tmp_path):
-    from agent.subscriptions.web import create_app
+    from agent.web.subscriptions import create_app
 
     path = tmp_path / "agent.yaml"
     path.write_text("state_dir: state\nsubscriptions:\n  rate_limit: 5 per minute\n"

@@ -8,7 +8,8 @@ import pytest
 from agent.testnet.torrc import Node, render_bandwidth_file, render_torrc
 
 AUTHORITIES = [
-    Node(f"auth{i}", "authority", 5000 + i, 6000 + i, Path(f"/n/auth{i}"), fingerprint=f"{i}" * 40, v3ident=f"{i}A" * 20)
+    Node(f"auth{i}", "authority", 5000 + i, 6000 + i, Path(f"/n/auth{i}"),
+         fingerprint=f"{i}" * 40, v3ident=f"{i}A" * 20)
     for i in (1, 2, 3)
 ]
 RELAY = Node("relay1", "relay", 7001, None, Path("/n/relay1"), fingerprint="B" * 40)

@@ -1,0 +1,93 @@
+"""The ``alerts`` and ``subscriptions`` commands (administrators' side of alerting)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+EXIT_OK, EXIT_PROBLEM = 0, 1
+
+
+def add_commands(commands, with_config) -> None:
+    alerts = commands.add_parser("alerts", help="active alerts and the delivery outbox")
+    alert_commands = alerts.add_subparsers(dest="alerts_command", required=True)
+    with_config(alert_commands.add_parser("status", help="active alerts and messages waiting for delivery"),
+                _alerts)
+    with_config(alert_commands.add_parser("drain", help="try every waiting message now"), _alerts)
+
+    subscriptions = commands.add_parser("subscriptions", help="relay-operator subscriptions")
+    sub_commands = subscriptions.add_subparsers(dest="subscriptions_command", required=True)
+    add = with_config(sub_commands.add_parser("add", help="add an active subscription (no confirmation mail)"),
+                      _subscriptions)
+    add.add_argument("email")
+    target = add.add_mutually_exclusive_group(required=True)
+    target.add_argument("--relay", metavar="FINGERPRINT")
+    target.add_argument("--family", metavar="FINGERPRINT", help="every relay in this relay's effective family")
+    target.add_argument("--contact", metavar="STRING", help="every relay with exactly this contact line")
+    listing = with_config(sub_commands.add_parser("list", help="list subscriptions"), _subscriptions)
+    listing.add_argument("--email", help="only this address's")
+    remove = with_config(sub_commands.add_parser("remove", help="remove a subscription by ID or token"),
+                         _subscriptions)
+    which = remove.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", type=int)
+    which.add_argument("--token", help="the unsubscribe token from an alert")
+
+
+def _alerts(arguments) -> int:
+    from agent.alerts.dispatch import Alerting
+    from agent.config.loader import load_config
+    from agent.pipeline.state import State
+
+    config = load_config(arguments.config)
+    state = State(config.state_dir)
+    try:
+        alerting = Alerting(config, state.db)
+        if arguments.alerts_command == "drain":
+            counts = alerting.drain(budget_seconds=120)
+            print(f"{counts['delivered']} delivered in all, {counts['waiting']} waiting, {counts['given_up']} given up")
+            return EXIT_PROBLEM if counts["waiting"] else EXIT_OK
+        for tracked in alerting.book.active():
+            told = "told" if tracked.last_notified else "not told (waiting or silenced)"
+            print(f"[{tracked.alert.severity}] {tracked.alert.label} since "
+                  f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(tracked.first_seen))} UTC, {told}")
+        waiting = alerting.outbox.waiting()
+        for channel, target, subject, attempts, error in waiting:
+            print(f"waiting: {channel} to {target}: {subject} ({attempts} attempts; {error or 'not tried yet'})")
+        counts = alerting.outbox.counts()
+        print(f"{counts['waiting']} waiting, {counts['delivered']} delivered, {counts['given_up']} given up")
+        return EXIT_OK
+    finally:
+        state.close()
+
+
+def _subscriptions(arguments) -> int:
+    from agent.config.loader import load_config
+    from agent.model.errors import SubscriptionError
+    from agent.pipeline.state import State
+    from agent.subscriptions.store import SubscriptionStore
+
+    config = load_config(arguments.config)
+    state = State(config.state_dir)
+    store = SubscriptionStore(state.db)
+    try:
+        action = arguments.subscriptions_command
+        if action == "add":
+            kind = next(k for k in ("relay", "family", "contact") if getattr(arguments, k))
+            try:
+                added = store.add_active(arguments.email, kind, getattr(arguments, kind), int(time.time()))
+            except SubscriptionError as error:
+                print(f"not added: {error}", file=sys.stderr)
+                return EXIT_PROBLEM
+            print(f"subscription {added.id}: {added.email} {added.kind} {added.target} (active)")
+            return EXIT_OK
+        if action == "remove":
+            removed = store.remove(arguments.id) if arguments.id is not None else store.unsubscribe(arguments.token)
+            print("removed" if removed else "no such subscription")
+            return EXIT_OK if removed else EXIT_PROBLEM
+        shown = store.of(arguments.email) if arguments.email else store.everything()
+        for s in shown:
+            print(f"{s.id}\t{s.status}\t{s.email}\t{s.kind}\t{s.target}")
+        print(f"{len(shown)} subscriptions")
+        return EXIT_OK
+    finally:
+        state.close()

@@ -1,0 +1,395 @@
+"""The ``allium-agent`` command line; the only place logging is configured.
+
+Exit codes: 0 success; 1 the command ran but found a problem (``once``: no
+authority served a consensus with a quorum of valid signatures); 2 bad
+configuration or usage; 3 the private network could not be managed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from agent import __version__
+from agent.model.errors import ConfigError, StoreError, TestnetError
+
+log = logging.getLogger("agent")
+
+EXIT_OK, EXIT_PROBLEM, EXIT_CONFIG, EXIT_TESTNET = 0, 1, 2, 3
+
+
+def _with_config(parser: argparse.ArgumentParser, handler) -> argparse.ArgumentParser:
+    """Adds the --config option every agent command takes, and the function that runs the command."""
+    parser.add_argument("--config", help="config file (default: $ALLIUM_AGENT_CONFIG or the defaults)")
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="allium-agent",
+                                     description="Watches the Tor network's directory authorities.")
+    parser.add_argument("--version", action="version", version=f"allium-agent {__version__}")
+    parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="overrides logging.level from the config")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    config = commands.add_parser("config", help="configuration tools")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    check = config_commands.add_parser("check", help="validate a config file and report every problem")
+    check.set_defaults(handler=lambda arguments: _config_check(arguments.file))
+    check.add_argument("file", nargs="?", help="config file (default: $ALLIUM_AGENT_CONFIG or the defaults)")
+
+    once = _with_config(commands.add_parser("once", help="fetch one voting period now and report per authority"), _once)
+    once.add_argument("--json", action="store_true", help="print the documented JSON object (docs/once-json.md)")
+
+    _with_config(commands.add_parser("run", help="run as a daemon: one cycle per voting period until SIGTERM/SIGINT"),
+                 _run)
+
+    status = _with_config(commands.add_parser("status", help="the last cycle and the agent's health (exit 1 if stale)"),
+                          _status)
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+
+    checks = _with_config(commands.add_parser(
+        "check", help="run the consensus-health checks now (or on files) and list findings"), _check)
+    checks.add_argument("--from", dest="paths", nargs="+", action="extend", metavar="PATH",
+                        help="judge the newest period in these files instead of fetching (repeatable)")
+    checks.add_argument("--json", action="store_true", help="print the findings as JSON")
+
+    backfill = _with_config(commands.add_parser(
+        "backfill", help="replay archived periods (CollecTor files, tarballs) into the store"), _backfill)
+    backfill.add_argument("paths", nargs="+", help="files, directories or .tar/.tar.xz archives")
+    backfill.add_argument("--since", type=_utc_time, help="first valid-after to write (UTC, e.g. 2020-02-29T10:00)")
+    backfill.add_argument("--until", type=_utc_time, help="last valid-after to write (UTC)")
+    backfill.add_argument("--force", action="store_true", help="rewrite periods already written")
+    backfill.add_argument("--no-progress", action="store_true", help="no progress bar")
+    backfill.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1),
+                          help="worker processes computing periods (default: the CPUs, at most 4; 1: none)")
+
+    outbox = commands.add_parser("outbox", help="the periods waiting for the TSDB")
+    outbox_commands = outbox.add_subparsers(dest="outbox_command", required=True)
+    for name, text in (("status", "show how many periods wait and their time range"),
+                       ("drain", "deliver waiting periods to store.url now, oldest first")):
+        _with_config(outbox_commands.add_parser(name, help=text), _outbox)
+
+    query = _with_config(commands.add_parser(
+        "query", help="run a PromQL query against query.url (VictoriaMetrics or Prometheus)"), _query)
+    query.add_argument("promql", help="the query, e.g. 'tor_network_relays'")
+    when = query.add_mutually_exclusive_group()
+    when.add_argument("--at", type=_utc_time, help="evaluate at this time (UTC) instead of now")
+    when.add_argument("--range", dest="range_", metavar="DURATION", help="a range query over e.g. 7d, 24h, 90m")
+    query.add_argument("--step", metavar="DURATION", help="range step (default: the range / 250)")
+    query.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+    from agent.cli.alerting import add_commands
+
+    add_commands(commands, _with_config)
+    from agent.cli.detect import add_commands as add_detect_commands
+
+    add_detect_commands(commands, _with_config)
+
+    testnet = commands.add_parser("testnet", help="a private Tor network on 127.0.0.1")
+    testnet_commands = testnet.add_subparsers(dest="testnet_command", required=True)
+    for name, text in (("up", "create (if needed) and start the network, wait for a consensus"),
+                       ("status", "show each node, its pid and the consensus each authority serves"),
+                       ("down", "stop every node by PID"),
+                       ("start", "start stopped nodes (all, or those named)"),
+                       ("stop", "stop nodes by name, e.g. one authority")):
+        sub = testnet_commands.add_parser(name, help=text)
+        sub.set_defaults(handler=_testnet)
+        sub.add_argument("--dir", default="testnet", help="the network's directory (default: ./testnet)")
+        if name in ("start", "stop"):
+            sub.add_argument("nodes", nargs="*", help="node names (default: all)")
+        if name == "up":
+            sub.add_argument("--authorities", type=int, default=3, help="directory authorities (default 3)")
+            sub.add_argument("--relays", type=int, default=3, help="relays (default 3)")
+            sub.add_argument("--interval", type=int, default=10, help="voting interval in seconds (default 10)")
+            sub.add_argument("--no-wait", action="store_true", help="return without waiting for a consensus")
+    return parser
+
+
+def _utc_time(text: str) -> datetime:
+    """An ISO time, taken as UTC, as the naive datetime stem uses."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO time: {text!r} (e.g. 2020-02-29T10:00)") from None
+    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = _parser().parse_args(argv)
+    _configure_logging(arguments.log_level or "INFO")
+    try:
+        return arguments.handler(arguments)
+    except ConfigError as error:
+        print(f"configuration error in {error.source}:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except TestnetError as error:
+        print(f"testnet: {error}", file=sys.stderr)
+        return EXIT_TESTNET
+    except StoreError as error:
+        print(f"store: {error}", file=sys.stderr)
+        return EXIT_PROBLEM
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%dT%H:%M:%S")
+    # urllib3 logs every connection at DEBUG and retries at WARNING; our records say it better.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
+    # APScheduler logs every job run at INFO; our one summary line per cycle says more.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+def _config_check(path: str | None) -> int:
+    from agent.config.loader import load_config
+
+    config = load_config(path)
+    print(f"{config.source}: OK ({len(config.authorities.bootstrap)} bootstrap authorities, "
+          f"vantage {config.vantage!r})")
+    return EXIT_OK
+
+
+def _once(arguments) -> int:
+    from agent.cli.report import build_report, render_table
+    from agent.config.loader import load_config
+    from agent.loop.once import run_cycle
+    from agent.metrics.geoip import load_or_empty
+    from agent.pipeline.state import State
+    from agent.store.store import Store
+
+    config = load_config(arguments.config)
+    if not arguments.log_level:
+        logging.getLogger().setLevel(config.log_level)
+    state = State(config.state_dir)
+    store = Store.from_config(config)
+    try:
+        result = run_cycle(config, state, store, load_or_empty(config.metrics.geoip_file))
+    finally:
+        store.close()
+        state.close()
+    report = build_report(result.snapshot, result.saved)
+    print(json.dumps(report, indent=2) if arguments.json else render_table(report))
+    return EXIT_OK if report["valid_after"] else EXIT_PROBLEM
+
+
+def _run(arguments) -> int:
+    import signal
+    import threading
+
+    from agent.config.loader import load_config
+    from agent.loop.runner import PeriodRunner
+    from agent.loop.scheduler import Daemon
+    from agent.metrics.geoip import load_or_empty
+    from agent.pipeline.state import State
+    from agent.store.store import Store
+
+    config = load_config(arguments.config)
+    if not arguments.log_level:
+        logging.getLogger().setLevel(config.log_level)
+    stop = threading.Event()
+
+    def request_stop(signum, frame):
+        log.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    state = State(config.state_dir)
+    store = Store.from_config(config)
+    log.info("allium-agent %s starting: vantage %s, %d bootstrap authorities, store %s, state %s",
+             __version__, config.vantage, len(config.authorities.bootstrap), config.store.url or "outbox only",
+             config.state_dir)
+    runner = PeriodRunner(config, state, store, load_or_empty(config.metrics.geoip_file))
+    web = None
+    if config.subscriptions.listen:
+        from agent.web.subscriptions import WebServer
+
+        web = WebServer(config).start()
+    finished = Daemon(runner, stop, config.schedule.grace_seconds).run()
+    if web is not None:
+        web.stop()
+    if not finished:
+        # The cycle thread is stuck in I/O; everything it stored is fsync'd in the outbox.
+        logging.shutdown()
+        os._exit(EXIT_OK)
+    store.close()
+    state.close()
+    log.info("stopped")
+    return EXIT_OK
+
+
+def _backfill(arguments) -> int:
+    from agent.config.loader import load_config
+    from agent.loop.backfill import backfill
+    from agent.metrics.geoip import load_or_empty
+    from agent.pipeline.state import State
+    from agent.store.store import Store
+
+    config = load_config(arguments.config)
+    state = State(config.state_dir)
+    store = Store.from_config(config)
+    try:
+        result = backfill([Path(p) for p in arguments.paths], config, state, store,
+                          load_or_empty(config.metrics.geoip_file), arguments.since, arguments.until,
+                          arguments.force, progress=not arguments.no_progress, jobs=max(1, arguments.jobs))
+    finally:
+        store.close()
+        state.close()
+    documents = ", ".join(f"{count} {kind}" for kind, count in sorted(result.documents.items())) or "none"
+    print(f"read: {documents}; {result.read.ignored} files of other kinds passed over")
+    print(f"periods: {result.periods_found} found, {result.periods_written} written, "
+          f"{result.periods_already_done} already written (use --force to rewrite), "
+          f"{result.periods_without_consensus} without a consensus, {result.periods_unverified} unverified "
+          f"(no key certificates for their signers in the input)")
+    print(f"points: {result.points}; {result.lines_written} lines delivered to {config.store.url or 'nowhere'}; "
+          f"{result.periods_waiting} periods wait in the outbox")
+    problems = result.read.unreadable + result.periods_rejected
+    for problem in problems:
+        print(f"problem: {problem}")
+    return EXIT_PROBLEM if problems else EXIT_OK
+
+
+def _check(arguments) -> int:
+    from agent.config.loader import load_config
+    from agent.pipeline.judge import Memory, judge_checks
+
+    config = load_config(arguments.config)
+    if arguments.paths:
+        from agent.loop.backfill import newest_snapshot
+
+        snapshot, read = newest_snapshot([Path(p) for p in arguments.paths], config)
+        for problem in read.read.unreadable:
+            print(f"problem: {problem}", file=sys.stderr)
+        if snapshot is None:
+            print("no usable consensus in the files", file=sys.stderr)
+            return EXIT_CONFIG
+    else:
+        from agent.loop.collect import collect
+
+        snapshot = collect(config)
+    findings, _ = judge_checks(snapshot, Memory(), config)
+    active = [f for f in findings if not f.silenced_by]
+    if arguments.json:
+        print(json.dumps({"valid_after": str(snapshot.valid_after) if snapshot.valid_after else None,
+                          "findings": [f.as_dict() for f in findings]}, indent=2))
+    else:
+        for finding in findings:
+            muted = f" [silenced: {finding.silenced_by}]" if finding.silenced_by else ""
+            print(f"[{finding.severity}] {finding.check}: {finding.description}{muted}")
+        counts = {s: sum(1 for f in active if f.severity == s) for s in ("critical", "warning", "info")}
+        print(f"{len(findings)} findings ({counts['critical']} critical, {counts['warning']} warning, "
+              f"{counts['info']} info, {len(findings) - len(active)} silenced)")
+    if any(f.severity == "critical" for f in active):
+        return 2
+    return 1 if any(f.severity == "warning" for f in active) else EXIT_OK
+
+
+def _query(arguments) -> int:
+    from agent.config.loader import load_config
+    from agent.model.errors import QueryError
+    from agent.store.query import duration_seconds, render, run_query
+
+    config = load_config(arguments.config)
+    if not config.query.url:
+        print("no query.url configured (the PromQL endpoint, e.g. http://127.0.0.1:8428)", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        range_seconds = duration_seconds(arguments.range_) if arguments.range_ else None
+        step_seconds = duration_seconds(arguments.step) if arguments.step else None
+    except ValueError as error:
+        print(f"query: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        result = run_query(config.query.url, arguments.promql, arguments.at and arguments.at.replace(
+            tzinfo=timezone.utc), range_seconds, step_seconds, config.query.timeout_seconds)
+    except QueryError as error:
+        print(f"query failed: {error}", file=sys.stderr)
+        return EXIT_PROBLEM
+    sys.stdout.write(render(result, arguments.format))
+    return EXIT_OK
+
+
+def _status(arguments) -> int:
+    from agent.cli.health import health
+    from agent.config.loader import load_config
+
+    config = load_config(arguments.config)
+    report = health(config)
+    if arguments.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print("\n".join(f"{key}: {value}" for key, value in report.items() if key != "last_cycle"))
+        for key, value in (report.get("last_cycle") or {}).items():
+            print(f"  last cycle {key}: {value}")
+    return EXIT_OK if report["healthy"] else EXIT_PROBLEM
+
+
+def _outbox(arguments) -> int:
+    from agent.config.loader import load_config
+    from agent.store.store import Store
+
+    config = load_config(arguments.config)
+    store = Store.from_config(config)
+    try:
+        if arguments.outbox_command == "drain":
+            if store.writer is None:
+                print("no store.url configured: nothing to drain to", file=sys.stderr)
+                return EXIT_PROBLEM
+            periods, lines, error = store.drain()
+            print(f"delivered {periods} periods ({lines} lines) to {store.writer.url}; "
+                  f"{store.outbox.records} periods wait" + (f" ({error})" if error else ""))
+            return EXIT_PROBLEM if error else EXIT_OK
+        times = [record.time for record in store.outbox.pending()]
+        span = ""
+        if times:
+            span = (f", {datetime.fromtimestamp(min(times), timezone.utc):%Y-%m-%d %H:%M:%S} to "
+                    f"{datetime.fromtimestamp(max(times), timezone.utc):%Y-%m-%d %H:%M:%S} UTC")
+        print(f"{store.outbox.directory}: {len(times)} periods waiting, {store.outbox.pending_bytes} bytes "
+              f"(limit {store.outbox.max_bytes}){span}")
+        return EXIT_OK
+    finally:
+        store.close()
+
+
+def _testnet(arguments) -> int:
+    from agent.testnet import network as testnet
+    from agent.testnet.watch import describe, status_lines, wait_until_ready
+
+    directory = Path(arguments.dir)
+    action = arguments.testnet_command
+    if action == "up":
+        if (directory / testnet.DESCRIPTION).exists():
+            network = testnet.Network.load(directory)
+        else:
+            network = testnet.create(directory, arguments.authorities, arguments.relays, arguments.interval)
+        testnet.start(network)
+        if not arguments.no_wait:
+            try:
+                ready = wait_until_ready(network)
+            except TestnetError:
+                testnet.stop(network)  # never leave half a network running behind a failed command
+                print(f"testnet: stopped every node; their logs are in {network.directory}", file=sys.stderr)
+                raise
+            for served in ready:
+                print(describe(served))
+        print(f"agent config: {network.directory / testnet.AGENT_CONFIG}")
+        return EXIT_OK
+    network = testnet.Network.load(directory)
+    if action == "status":
+        print("\n".join(status_lines(network)))
+    elif action == "start":
+        testnet.start(network, arguments.nodes or None)
+        print("\n".join(status_lines(network)))
+    else:  # down, stop
+        names = None if action == "down" else (arguments.nodes or None)
+        stopped = testnet.stop(network, names)
+        print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+    return EXIT_OK

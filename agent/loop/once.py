@@ -1,0 +1,37 @@
+"""``allium-agent once``: one period fetched, judged and recorded, without alerts (those are the daemon's)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent.config.loader import Config
+from agent.loop.collect import collect
+from agent.metrics.geoip import GeoIP
+from agent.model.snapshot import Snapshot
+from agent.pipeline.judge import judge
+from agent.pipeline.record import Detectors, memory_of, record
+from agent.pipeline.state import State
+from agent.store.store import SaveResult, Store
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    """What ``once`` reports: the snapshot, what was saved, the findings."""
+
+    snapshot: Snapshot
+    saved: SaveResult
+    findings: list
+
+
+def run_cycle(config: Config, state: State, store: Store, geoip: GeoIP) -> CycleResult:
+    """``once``: fetches one period, judges it and records it (no alerts: those are the daemon's)."""
+    return once_from(collect(config), config, state, store, geoip)
+
+
+def once_from(snapshot: Snapshot, config: Config, state: State, store: Store, geoip: GeoIP) -> CycleResult:
+    """One collected (or archived) snapshot through judge and record."""
+    detectors = Detectors(config) if config.detect.enabled else None
+    memory = memory_of(snapshot, state, detectors)
+    result = judge(snapshot, memory, config, geoip)
+    saved = record(result, store, state, memory, detectors=detectors)
+    return CycleResult(snapshot, saved, result.findings)

@@ -1,0 +1,217 @@
+"""The daemon's cycle: record each new voting period exactly once, and say when to look next.
+
+Timing comes from the documents: the next period starts at the current
+consensus's fresh-until, so the next cycle runs then plus a small poll delay;
+until the new consensus is served, the cycle is retried every few seconds
+(within the period). A period already recorded is never recorded again, and
+a period that appears late (valid-after jumped by more than one period while
+the agent ran) is counted as skipped.
+
+Self-monitoring goes to the ``allium_agent`` measurement at the period's
+time, and each cycle logs one INFO summary line.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from agent.alerts.dispatch import Alerting
+from agent.config.loader import Config
+from agent.loop.collect import collect
+from agent.metrics.geoip import GeoIP
+from agent.model.points import Point, point
+from agent.model.snapshot import Outcome, Snapshot
+from agent.model.time import unix, utc_now
+from agent.pipeline.judge import PeriodResult, judge
+from agent.pipeline.record import Detectors, describe, memory_of, record
+from agent.pipeline.state import State
+from agent.store.store import SaveResult, Store
+from agent.subscriptions.watch import RelayWatch
+
+log = logging.getLogger(__name__)
+
+PROCESSED, NOT_YET, FAILED = "processed", "not yet", "failed"
+
+
+@dataclass(frozen=True)
+class CycleOutcome:
+    status: str
+    next_run: datetime
+    summary: dict
+
+
+class PeriodRunner:
+    """Runs one cycle at a time (a lock guards it, whatever calls it)."""
+
+    def __init__(self, config: Config, state: State, store: Store, geoip: GeoIP):
+        self.config, self.state, self.store, self.geoip = config, state, store, geoip
+        self.authorities = list(config.authorities.bootstrap)
+        self.alerting = Alerting(config, state.db)
+        self.watch = RelayWatch(state.db, config.subscriptions)
+        self.detectors = Detectors(config) if config.detect.enabled else None
+        self._lines_written = 0  # by the previous save, reported with the next period
+        self._lock = threading.Lock()
+        self.idle = threading.Event()
+        self.idle.set()
+
+    def cycle(self, stop: threading.Event | None = None) -> CycleOutcome:
+        if not self._lock.acquire(blocking=False):
+            log.warning("a cycle is still running; not starting another")
+            return CycleOutcome(NOT_YET, utc_now() + self._retry(), {"status": "busy"})
+        self.idle.clear()
+        try:
+            return self._cycle(stop)
+        finally:
+            self.idle.set()
+            self._lock.release()
+
+    def _cycle(self, stop: threading.Event | None) -> CycleOutcome:
+        started, started_at = time.monotonic(), utc_now()
+        summary: dict = {"started_at": started_at.isoformat(timespec="seconds")}
+        try:
+            snapshot = collect(self.config, self.authorities, cancel=stop)
+            if snapshot.latest_consensus() is not None:
+                self.authorities = snapshot.authorities  # discovery carries over to the next cycle
+            status, next_run = self._handle(snapshot, summary)
+        except Exception:
+            log.exception("cycle failed; the next one runs as scheduled")
+            status, next_run = FAILED, utc_now() + self._retry()
+            summary["errors"] = self.state.count("cycle_errors")
+        summary.update(status=status, duration_seconds=round(time.monotonic() - started, 3),
+                       next_run=next_run.isoformat(timespec="seconds"))
+        self.state.set_last_cycle(summary)
+        log.info("cycle %s", _summary_line(summary))
+        return CycleOutcome(status, next_run, summary)
+
+    def _handle(self, snapshot: Snapshot, summary: dict) -> tuple[str, datetime]:
+        consensus = snapshot.latest_consensus()
+        failures = sum(1 for record in snapshot.records if record.outcome is Outcome.FAILED)
+        rejected = sum(1 for record in snapshot.records if record.rejected)
+        summary.update(fetch_failures=failures, documents_rejected=rejected)
+        if consensus is None:
+            summary["problem"] = "no authority served a consensus a client would accept"
+            self.state.count("cycles_without_consensus")
+            # The fetch records still become points (at the fetch time): an outage must show.
+            saved = self._record(snapshot, summary, failed=True)
+            summary.update(points=saved.points, storage=describe(saved))
+            return FAILED, utc_now() + self._retry()
+        valid_after = unix(consensus.valid_after)
+        period = unix(consensus.fresh_until) - valid_after
+        summary.update(valid_after=consensus.valid_after.isoformat(), period_seconds=period)
+        last = self.state.last_processed()
+        if last is not None and valid_after <= last:
+            self.drain_deliveries()
+            expected = datetime.fromtimestamp(last + period, timezone.utc) + self._poll_delay()
+            return NOT_YET, min(max(expected, utc_now() + timedelta(seconds=1)), utc_now() + self._retry())
+        skipped = max(0, (valid_after - last) // period - 1) if last is not None and period > 0 else 0
+        if skipped:
+            log.warning("%d period(s) before %s were not recorded (the agent was down or late)",
+                        skipped, consensus.valid_after)
+            self.state.count("periods_skipped", skipped)
+        processed = self.state.counters().get("periods_processed", 0) + 1
+        saved = self._record(snapshot, summary, processed=processed)
+        self.state.record_processed(valid_after, period, unix(utc_now()))
+        summary.update(points=saved.points, storage=describe(saved), periods_waiting=saved.periods_waiting)
+        next_run = datetime.fromtimestamp(unix(consensus.fresh_until), timezone.utc) + self._poll_delay()
+        return PROCESSED, max(next_run, utc_now() + timedelta(seconds=1))
+
+    def _record(self, snapshot: Snapshot, summary: dict, failed: bool = False, processed: int = 0) -> SaveResult:
+        """The period through judge and record: alerts, then one save with the self-metrics."""
+        memory = memory_of(snapshot, self.state, self.detectors)
+        result = judge(snapshot, memory, self.config, self.geoip)
+
+        def alert(judged: PeriodResult) -> None:
+            self._alert(snapshot, judged.findings, summary, failed)
+
+        def self_metrics(judged: PeriodResult) -> list[Point]:
+            return [] if failed else self._self_metrics(summary, judged, processed)
+
+        saved = record(result, self.store, self.state, memory, alert, self_metrics, self.detectors)
+        self._lines_written = saved.lines_written
+        return saved
+
+    def _alert(self, snapshot: Snapshot, findings: list, summary: dict, failed: bool = False) -> None:
+        """Alerts for a judged period, then a drain of the delivery outbox; never fails the cycle.
+
+        A recorded period is alerted on in its own time (valid-after), once;
+        a failed period (no consensus) is retried every few seconds, so its
+        findings are alerted on at most once per voting period, in clock time.
+        """
+        try:
+            now = int(time.time())
+            consensus = snapshot.latest_consensus()
+            period = None if failed or consensus is None else unix(consensus.valid_after)
+            if failed and now - self.state.last_alerted() < (self.state.period_seconds() or 3600):
+                return
+            notices = self.alerting.on_period(findings, self._relay_alerts(snapshot, period or now), period)
+            self.state.set_last_alerted(now)
+            counts = self.alerting.drain()
+            summary.update(notices=len(notices), deliveries_waiting=counts["waiting"])
+        except Exception:
+            log.exception("alerting failed; the period's findings are stored and alerting resumes next period")
+
+    def _relay_alerts(self, snapshot: Snapshot, now: int):
+        """Subscription alerts, or None if they cannot be judged (then they stay as they were)."""
+        try:
+            return self.watch.alerts(snapshot, now)
+        except Exception:
+            log.exception("evaluating subscriptions failed; network alerts go out regardless")
+            return None
+
+    def drain_deliveries(self) -> None:
+        """Retries waiting messages between periods (a server that came back need not wait an hour)."""
+        try:
+            self.alerting.drain()
+        except Exception:
+            log.exception("draining the delivery outbox failed")
+
+    def _self_metrics(self, summary: dict, result: PeriodResult, processed: int) -> list[Point]:
+        """The allium_agent point of a recorded period, saved with its points.
+
+        Saved with the period, so the outbox figures are those before this
+        period was added, and ``points_written`` is what the previous save delivered.
+        """
+        counters = self.state.counters()
+        deliveries = self.alerting.outbox.counts()
+        fields = {
+            "cycle_duration_seconds": (utc_now() - datetime.fromisoformat(summary["started_at"])).total_seconds(),
+            "last_success_seconds": unix(utc_now()),
+            "fetch_failures": summary["fetch_failures"],
+            "documents_rejected": summary["documents_rejected"],
+            "points": len(result.points) + 1,
+            "points_written": self._lines_written,
+            "outbox_periods": self.store.outbox.records,
+            "outbox_bytes": self.store.outbox.pending_bytes,
+            "periods_processed_total": processed,
+            "periods_skipped_total": counters.get("periods_skipped", 0),
+            "cycle_errors_total": counters.get("cycle_errors", 0),
+            "alerts_active": self.alerting.book.count(),
+            "deliveries_waiting": deliveries["waiting"],
+            "deliveries_given_up": deliveries["given_up"],
+        }
+        return [point("allium_agent", {"vantage": self.config.vantage}, fields, result.time)]
+
+    def _poll_delay(self) -> timedelta:
+        return timedelta(seconds=self.config.schedule.poll_delay_seconds)
+
+    def _retry(self) -> timedelta:
+        return timedelta(seconds=self.config.schedule.retry_seconds)
+
+
+def _summary_line(summary: dict) -> str:
+    parts = [summary["status"], f"in {summary['duration_seconds']} s"]
+    if "valid_after" in summary:
+        parts.append(f"consensus {summary['valid_after']}")
+    for key in ("points", "fetch_failures", "documents_rejected", "periods_waiting"):
+        if key in summary:
+            parts.append(f"{key.replace('_', ' ')} {summary[key]}")
+    if "storage" in summary:
+        parts.append(summary["storage"])
+    if "problem" in summary:
+        parts.append(summary["problem"])
+    parts.append(f"next {summary['next_run']}")
+    return "; ".join(parts)

@@ -1,0 +1,393 @@
+"""A focused fast path for router status entries (consensus, votes, microdesc consensus), into columns.
+
+stem's validating parser builds every field of every entry (exit policies,
+protocol sets, ...) and takes about 0.5 s per full consensus or vote. The
+agent reads a handful of fields, so this reads exactly those, with the same
+names, types and values as stem (``tests/unit/test_fastparse.py`` compares
+them with stem field by field on every real document we have), and checks
+what it reads: a malformed line raises ValueError naming it. The header and
+footer stay stem's (parsed and validated by stem, without the entries);
+signatures are verified by ``agent.parse.signatures``.
+
+The work is done per kind of line, not per entry: one regular expression
+picks the lines we read (the rest are skipped in C), each line is assigned
+to its entry by a running count of ``r`` lines, and each kind is checked
+and converted in bulk; a line the bulk check refuses is read on its own,
+which names what is wrong with it. ``r`` lines are also remembered by their
+text: the consensus and the nine votes of a period, and consecutive hours,
+mostly repeat them.
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+import socket
+from datetime import datetime
+from functools import lru_cache
+from itertools import islice
+
+import numpy as np
+import stem.version
+
+from agent.model.entries import ABSENT, RouterEntries
+
+ENTRY_START = b"\nr "
+FOOTER_START = b"\ndirectory-footer"
+
+
+def split_network_status(raw: bytes) -> tuple[bytes, bytes, bytes]:
+    """(header, entries, footer) of a network status document; entries start at the first ``r`` line."""
+    start = raw.find(ENTRY_START)
+    if start < 0:
+        return raw, b"", b""
+    end = raw.find(FOOTER_START, start)
+    if end < 0:
+        end = raw.find(b"\ndirectory-signature ", start)
+    if end < 0:
+        end = len(raw)
+    return raw[:start + 1], raw[start + 1:end + 1], raw[end + 1:]
+
+
+#: The lines the agent reads, keyword included; the rest are skipped in C. Anchored on the newline before each
+#: line (the text gets one in front and one at the end), which the engine finds far faster than ``^``.
+_ENTRY_LINES = re.compile(r"\n([rsavw](?: [^\n]*)?)(?=\n)")
+_MICRODESC_ENTRY_LINES = re.compile(r"\n([rsavwm](?: [^\n]*)?)(?=\n)")
+#: Shapes stem also accepts, seen in no real document since 2012, so only looked for once: the old ``opt``
+#: prefix, and a tab or more than one space after a keyword. Where present they are rewritten first.
+_UNUSUAL_LINES = re.compile(r"\n(?:opt |[rsavwm](?:\t| [ \t]))")
+_KEYWORD_START = re.compile(r"\n(?:opt )?([rsavwm])(?:[ \t]+|(?=\n))")
+_IPV4_TEXT = r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(_IPV4_TEXT)
+_IPV4_LINES = re.compile(rf"^{_IPV4_TEXT}$", re.M)
+_DAY_LINES = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", re.M)
+_CLOCK_LINES = re.compile(r"^[0-9]{2}:[0-9]{2}:[0-9]{2}$", re.M)
+#: The common ``w`` lines: "Bandwidth=N" (consensus, with " Unmeasured=1" where too few bandwidth authorities
+#: measured the relay) and "Bandwidth=N Measured=M" (bandwidth authorities' votes); any other line is the fourth
+#: group and goes through ``_w_line``. One match per line of the text, which starts with a newline.
+_W_VALUE = re.compile(r"\n(?:Bandwidth=(\d{1,18})(?: Measured=(\d{1,18}))?( Unmeasured=1)?(?=\n|\Z)|([^\n]*))")
+
+
+def parse_router_entries(entries: bytes, microdesc: bool, first_line: int = 1) -> RouterEntries:
+    """The entries of every ``r`` block as columns; raises ValueError on a malformed line we read, naming it
+    by its number in the document (``first_line``: the number of the entries' first line there)."""
+    return parse_entry_text(entries.decode("utf-8", "replace"), microdesc, first_line)
+
+
+def parse_entry_text(entries: str, microdesc: bool, first_line: int = 1) -> RouterEntries:
+    """``parse_router_entries`` of the entries' text, already decoded."""
+    text = "\n" + entries + "\n"
+    if _UNUSUAL_LINES.search(text):
+        text = _KEYWORD_START.sub(r"\n\1 ", text)  # lines keep their numbers: no newline is added or removed
+    picking = _MICRODESC_ENTRY_LINES if microdesc else _ENTRY_LINES
+    try:
+        return _parse_lines(picking.findall(text), microdesc)
+    except ValueError as error:
+        raise ValueError(_numbered(str(error), text, picking, first_line)) from None
+
+
+#: How the checks below name a line: by its index among the lines picked (they do not see the document).
+_PICKED_LINE = re.compile(r"(?:router status entry )?(?:line )?(\d+): (.*)", re.S)
+
+
+def _numbered(message: str, text: str, picking: re.Pattern, first_line: int) -> str:
+    """``message`` with the picked line it names given by its number in the document (only when refusing)."""
+    named = _PICKED_LINE.fullmatch(message)
+    if named is None:
+        return message
+    line = next(islice(picking.finditer(text), int(named[1]), None), None)
+    if line is None:
+        return message
+    lines_before = text.count("\n", 0, line.start())  # the text starts with a newline of its own
+    return f"line {first_line + lines_before}: {named[2]}"
+
+
+def _parse_lines(lines: list[str], microdesc: bool) -> RouterEntries:
+    """The columns of the picked lines (each with its keyword first)."""
+    keywords = np.frombuffer("".join([line[0] for line in lines]).encode("ascii"), "S1")
+    starts = keywords == b"r"
+    row_of_line = np.cumsum(starts) - 1  # lines before the first r line belong to no entry (-1) and are skipped
+    r_lines = np.flatnonzero(starts)
+    columns = _r_columns([lines[i][2:] for i in r_lines.tolist()], r_lines, microdesc)
+    count = len(r_lines)
+
+    def of_kind(keyword: bytes) -> tuple[list[int], list[str], list[int]]:
+        """(rows, values, line numbers) of the lines of one keyword that belong to an entry."""
+        numbers = np.flatnonzero((keywords == keyword) & (row_of_line >= 0))
+        return row_of_line[numbers].tolist(), [lines[i][2:] for i in numbers.tolist()], numbers.tolist()
+
+    digest_line = (b"m",) if microdesc else ()
+    kinds = {keyword: of_kind(keyword) for keyword in (b"s", b"v", b"w", b"a") + digest_line}
+    for keyword in (b"s", b"v", b"w") + digest_line:
+        _refuse_repeats(keyword.decode(), *kinds[keyword])  # stem allows each once: which would count?
+    for keyword in (b"s",) + digest_line:
+        _refuse_missing(keyword.decode(), kinds[keyword][0], r_lines)  # stem requires them
+    flag_lines, flag_code = _flags(*kinds[b"s"][:2], count)
+    bandwidth, measured, unmeasured, unrecognized = _bandwidths(*kinds[b"w"], count)
+    rows, values, _ = kinds[b"v"]
+    known = list(map(_version, values))
+    version_lines = _scattered(rows, [line for line, _ in known], count)
+    versions = _scattered(rows, [version for _, version in known], count)
+    or_addresses: dict[int, list] = {}
+    for row, value, number in zip(*kinds[b"a"]):
+        or_addresses.setdefault(row, []).append(_or_address(value, number))
+    digests = _scattered(*kinds[b"m"][:2], count) if microdesc else None
+    parsed = RouterEntries(**columns, flag_lines=flag_lines, flag_code=flag_code, bandwidth=bandwidth,
+                           measured=measured, unmeasured=unmeasured, version_lines=version_lines, versions=versions,
+                           or_addresses=or_addresses, unrecognized=unrecognized, microdescriptor_digests=digests)
+    if len(set(parsed.fingerprints)) != count:
+        _refuse_duplicates(parsed.fingerprints, r_lines)
+    return parsed
+
+
+#: Parsed ``r`` lines by their text. The same line is in the consensus and in every vote listing that descriptor,
+#: and in the next hour's documents (a relay publishes a new descriptor about once in 18 hours), so most lines
+#: of a period, and of consecutive archived consensuses, are parsed once. Bounded: when full, only the lines of
+#: the document at hand are kept. One per flavour (a microdesc consensus's r line has no digest).
+_R_CACHES: dict[bool, dict[str, tuple]] = {False: {}, True: {}}
+R_CACHE_LIMIT = 20_000
+
+
+def _r_columns(r_values: list[str], numbers: np.ndarray, microdesc: bool) -> dict:
+    """Identity, address and ports of every entry, from its ``r`` line (cached, or checked in bulk)."""
+    cache = _R_CACHES[microdesc]
+    known = list(map(cache.get, r_values))
+    missing = [row for row, fields in enumerate(known) if fields is None]
+    if missing:
+        fresh = _parse_r_values([r_values[row] for row in missing], numbers[missing], microdesc)
+        for row, fields in zip(missing, fresh):
+            known[row] = fields
+        if len(cache) + len(fresh) > R_CACHE_LIMIT:  # full: keep this document's lines, the likeliest next
+            cache.clear()
+            cache.update(zip(r_values, known))
+        else:
+            cache.update(zip([r_values[row] for row in missing], fresh))
+    columns = list(zip(*known)) if known else [()] * 7
+    nicknames, fingerprints, digests, published, addresses, or_ports, dir_ports = columns
+    return {"fingerprints": list(fingerprints), "nicknames": list(nicknames), "digests": list(digests),
+            "published": list(published), "addresses": list(addresses),
+            "or_ports": np.array(or_ports, np.int32), "dir_ports": np.array(dir_ports, np.int32)}
+
+
+def _parse_r_values(r_values: list[str], numbers: np.ndarray, microdesc: bool) -> list[tuple]:
+    """(nickname, fingerprint, digest, published, address, ORPort, DirPort) of each line, each field checked."""
+    parts = [value.split(" ") for value in r_values]
+    if any(len(fields) != (7 if microdesc else 8) for fields in parts):
+        _refuse_malformed_r(r_values, numbers, microdesc)
+    columns = list(zip(*parts)) or [()] * (7 if microdesc else 8)
+    if microdesc:
+        columns.insert(2, (None,) * len(parts))
+    nicknames, identities, digests, days, clocks, addresses, or_ports, dir_ports = columns
+    digits = _all_digits(or_ports) and _all_digits(dir_ports)
+    or_port_numbers = list(map(int, or_ports)) if digits else []
+    dir_port_numbers = list(map(int, dir_ports)) if digits else []
+    if not digits or not _all_match(_IPV4_LINES, addresses) or (or_port_numbers and (
+            min(or_port_numbers) < 1 or max(or_port_numbers) > 65535 or max(dir_port_numbers) > 65535)):
+        _refuse_malformed_r(r_values, numbers, microdesc)
+    return list(zip(nicknames, _hex_identities(identities, numbers),
+                    digests if microdesc else _hex_identities(digests, numbers),
+                    _published(days, clocks, numbers), addresses, or_port_numbers, dir_port_numbers))
+
+
+def _all_match(lines: re.Pattern, texts: tuple) -> bool:
+    """Every text is a whole match of ``lines`` (one pass over all of them)."""
+    return len(lines.findall("\n".join(texts))) == len(texts)
+
+
+def _all_digits(texts: tuple) -> bool:
+    """Every text is a non-empty run of digits, as ``parse_port`` wants them (the range is checked after)."""
+    joined = "".join(texts)
+    return all(texts) and (not joined or joined.isdigit())
+
+
+def _refuse_malformed_r(r_values: list[str], numbers: np.ndarray, microdesc: bool) -> None:
+    """Raises ValueError naming the first malformed ``r`` line (the bulk checks found one)."""
+    for value, number in zip(r_values, numbers.tolist()):
+        _r_line(value, microdesc, number)
+    raise ValueError("router status entries: an r line is malformed")
+
+
+def _is_ipv4(address: str) -> bool:
+    return _IPV4.fullmatch(address) is not None
+
+
+def _r_line(value: str, microdesc: bool, number: int) -> None:
+    """Checks one ``r`` line field by field; raises ValueError naming what is wrong with it."""
+    parts = value.split(" ")
+    if len(parts) != (7 if microdesc else 8):
+        raise ValueError(f"router status entry line {number}: 'r {value[:80]}' has {len(parts)} fields")
+    address, or_port, dir_port = parts[-3:]
+    if not _is_ipv4(address):
+        raise ValueError(f"router status entry line {number}: {address!r} is not an IPv4 address")
+    parse_port(or_port, number, allow_zero=False)
+    parse_port(dir_port, number)
+
+
+def _hex_identities(texts: tuple, numbers: np.ndarray) -> list[str]:
+    """Base64 identities or digests as stem gives them: upper-case hex."""
+    try:
+        return [binascii.a2b_base64(text + "=" * (-len(text) % 4), strict_mode=True).hex().upper() for text in texts]
+    except ValueError:  # binascii.Error, or non-ASCII text: name the line
+        for row, text in enumerate(texts):
+            try:
+                _base64_hex(text)
+            except ValueError as error:
+                raise ValueError(f"router status entry line {int(numbers[row])}: {error}") from None
+        raise
+
+
+def _published(days: tuple, clocks: tuple, numbers: np.ndarray) -> list[datetime]:
+    try:
+        if _all_match(_DAY_LINES, days) and _all_match(_CLOCK_LINES, clocks):  # then ISO reads them as we would
+            return list(map(datetime.fromisoformat, map(" ".join, zip(days, clocks))))
+        return list(map(parse_timestamp, days, clocks))
+    except ValueError:  # name the line
+        for row, (day, clock) in enumerate(zip(days, clocks)):
+            try:
+                parse_timestamp(day, clock)
+            except ValueError as error:
+                raise ValueError(f"router status entry line {int(numbers[row])}: {error}") from None
+        raise
+
+
+def _flags(rows: list[int], values: list[str], count: int) -> tuple[list[list[str]], np.ndarray]:
+    """Each distinct ``s`` line's flags once, and per row the code of its line (0: no ``s`` line)."""
+    distinct = dict.fromkeys([""] + values)
+    codes = dict(zip(distinct, range(len(distinct))))
+    flag_code = np.zeros(count, np.int32)
+    flag_code[rows] = list(map(codes.__getitem__, values))
+    return [value.split(" ") if value else [] for value in distinct], flag_code
+
+
+def _bandwidths(rows: list[int], values: list[str], numbers: list[int], count: int):
+    """Bandwidth, Measured=, Unmeasured=1 and unrecognised items of every ``w`` line."""
+    bandwidth = np.full(count, ABSENT, np.int64)
+    measured = np.full(count, ABSENT, np.int64)
+    unmeasured = np.zeros(count, bool)
+    unrecognized: dict[int, list[str]] = {}
+    matches = _W_VALUE.findall("\n" + "\n".join(values)) if values else []
+    bands, measures, unmeasured_texts, _ = (np.array(texts, object) for texts in zip(*matches)) if matches \
+        else (np.zeros(0, object),) * 4
+    rows_column = np.array(rows, np.int64)
+    common, with_measured = bands != "", measures != ""
+    bandwidth[rows_column[common]] = list(map(int, bands[common]))
+    measured[rows_column[with_measured]] = list(map(int, measures[with_measured]))
+    unmeasured[rows_column[unmeasured_texts != ""]] = True
+    for index in np.flatnonzero(~common).tolist():  # the lines the bulk pattern did not take
+        row = rows[index]
+        for name, item in _w_line(values[index], numbers[index]).items():
+            if name == "bandwidth":
+                bandwidth[row] = item
+            elif name == "measured":
+                measured[row] = item
+            elif name == "unmeasured":
+                unmeasured[row] = True
+            else:
+                unrecognized.setdefault(row, []).extend(item)
+    return bandwidth, measured, unmeasured, unrecognized
+
+
+def _w_line(value: str, number: int) -> dict:
+    """A ``w`` line the bulk pattern did not take: its items, checked as stem checks them."""
+    if not value.startswith("Bandwidth="):
+        raise ValueError(f"router status entry line {number}: 'w {value[:60]}' must start with Bandwidth=")
+    items: dict = {}
+    for item in value.split(" "):
+        key, _, number_text = item.partition("=")
+        if key in ("Bandwidth", "Measured"):
+            if not number_text.isdigit():
+                raise ValueError(f"router status entry line {number}: {key}= needs a number: w {value[:60]}")
+            if len(number_text) > 18:
+                raise ValueError(f"router status entry line {number}: {key}= is out of range: w {value[:60]}")
+            items[key.lower()] = int(number_text)
+        elif key == "Unmeasured":
+            if number_text != "1":
+                raise ValueError(f"router status entry line {number}: Unmeasured= must be 1: w {value[:60]}")
+            items["unmeasured"] = True
+        else:
+            items.setdefault("unrecognized", []).append(item)
+    return items
+
+
+def _or_address(value: str, number: int) -> tuple[str, int, bool]:
+    try:
+        return _checked_or_address(value)
+    except ValueError as error:
+        raise ValueError(f"router status entry line {number}: 'a {value[:60]}' {error}") from None
+
+
+@lru_cache(maxsize=16384)  # the same addresses in the consensus and every vote
+def _checked_or_address(value: str) -> tuple[str, int, bool]:
+    address, _, port = value.rpartition(":")
+    bare = address[1:-1] if address.startswith("[") and address.endswith("]") else address
+    for family, is_ipv6 in ((socket.AF_INET6, True), (socket.AF_INET, False)):
+        try:
+            socket.inet_pton(family, bare)
+            return bare, parse_port(port, 0, allow_zero=False), is_ipv6
+        except (OSError, ValueError):
+            continue
+    raise ValueError("has no valid address")
+
+
+@lru_cache(maxsize=4096)
+def _version(line: str) -> tuple:
+    """(the line, stem's Version for 'Tor x.y.z...' or None for other software), cached: a few hundred distinct
+    lines, so every entry with a line shares its text too."""
+    if not line.startswith("Tor "):
+        return line, None
+    try:
+        return line, stem.version.Version(line[4:].split(" ", 1)[0])
+    except ValueError:
+        return line, None
+
+
+def _base64_hex(text: str) -> str:
+    try:
+        return binascii.a2b_base64(text + "=" * (-len(text) % 4), strict_mode=True).hex().upper()
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{text!r} is not base64") from None
+
+
+@lru_cache(maxsize=16384)
+def parse_timestamp(day: str, clock: str) -> datetime:
+    """``YYYY-MM-DD`` ``HH:MM:SS`` as a naive UTC datetime, as stem gives it (cached: times repeat)."""
+    try:
+        return datetime(int(day[0:4]), int(day[5:7]), int(day[8:10]), int(clock[0:2]), int(clock[3:5]),
+                        int(clock[6:8]))
+    except (ValueError, IndexError):
+        raise ValueError(f"{day} {clock} is not a time") from None
+
+
+def parse_port(text: str, number: int, allow_zero: bool = True) -> int:
+    """A port number (1-65535, or 0 where ``allow_zero``); ValueError naming ``number`` otherwise."""
+    if not text.isdigit() or not (0 if allow_zero else 1) <= int(text) <= 65535:
+        raise ValueError(f"line {number}: {text!r} is not a port")
+    return int(text)
+
+
+def _scattered(rows: list[int], values, count: int) -> list:
+    """A column of ``count`` rows: ``values`` at ``rows``, None elsewhere."""
+    column = np.full(count, None, object)
+    column[rows] = values
+    return column.tolist()
+
+
+def _refuse_missing(keyword: str, rows: list[int], r_lines: np.ndarray) -> None:
+    if len(rows) < len(r_lines):  # repeats are refused already, so some entry lacks the line
+        row = int(np.flatnonzero(np.isin(np.arange(len(r_lines)), rows, invert=True))[0])
+        raise ValueError(f"router status entry line {int(r_lines[row])}: no '{keyword}' line in the entry")
+
+
+def _refuse_repeats(keyword: str, rows: list[int], values: list[str], numbers: list[int]) -> None:
+    repeated = np.flatnonzero(np.diff(np.array(rows, np.int64)) == 0) if len(rows) > 1 else []
+    if len(repeated):
+        number = numbers[int(repeated[0]) + 1]
+        raise ValueError(f"router status entry line {number}: a second '{keyword}' line in one entry")
+
+
+def _refuse_duplicates(fingerprints: list[str], numbers: np.ndarray) -> None:
+    seen = set()
+    for row, fingerprint in enumerate(fingerprints):
+        if fingerprint in seen:
+            raise ValueError(f"router status entry {int(numbers[row])}: fingerprint {fingerprint} listed twice")
+        seen.add(fingerprint)

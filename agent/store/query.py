@@ -1,0 +1,92 @@
+"""Ad hoc PromQL against the configured Prometheus-compatible endpoint (VictoriaMetrics, Prometheus).
+
+``allium-agent query`` sends an instant query (``/api/v1/query``, at now or
+``--at``) or a range query (``/api/v1/query_range`` over ``--range`` with
+``--step``) and prints the answer as a table, CSV or the API's JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import requests
+
+from agent.model.errors import QueryError
+
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    kind: str  # vector | matrix | scalar | string
+    series: list[tuple[dict, list[tuple[float, str]]]]  # (labels, [(unix time, value)])
+    raw: dict
+
+
+def duration_seconds(text: str) -> int:
+    """``90s``, ``15m``, ``1h``, ``7d``, ``2w`` in seconds; ValueError naming the text otherwise."""
+    match = _DURATION.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"not a duration like 15m, 1h or 7d: {text!r}")
+    return int(match.group(1)) * _SECONDS[match.group(2)]
+
+
+def run_query(url: str, promql: str, at: datetime | None = None, range_seconds: int | None = None,
+              step_seconds: int | None = None, timeout: float = 30) -> QueryResult:
+    """Runs one query; raises QueryError with the endpoint's own message on a bad query."""
+    end = (at or datetime.now(timezone.utc)).timestamp()
+    if range_seconds:
+        step = step_seconds or max(1, range_seconds // 250)
+        path, params = "/api/v1/query_range", {"query": promql, "start": end - range_seconds, "end": end, "step": step}
+    else:
+        path, params = "/api/v1/query", {"query": promql, "time": end}
+    session = requests.Session()
+    session.trust_env = False
+    try:
+        response = session.post(url.rstrip("/") + path, data=params, timeout=timeout)
+    except requests.RequestException as error:
+        raise QueryError(f"cannot reach {url}: {type(error).__name__}") from None
+    try:
+        body = response.json()
+    except ValueError:
+        raise QueryError(f"{url} answered HTTP {response.status_code} without JSON: {response.text[:200]}") from None
+    if response.status_code != 200 or body.get("status") != "success":
+        raise QueryError(f"{body.get('errorType', 'error')}: {body.get('error', response.text[:300])}")
+    data = body["data"]
+    kind, result = data["resultType"], data["result"]
+    if kind == "vector":
+        series = [(item["metric"], [(float(item["value"][0]), item["value"][1])]) for item in result]
+    elif kind == "matrix":
+        series = [(item["metric"], [(float(t), v) for t, v in item["values"]]) for item in result]
+    else:  # scalar or string: [time, value]
+        series = [({}, [(float(result[0]), str(result[1]))])]
+    return QueryResult(kind, series, data)
+
+
+def render(result: QueryResult, output: str) -> str:
+    """The result as ``table`` (aligned text), ``csv`` or ``json`` (the API's data object)."""
+    if output == "json":
+        return json.dumps(result.raw, indent=2, sort_keys=True) + "\n"
+    label_names = sorted({name for labels, _ in result.series for name in labels})
+    header = label_names + ["time", "value"]
+    rows = [[labels.get(name, "") for name in label_names]
+            + [datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), value]
+            for labels, samples in result.series for t, value in samples]
+    if output == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        return buffer.getvalue()
+    if not rows:
+        return "(no data)\n"
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip()
+             for line in [header, *rows]]
+    return "\n".join(lines) + "\n"

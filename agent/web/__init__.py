@@ -1,0 +1,1 @@
+"""The HTTP face: the subscription endpoints."""
