@@ -16,7 +16,6 @@ ROLES = ("guard", "middle", "exit")
 CONCENTRATION_TOP = (1, 5, 10)
 
 
-
 def network_points(consensus, table: RelayTable, previous: PreviousRelays | None, time: int) -> list[Point]:
     """Every tor_network* point for one consensus (churn only when ``previous`` is known)."""
     total_weight = float(table.weight.sum())
@@ -43,8 +42,19 @@ def network_points(consensus, table: RelayTable, previous: PreviousRelays | None
     points += _group_points("tor_network_country", "country", table.country, table, total_weight, time)
     points += concentration_points(table, time)
     points += [point("tor_network_bandwidth_weight", {"param": name}, {"value": value / 10000.0}, time)
-               for name, value in sorted((consensus.bandwidth_weights or {}).items())]
+               for name, value in sorted(bandwidth_weights(consensus).items())]
     return points
+
+
+#: tor reads bandwidth-weights as int32 (ns_parse.c); the parser refuses others.
+_WEIGHT_RANGE = (-2 ** 31, 2 ** 31 - 1)
+
+
+def bandwidth_weights(consensus) -> dict[str, int]:
+    """The consensus's bandwidth-weights, without any outside int32 (a document made otherwise, e.g. by stem in
+    tests, could carry one, which would overflow a float)."""
+    low, high = _WEIGHT_RANGE
+    return {name: value for name, value in (consensus.bandwidth_weights or {}).items() if low <= value <= high}
 
 
 def _ratio(part: float, whole: float) -> float:
@@ -105,7 +115,7 @@ def role_weight_fractions(consensus, table: RelayTable) -> dict[str, float] | No
     exit = Wee*E + Wed*D, where G, M, E, D are the weights of guard-only,
     neither, exit-only and guard+exit relays.
     """
-    weights = consensus.bandwidth_weights or {}
+    weights = bandwidth_weights(consensus)
     if not weights:
         return None
     exits, guards = table.exit_role, table.flags["Guard"]

@@ -157,13 +157,22 @@ def _platform_name(platform) -> str:
     return OTHER
 
 
+#: The largest bandwidth a descriptor can give: tor reads them as int (routerparse.c). The parser refuses larger
+#: ones; a descriptor made otherwise (stem's, in tests) has any larger value read as unknown, never overflowing.
+MAX_DESCRIPTOR_BANDWIDTH = 2 ** 31 - 1
+
+
+def _rate(value) -> float:
+    """A descriptor's bandwidth value in bytes/s, NaN when absent or outside 0-MAX_DESCRIPTOR_BANDWIDTH."""
+    return float(value) if value is not None and 0 <= value <= MAX_DESCRIPTOR_BANDWIDTH else np.nan
+
+
 def _advertised(descriptors: list) -> np.ndarray:
     """Advertised bandwidth as Tor Metrics defines it: min(rate, burst, observed), bytes/s (NaN: none)."""
     if not any(descriptors):
         return np.full(len(descriptors), np.nan)
-    rates = np.array([[np.nan if value is None else value for value in
-                       (d.average_bandwidth, d.burst_bandwidth, d.observed_bandwidth)] if d is not None
-                      else [np.nan] * 3 for d in descriptors], float).reshape(len(descriptors), 3)
+    rates = np.array([[_rate(value) for value in (d.average_bandwidth, d.burst_bandwidth, d.observed_bandwidth)]
+                      if d is not None else [np.nan] * 3 for d in descriptors], float).reshape(len(descriptors), 3)
     advertised = np.full(len(descriptors), np.nan)
     known = ~np.isnan(rates).all(axis=1)
     advertised[known] = np.nanmin(rates[known], axis=1)

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from operator import itemgetter
+from functools import reduce
+from operator import itemgetter, or_
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -140,10 +141,14 @@ class RouterEntries(Mapping[str, RouterEntry]):
         """Per row: does the entry have ``flag``."""
         return np.array([flag in flags for flags in self.flag_lines], bool)[self.flag_code]
 
-    def flag_masks(self, bits: dict[str, int]) -> NDArray[np.int64]:
-        """Per row: the OR of ``bits`` of the entry's flags (flags not in ``bits`` count 0)."""
-        masks = [sum(bits.get(flag, 0) for flag in flags) for flags in self.flag_lines]
-        return np.array(masks, np.int64)[self.flag_code]
+    def flag_masks(self, bits: dict[str, int]) -> NDArray[np.uint64]:
+        """Per row: the OR of ``bits`` of the entry's flags (flags not in ``bits`` count 0), as uint64.
+
+        A vote knows at most 64 flags (tor's MAX_KNOWN_FLAGS_IN_VOTE; the parser refuses more), one bit each:
+        bit 63 needs the unsigned type, and OR, unlike a sum, keeps a flag listed twice to its one bit.
+        """
+        masks = [reduce(or_, [bits.get(flag, 0) for flag in flags], 0) for flags in self.flag_lines]
+        return np.array(masks, np.uint64)[self.flag_code]
 
     def flag_counts(self) -> Counter[str]:
         """Flag -> entries that have it."""

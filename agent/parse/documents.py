@@ -6,7 +6,11 @@ among the previous consensus's in backfill, which passes an
 ``agent.parse.entrymemory.EntryMemory``); the two, and a consensus's bytes,
 make an ``agent.model.network_status.NetworkStatus``. Server descriptors go
 through ``agent.parse.fastdesc`` (their digests are what the consensus
-vouches for). Key certificates and bandwidth files are stem's.
+vouches for). Key certificates and bandwidth files are stem's. What stem
+reads is first checked as tor reads it (``agent.parse.stemchecks``: ASCII
+numbers within tor's bounds, times in sane years), and a parsed network
+status must have its times in order and, a vote, only flags it knows; a NUL
+byte anywhere refuses any document.
 
 DirPort replies carry no ``@type`` annotation, so the kind we asked for decides
 the parser, and we then check the document really is that kind: an authority
@@ -27,9 +31,10 @@ from stem.descriptor.networkstatus import NetworkStatusDocumentV3
 from agent.model.errors import DocumentError
 from agent.model.network_status import NetworkStatus
 from agent.model.snapshot import DocKind
-from agent.parse import entrymemory, fastdesc, fastparse
+from agent.parse import entrymemory, fastdesc, fastparse, stemchecks
 from agent.parse.entrymemory import EntryMemory
 
+_NEWLINE = b"\n"
 _STEM_TYPES = {
     DocKind.KEY_CERTIFICATES: "dir-key-certificate-3 1.0",
     DocKind.BANDWIDTH_FILE: "bandwidth-file 1.0",
@@ -51,6 +56,9 @@ def parse_document(kind: DocKind, raw: bytes, source: str, memory: EntryMemory |
     """
     if not raw or not raw.strip():
         raise DocumentError(f"{kind.value} from {source}: empty document")
+    nul = raw.find(b"\x00")
+    if nul >= 0:  # tor reads documents as C strings: nothing of one is past a NUL
+        raise DocumentError(f"{kind.value} from {source}: line {raw.count(_NEWLINE, 0, nul) + 1}: a NUL byte")
     with collector_paused():
         return _parse(kind, raw, source, memory)
 
@@ -81,6 +89,7 @@ def _parse(kind: DocKind, raw: bytes, source: str, memory: EntryMemory | None):
         if kind is DocKind.SERVER_DESCRIPTORS:
             parsed = fastdesc.parse_server_descriptors(raw)
         else:
+            _check_stem_input(kind, raw)
             parsed = list(stem.descriptor.parse_file(io.BytesIO(raw), _STEM_TYPES[kind], validate=True))
     except DocumentError:
         raise
@@ -120,6 +129,17 @@ def _refuse_what_stem_mishandles(kind: DocKind, raw: bytes) -> None:
                 raise _Refused(f"protocol range {low.decode()}-{high.decode()} is implausibly wide")
 
 
+def _check_stem_input(kind: DocKind, raw: bytes) -> None:
+    """The numbers and times of a key certificate or bandwidth file, read as tor reads them (before stem does)."""
+    stripped = _strip_annotations(raw)
+    first_line = raw.count(b"\n", 0, len(raw) - len(stripped)) + 1
+    text = stripped.decode("utf-8", "replace")
+    if kind is DocKind.BANDWIDTH_FILE:
+        stemchecks.check_bandwidth_file(text, first_line)
+    else:
+        stemchecks.check_lines(text, first_line)
+
+
 def _network_status(kind: DocKind, raw: bytes, source: str, memory: EntryMemory | None) -> NetworkStatus:
     stripped = _strip_annotations(raw)
     annotation_lines = raw.count(b"\n", 0, len(raw) - len(stripped))  # still counted in errors' line numbers
@@ -130,9 +150,13 @@ def _network_status(kind: DocKind, raw: bytes, source: str, memory: EntryMemory 
         raise DocumentError(f"{kind.value} from {source}: not a v3 network status document (starts {shown!r})")
     header, entries, footer = fastparse.split_network_status(raw)
     _refuse_what_stem_mishandles(kind, header + footer)
+    entries_line = annotation_lines + header.count(b"\n") + 1
+    stemchecks.check_lines(header.decode("utf-8", "replace"), annotation_lines + 1)
+    stemchecks.check_lines(footer.decode("utf-8", "replace"), entries_line + entries.count(b"\n"))
     header_and_footer = NetworkStatusDocumentV3(header + footer, validate=True)
     routers = entrymemory.parse_entries(entries, header_and_footer.is_microdescriptor, not header_and_footer.is_vote,
-                                        first_line=annotation_lines + header.count(b"\n") + 1, memory=memory)
+                                        first_line=entries_line, memory=memory)
+    stemchecks.check_network_status(header_and_footer, routers)
     # stem parsed header and footer only: signatures are checked against the whole consensus, whose bytes the
     # collector keeps anyway. A vote's are not kept: nine votes' bytes are ~30 MB and nothing reads them after.
     document = NetworkStatus(header_and_footer, routers, raw if kind is not DocKind.VOTE else None)

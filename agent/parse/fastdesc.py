@@ -3,7 +3,9 @@
 stem's validating parser takes about 1/2,900 s per descriptor and builds
 every field (exit policies, protocol sets, keys). The agent reads a dozen
 fields of ~7,000 descriptors a period; this reads exactly those and checks
-them (a malformed descriptor raises ValueError naming it).
+them as tor's router_parse_entry_from_string does (a malformed descriptor
+raises ValueError naming it): numbers in ASCII within tor's bounds, a legal
+nickname and family, times in the years ``agent.parse.grammar`` accepts.
 ``tests/unit/test_fastparse.py`` compares every field with stem on every
 real descriptor file we have.
 """
@@ -16,7 +18,7 @@ from functools import lru_cache
 
 import stem.exit_policy
 
-from agent.parse.fastparse import parse_port, parse_timestamp
+from agent.parse import grammar
 
 
 class ServerDescriptor:
@@ -41,6 +43,18 @@ _NO_FAMILY: frozenset = frozenset()  # shared by the descriptors without a famil
 _LINES = re.compile(r"\n(?:opt )?(router-signature|router|fingerprint|published|platform|contact|family|bandwidth|"
                     r"hibernating|uptime|ipv6-policy)(?: |(?=\n)|\Z)([^\n]*)")
 _REQUIRED = ("bandwidth", "fingerprint", "published")
+#: A family line as tor's is_legal_nickname_or_hexdigest takes its members: nicknames, or "$" and 40 hex digits
+#: with an optional "=nickname" or "~nickname"; separated by spaces.
+_MEMBER = r"(?:[A-Za-z0-9]{1,19}|\$[0-9A-Fa-f]{40}(?:[=~][A-Za-z0-9]{1,19})?)"
+_FAMILY = re.compile(rf"(?:{_MEMBER}(?: +{_MEMBER})*)?")  # of the line without its outer spaces: no backtracking
+#: The common shape of the ``router`` line, its ports 0-65535 in the pattern (the ORPort's 0 is refused after),
+#: and of the ``bandwidth`` line (ASCII digits; ranges checked after).
+_PORT = r"0*(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+_ROUTER = re.compile(rf"([A-Za-z0-9]{{1,19}}) ({grammar.IPV4_TEXT}) ({_PORT}) {_PORT} {_PORT}")
+_BANDWIDTH = re.compile(r"([0-9]{1,10}) ([0-9]{1,10}) ([0-9]{1,10})")
+_UPTIME = re.compile(r"-?[0-9]{1,19}")
+#: An ipv6-policy line as tor's parse_short_policy reads it (ASCII ports; stem checks their range).
+_MICRO_POLICY = re.compile(r"(?:accept|reject) [0-9]{1,5}(?:-[0-9]{1,5})?(?:,[0-9]{1,5}(?:-[0-9]{1,5})?)*")
 
 
 def parse_server_descriptors(raw: bytes) -> list[ServerDescriptor]:
@@ -56,6 +70,8 @@ def parse_server_descriptors(raw: bytes) -> list[ServerDescriptor]:
             continue  # before the first descriptor, or inside a signature
         elif keyword == "router-signature":
             signed = True
+        elif keyword in seen:  # tor allows each of these lines once a descriptor: which would count?
+            raise ValueError(f"{_named(descriptor)}: a second '{keyword}' line")
         else:
             _read(descriptor, keyword, value)
             seen.add(keyword)
@@ -79,43 +95,82 @@ def _lines(raw: bytes, chunk_bytes: int = 1 << 17):
 
 
 def _router(value: str) -> ServerDescriptor:
-    router = value.split(" ")
-    if len(router) != 5:
-        raise ValueError(f"server descriptor {('router ' + value)[:80]!r}: the router line needs 5 fields")
+    """A descriptor of a ``router`` line: nickname, IPv4 address, ORPort (not 0), SOCKSPort and DirPort."""
+    match = _ROUTER.fullmatch(value)
+    or_port = int(match[3]) if match is not None else 0
+    if not or_port:
+        _refuse_router(value)
     descriptor = ServerDescriptor()
-    descriptor.nickname, descriptor.address = router[0], router[1]
-    descriptor.or_port = parse_port(router[2], 0)
+    descriptor.nickname, descriptor.address, descriptor.or_port = match[1], match[2], or_port
     return descriptor
+
+
+def _refuse_router(value: str) -> None:
+    """Raises ValueError naming what is wrong with a ``router`` line the common shape did not take."""
+    router = value.split(" ")
+    named = f"server descriptor {('router ' + value)[:80]!r}"
+    if len(router) != 5:
+        raise ValueError(f"{named}: the router line needs 5 fields")
+    if not grammar.is_nickname(router[0]):
+        raise ValueError(f"{named}: the nickname is not 1-19 letters and digits")
+    if not grammar.is_ipv4(router[1]):
+        raise ValueError(f"{named}: {router[1][:40]!r} is not an IPv4 address")
+    for port, low in zip(router[2:], (1, 0, 0)):
+        try:
+            grammar.number(port, low, grammar.PORT_MAX)
+        except ValueError:
+            raise ValueError(f"{named}: {port[:40]!r} is not a port") from None
+    raise ValueError(f"{named}: malformed")
+
+
+def _named(descriptor: ServerDescriptor) -> str:
+    """How errors name a descriptor (made only when refusing one)."""
+    return f"server descriptor {descriptor.nickname}"
 
 
 def _read(descriptor: ServerDescriptor, keyword: str, value: str) -> None:
     if keyword == "fingerprint":
         descriptor.fingerprint = value.replace(" ", "")
-        if len(descriptor.fingerprint) != 40 or not _is_hex(descriptor.fingerprint):
-            raise ValueError(f"server descriptor {descriptor.nickname}: fingerprint {value!r} is malformed")
+        if not grammar.is_fingerprint(descriptor.fingerprint):
+            raise ValueError(f"{_named(descriptor)}: fingerprint {value[:60]!r} is malformed")
     elif keyword == "published":
-        day, _, clock = value.partition(" ")
-        descriptor.published = parse_timestamp(day, clock)
+        try:
+            descriptor.published = grammar.parse_time(value)
+        except ValueError as error:
+            raise ValueError(f"{_named(descriptor)}: published {error}") from None
     elif keyword == "platform":
         descriptor.platform = value.encode()
     elif keyword == "contact":
         descriptor.contact = value.encode()
     elif keyword == "family":
+        if _FAMILY.fullmatch(value.strip(" ")) is None:
+            raise ValueError(f"{_named(descriptor)}: family {value[:80]!r} has a member that is neither a nickname "
+                             "nor a $fingerprint")
         descriptor.family = set(map(sys.intern, value.split(" "))) if value else set()  # members repeat
     elif keyword == "bandwidth":
-        values = value.split(" ")
-        if len(values) != 3 or not all(v.isdigit() for v in values):
-            raise ValueError(f"server descriptor {descriptor.nickname}: 'bandwidth {value}' needs 3 numbers")
-        descriptor.average_bandwidth, descriptor.burst_bandwidth, descriptor.observed_bandwidth = map(int, values)
+        descriptor.average_bandwidth, descriptor.burst_bandwidth, descriptor.observed_bandwidth = \
+            _bandwidth(value, descriptor)
     elif keyword == "hibernating":
         descriptor.hibernating = value == "1"
-    elif keyword == "uptime":  # seconds; negative from tor before 0.1.2.7, which stem accepts too
-        try:
-            descriptor.uptime = int(value)
-        except ValueError:
-            raise ValueError(f"server descriptor {descriptor.nickname}: 'uptime {value[:40]}' needs a number") from None
+    elif keyword == "uptime":  # seconds, a long; negative from tor before 0.1.2.7, which stem accepts too
+        if _UPTIME.fullmatch(value) is None or not grammar.LONG_MIN <= int(value) <= grammar.LONG_MAX:
+            raise ValueError(f"{_named(descriptor)}: 'uptime {value[:40]}' needs a number")
+        descriptor.uptime = int(value)
     else:  # ipv6-policy
+        if _MICRO_POLICY.fullmatch(value) is None:
+            raise ValueError(f"{_named(descriptor)}: 'ipv6-policy {value[:60]}' is not accept or reject and ports")
         descriptor.exit_policy_v6 = _micro_policy(value)
+
+
+def _bandwidth(value: str, descriptor: ServerDescriptor) -> tuple[int, int, int]:
+    """Average, burst and observed bandwidth, ints as tor reads them (average at least 1, routerparse.c)."""
+    match = _BANDWIDTH.fullmatch(value)
+    if match is not None:
+        average, burst, observed = int(match[1]), int(match[2]), int(match[3])
+        if average >= 1 and max(average, burst, observed) <= grammar.INT_MAX:
+            return average, burst, observed
+    raise ValueError(f"{_named(descriptor)}: 'bandwidth {value[:80]}' needs 3 numbers: average "
+                     f"1-{grammar.INT_MAX}, burst and observed 0-{grammar.INT_MAX}")
 
 
 def _finish(descriptor: ServerDescriptor | None, seen: set) -> None:
@@ -128,10 +183,3 @@ def _finish(descriptor: ServerDescriptor | None, seen: set) -> None:
 def _micro_policy(value: str):
     return stem.exit_policy.MicroExitPolicy(value)
 
-
-def _is_hex(text: str) -> bool:
-    try:
-        int(text, 16)
-        return True
-    except ValueError:
-        return False

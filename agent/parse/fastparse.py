@@ -5,7 +5,9 @@ protocol sets, ...) and takes about 0.5 s per full consensus or vote. The
 agent reads a handful of fields, so this reads exactly those, with the same
 names, types and values as stem (``tests/unit/test_fastparse.py`` compares
 them with stem field by field on every real document we have), and checks
-what it reads: a malformed line raises ValueError naming it. The header and
+what it reads as tor's grammar allows it (``agent.parse.grammar``: ASCII
+numbers within tor's types, legal nicknames, times in sane years): a
+malformed line raises ValueError naming it. The header and
 footer stay stem's (parsed and validated by stem, without the entries);
 signatures are verified by ``agent.parse.signatures``.
 
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import binascii
 import re
-import socket
 from datetime import datetime
 from functools import lru_cache
 from itertools import islice
@@ -31,6 +32,7 @@ import numpy as np
 import stem.version
 
 from agent.model.entries import ABSENT, RouterEntries
+from agent.parse import grammar
 
 ENTRY_START = b"\nr "
 FOOTER_START = b"\ndirectory-footer"
@@ -57,15 +59,16 @@ _MICRODESC_ENTRY_LINES = re.compile(r"\n([rsavwm](?: [^\n]*)?)(?=\n)")
 #: prefix, and a tab or more than one space after a keyword. Where present they are rewritten first.
 _UNUSUAL_LINES = re.compile(r"\n(?:opt |[rsavwm](?:\t| [ \t]))")
 _KEYWORD_START = re.compile(r"\n(?:opt )?([rsavwm])(?:[ \t]+|(?=\n))")
-_IPV4_TEXT = r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-_IPV4 = re.compile(_IPV4_TEXT)
-_IPV4_LINES = re.compile(rf"^{_IPV4_TEXT}$", re.M)
+_IPV4_LINES = re.compile(rf"^{grammar.IPV4_TEXT}$", re.M)
 _DAY_LINES = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", re.M)
 _CLOCK_LINES = re.compile(r"^[0-9]{2}:[0-9]{2}:[0-9]{2}$", re.M)
 #: The common ``w`` lines: "Bandwidth=N" (consensus, with " Unmeasured=1" where too few bandwidth authorities
 #: measured the relay) and "Bandwidth=N Measured=M" (bandwidth authorities' votes); any other line is the fourth
-#: group and goes through ``_w_line``. One match per line of the text, which starts with a newline.
-_W_VALUE = re.compile(r"\n(?:Bandwidth=(\d{1,18})(?: Measured=(\d{1,18}))?( Unmeasured=1)?(?=\n|\Z)|([^\n]*))")
+#: group and goes through ``_w_line``. One match per line of the text, which starts with a newline. Numbers are
+#: ASCII digits (``\d`` would take any Unicode digit) and at most 10 of them: tor reads both as uint32.
+_W_VALUE = re.compile(r"\n(?:Bandwidth=([0-9]{1,10})(?: Measured=([0-9]{1,10}))?( Unmeasured=1)?(?=\n|\Z)|([^\n]*))")
+_MICRODESC_DIGEST_LINES = re.compile(r"^[A-Za-z0-9+/]{43}=?$", re.M)  # tor: the base64 of a 32-byte digest
+_BASE64_CHARACTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 
 def parse_router_entries(entries: bytes, microdesc: bool, first_line: int = 1) -> RouterEntries:
@@ -122,7 +125,7 @@ def _parse_lines(lines: list[str], microdesc: bool) -> RouterEntries:
         _refuse_repeats(keyword.decode(), *kinds[keyword])  # stem allows each once: which would count?
     for keyword in (b"s",) + digest_line:
         _refuse_missing(keyword.decode(), kinds[keyword][0], r_lines)  # stem requires them
-    flag_lines, flag_code = _flags(*kinds[b"s"][:2], count)
+    flag_lines, flag_code = _flags(*kinds[b"s"], count)
     bandwidth, measured, unmeasured, unrecognized = _bandwidths(*kinds[b"w"], count)
     rows, values, _ = kinds[b"v"]
     known = list(map(_version, values))
@@ -131,7 +134,7 @@ def _parse_lines(lines: list[str], microdesc: bool) -> RouterEntries:
     or_addresses: dict[int, list] = {}
     for row, value, number in zip(*kinds[b"a"]):
         or_addresses.setdefault(row, []).append(_or_address(value, number))
-    digests = _scattered(*kinds[b"m"][:2], count) if microdesc else None
+    digests = _microdescriptor_digests(*kinds[b"m"], count) if microdesc else None
     parsed = RouterEntries(**columns, flag_lines=flag_lines, flag_code=flag_code, bandwidth=bandwidth,
                            measured=measured, unmeasured=unmeasured, version_lines=version_lines, versions=versions,
                            or_addresses=or_addresses, unrecognized=unrecognized, microdescriptor_digests=digests)
@@ -181,7 +184,8 @@ def _parse_r_values(r_values: list[str], numbers: np.ndarray, microdesc: bool) -
     digits = _all_digits(or_ports) and _all_digits(dir_ports)
     or_port_numbers = list(map(int, or_ports)) if digits else []
     dir_port_numbers = list(map(int, dir_ports)) if digits else []
-    if not digits or not _all_match(_IPV4_LINES, addresses) or (or_port_numbers and (
+    well_formed = grammar.all_match(_IPV4_LINES, addresses) and grammar.all_nicknames(nicknames)
+    if not digits or not well_formed or (or_port_numbers and (
             min(or_port_numbers) < 1 or max(or_port_numbers) > 65535 or max(dir_port_numbers) > 65535)):
         _refuse_malformed_r(r_values, numbers, microdesc)
     return list(zip(nicknames, _hex_identities(identities, numbers),
@@ -189,15 +193,11 @@ def _parse_r_values(r_values: list[str], numbers: np.ndarray, microdesc: bool) -
                     _published(days, clocks, numbers), addresses, or_port_numbers, dir_port_numbers))
 
 
-def _all_match(lines: re.Pattern, texts: tuple) -> bool:
-    """Every text is a whole match of ``lines`` (one pass over all of them)."""
-    return len(lines.findall("\n".join(texts))) == len(texts)
-
-
 def _all_digits(texts: tuple) -> bool:
-    """Every text is a non-empty run of digits, as ``parse_port`` wants them (the range is checked after)."""
+    """Every text is a run of 1-5 ASCII digits, as ``grammar.parse_port`` wants them (the range is checked after)."""
     joined = "".join(texts)
-    return all(texts) and (not joined or joined.isdigit())
+    digits = not joined or (joined.isascii() and joined.isdigit())
+    return all(texts) and digits and max(map(len, texts), default=0) <= 5
 
 
 def _refuse_malformed_r(r_values: list[str], numbers: np.ndarray, microdesc: bool) -> None:
@@ -207,56 +207,70 @@ def _refuse_malformed_r(r_values: list[str], numbers: np.ndarray, microdesc: boo
     raise ValueError("router status entries: an r line is malformed")
 
 
-def _is_ipv4(address: str) -> bool:
-    return _IPV4.fullmatch(address) is not None
-
-
 def _r_line(value: str, microdesc: bool, number: int) -> None:
     """Checks one ``r`` line field by field; raises ValueError naming what is wrong with it."""
     parts = value.split(" ")
     if len(parts) != (7 if microdesc else 8):
         raise ValueError(f"router status entry line {number}: 'r {value[:80]}' has {len(parts)} fields")
     address, or_port, dir_port = parts[-3:]
-    if not _is_ipv4(address):
+    if not grammar.is_nickname(parts[0]):
+        raise ValueError(f"router status entry line {number}: nickname {parts[0][:40]!r} is not 1-19 letters and "
+                         "digits")
+    if not grammar.is_ipv4(address):
         raise ValueError(f"router status entry line {number}: {address!r} is not an IPv4 address")
-    parse_port(or_port, number, allow_zero=False)
-    parse_port(dir_port, number)
+    grammar.parse_port(or_port, number, allow_zero=False)
+    grammar.parse_port(dir_port, number)
 
 
 def _hex_identities(texts: tuple, numbers: np.ndarray) -> list[str]:
-    """Base64 identities or digests as stem gives them: upper-case hex."""
+    """Base64 identities or digests (20 bytes) as stem gives them: upper-case hex."""
     try:
-        return [binascii.a2b_base64(text + "=" * (-len(text) % 4), strict_mode=True).hex().upper() for text in texts]
-    except ValueError:  # binascii.Error, or non-ASCII text: name the line
-        for row, text in enumerate(texts):
-            try:
-                _base64_hex(text)
-            except ValueError as error:
-                raise ValueError(f"router status entry line {int(numbers[row])}: {error}") from None
-        raise
+        hexes = [binascii.a2b_base64(text + "=" * (-len(text) % 4), strict_mode=True).hex().upper() for text in texts]
+        if not hexes or set(map(len, hexes)) == {40}:
+            return hexes
+    except ValueError:  # binascii.Error, or non-ASCII text: named below
+        pass
+    for row, text in enumerate(texts):
+        try:
+            if len(grammar.base64_hex(text)) != 40:
+                raise ValueError(f"{text[:60]!r} is not the base64 of 20 bytes")
+        except ValueError as error:
+            raise ValueError(f"router status entry line {int(numbers[row])}: {error}") from None
+    raise ValueError("router status entries: an identity is malformed")
 
 
 def _published(days: tuple, clocks: tuple, numbers: np.ndarray) -> list[datetime]:
+    """Each entry's publication time, in years we accept (``agent.parse.grammar``)."""
     try:
-        if _all_match(_DAY_LINES, days) and _all_match(_CLOCK_LINES, clocks):  # then ISO reads them as we would
-            return list(map(datetime.fromisoformat, map(" ".join, zip(days, clocks))))
-        return list(map(parse_timestamp, days, clocks))
+        if grammar.all_match(_DAY_LINES, days) and grammar.all_match(_CLOCK_LINES, clocks) and (
+                not days or (min(days) >= str(grammar.FIRST_YEAR) and max(days) < str(grammar.YEAR_LIMIT))):
+            return list(map(datetime.fromisoformat, map(" ".join, zip(days, clocks))))  # ISO reads them as we would
+        return list(map(grammar.parse_time, map(" ".join, zip(days, clocks))))
     except ValueError:  # name the line
         for row, (day, clock) in enumerate(zip(days, clocks)):
             try:
-                parse_timestamp(day, clock)
+                grammar.parse_time(f"{day} {clock}")
             except ValueError as error:
                 raise ValueError(f"router status entry line {int(numbers[row])}: {error}") from None
         raise
 
 
-def _flags(rows: list[int], values: list[str], count: int) -> tuple[list[list[str]], np.ndarray]:
-    """Each distinct ``s`` line's flags once, and per row the code of its line (0: no ``s`` line)."""
+def _flags(rows: list[int], values: list[str], numbers: list[int], count: int) -> tuple[list[list[str]], np.ndarray]:
+    """Each distinct ``s`` line's flags once, and per row the code of its line (0: no ``s`` line).
+
+    A line giving a flag twice, or an empty one (two spaces), is refused, as stem refuses it.
+    """
     distinct = dict.fromkeys([""] + values)
     codes = dict(zip(distinct, range(len(distinct))))
     flag_code = np.zeros(count, np.int32)
     flag_code[rows] = list(map(codes.__getitem__, values))
-    return [value.split(" ") if value else [] for value in distinct], flag_code
+    flag_lines = [value.split(" ") if value else [] for value in distinct]
+    for flags in flag_lines:
+        if "" in flags or len(set(flags)) != len(flags):
+            line = " ".join(flags)
+            raise ValueError(f"router status entry line {numbers[values.index(line)]}: 's {line[:80]}' gives a flag "
+                             "twice or an empty one")
+    return flag_lines, flag_code
 
 
 def _bandwidths(rows: list[int], values: list[str], numbers: list[int], count: int):
@@ -273,6 +287,10 @@ def _bandwidths(rows: list[int], values: list[str], numbers: list[int], count: i
     bandwidth[rows_column[common]] = list(map(int, bands[common]))
     measured[rows_column[with_measured]] = list(map(int, measures[with_measured]))
     unmeasured[rows_column[unmeasured_texts != ""]] = True
+    limit = grammar.UINT32_MAX
+    too_large = np.flatnonzero(common & ((bandwidth[rows_column] > limit) | (measured[rows_column] > limit)))
+    if len(too_large):  # 10 digits, but not a uint32: named by the line on its own
+        _w_line(values[int(too_large[0])], numbers[int(too_large[0])])
     for index in np.flatnonzero(~common).tolist():  # the lines the bulk pattern did not take
         row = rows[index]
         for name, item in _w_line(values[index], numbers[index]).items():
@@ -295,11 +313,13 @@ def _w_line(value: str, number: int) -> dict:
     for item in value.split(" "):
         key, _, number_text = item.partition("=")
         if key in ("Bandwidth", "Measured"):
-            if not number_text.isdigit():
+            if not (number_text.isascii() and number_text.isdigit()):
                 raise ValueError(f"router status entry line {number}: {key}= needs a number: w {value[:60]}")
-            if len(number_text) > 18:
-                raise ValueError(f"router status entry line {number}: {key}= is out of range: w {value[:60]}")
-            items[key.lower()] = int(number_text)
+            try:
+                items[key.lower()] = grammar.number(number_text, 0, grammar.UINT32_MAX)  # tor reads both as uint32
+            except ValueError:
+                raise ValueError(f"router status entry line {number}: {key}= is out of range (0-{grammar.UINT32_MAX}): "
+                                 f"w {value[:60]}") from None
         elif key == "Unmeasured":
             if number_text != "1":
                 raise ValueError(f"router status entry line {number}: Unmeasured= must be 1: w {value[:60]}")
@@ -311,22 +331,9 @@ def _w_line(value: str, number: int) -> dict:
 
 def _or_address(value: str, number: int) -> tuple[str, int, bool]:
     try:
-        return _checked_or_address(value)
+        return grammar.or_address(value)
     except ValueError as error:
         raise ValueError(f"router status entry line {number}: 'a {value[:60]}' {error}") from None
-
-
-@lru_cache(maxsize=16384)  # the same addresses in the consensus and every vote
-def _checked_or_address(value: str) -> tuple[str, int, bool]:
-    address, _, port = value.rpartition(":")
-    bare = address[1:-1] if address.startswith("[") and address.endswith("]") else address
-    for family, is_ipv6 in ((socket.AF_INET6, True), (socket.AF_INET, False)):
-        try:
-            socket.inet_pton(family, bare)
-            return bare, parse_port(port, 0, allow_zero=False), is_ipv6
-        except (OSError, ValueError):
-            continue
-    raise ValueError("has no valid address")
 
 
 @lru_cache(maxsize=4096)
@@ -341,28 +348,15 @@ def _version(line: str) -> tuple:
         return line, None
 
 
-def _base64_hex(text: str) -> str:
-    try:
-        return binascii.a2b_base64(text + "=" * (-len(text) % 4), strict_mode=True).hex().upper()
-    except (binascii.Error, ValueError):
-        raise ValueError(f"{text!r} is not base64") from None
-
-
-@lru_cache(maxsize=16384)
-def parse_timestamp(day: str, clock: str) -> datetime:
-    """``YYYY-MM-DD`` ``HH:MM:SS`` as a naive UTC datetime, as stem gives it (cached: times repeat)."""
-    try:
-        return datetime(int(day[0:4]), int(day[5:7]), int(day[8:10]), int(clock[0:2]), int(clock[3:5]),
-                        int(clock[6:8]))
-    except (ValueError, IndexError):
-        raise ValueError(f"{day} {clock} is not a time") from None
-
-
-def parse_port(text: str, number: int, allow_zero: bool = True) -> int:
-    """A port number (1-65535, or 0 where ``allow_zero``); ValueError naming ``number`` otherwise."""
-    if not text.isdigit() or not (0 if allow_zero else 1) <= int(text) <= 65535:
-        raise ValueError(f"line {number}: {text!r} is not a port")
-    return int(text)
+def _microdescriptor_digests(rows: list[int], values: list[str], numbers: list[int], count: int) -> list:
+    """The ``m`` line of each row (None without one), each the base64 of a 32-byte digest as tor requires."""
+    joined = "".join(values).encode("utf-8", "replace")
+    if not (set(map(len, values)) <= {43} and not joined.translate(None, _BASE64_CHARACTERS)) and \
+            not grammar.all_match(_MICRODESC_DIGEST_LINES, values):  # the common shape, else the pattern's
+        bad = next(index for index, value in enumerate(values) if not _MICRODESC_DIGEST_LINES.fullmatch(value))
+        raise ValueError(f"router status entry line {numbers[bad]}: 'm {values[bad][:60]}' is not a microdescriptor "
+                         "digest")
+    return _scattered(rows, values, count)
 
 
 def _scattered(rows: list[int], values, count: int) -> list:

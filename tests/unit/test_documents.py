@@ -3,6 +3,7 @@
 import copy
 import pickle
 
+import numpy as np
 import pytest
 from stem.descriptor import DigestEncoding, DigestHash
 from stem.descriptor.networkstatus import NetworkStatusDocumentV3
@@ -154,3 +155,115 @@ def test_any_parser_exception_becomes_a_named_document_error(consensus_bytes):
     huge_timestamp = b"9" * 40 + b"\nbw=1 node_id=$" + b"A" * 40 + b"\n"
     with pytest.raises(DocumentError, match="^bandwidth-file from x: "):
         parse_document(DocKind.BANDWIDTH_FILE, huge_timestamp, "x")
+
+
+# -- hostile numbers, names and times: refused as tor's grammar refuses them, by name (hardening) ------------------
+
+VOTE = "2017-07-17-17-00-00-vote-cropped"
+CONSENSUS = "2022-11-19-10-00-00-consensus.xz"
+BW, CERTS = "bandwidth-file-v1.4", "2022-11-certs"
+PARAM = b"\nparams CircuitPriorityHalflifeMsec=30000 "
+VOTE_FLAGS = b"known-flags Authority Exit Fast Guard HSDir Running Stable V2Dir Valid"
+
+
+def changed(name: str, old: bytes, new: bytes, count: int = 1) -> bytes:
+    """A document of tests/data with ``old`` (which must be there) replaced by ``new``."""
+    raw = read_data(name)
+    assert old in raw, old
+    return raw.replace(old, new, count)
+
+
+def known_flags_vote(count: int) -> bytes:
+    """The cropped vote knowing ``count`` flags, its own and fillers sorted after them; every entry has the last."""
+    fillers = [b"Z%02d" % index for index in range(count - 9)]
+    flags = VOTE_FLAGS.split(b" ")[1:] + fillers
+    raw = changed(VOTE, VOTE_FLAGS, b"known-flags " + b" ".join(flags))
+    return raw.replace(b"\ns Fast ", b"\ns " + flags[-1] + b" Fast ").replace(b"\ns Exit ", b"\ns " + flags[-1] +
+                                                                                b" Exit ")
+
+
+def test_a_vote_with_64_known_flags_parses_and_its_flag_masks_keep_every_bit():
+    """tor allows 64 known flags in a vote (MAX_KNOWN_FLAGS_IN_VOTE); bit 63 overflowed an int64 mask before."""
+    from agent.metrics.authority import _flag_agreement
+
+    vote = parse_document(DocKind.VOTE, known_flags_vote(64), "test")
+    flags = sorted(vote.known_flags)
+    assert len(flags) == 64 and all(flags[-1] in entry.flags for entry in vote.routers.values())
+    bits = {flag: 1 << index for index, flag in enumerate(flags)}
+    masks = vote.entries.flag_masks(bits)
+    assert masks.dtype == np.uint64 and all(int(mask) >> 63 == 1 for mask in masks.tolist())
+    points = {point.tags["flag"]: point.fields for point in _flag_agreement("test", vote, vote.entries, 0)}
+    assert points[flags[-1]]["relays"] == points[flags[-1]]["in_both"] == 3 and points["Exit"]["relays"] == 1
+
+
+def test_more_known_flags_than_tor_allows_are_refused_naming_the_document():
+    with pytest.raises(DocumentError, match=r"^vote from moria1: line 14: known-flags: 65 flags, more than tor's 64"):
+        parse_document(DocKind.VOTE, known_flags_vote(65), "moria1")
+    unsorted = changed(VOTE, VOTE_FLAGS, b"known-flags Exit Authority Fast Guard HSDir Running Stable V2Dir Valid")
+    with pytest.raises(DocumentError, match="known-flags: flags must be in order, each once"):
+        parse_document(DocKind.VOTE, unsorted, "moria1")
+
+
+def test_a_vote_flagging_what_its_known_flags_do_not_list_is_refused():
+    with pytest.raises(DocumentError, match="an entry has the flag 'Bogus', which known-flags does not list"):
+        parse_document(DocKind.VOTE, changed(VOTE, b"\ns Fast HSDir", b"\ns Bogus Fast HSDir"), "moria1")
+
+
+@pytest.mark.parametrize("kind, name, old, new, problem", [
+    # numbers beyond the C type tor reads each into (agent.parse.grammar names where tor sets each bound)
+    ("consensus", CONSENSUS, PARAM, PARAM.replace(b"30000", b"2147483648"),
+     r"line 15: params: '2147483648' is not a number from -2147483648 to 2147483647"),
+    ("consensus", CONSENSUS, b"Wbd=0 ", b"Wbd=-" + b"9" * 400 + b" ", r"bandwidth-weights: '-9{39}' is not a number"),
+    ("consensus", CONSENSUS, b"\nconsensus-method 32", b"\nconsensus-method 0", r"line 3: consensus-method: '0'"),
+    ("consensus", CONSENSUS, b"\nvoting-delay 300 300", b"\nvoting-delay 300 " + b"9" * 400, "voting-delay: '9"),
+    ("consensus", CONSENSUS, b"193.23.244.244 80 443", b"193.23.244.244 80 65536", "dir-source: '65536' is not a num"),
+    ("consensus", CONSENSUS, PARAM, PARAM + b"CircuitPriorityHalflifeMsec=1 ", "params: keys must be in order, each"),
+    ("vote", VOTE, b"\nshared-rand-current-value 8 ", b"\nshared-rand-current-value 18446744073709551616 ",
+     "shared-rand-current-value: '18446744073709551616' is not a number"),
+    ("vote", VOTE, b"Link=4 LinkAuth", b"Link=4-64 LinkAuth", r"recommended-relay-protocols: '64' is not a number fr"),
+    ("vote", VOTE, b"guard-wfu=98.000%", b"guard-wfu=1e999", "flag-thresholds: 'guard-wfu=1e999' is not a number"),
+    ("key-certificates", CERTS, b"\ndir-key-expires 2023-09-16 19:14:12",
+     b"\ndir-key-expires 2023-09-16 19:14:12\ndir-address 1.2.3.4:99999", "dir-address: '99999' is not a number"),
+    ("bandwidth-file", BW, b"\nbw=1 bw_mean=21403", b"\nbw=" + b"9" * 20 + b" bw_mean=21403",
+     r"line 28: bw: '9{20}' is not a number from 0 to 9223372036854775807"),
+    ("bandwidth-file", BW, b"\nbw=1 bw_mean=21403", b"\nbw=1 bw=2 bw_mean=21403", "line 28: bw= is giv"),
+    ("bandwidth-file", BW, b"node_id=$F63DF6AA4F395AD2F5F363333D104279F2171381",
+     b"node_id=$F63DF6AA4F395AD2F5F363333D104279F217138", "node_id '\\$F63DF6AA4F395AD2F5F363333D104279F217138' is "),
+    ("bandwidth-file", BW, b"1555882497\n", b"99999999999\n", "line 1: the timestamp '99999999999'"),
+    # Unicode digits, which Python's int() and str.isdigit() read as numbers and tor's strtol does not
+    ("consensus", CONSENSUS, b"\nconsensus-method 32", "\nconsensus-method \u0663\u0662".encode(),
+     "consensus-method: '\u0663\u0662' is not a number"),
+    ("consensus", CONSENSUS, b"Wbd=0 ", "Wbd=\u0660 ".encode(), "bandwidth-weights: '\u0660' is not a number"),
+    ("consensus", CONSENSUS, b"193.23.244.244 80 443", "193.23.244.244 80 \u0664\u0664\u0663".encode(), "dir-source"),
+    ("vote", VOTE, b"\nvoting-delay 300 300", "\nvoting-delay 300 \uff13\uff10\uff10".encode(), "voting-delay: '"),
+    ("vote", VOTE, b"guard-tk=691200", "guard-tk=\u0666\u0669".encode(), "flag-thresholds: 'guard-tk="),
+    ("bandwidth-file", BW, b"\nbw=1 bw_mean=21403", "\nbw=\u0665 bw_mean=21403".encode(),
+     "line 28: bw: '\u0665' is not a number"),
+    ("bandwidth-file", BW, b"\nnumber_eligible_relays=6459", "\nnumber_eligible_relays=\u0665".encode(),
+     r"line 11: number_eligible_relays: '\u0665' has non-ASCII digits"),
+    ("bandwidth-file", BW, b"1555882497\n", "\u0661555882497\n".encode(), "line 1: the timestamp"),
+    # impossible times
+    ("consensus", CONSENSUS, b"\nvalid-until 2022-11-19 13:00:00", b"\nvalid-until 9999-11-19 13:00:00",
+     r"line 6: valid-until: '9999-11-19 13:00:00' is not a time from 1970 to 2199"),
+    ("consensus", CONSENSUS, b"\nfresh-until 2022-11-19 11:00:00", b"\nfresh-until 2022-11-19 10:00:00",
+     "valid-after 2022-11-19 10:00:00, fresh-until 2022-11-19 10:00:00 and valid-until .* are not in order"),
+    ("vote", VOTE, b"\nvalid-after 2017-07-17 17:00:00", "\nvalid-after \uff12017-07-17 17:00:00".encode(),
+     "valid-after: '\uff12017-07-17 17:00:00' is not a time"),
+    ("vote", VOTE, b"\npublished 2017-07-17 16:50:01", b"\npublished 2017-07-17 16:50:01 and more", "published: '"),
+    ("key-certificates", CERTS, b"\ndir-key-expires 2023-09-16", b"\ndir-key-expires 9999-09-16",
+     r"line 4: dir-key-expires: '9999-09-16 19:14:12' is not a time from 1970 to 2199"),
+    ("bandwidth-file", BW, b"\nfile_created=2019-04-21T", b"\nfile_created=9999-04-21T",
+     "file_created: '9999-04-21T21:35:04' is not a time from 1970 to 2199"),
+])
+def test_what_tors_grammar_refuses_in_what_stem_parses_is_refused_by_name(kind, name, old, new, problem):
+    with pytest.raises(DocumentError, match=f"^{kind} from moria1: .*{problem}"):
+        parse_document(DocKind(kind), changed(name, old, new), "moria1")
+
+
+def test_a_nul_byte_is_refused_in_any_document_by_its_line():
+    for kind, name in ((DocKind.CONSENSUS, CONSENSUS), (DocKind.VOTE, VOTE), (DocKind.BANDWIDTH_FILE,
+                       "bandwidth-file-v1.4"), (DocKind.SERVER_DESCRIPTORS, "server-descriptors-2")):
+        raw = read_data(name)
+        third = raw.index(b"\n", raw.index(b"\n") + 1) + 1
+        with pytest.raises(DocumentError, match=f"^{kind.value} from x: line 3: a NUL byte"):
+            parse_document(kind, raw[:third + 2] + b"\x00" + raw[third + 2:], "x")

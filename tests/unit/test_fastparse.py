@@ -297,3 +297,131 @@ def test_the_r_line_cache_keeps_the_document_at_hand_when_full(monkeypatch):
     again = fastparse.parse_router_entries(documents[1], microdesc=False)  # all from the cache now
     assert again.fingerprints == second.fingerprints and again.published == second.published
     assert again.addresses == second.addresses and (again.or_ports == second.or_ports).all()
+
+
+# -- hostile numbers, names and times in the fast paths: refused as tor's grammar refuses them (hardening) ----------
+
+R_LINE = "r relay1 AAAAAAAAAAAAAAAAAAAAAAAAAAA AAAAAAAAAAAAAAAAAAAAAAAAAAA 2020-02-29 10:00:00 1.2.3.4 9001 0"
+
+
+def entry_text(r_line: str = R_LINE, s_line: str = "s Fast", w_line: str = "w Bandwidth=1") -> bytes:
+    return "\n".join([r_line, s_line, w_line, ""]).encode("utf-8", "surrogateescape")
+
+
+@pytest.mark.parametrize("entry, problem", [
+    (entry_text(w_line="w Bandwidth=4294967296"), r"Bandwidth= is out of range \(0-4294967295\)"),
+    (entry_text(w_line="w Bandwidth=1 Measured=99999999999"), r"Measured= is out of range"),
+    (entry_text(w_line="w Bandwidth=" + "9" * 400), r"Bandwidth= is out of range"),
+    (entry_text(w_line="w Bandwidth=\u0665\u0660\u0660\u0660"), "Bandwidth= needs a number"),
+    (entry_text(w_line="w Bandwidth=1 Measured=\uff15"), "Measured= needs a number"),
+    (entry_text(w_line="w Bandwidth=+5"), "Bandwidth= needs a number"),
+    (entry_text(R_LINE.replace("9001", "\u0669\u0660\u0660\u0661")), "is not a port"),
+    (entry_text(R_LINE.replace("9001", "\u00b2")), "is not a port"),
+    (entry_text(R_LINE.replace("relay1", "a\x00b")), r"nickname 'a\\x00b' is not 1-19 letters and digits"),
+    (entry_text(R_LINE.replace("relay1", "\udcff\udcfe")), "nickname '.*' is not 1-19 letters and digits"),
+    (entry_text(R_LINE.replace("relay1", "x" * 20)), "nickname 'x{20}' is not 1-19"),
+    (entry_text(R_LINE.replace("relay1", "n\u00efck")), "nickname 'n\u00efck' is not 1-19"),
+    (entry_text(R_LINE.replace("2020-02-29", "9999-02-29")), "'9999-02-29 10:00:00' is not a time"),
+    (entry_text(R_LINE.replace("2020-02-29", "1969-12-31")), "'1969-12-31 10:00:00' is not a time from 1970"),
+    (entry_text(R_LINE.replace("2020-02-29", "\uff12020-02-29")), "is not a time"),
+    (entry_text(R_LINE.replace("AAAAAAAAAAAAAAAAAAAAAAAAAAA ", "AAAA ", 1)), "'AAAA' is not the base64 of 20 bytes"),
+    (entry_text(s_line="s Fast Fast"), "'s Fast Fast' gives a flag twice or an empty one"),
+    (entry_text(s_line="s Fast  Running"), "gives a flag twice or an empty one"),
+])
+def test_hostile_router_entries_are_refused_by_name(entry, problem):
+    with pytest.raises(ValueError, match=f"line [0-9]+: .*{problem}"):
+        fastparse.parse_router_entries(entry, microdesc=False)
+
+
+def test_the_largest_numbers_tor_allows_are_read():
+    entries = fastparse.parse_router_entries(entry_text(w_line="w Bandwidth=4294967295 Measured=4294967295"), False)
+    assert entries.bandwidth.tolist() == entries.measured.tolist() == [4294967295]
+
+
+def test_a_microdesc_entry_whose_digest_is_not_a_digest_is_refused():
+    raw = _strip_annotations(read(DATA / "2022-11-19-10-00-00-consensus-microdesc.xz"))
+    digest = raw[raw.index(b"\nm ") + 3:raw.index(b"\n", raw.index(b"\nm ") + 1)]
+    for bad in (b"!!!", digest[:-1], digest + b"A", "\u0665".encode() + digest[1:]):
+        entries = fastparse.split_network_status(raw.replace(b"\nm " + digest + b"\n", b"\nm " + bad + b"\n", 1))[1]
+        with pytest.raises(ValueError, match="is not a microdescriptor digest"):
+            fastparse.parse_router_entries(entries, microdesc=True)
+
+
+def test_a_non_utf8_nickname_is_refused_naming_the_document():
+    raw = read(DATA / "2020-02-29-10-00-00-consensus.xz")
+    start = raw.index(b"\nr ") + 3
+    broken = raw[:start] + b"\xff\xfe" + raw[raw.index(b" ", start):]
+    with pytest.raises(DocumentError, match=r"^consensus from moria1: line \d+: nickname '\ufffd\ufffd' is not 1-19"):
+        parse_document(DocKind.CONSENSUS, broken, "moria1")
+
+
+DESCRIPTORS = DATA / "2020-02-29-10-05-00-server-descriptors.xz"
+
+
+def first_descriptor_line(keyword: bytes) -> bytes:
+    raw = read(DESCRIPTORS)
+    start = raw.index(b"\n" + keyword + b" ") + 1
+    return raw[start:raw.index(b"\n", start)]
+
+
+@pytest.mark.parametrize("keyword, new, problem", [
+    (b"bandwidth", b"bandwidth 1 1 " + b"9" * 400, "needs 3 numbers: average 1-2147483647, burst and observed"),
+    (b"bandwidth", b"bandwidth 2147483648 1 1", "needs 3 numbers"),
+    (b"bandwidth", b"bandwidth 0 0 0", "needs 3 numbers: average 1-2147483647"),
+    (b"bandwidth", "bandwidth \u0665\u0660\u0660\u0660 1 1".encode(), "needs 3 numbers"),
+    (b"uptime", b"uptime " + b"9" * 30, "'uptime 9{30}' needs a number"),
+    (b"uptime", "uptime \u0665".encode(), "needs a number"),
+    (b"published", b"published 9999-02-29 10:00:00", "published '9999-02-29 10:00:00' is not a time"),
+    (b"published", "published \uff12020-02-29 10:00:00".encode(), "published '.*' is not a time"),
+    (b"published", b"published 2020-02-29 10:00:00 and more", "published '.*' is not a time"),
+    (b"fingerprint", b"fingerprint 0x" + b"A" * 38, "fingerprint '0x.*' is malformed"),
+    (b"fingerprint", b"fingerprint " + b"A_" * 20, "is malformed"),
+    (b"family", b"family $" + b"A" * 39, "has a member that is neither a nickname nor a \\$fingerprint"),
+    (b"family", b"family \xff", "has a member that is neither"),
+    (b"ipv6-policy", "ipv6-policy accept \u0668\u0660".encode(), "is not accept or reject and ports"),
+])
+def test_hostile_server_descriptors_are_refused_by_name(keyword, new, problem):
+    raw = read(DESCRIPTORS)
+    line = first_descriptor_line(keyword) if keyword != b"ipv6-policy" else b"router-signature"
+    if keyword == b"ipv6-policy":
+        new = new + b"\nrouter-signature"
+    with pytest.raises(DocumentError, match=f"^server-descriptors from moria1: server descriptor \\w+: .*{problem}"):
+        parse_document(DocKind.SERVER_DESCRIPTORS, raw.replace(line, new, 1), "moria1")
+
+
+@pytest.mark.parametrize("router, problem", [
+    (b"router anonion 31.54.58.167 65536 0 0", "'65536' is not a port"),
+    (b"router anonion 31.54.58.167 0 0 0", "'0' is not a port"),
+    ("router anonion 31.54.58.167 \u0664\u0664\u0663 0 0".encode(), "'\u0664\u0664\u0663' is not a port"),
+    (b"router anonion 31.54.58.167 443 0 99999", "'99999' is not a port"),
+    (b"router anonion 31.54.58.999 443 0 0", "'31.54.58.999' is not an IPv4 address"),
+    (b"router anon\xffion 31.54.58.167 443 0 0", "the nickname is not 1-19 letters and digits"),
+    (b"router " + b"x" * 20 + b" 31.54.58.167 443 0 0", "the nickname is not 1-19 letters and digits"),
+])
+def test_a_hostile_router_line_is_refused_by_name(router, problem):
+    raw = read(DATA / "server-descriptors-2")
+    with pytest.raises(DocumentError, match=f"^server-descriptors from x: server descriptor 'router .*': {problem}"):
+        parse_document(DocKind.SERVER_DESCRIPTORS, raw.replace(b"router anonion 31.54.58.167 443 0 0", router, 1), "x")
+
+
+def test_metrics_read_an_impossible_descriptor_bandwidth_as_unknown_never_overflowing():
+    """A descriptor made otherwise than by the parser (stem's, in tests) may carry any number."""
+    from agent.metrics import network, relays
+
+    class Descriptor:
+        average_bandwidth, burst_bandwidth, observed_bandwidth = 10 ** 400, 5000, -1
+
+    assert relays._advertised([Descriptor()]).tolist() == [5000.0]
+
+    class Consensus:
+        bandwidth_weights = {"Wgg": 10 ** 400, "Wmm": 10000}
+
+    assert network.bandwidth_weights(Consensus()) == {"Wmm": 10000}
+
+
+@pytest.mark.parametrize("keyword", [b"bandwidth", b"uptime", b"published", b"fingerprint", b"family", b"contact"])
+def test_a_descriptor_giving_a_line_twice_is_refused(keyword):
+    line = first_descriptor_line(keyword)
+    raw = read(DESCRIPTORS).replace(line, line + b"\n" + line, 1)
+    with pytest.raises(DocumentError, match=f"server descriptor \\w+: a second '{keyword.decode()}' line"):
+        parse_document(DocKind.SERVER_DESCRIPTORS, raw, "moria1")
