@@ -30,6 +30,7 @@ CHECKS: tuple[Check, ...] = (
     consensus.unexpected_authority,
     consensus.quorum_lost,
     consensus.vote_missing,
+    consensus.time_impossible,
     probes.orport_unreachable,
     probes.vote_not_propagated,
     shared_random.commit_mismatch,

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
 import numpy as np
 
 from agent.checks.authority import authority_relays
 from agent.checks.registry import Context, check
 from agent.model.entries import entries_of
 from agent.model.findings import Hit
-from agent.model.snapshot import quorum
+from agent.model.snapshot import DocKind, FetchRecord, quorum
 
 SHARED_RANDOM_METHOD = 23
+#: tor's REASONABLY_LIVE_TIME: clients still use a consensus this long after its valid-until.
+VALID_UNTIL_SLACK = timedelta(hours=24)
+#: tor refuses a voting interval above a day, so a longer period is no real consensus's.
+LONGEST_PERIOD = timedelta(hours=24)
+#: How a consensus refused for its times is marked on its fetch record (``FetchRecord.error``).
+TIME_REFUSED = "refused for impossible times: "
+CONSENSUS_KINDS = (DocKind.CONSENSUS, DocKind.MICRODESC_CONSENSUS)
 
 
 def _names(context: Context) -> dict[str, str]:
@@ -80,10 +90,12 @@ def votes_differ(context: Context):
 def method_unsupported(context: Context):
     latest = context.snapshot.latest_consensus()
     for view in context.snapshot.views.values():
-        if latest is not None and view.vote is not None and latest.consensus_method not in view.vote.consensus_methods:
+        methods = list(view.vote.consensus_methods or ()) if view.vote is not None else []
+        if latest is not None and view.vote is not None and latest.consensus_method not in methods:
+            supported = f"{min(methods)}-{max(methods)}" if methods else "none"  # a vote may list none
             yield Hit({"authority": view.authority.nickname},
                       f"{view.authority.nickname} does not support consensus method {latest.consensus_method} "
-                      f"(it supports {min(view.vote.consensus_methods)}-{max(view.vote.consensus_methods)})", {})
+                      f"(it supports {supported})", {})
 
 
 @check("TorSharedRandomMissing", "critical", "The consensus lacks a shared random value",
@@ -171,3 +183,62 @@ def vote_missing(context: Context):
             yield Hit({"authority": authority.nickname},
                       f"the consensus of {latest.valid_after:%Y-%m-%d %H:%M:%S} was built without a vote from "
                       f"{authority.nickname} ({len(voted)} votes)", {"votes": len(voted)})
+
+
+def time_problem(consensus: Any, now: datetime, tolerance_seconds: float) -> str | None:
+    """Why a live consensus cannot be the current one as of ``now`` (naive UTC), or None if it can.
+
+    Its valid-after may be ahead of the clock by ``tolerance_seconds`` at
+    most, its valid-until at most ``VALID_UNTIL_SLACK`` behind, and its
+    period must be a real voting interval: a validly signed consensus
+    outside that would move the agent's period to a time that never comes
+    (or came long ago).
+    """
+    valid_after, fresh_until, valid_until = consensus.valid_after, consensus.fresh_until, consensus.valid_until
+    dates = f"valid-after {valid_after:%Y-%m-%d %H:%M:%S}, fresh-until {fresh_until:%Y-%m-%d %H:%M:%S}, " \
+            f"valid-until {valid_until:%Y-%m-%d %H:%M:%S}"
+    if not valid_after < fresh_until <= valid_until:
+        return f"its times are out of order ({dates})"
+    if fresh_until - valid_after > LONGEST_PERIOD:
+        return f"its period of {fresh_until - valid_after} is longer than a day ({dates})"
+    if valid_after > now + timedelta(seconds=tolerance_seconds):
+        return (f"its valid-after is {_span(valid_after - now)} ahead of the clock ({now:%Y-%m-%d %H:%M:%S}; "
+                f"tolerance {tolerance_seconds:g} s; {dates})")
+    if valid_until < now - VALID_UNTIL_SLACK:
+        return f"its valid-until is {_span(now - valid_until)} past ({now:%Y-%m-%d %H:%M:%S}; {dates})"
+    return None
+
+
+def _span(delta: timedelta) -> str:
+    seconds = delta.total_seconds()
+    return f"{seconds / 86400:.1f} days" if seconds >= 86400 else f"{seconds:.0f} s"
+
+
+def time_refused(record: FetchRecord) -> bool:
+    """Was this fetch's consensus refused for its times (by ``agent.pipeline.judge.admissible``)?"""
+    return record.rejected and record.kind in CONSENSUS_KINDS and (record.error or "").startswith(TIME_REFUSED)
+
+
+@check("TorConsensusTimeImpossible", "critical",
+       "A directory authority serves a consensus dated impossibly far from the present")
+def time_impossible(context: Context):
+    if context.snapshot.archived:
+        return  # history is replayed as of its own time
+    for record in context.snapshot.records:
+        if time_refused(record):
+            yield _time_hit(record.authority, record.kind, (record.error or "").removeprefix(TIME_REFUSED))
+    # A snapshot judged without being screened first (``check``): as of its fetch, as the screening does.
+    fetched = context.snapshot.started_at
+    now = fetched.astimezone(timezone.utc).replace(tzinfo=None) if fetched.tzinfo is not None else fetched
+    tolerance = context.thresholds.consensus_ahead_seconds
+    for view in context.snapshot.views.values():
+        for kind, document in zip(CONSENSUS_KINDS, (view.consensus, view.microdesc_consensus)):
+            problem = None if document is None else time_problem(document, now, tolerance)
+            if problem is not None:
+                yield _time_hit(view.authority.nickname, kind, problem)
+
+
+def _time_hit(authority: str, kind: DocKind, problem: str) -> Hit:
+    return Hit({"authority": authority, "document": kind.value},
+               f"the {kind.value} {authority} serves is refused: {problem}; it is not taken as the period's "
+               "consensus and the agent's state does not move to it", {"problem": problem})

@@ -29,6 +29,7 @@ class CheckThresholds:
     bwauth_sync_ratio: float
     bandwidth_file_max_age_hours: float
     bandwidth_file_min_coverage: float
+    consensus_ahead_seconds: float
     known_parameters: frozenset[str]  # not a key: agent/data/known-parameters.txt + checks.extra_known_parameters
 
     # DocTor's thresholds are the defaults.
@@ -45,6 +46,8 @@ class CheckThresholds:
         ("bwauth_sync_ratio", 0.2, "ratio"),
         ("bandwidth_file_max_age_hours", 48, "positive_number"),
         ("bandwidth_file_min_coverage", 0.6, "ratio"),
+        # Not DocTor's: a live consensus whose valid-after is further ahead of our clock is refused.
+        ("consensus_ahead_seconds", 600, "positive_number"),
     )
 
 

@@ -8,7 +8,7 @@ from agent.config.loader import Config
 from agent.loop.collect import collect
 from agent.metrics.geoip import GeoIP
 from agent.model.snapshot import Snapshot
-from agent.pipeline.judge import judge
+from agent.pipeline.judge import admissible, judge
 from agent.pipeline.record import Detectors, memory_of, record
 from agent.pipeline.state import State
 from agent.store.store import SaveResult, Store
@@ -31,7 +31,9 @@ def run_cycle(config: Config, state: State, store: Store, geoip: GeoIP) -> Cycle
 def once_from(snapshot: Snapshot, config: Config, state: State, store: Store, geoip: GeoIP) -> CycleResult:
     """One collected (or archived) snapshot through judge and record."""
     detectors = Detectors(config) if config.detect.enabled else None
+    snapshot, _ = admissible(snapshot, config.checks.thresholds)  # the memory is read for the period judged
     memory = memory_of(snapshot, state, detectors)
     result = judge(snapshot, memory, config, geoip)
     saved = record(result, store, state, memory, detectors=detectors)
-    return CycleResult(snapshot, saved, result.findings)
+    # The snapshot as judged: what judging refused or rejected is marked on its records.
+    return CycleResult(result.snapshot or snapshot, saved, result.findings)

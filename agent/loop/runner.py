@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import cast
 
 from agent.alerts.dispatch import Alerting
 from agent.config.loader import Config
@@ -26,7 +27,7 @@ from agent.metrics.geoip import GeoIP
 from agent.model.points import Point, point
 from agent.model.snapshot import Outcome, Snapshot
 from agent.model.time import unix, utc_now
-from agent.pipeline.judge import PeriodResult, judge
+from agent.pipeline.judge import Memory, PeriodResult, admissible, judge
 from agent.pipeline.record import Detectors, describe, memory_of, record
 from agent.pipeline.state import State
 from agent.store.store import SaveResult, Store
@@ -73,7 +74,9 @@ class PeriodRunner:
         started, started_at = time.monotonic(), utc_now()
         summary: dict = {"started_at": started_at.isoformat(timespec="seconds")}
         try:
-            snapshot = collect(self.config, self.authorities, cancel=stop)
+            # A consensus dated impossibly far from now is refused here, before it can become the period.
+            snapshot, _ = admissible(collect(self.config, self.authorities, cancel=stop),
+                                     self.config.checks.thresholds)
             if snapshot.latest_consensus() is not None:
                 self.authorities = snapshot.authorities  # discovery carries over to the next cycle
             status, next_run = self._handle(snapshot, summary)
@@ -89,52 +92,98 @@ class PeriodRunner:
 
     def _handle(self, snapshot: Snapshot, summary: dict) -> tuple[str, datetime]:
         consensus = snapshot.latest_consensus()
-        failures = sum(1 for record in snapshot.records if record.outcome is Outcome.FAILED)
-        rejected = sum(1 for record in snapshot.records if record.rejected)
-        summary.update(fetch_failures=failures, documents_rejected=rejected)
+        _count_records(snapshot, summary)
         if consensus is None:
             summary["problem"] = "no authority served a consensus a client would accept"
-            self.state.count("cycles_without_consensus")
-            # The fetch records still become points (at the fetch time): an outage must show.
-            saved = self._record(snapshot, summary, failed=True)
-            summary.update(points=saved.points, storage=describe(saved))
-            return FAILED, utc_now() + self._retry()
+            return self._failed(*self._judge(snapshot), summary)
         valid_after = unix(consensus.valid_after)
         period = unix(consensus.fresh_until) - valid_after
         summary.update(valid_after=consensus.valid_after.isoformat(), period_seconds=period)
-        last = self.state.last_processed()
+        last = self._last_processed()
         if last is not None and valid_after <= last:
             self.drain_deliveries()
-            expected = datetime.fromtimestamp(last + period, timezone.utc) + self._poll_delay()
-            return NOT_YET, min(max(expected, utc_now() + timedelta(seconds=1)), utc_now() + self._retry())
-        skipped = max(0, (valid_after - last) // period - 1) if last is not None and period > 0 else 0
-        if skipped:
-            log.warning("%d period(s) before %s were not recorded (the agent was down or late)",
-                        skipped, consensus.valid_after)
-            self.state.count("periods_skipped", skipped)
-        processed = self.state.counters().get("periods_processed", 0) + 1
-        saved = self._record(snapshot, summary, processed=processed)
-        self.state.record_processed(valid_after, period, unix(utc_now()))
-        summary.update(points=saved.points, storage=describe(saved), periods_waiting=saved.periods_waiting)
+            return NOT_YET, self._when_due(last + period)
+        result, memory = self._judge(snapshot)
+        if result.time != valid_after or not result.has_consensus:
+            return self._period_rejected(result, memory, summary, last)
+        self._count_skipped(valid_after, period, last, consensus.valid_after)
+        self._process(result, memory, summary, period)
         next_run = datetime.fromtimestamp(unix(consensus.fresh_until), timezone.utc) + self._poll_delay()
         return PROCESSED, max(next_run, utc_now() + timedelta(seconds=1))
 
-    def _record(self, snapshot: Snapshot, summary: dict, failed: bool = False, processed: int = 0) -> SaveResult:
-        """The period through judge and record: alerts, then one save with the self-metrics."""
+    def _when_due(self, next_period: int) -> datetime:
+        """When to look for the period after the last recorded one: at its start, or after a retry if it is late.
+
+        A late one is not polled every second: authorities stuck on an old
+        consensus can serve it for a day.
+        """
+        now, expected = utc_now(), datetime.fromtimestamp(next_period, timezone.utc) + self._poll_delay()
+        return min(expected, now + self._retry()) if expected > now else now + self._retry()
+
+    def _judge(self, snapshot: Snapshot) -> tuple[PeriodResult, Memory]:
+        """The period judged (what judging rejected is in the result), and the memory it was judged with."""
         memory = memory_of(snapshot, self.state, self.detectors)
-        result = judge(snapshot, memory, self.config, self.geoip)
+        return judge(snapshot, memory, self.config, self.geoip), memory
+
+    def _failed(self, result: PeriodResult, memory: Memory, summary: dict) -> tuple[str, datetime]:
+        """A cycle without a period to record: its fetch records still become points (an outage must show)."""
+        self.state.count("cycles_without_consensus")
+        saved = self._record(result, memory, summary, failed=True)
+        summary.update(points=saved.points, storage=describe(saved))
+        return FAILED, utc_now() + self._retry()
+
+    def _period_rejected(self, result: PeriodResult, memory: Memory, summary: dict,
+                         last: int | None) -> tuple[str, datetime]:
+        """Judging rejected the newest consensus: an older one left is recorded if new, else retried soon."""
+        summary["problem"] = "the newest consensus breaks judging and was rejected"
+        if not result.has_consensus:
+            return self._failed(result, memory, summary)
+        if last is not None and result.time <= last:
+            self._alert(result, summary, failed=True)
+            return FAILED, utc_now() + self._retry()
+        consensus = cast(Snapshot, result.snapshot).latest_consensus()
+        self._process(result, memory, summary, unix(consensus.fresh_until) - result.time)
+        return PROCESSED, utc_now() + self._retry()
+
+    def _process(self, result: PeriodResult, memory: Memory, summary: dict, period: int) -> None:
+        """Records a period and marks it processed in the state."""
+        processed = self.state.counters().get("periods_processed", 0) + 1
+        saved = self._record(result, memory, summary, processed=processed)
+        self.state.record_processed(result.time, period, unix(utc_now()))
+        summary.update(points=saved.points, storage=describe(saved), periods_waiting=saved.periods_waiting)
+
+    def _count_skipped(self, valid_after: int, period: int, last: int | None, when: datetime) -> None:
+        skipped = max(0, (valid_after - last) // period - 1) if last is not None and period > 0 else 0
+        if skipped:
+            log.warning("%d period(s) before %s were not recorded (the agent was down or late)", skipped, when)
+            self.state.count("periods_skipped", skipped)
+
+    def _last_processed(self) -> int | None:
+        """The state's last recorded period, unless it lies in the future (left by a consensus dated ahead)."""
+        last = self.state.last_processed()
+        ahead = unix(utc_now()) + self.config.checks.thresholds.consensus_ahead_seconds
+        if last is not None and last > ahead:
+            log.warning("the state's last recorded period (%s) lies in the future; ignored: the current period is "
+                        "recorded and replaces it", datetime.fromtimestamp(last, timezone.utc).isoformat())
+            return None
+        return last
+
+    def _record(self, result: PeriodResult, memory: Memory, summary: dict, failed: bool = False,
+                processed: int = 0) -> SaveResult:
+        """The judged period recorded: alerts, then one save with the self-metrics."""
 
         def alert(judged: PeriodResult) -> None:
-            self._alert(snapshot, judged.findings, summary, failed)
+            self._alert(judged, summary, failed)
 
         def self_metrics(judged: PeriodResult) -> list[Point]:
             return [] if failed else self._self_metrics(summary, judged, processed)
 
+        _count_records(cast(Snapshot, result.snapshot), summary)
         saved = record(result, self.store, self.state, memory, alert, self_metrics, self.detectors)
         self._lines_written = saved.lines_written
         return saved
 
-    def _alert(self, snapshot: Snapshot, findings: list, summary: dict, failed: bool = False) -> None:
+    def _alert(self, result: PeriodResult, summary: dict, failed: bool = False) -> None:
         """Alerts for a judged period, then a drain of the delivery outbox; never fails the cycle.
 
         A recorded period is alerted on in its own time (valid-after), once;
@@ -143,11 +192,11 @@ class PeriodRunner:
         """
         try:
             now = int(time.time())
-            consensus = snapshot.latest_consensus()
-            period = None if failed or consensus is None else unix(consensus.valid_after)
+            snapshot = cast(Snapshot, result.snapshot)
+            period = None if failed or not result.has_consensus else result.time
             if failed and now - self.state.last_alerted() < (self.state.period_seconds() or 3600):
                 return
-            notices = self.alerting.on_period(findings, self._relay_alerts(snapshot, period or now), period)
+            notices = self.alerting.on_period(result.findings, self._relay_alerts(snapshot, period or now), period)
             self.state.set_last_alerted(now)
             counts = self.alerting.drain()
             summary.update(notices=len(notices), deliveries_waiting=counts["waiting"])
@@ -200,6 +249,16 @@ class PeriodRunner:
 
     def _retry(self) -> timedelta:
         return timedelta(seconds=self.config.schedule.retry_seconds)
+
+
+def _count_records(snapshot: Snapshot, summary: dict) -> None:
+    """Failed fetches and rejected documents (by parsing, by their times, by judging: named, with why) into the
+    summary (``status`` shows the last cycle's)."""
+    rejected = [f"{r.authority} {r.kind.value}: {(r.error or '')[:300]}" for r in snapshot.records if r.rejected]
+    summary.update(fetch_failures=sum(1 for record in snapshot.records if record.outcome is Outcome.FAILED),
+                   documents_rejected=len(rejected))
+    if rejected:
+        summary["rejected"] = rejected
 
 
 def _summary_line(summary: dict) -> str:

@@ -215,6 +215,18 @@ def test_authorities_missing_from_and_unexpected_in_the_consensus(consensus):
     assert [f.subjects for f in hits] == [{"authority": "ghost"}]
 
 
+def test_consensus_time_impossible(consensus):
+    # More in tests/unit/test_isolation.py: such a consensus is refused and never becomes the period.
+    snap = snapshot(consensus, microdesc=False)  # judged as of its fetch (started_at)
+    assert findings(snap, "TorConsensusTimeImpossible") == []
+    early = dataclasses.replace(snap, started_at=consensus.valid_after - timedelta(days=2))
+    ahead = findings(early, "TorConsensusTimeImpossible")
+    assert len(ahead) == len(snap.views) and {f.severity for f in ahead} == {"critical"}
+    assert "valid-after is 2.0 days ahead of the clock" in ahead[0].description
+    late = dataclasses.replace(snap, started_at=consensus.valid_until + timedelta(days=2))
+    assert "valid-until is 2.0 days past" in findings(late, "TorConsensusTimeImpossible")[0].description
+
+
 # --- vote checks --------------------------------------------------------------------------------------
 
 def test_recommended_versions_and_parameters(consensus, vote):

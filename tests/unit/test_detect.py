@@ -274,6 +274,7 @@ def test_the_live_path_logs_the_warm_up_and_keeps_its_state(tmp_path, caplog):
     directory, warm-up in the log."""
     import logging
     from dataclasses import replace as with_values
+    from datetime import timedelta, timezone
 
     from agent.pipeline.judge import judge
     from agent.pipeline.record import Detectors, memory_of, record
@@ -283,7 +284,10 @@ def test_the_live_path_logs_the_warm_up_and_keeps_its_state(tmp_path, caplog):
     consensus = parse_data("consensus", "2020-02-29-10-00-00-consensus.xz")
     config = load_config(None, environ={})
     config = with_values(config, state_dir=tmp_path)
-    snapshot, state, detectors = snapshot_of(consensus), State(tmp_path), Detectors(config)
+    # Fetched during the consensus's own period, as a live cycle is (a 2020 consensus fetched today is refused).
+    fetched = consensus.valid_after.replace(tzinfo=timezone.utc) + timedelta(minutes=5)
+    snapshot = with_values(snapshot_of(consensus), started_at=fetched, finished_at=fetched)
+    state, detectors = State(tmp_path), Detectors(config)
     with caplog.at_level(logging.INFO, logger="agent.pipeline"):
         memory = memory_of(snapshot, state, detectors)
         result = judge(snapshot, memory, config, GeoIP.load(DATA / "geoip-excerpt"))
