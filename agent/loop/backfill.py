@@ -1,11 +1,14 @@
 """Backfill: replays archived voting periods through the same metrics and store path.
 
 Documents are grouped into periods by valid-after (consensuses, microdesc
-consensuses, votes); key certificates verify every consensus they cover;
-each period gets the newest server descriptor each relay had published by
-its valid-after. Periods are replayed in time order, so churn is measured
-against the preceding period of the input. Nothing is ever sent to people:
-backfill writes points only.
+consensuses, votes); a document whose valid-after is no date is named and
+skipped. Key certificates verify every consensus they cover, and trust
+comes from the configured authorities only; which consensus a period uses
+when several claim it, and which are rejected, is ``agent.loop.archived``'s
+rule. Each period gets the newest server descriptor each relay had
+published by its valid-after. Periods are replayed in time order, so churn
+is measured against the preceding period of the input. Nothing is ever
+sent to people: backfill writes points only.
 
 Parsing, metrics, checks and line protocol take about 37 ms of CPU a
 consecutive hour (each consensus's entries are looked up among the previous
@@ -21,8 +24,10 @@ same timestamps, so the store overwrites rather than duplicates.
 Limits of this version (not hidden): consensuses and votes that are files
 are read again when replayed, but archive members are held in memory
 (zstd'd), as are parsed descriptors, so import a CollecTor tarball a month
-or so at a time; bandwidth files are read and checked but not yet used by
-any metric.
+or so at a time; no one file or member may expand past
+``max_document_bytes`` (``agent.parse.archive.MAX_DOCUMENT_BYTES``, 128 MiB,
+by default); bandwidth files are read and checked but not yet used by any
+metric.
 """
 
 from __future__ import annotations
@@ -35,28 +40,36 @@ import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from tqdm import tqdm
 
 from agent.config.loader import Config
+from agent.loop.archived import (
+    BackfillResult,
+    KeptDocument,
+    Period,
+    archived_snapshot,
+    chosen_consensus,
+    configured_identities,
+    parse_raw,
+)
 from agent.metrics.geoip import GeoIP
 from agent.metrics.period import relays_of
-from agent.model.authorities import from_consensus
-from agent.model.errors import DocumentError
-from agent.model.snapshot import AuthorityView, DocKind, Snapshot
+from agent.model.snapshot import DocKind, Snapshot
 from agent.model.time import unix
-from agent.parse.archive import RawDocument, ReadReport, read_paths
-from agent.parse.documents import collector_paused, parse_document
+from agent.parse.archive import MAX_DOCUMENT_BYTES, RawDocument, ReadReport, read_paths
+from agent.parse.documents import collector_paused
 from agent.parse.entrymemory import EntryMemory
-from agent.parse.signatures import check_signatures, trust_certificates
+from agent.parse.signatures import trust_certificates
 from agent.pipeline.judge import Memory, PeriodResult, judge
 from agent.pipeline.record import record
 from agent.pipeline.state import State
-from agent.store.outbox import compress, decompress
 from agent.store.store import Store
+
+__all__ = ["BackfillResult", "KeptDocument", "Period", "archived_snapshot", "backfill", "newest_snapshot"]
 
 log = logging.getLogger(__name__)
 
@@ -68,72 +81,19 @@ _VALID_AFTER = re.compile(rb"^valid-after (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)$", re
 RUN_PERIODS = 48
 
 
-@dataclass(frozen=True)
-class KeptDocument:
-    """A consensus or vote held until its period is replayed.
-
-    A file is read again then (only its path is held); an archive member's
-    bytes are held zstd'd (a month of hourly consensuses is ~1.7 GB of text;
-    zstd packs and unpacks one in ~2 ms, zlib took ~20).
-    """
-
-    name: str
-    kind: DocKind
-    path: Path | None = None
-    packed: bytes | None = None
-
-    @classmethod
-    def of(cls, document: RawDocument) -> KeptDocument:
-        if document.path is not None:
-            return cls(document.name, document.kind, path=document.path)
-        return cls(document.name, document.kind, packed=compress(document.raw))
-
-    def read(self, report: ReadReport) -> RawDocument | None:
-        """The document again; None (recorded in ``report``) if its file can no longer be read."""
-        if self.path is None:
-            return RawDocument(self.name, self.kind, decompress(self.packed))
-        try:
-            return RawDocument(self.name, self.kind, self.path.read_bytes(), self.path)
-        except OSError as error:
-            report.problem(self.name, f"unreadable when its period was replayed ({error.strerror or error})")
-            return None
-
-
-@dataclass
-class Period:
-    """The archived documents of one valid-after, kept until replayed."""
-
-    valid_after: datetime
-    consensus: KeptDocument | None = None
-    votes: list[KeptDocument] = field(default_factory=list)
-
-
-@dataclass
-class BackfillResult:
-    periods_found: int = 0
-    periods_written: int = 0
-    periods_already_done: int = 0
-    periods_without_consensus: int = 0
-    periods_unverified: int = 0
-    periods_rejected: list[str] = field(default_factory=list)
-    points: int = 0
-    lines_written: int = 0
-    periods_waiting: int = 0
-    documents: dict[str, int] = field(default_factory=dict)
-    read: ReadReport = field(default_factory=ReadReport)
-
-
 def backfill(paths: list[Path], config: Config, state: State, store: Store, geoip: GeoIP,
              since: datetime | None = None, until: datetime | None = None, force: bool = False,
-             progress: bool = True, jobs: int = 1, run_periods: int = RUN_PERIODS) -> BackfillResult:
+             progress: bool = True, jobs: int = 1, run_periods: int = RUN_PERIODS,
+             max_document_bytes: int = MAX_DOCUMENT_BYTES) -> BackfillResult:
     """Reads ``paths`` and writes every period in [since, until] not yet written (all with ``force``).
 
     With ``jobs`` > 1, runs of ``run_periods`` consecutive periods are computed
     (parsed, metrics, checks, line protocol) in that many worker processes;
-    this process writes them to the store and the state in time order.
+    this process writes them to the store and the state in time order. A file
+    or archive member larger than ``max_document_bytes`` is named and skipped.
     """
     result = BackfillResult()
-    periods, certificates, descriptors = _gather(paths, result)
+    periods, certificates, descriptors = _gather(paths, result, max_document_bytes)
     trusted, rejected = trust_certificates(certificates)
     for problem in rejected:
         result.read.problem("key certificate", problem)
@@ -144,15 +104,13 @@ def backfill(paths: list[Path], config: Config, state: State, store: Store, geoi
               and (until is None or p.valid_after <= until)]
     todo = [p for p in chosen if force or unix(p.valid_after) not in done]
     result.periods_already_done = len(chosen) - len(todo)
-    result.periods_without_consensus = sum(1 for p in todo if p.consensus is None)
-    todo = [p for p in todo if p.consensus is not None]
+    result.periods_without_consensus = sum(1 for p in todo if not p.consensuses)
+    todo = [p for p in todo if p.consensuses]
     inputs = _RunInputs(config, geoip, certificates, sorted(descriptors, key=lambda d: d.published))
     with tqdm(total=len(todo), unit="period", desc="backfill", disable=not progress, smoothing=0.1) as bar, \
             _inputs_here(inputs, trusted):
         for (run, _), (computed, found) in _computed_runs(_runs(todo, periods, run_periods), inputs, jobs):
-            result.periods_unverified += found.periods_unverified
-            result.periods_rejected += found.periods_rejected
-            result.read.unreadable += found.read.unreadable
+            result.add(found)
             for period in computed:
                 saved = record(period, store, state, backfilled_at=int(time.time()))
                 result.periods_written += 1
@@ -175,7 +133,7 @@ class _RunInputs:
 
 def _runs(todo: list[Period], periods: dict, size: int) -> list[tuple[list[Period], Period | None]]:
     """Runs of up to ``size`` periods, each with the input's period before its first (for that one's churn)."""
-    with_consensus = sorted(key for key, period in periods.items() if period.consensus is not None)
+    with_consensus = sorted(key for key, period in periods.items() if period.consensuses)
     runs = []
     for start in range(0, len(todo), size):
         run = todo[start:start + size]
@@ -234,30 +192,28 @@ def compute_run(run: list[Period], before: Period | None) -> tuple[list[PeriodRe
             if snapshot is None:
                 continue
             consensus = snapshot.archived_consensus
-            memory = Memory(_previous_relays(period, periods, previous, consensus))
-            judged = judge(snapshot, memory, inputs.config, inputs.geoip).encoded()
-            computed.append(judged)
+            memory = Memory(_previous_relays(period, periods, previous, consensus, trusted, inputs.config))
+            judged = judge(snapshot, memory, inputs.config, inputs.geoip)
             previous = consensus.valid_after, judged.relays
+            computed.append(judged.backfilled())
     return computed, found
 
 
-def _gather(paths: list[Path], result: BackfillResult):
+def _gather(paths: list[Path], result: BackfillResult, max_bytes: int = MAX_DOCUMENT_BYTES):
     periods: dict[datetime, Period] = {}
     certificates, descriptors = {}, []
     counts: dict[str, int] = defaultdict(int)
-    for document in read_paths(paths, result.read):
+    for document in read_paths(paths, result.read, max_bytes):
         counts[document.kind.value] += 1
         if document.kind in (DocKind.CONSENSUS, DocKind.VOTE):
             valid_after = _valid_after(document, result.read)
             if valid_after is None:
                 continue
             period = periods.setdefault(valid_after, Period(valid_after))
-            if document.kind is DocKind.CONSENSUS:
-                period.consensus = KeptDocument.of(document)
-            else:
-                period.votes.append(KeptDocument.of(document))
+            kept = period.consensuses if document.kind is DocKind.CONSENSUS else period.votes
+            kept.append(KeptDocument.of(document, max_bytes))  # several consensuses: chosen when replayed
         elif document.kind in (DocKind.KEY_CERTIFICATES, DocKind.SERVER_DESCRIPTORS, DocKind.BANDWIDTH_FILE):
-            parsed = _parse(document, result.read)
+            parsed = parse_raw(document, result.read)
             if document.kind is DocKind.KEY_CERTIFICATES and parsed:
                 certificates.update((certificate.get_bytes(), certificate) for certificate in parsed)
             elif document.kind is DocKind.SERVER_DESCRIPTORS and parsed:
@@ -272,16 +228,12 @@ def _valid_after(document: RawDocument, report: ReadReport) -> datetime | None:
     if match is None:
         report.problem(document.name, f"{document.kind.value} without a valid-after line")
         return None
-    return datetime.strptime(match.group(1).decode(), "%Y-%m-%d %H:%M:%S")
-
-
-def _parse(document: RawDocument | None, report: ReadReport, entries: EntryMemory | None = None):
-    if document is None:  # could not be read again (recorded)
-        return None
-    try:
-        return parse_document(document.kind, document.raw, document.name, memory=entries)
-    except DocumentError as error:
-        report.add(str(error))  # names the document already
+    text = match.group(1).decode()
+    try:  # datetime() names the field that is wrong; strptime only says the text does not match
+        year, month, day, hour, minute, second = (int(number) for number in re.findall(r"\d+", text))
+        return datetime(year, month, day, hour, minute, second)
+    except ValueError as error:  # month 13, February 30, hour 24, ...
+        report.problem(document.name, f"{document.kind.value} skipped: its valid-after {text!r} is no date ({error})")
         return None
 
 
@@ -301,63 +253,36 @@ class _DescriptorFeed:
         return list(self.newest.values())
 
 
-def archived_snapshot(period: Period, config: Config, trusted: dict, descriptors: list,
-                      result: BackfillResult, entries: EntryMemory | None = None) -> Snapshot | None:
-    """The Snapshot of an archived period: its consensus, its votes in their authorities' views.
+def newest_snapshot(paths: list[Path], config: Config,
+                    max_document_bytes: int = MAX_DOCUMENT_BYTES) -> tuple[Snapshot | None, BackfillResult]:
+    """The newest period in ``paths`` with a usable consensus, as a Snapshot (for ``check --from``).
 
-    None if the consensus is unusable: unparseable, or a signature provably does
-    not match it. Without certificates for enough signers it is taken as archived
-    (counted as unverified).
+    A newer period whose consensuses are all rejected, or in a conflict trust
+    cannot settle, is reported in the result and passed over.
     """
-    document = period.consensus.read(result.read)
-    consensus = _parse(document, result.read, entries)
-    if consensus is None:
-        return None
-    name = document.name
-    authorities = from_consensus(consensus)
-    views = {authority.nickname: AuthorityView(authority) for authority in authorities}
-    for kept_vote in period.votes:
-        vote = _parse(kept_vote.read(result.read), result.read)
-        voters = from_consensus(vote) if vote is not None else []
-        if voters:
-            views.setdefault(voters[0].nickname, AuthorityView(voters[0])).vote = vote
-    report = check_signatures(consensus, trusted)
-    now = datetime.now(timezone.utc)
-    snapshot = Snapshot(config.vantage, now, now, authorities, views, [], server_descriptors=descriptors,
-                        archived_consensus=consensus, archived_signatures=report)
-    if snapshot.latest_consensus() is None:
-        if any(check.reason == "signature does not match the document" for check in report.checks):
-            result.periods_rejected.append(f"{name}: a signature does not match the document "
-                                           f"({len(report.valid_identities)} of {len(consensus.signatures)} valid)")
-            return None
-        snapshot.archived_signatures = None
-        result.periods_unverified += 1
-    return snapshot
-
-
-def newest_snapshot(paths: list[Path], config: Config) -> tuple[Snapshot | None, BackfillResult]:
-    """The newest period with a consensus in ``paths``, as a Snapshot (for ``check --from``)."""
     result = BackfillResult()
-    periods, certificates, descriptors = _gather(paths, result)
+    periods, certificates, descriptors = _gather(paths, result, max_document_bytes)
     trusted, _ = trust_certificates(certificates)
-    with_consensus = [periods[key] for key in sorted(periods) if periods[key].consensus is not None]
-    if not with_consensus:
-        return None, result
-    newest = with_consensus[-1]
-    return archived_snapshot(newest, config, trusted, _DescriptorFeed(descriptors).until(newest.valid_after),
-                             result), result
+    for key in sorted(periods, reverse=True):
+        period = periods[key]
+        if period.consensuses:
+            snapshot = archived_snapshot(period, config, trusted, _DescriptorFeed(descriptors).until(key), result)
+            if snapshot is not None:
+                return snapshot, result
+    return None, result
 
 
-def _previous_relays(period: Period, periods: dict, previous, consensus):
-    """Relays of the period one period length before this one, from the replay or the input."""
+def _previous_relays(period: Period, periods: dict, previous, consensus, trusted: dict, config: Config):
+    """Relays of the period one period length before this one, from the replay or the input.
+
+    The input's period is chosen by the same rule as when it is replayed; a
+    problem with it is reported then, not here.
+    """
     before = period.valid_after - (consensus.fresh_until - consensus.valid_after)
     if previous is not None and previous[0] == before:
         return previous[1]
     earlier = periods.get(before)
-    if earlier is None or earlier.consensus is None:
+    if earlier is None or not earlier.consensuses:
         return None  # the input lacks it: no churn for this period rather than churn against an older one
-    document = earlier.consensus.read(ReadReport())  # a problem with it is reported when its own period is replayed
-    try:
-        return relays_of(parse_document(DocKind.CONSENSUS, document.raw, document.name)) if document else None
-    except DocumentError:
-        return None
+    chosen = chosen_consensus(earlier, configured_identities(config), trusted, BackfillResult())
+    return relays_of(chosen.document) if chosen is not None else None

@@ -11,6 +11,15 @@ the sha1 results against stem's own ``validate_signatures``.
 A certificate is only trusted after its own checks: its identity key hashes to
 its fingerprint and its certification signature (by that identity key)
 verifies; an expired certificate does not count at the document's valid-after.
+
+Trust in a whole consensus (``trust_of``) comes from the configured
+authorities' v3 identities, never from the document's own ``dir-source``
+lines: it is *verified* when more than half of the configured authorities
+signed it validly, as a client requires; *rejected* when a signature provably
+does not match it, or when no configured authority signs it at all (a
+document that vouches for itself); otherwise (certificates missing or expired
+for too many signers) *unverified*. Signatures by identities that are not
+configured are listed, never counted.
 """
 
 from __future__ import annotations
@@ -24,11 +33,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from agent.model.snapshot import SignatureCheck, SignatureReport
+from agent.model.snapshot import SignatureCheck, SignatureReport, quorum
 
 _HASHES = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
 #: Authorities have cross-certified their signing keys since tor 0.2.0 (2008).
 CROSSCERT_REQUIRED_FROM = datetime(2009, 1, 1)
+MISMATCH = "signature does not match the document"
+VERIFIED, UNVERIFIED, REJECTED = "verified", "unverified", "rejected"
 
 
 @dataclass(frozen=True)
@@ -160,6 +171,73 @@ def _check_one(signature, algorithm, digests, trusted, valid_after) -> Signature
     if key.expires < valid_after:
         return SignatureCheck(identity, algorithm, False, f"key certificate expired {key.expires:%Y-%m-%d %H:%M}")
     if _recover(key.public_key, signature.signature) != digests[algorithm]:
-        return SignatureCheck(identity, algorithm, False, "signature does not match the document")
+        return SignatureCheck(identity, algorithm, False, MISMATCH)
     return SignatureCheck(identity, algorithm, True)
 
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What a document's signatures establish: ``verdict`` (VERIFIED, UNVERIFIED or REJECTED) and why."""
+
+    verdict: str
+    reason: str
+    valid: int = 0  # valid signatures by trusted identities
+    unknown_signers: tuple[str, ...] = ()  # signing identities not among the trusted ones (never counted)
+
+    @property
+    def verified(self) -> bool:
+        return self.verdict == VERIFIED
+
+    @property
+    def rejected(self) -> bool:
+        return self.verdict == REJECTED
+
+
+def trust_of(report: SignatureReport, authorities: frozenset[str]) -> Trust:
+    """The verdict on a consensus whose signatures are ``report``, trusting only the v3 identities ``authorities``.
+
+    See the module docstring for the rule; ``authorities`` are the configured
+    ones (``authorities.bootstrap``), whatever the document lists.
+    """
+    needed = quorum(len(authorities))
+    valid = report.valid_identities & authorities
+    signers = {check.identity for check in report.checks}
+    unknown = tuple(sorted(signers - authorities))
+    counted = f"{len(valid)} valid signatures by the {len(authorities)} configured authorities, {needed} needed"
+    if len(valid) >= needed:
+        return Trust(VERIFIED, counted, len(valid), unknown)
+    mismatched = sorted({check.identity for check in report.checks if check.reason == MISMATCH})
+    if mismatched:
+        return Trust(REJECTED, f"the signature of {', '.join(mismatched)} does not match the document ({counted})",
+                     len(valid), unknown)
+    if not signers & authorities:
+        return Trust(REJECTED, f"signed by no configured authority, only by {', '.join(unknown) or 'nobody'} "
+                               "(trust comes from authorities.bootstrap, not from the document)", 0, unknown)
+    return Trust(UNVERIFIED, f"{counted}: no trusted, unexpired key certificate for the other signers",
+                 len(valid), unknown)
+
+
+def vote_trust(raw: bytes, vote) -> Trust:
+    """The verdict on a vote: its author's signature checked with the key certificate the vote carries.
+
+    ``raw`` is the vote's bytes (a parsed vote keeps none). Verified if the
+    certificate passes its own checks and the signature by its identity
+    matches; rejected if either provably fails; unverified if the vote carries
+    no certificate for its signature.
+    """
+    certificates = [source.key_certificate for source in vote.directory_authorities if source.key_certificate]
+    trusted, refused = trust_certificates(certificates)
+    if refused:
+        return Trust(REJECTED, f"its key {refused[0]}")
+    authors = frozenset(source.v3ident.upper() for source in vote.directory_authorities)
+    report = _checked(raw, vote, trusted)
+    if report.valid_identities & authors:
+        return Trust(VERIFIED, "signed by its author, whose key certificate it carries", 1)
+    if report.valid_identities:
+        return Trust(REJECTED, f"signed by {', '.join(sorted(report.valid_identities))}, not by its author "
+                               f"{', '.join(sorted(authors))}")
+    if any(check.reason == MISMATCH for check in report.checks):
+        return Trust(REJECTED, f"{MISMATCH} (checked with the key certificate it carries)")
+    reasons = sorted({check.reason or "" for check in report.checks})
+    return Trust(UNVERIFIED, "its signature cannot be checked: " + ("; ".join(reasons) or "no signature"))

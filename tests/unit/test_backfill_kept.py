@@ -38,6 +38,6 @@ def test_a_file_gone_before_its_period_is_replayed_is_reported_and_the_period_sk
     kept = KeptDocument.of(document)
     path.unlink()
     result = BackfillResult()
-    period = Period(datetime(2020, 2, 29, 10), kept)
+    period = Period(datetime(2020, 2, 29, 10), [kept])
     assert archived_snapshot(period, load_config(None, environ={}), {}, [], result) is None
     assert result.read.unreadable == [f"{path}: unreadable when its period was replayed (No such file or directory)"]

@@ -6,9 +6,11 @@ from datetime import datetime
 import pytest
 from stem.descriptor.networkstatus import NetworkStatusDocumentV3
 
+from agent.model.authorities import default_authorities
 from agent.model.network_status import NetworkStatus
-from agent.parse.documents import _strip_annotations
-from agent.parse.signatures import check_signatures, trust_certificates
+from agent.model.snapshot import DocKind, SignatureCheck, SignatureReport
+from agent.parse.documents import _strip_annotations, parse_document
+from agent.parse.signatures import MISMATCH, UNVERIFIED, check_signatures, trust_certificates, trust_of, vote_trust
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +117,52 @@ def test_odd_certificates_are_rejected_not_raised(certificates):
     broken = _stand_in(certificates[0], raw=b"no certificate here")
     trusted, rejected = trust_certificates([broken])
     assert trusted == {} and "cannot be checked" in rejected[0]
+
+
+# -- trust: only the configured authorities' signatures count ------------------------------------------------------
+
+CONFIGURED = frozenset(authority.v3ident for authority in default_authorities())
+
+
+def test_the_real_consensus_verifies_with_the_configured_authorities_alone(consensus, trusted):
+    verdict = trust_of(check_signatures(consensus, trusted), CONFIGURED)
+    assert verdict.verified and verdict.valid == 5  # of 8 valid: moria1, tor26 and Faravahar have new keys since
+    assert verdict.unknown_signers == ("14C131DFC5C6F93646BE72FA1401C02A8DF2E8B4",
+                                       "D586D18309DED4CD6D57C18FDB97EFA96D330566",
+                                       "EFCBE720AB3A82B99F9E953CD5BF50F7EEFC7B97")
+    fewer = CONFIGURED - {"ED03BB616EB2F60BEC80151114BB25CEF515B226"}  # 4 of 8 configured: 5 needed
+    assert trust_of(check_signatures(consensus, trusted), fewer).verdict == UNVERIFIED
+
+
+def _report(*checks):
+    return SignatureReport(tuple(SignatureCheck(identity, "sha1", valid, reason) for identity, valid, reason in checks))
+
+
+def test_signatures_by_unknown_identities_never_count_however_many():
+    known, strangers = sorted(CONFIGURED), [f"{index:040X}" for index in range(20)]
+    many = _report(*((identity, True, None) for identity in strangers), (known[0], True, None))
+    verdict = trust_of(many, CONFIGURED)
+    assert verdict.verdict == UNVERIFIED and verdict.valid == 1 and len(verdict.unknown_signers) == 20
+    alone = trust_of(_report((strangers[0], True, None)), CONFIGURED)
+    assert alone.rejected and alone.reason.startswith(f"signed by no configured authority, only by {strangers[0]}")
+    assert trust_of(_report(), CONFIGURED).rejected  # no signature at all
+
+
+def test_a_mismatch_rejects_unless_a_quorum_verifies_and_missing_certificates_leave_it_unverified():
+    known = sorted(CONFIGURED)
+    missing = "no trusted key certificate for this signing key"
+    assert trust_of(_report(*((identity, False, missing) for identity in known)), CONFIGURED).verdict == UNVERIFIED
+    tampered = _report((known[0], False, MISMATCH), *((identity, False, missing) for identity in known[1:]))
+    assert trust_of(tampered, CONFIGURED).rejected
+    quorum_and_one_bad = _report((known[0], False, MISMATCH), *((identity, True, None) for identity in known[1:6]))
+    assert trust_of(quorum_and_one_bad, CONFIGURED).verified
+
+
+def test_a_real_vote_verifies_with_the_certificate_it_carries_and_a_changed_byte_rejects_it():
+    from tests.conftest import read_data
+
+    raw = read_data("2016-09-20-13-00-00-vote-maatuska.xz")
+    assert vote_trust(raw, parse_document(DocKind.VOTE, raw, "vote")).verified
+    tampered = raw.replace(b"s Fast", b"s Exit Fast", 1)
+    verdict = vote_trust(tampered, parse_document(DocKind.VOTE, tampered, "vote"))
+    assert verdict.rejected and verdict.reason.startswith(MISMATCH)
