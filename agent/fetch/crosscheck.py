@@ -3,16 +3,17 @@
 DocTor connected to every authority's ORPort (IPv4 and each IPv6
 ``or-address``); depictor showed an N×N matrix of which authority serves
 which other authority's vote. Both run here under the cycle's deadline, in
-the same worker pool; their results are plain data on the Snapshot for the
-checks to judge.
+daemon worker threads, and are waited for only until the deadline (or its
+cancel); their results are plain data on the Snapshot for the checks to judge.
 """
 
 from __future__ import annotations
 
 import hashlib
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Executor
 
 from agent.fetch.http import Deadline, download, new_session, probe_tcp
+from agent.fetch.workers import DaemonPool, wait_for
 from agent.model.authorities import Authority
 from agent.model.snapshot import DocKind, OrPortProbe, Outcome, VoteHolding
 
@@ -45,10 +46,10 @@ def probe_orports(authorities: list[Authority], consensus, deadline: Deadline, t
                for host, port in orport_endpoints(authority, consensus)]
     if not targets:
         return []
-    pool = ThreadPoolExecutor(max_workers=min(len(targets), 32), thread_name_prefix="orport")
+    pool = DaemonPool(min(len(targets), 32), "orport")
     try:
         futures = [pool.submit(probe_tcp, host, port, deadline, timeout) for _, host, port in targets]
-        wait(futures, timeout=deadline.remaining())
+        wait_for(futures, deadline)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     probes = []
@@ -62,7 +63,7 @@ def probe_orports(authorities: list[Authority], consensus, deadline: Deadline, t
     return probes
 
 
-def vote_holdings(pool: ThreadPoolExecutor, holders: list[Authority], digests: dict[str, str],
+def vote_holdings(pool: Executor, holders: list[Authority], digests: dict[str, str],
                   deadline: Deadline, timeout: float) -> list[VoteHolding]:
     """Asks every answering authority for every vote we fetched, by digest.
 
@@ -73,7 +74,7 @@ def vote_holdings(pool: ThreadPoolExecutor, holders: list[Authority], digests: d
     """
     futures = {author: pool.submit(_column, holders, author, digest, deadline, timeout)
                for author, digest in sorted(digests.items())}
-    wait(futures.values(), timeout=deadline.remaining())
+    wait_for(futures.values(), deadline)
     holdings = []
     for author, future in futures.items():
         if future.done() and future.exception() is None:

@@ -6,11 +6,20 @@ truncated body are all recorded, never raised. We use ``requests`` rather
 than ``stem.descriptor.remote``: stem's Query hides the HTTP status, the
 bytes on the wire and the reply headers of failed requests, and bounds each
 query rather than the whole cycle. stem still parses everything we download.
+
+Every socket operation (connect, each send, each receive, wherever urllib3
+or http.client loops) waits at most until the sooner of the download's
+timeout and the cycle's deadline, in slices short enough to notice the
+deadline's ``cancel``: a peer that trickles one byte at a time cannot hold a
+worker past the deadline.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+import selectors
 import socket
 import threading
 import time
@@ -20,6 +29,9 @@ from email.utils import parsedate_to_datetime
 
 import requests
 import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
 from agent import __version__
 from agent.model.authorities import Authority
@@ -38,6 +50,8 @@ PATHS = {
 _CHUNK_BYTES = 64 * 1024
 #: All server descriptors of the live network are ~20 MiB uncompressed.
 MAX_DOCUMENT_BYTES = 128 * 2**20
+#: The longest one wait on a socket or the futures lasts before the deadline (and its ``cancel``) is looked at again.
+POLL_SECONDS = 0.25
 
 
 class Deadline:
@@ -51,13 +65,140 @@ class Deadline:
         self.cancel = cancel
         self._end = time.monotonic() + seconds
 
+    def cancelled(self) -> bool:
+        """True once the agent asked to stop (the budget then is over, whatever the clock says)."""
+        return self.cancel is not None and self.cancel.is_set()
+
     def remaining(self) -> float:
-        if self.cancel is not None and self.cancel.is_set():
+        if self.cancelled():
             return 0.0
         return max(0.0, self._end - time.monotonic())
 
     def expired(self) -> bool:
         return self.remaining() <= 0.0
+
+
+class _Bound:
+    """How long the socket operations of the current download may still wait.
+
+    The sooner of the download's own timeout and the cycle's deadline;
+    re-armed for every download of a session. ``spent`` says which ended it
+    ("timeout", "deadline" or "cancel"), for the record.
+    """
+
+    def __init__(self) -> None:
+        self.deadline = Deadline(0.0)
+        self.give_up_at = 0.0
+        self.spent: str | None = None
+
+    def arm(self, deadline: Deadline, timeout: float) -> _Bound:
+        self.deadline, self.give_up_at, self.spent = deadline, time.monotonic() + timeout, None
+        return self
+
+    def slice(self) -> float:
+        """Seconds the next wait may last; raises TimeoutError once the bound is spent."""
+        own, cycle = self.give_up_at - time.monotonic(), self.deadline.remaining()
+        if min(own, cycle) <= 0:
+            self.spent = "cancel" if self.deadline.cancelled() else "deadline" if cycle <= 0 else "timeout"
+            raise TimeoutError("timed out")
+        return min(own, cycle, POLL_SECONDS)
+
+
+class _BoundedSocket(socket.socket):
+    """A TCP socket whose every send and receive ends by its ``bound``, whoever calls it."""
+
+    bound: _Bound
+
+    def recv_into(self, buffer, nbytes=0, flags=0):
+        return self._within_bound(super().recv_into, buffer, nbytes, flags)
+
+    def recv(self, bufsize, flags=0):
+        return self._within_bound(super().recv, bufsize, flags)
+
+    def send(self, data, flags=0):
+        return self._within_bound(super().send, data, flags)
+
+    def sendall(self, data, flags=0):
+        # socket.sendall cannot be resumed after a timeout (part may have gone), so send piece by piece.
+        view = memoryview(data).cast("B")
+        while view:
+            view = view[self.send(view, flags):]
+
+    def _within_bound(self, operation, *args):
+        while True:
+            super().settimeout(self.bound.slice())
+            try:
+                return operation(*args)
+            except TimeoutError:
+                continue  # one slice passed without data: the bound decides whether to wait on
+
+
+def _connect(host: str, port: int, bound: _Bound, options=()) -> _BoundedSocket:
+    """Opens a TCP connection whose connect, like every later send and receive, ends by ``bound``."""
+    error: OSError | None = None
+    for family, kind, proto, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        sock = _BoundedSocket(family, kind, proto)
+        sock.bound = bound
+        try:
+            for option in options:
+                sock.setsockopt(*option)
+            sock.setblocking(False)
+            code = sock.connect_ex(address)
+            if code in (errno.EINPROGRESS, errno.EWOULDBLOCK):
+                with selectors.DefaultSelector() as selector:
+                    selector.register(sock, selectors.EVENT_WRITE)
+                    while not selector.select(bound.slice()):
+                        pass
+                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                raise OSError(code, os.strerror(code))
+            return sock
+        except BaseException as failure:
+            sock.close()
+            if isinstance(failure, TimeoutError) or not isinstance(failure, OSError):
+                raise
+            error = failure
+    raise error or OSError(f"no address for {host}")
+
+
+class _BoundedConnection(HTTPConnection):
+    """urllib3's connection on a _BoundedSocket; ``bound`` comes from the session's adapter."""
+
+    def __init__(self, *args, bound: _Bound, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.bound = bound
+
+    def _new_conn(self) -> socket.socket:
+        # The same mapping of errors as urllib3's own _new_conn.
+        try:
+            return _connect(self.host, self.port, self.bound, self.socket_options or ())
+        except socket.gaierror as error:
+            raise NameResolutionError(self.host, self, error) from error
+        except TimeoutError as error:
+            raise ConnectTimeoutError(self, f"Connection to {self.host} timed out") from error
+        except OSError as error:
+            raise NewConnectionError(self, f"Failed to establish a new connection: {error}") from error
+
+
+class _BoundedPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _BoundedConnection
+
+
+class _BoundedAdapter(HTTPAdapter):
+    """Plain-HTTP adapter whose connections wait no longer than the session's current download may."""
+
+    def __init__(self) -> None:
+        self.bound = _Bound()
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {**self.poolmanager.pool_classes_by_scheme, "http": _BoundedPool}
+
+    def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
+        pool = super().get_connection_with_tls_context(request, verify, proxies, cert)
+        pool.conn_kw["bound"] = self.bound
+        return pool
 
 
 @dataclass
@@ -69,7 +210,7 @@ class Download:
 
 
 def new_session() -> requests.Session:
-    """A session that never reads proxies or netrc from the environment."""
+    """A session for one thread: never reads proxies or netrc from the environment, and every wait is bounded."""
     session = requests.Session()
     session.trust_env = False
     session.headers.update({
@@ -77,7 +218,17 @@ def new_session() -> requests.Session:
         # tor compresses when asked (dir-spec 6.1); urllib3 inflates these two.
         "Accept-Encoding": "deflate, gzip",
     })
+    session.mount("http://", _BoundedAdapter())
     return session
+
+
+def _bound_of(session: requests.Session, url: str) -> _Bound:
+    """The bound of the session's adapter for ``url``; a session from elsewhere gets a bounded adapter first."""
+    adapter = session.get_adapter(url)
+    if not isinstance(adapter, _BoundedAdapter):
+        adapter = _BoundedAdapter()
+        session.mount("http://", adapter)
+    return adapter.bound
 
 
 def download(session: requests.Session, authority: Authority, kind: DocKind,
@@ -93,35 +244,35 @@ def download(session: requests.Session, authority: Authority, kind: DocKind,
     record = FetchRecord(authority.nickname, kind, url, started_at=datetime.now(timezone.utc))
     budget = min(timeout, deadline.remaining())
     if budget <= 0:
-        record.outcome, record.error = Outcome.SKIPPED, "not attempted: the cycle's deadline was reached"
+        record.outcome, record.error = Outcome.SKIPPED, f"not attempted: {_why_over(deadline)}"
         return Download(record)
+    bound = _bound_of(session, url).arm(deadline, timeout)
     started = time.monotonic()
     try:
         with session.get(url, timeout=budget, stream=True, allow_redirects=False) as response:
             answered = time.monotonic()
             record.status = response.status_code
             record.clock_skew_seconds = _clock_skew(response.headers.get("Date"), started, answered)
-            body = _read_body(response, deadline, started + budget, head_bytes)
+            body = _read_body(response, head_bytes)
             record.wire_bytes = response.raw.tell()
     except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError, DocumentTooLarge) as error:
         # read1() raises urllib3's own errors (truncated body, stalled read, bad gzip), not requests'.
         record.latency_seconds = time.monotonic() - started
-        record.error = _describe_failure(error, record.latency_seconds)
+        record.error = _describe_failure(error, record.latency_seconds, bound.spent)
         return Download(record)
     record.latency_seconds = time.monotonic() - started
     record.bytes = len(body)
     return _judge_status(record, response.reason, body)
 
 
-def _read_body(response: requests.Response, deadline: Deadline, give_up_at: float,
-               head_bytes: int | None = None) -> bytes:
-    """Reads the body, checking the clock after every socket read.
+def _read_body(response: requests.Response, head_bytes: int | None = None) -> bytes:
+    """Reads the body as it comes; the socket's bound ends it at the timeout or deadline.
 
-    ``read1`` returns whatever one read brings, so a server that trickles a
-    few bytes at a time is cut off at the deadline instead of holding the
-    worker until a full chunk has arrived (``iter_content`` would block).
+    ``read1`` returns whatever one read brings rather than waiting for a
+    full chunk, so ``head_bytes`` and the size cap are checked as it grows.
     """
-    chunks, size = [], 0
+    chunks: list[bytes] = []
+    size = 0
     while True:
         chunk = response.raw.read1(_CHUNK_BYTES, decode_content=True)
         if not chunk:
@@ -132,8 +283,6 @@ def _read_body(response: requests.Response, deadline: Deadline, give_up_at: floa
             return b"".join(chunks)[:head_bytes]
         if size > MAX_DOCUMENT_BYTES:
             raise DocumentTooLarge(f"document larger than {MAX_DOCUMENT_BYTES // 2**20} MiB")
-        if deadline.expired() or time.monotonic() > give_up_at:
-            raise TimeoutError
 
 
 def probe_tcp(host: str, port: int, deadline: Deadline, timeout: float) -> tuple[float | None, str | None]:
@@ -141,15 +290,15 @@ def probe_tcp(host: str, port: int, deadline: Deadline, timeout: float) -> tuple
 
     Returns (seconds to connect, None) or (None, why it failed).
     """
-    budget = min(timeout, deadline.remaining())
-    if budget <= 0:
-        return None, "not attempted: the cycle's deadline was reached"
+    if min(timeout, deadline.remaining()) <= 0:
+        return None, f"not attempted: {_why_over(deadline)}"
+    bound = _Bound().arm(deadline, timeout)
     started = time.monotonic()
     try:
-        with socket.create_connection((host, port), timeout=budget):
-            return time.monotonic() - started, None
+        _connect(host, port, bound).close()
+        return time.monotonic() - started, None
     except OSError as error:
-        return None, _describe_failure(error, time.monotonic() - started)
+        return None, _describe_failure(error, time.monotonic() - started, bound.spent)
 
 
 def _judge_status(record: FetchRecord, reason: str, body: bytes) -> Download:
@@ -183,12 +332,21 @@ def _clock_skew(date_header: str | None, started: float, answered: float) -> flo
     return round(their_time - our_time, 3)
 
 
-def _describe_failure(error: Exception, elapsed: float) -> str:
-    """A short, stable description of why a download failed."""
+def _why_over(deadline: Deadline) -> str:
+    """Why a deadline with nothing left is over, for a record's error."""
+    return "the agent is stopping" if deadline.cancelled() else "the cycle's deadline was reached"
+
+
+def _describe_failure(error: Exception, elapsed: float, spent: str | None = None) -> str:
+    """A short, stable description of why a download failed; ``spent`` names the bound that ended it."""
+    if spent == "cancel":
+        return f"cancelled after {elapsed:.1f} s: the agent is stopping"
+    if spent == "deadline":
+        return f"timed out after {elapsed:.1f} s: the cycle's deadline was reached"
     text = f"{type(error).__name__}: {error}"
     if isinstance(error, DocumentTooLarge):
         return str(error)
-    if isinstance(error, (TimeoutError, requests.exceptions.Timeout)) or "timed out" in text:
+    if spent or isinstance(error, (TimeoutError, requests.exceptions.Timeout)) or "timed out" in text:
         return f"timed out after {elapsed:.1f} s"
     for marker, message in (
         ("Connection refused", "connection refused"),

@@ -11,12 +11,15 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Callable
+from concurrent.futures import wait
 from datetime import datetime, timezone
 
+from agent.checks.consensus import time_problem
 from agent.config.loader import Config
 from agent.fetch.crosscheck import probe_orports, vote_digest, vote_holdings
-from agent.fetch.http import PATHS, Deadline, download, new_session
+from agent.fetch.http import PATHS, POLL_SECONDS, Deadline, download, new_session
+from agent.fetch.workers import DaemonPool
 from agent.model.authorities import Authority, AuthorityChanges, from_consensus, merge
 from agent.model.errors import DocumentError
 from agent.model.snapshot import AuthorityView, DocKind, FetchRecord, Outcome, SignatureReport, Snapshot, accepted_by
@@ -158,10 +161,10 @@ class _DescriptorJob:
 
     def _fetch(self, session, deadline: Deadline, timeout: float) -> None:
         while not deadline.expired():
-            try:
-                authority = self.candidates.get(timeout=deadline.remaining())
+            try:  # in slices, so that a cancelled deadline is seen
+                authority = self.candidates.get(timeout=min(POLL_SECONDS, deadline.remaining()))
             except queue.Empty:
-                return
+                continue
             if authority is None:  # every authority job has finished
                 return
             fetched = download(session, authority, DocKind.SERVER_DESCRIPTORS, deadline, timeout)
@@ -203,8 +206,9 @@ def collect(config: Config, authorities: list[Authority] | None = None,
     timeout = config.fetch.timeout_seconds
     kinds = tuple(kind for kind in AUTHORITY_KINDS if kind in config.fetch.documents)
     known = list(authorities or config.authorities.bootstrap)
-    # One more worker than authorities for the server-descriptor job.
-    pool = ThreadPoolExecutor(max_workers=config.fetch.max_workers + 1, thread_name_prefix="fetch")
+    # One more worker than authorities for the server-descriptor job. Daemon threads: a job abandoned at the
+    # deadline ends by its sockets' bound, and meanwhile never keeps the process from exiting.
+    pool = DaemonPool(config.fetch.max_workers + 1, "fetch")
     consensus_ok: queue.Queue = queue.Queue()
     descriptor_job = _DescriptorJob(consensus_ok)
     try:
@@ -214,7 +218,7 @@ def collect(config: Config, authorities: list[Authority] | None = None,
         trusted = _verify(jobs, known)
         watched, changes = known, AuthorityChanges()
         if config.authorities.discover:
-            watched, changes = _discover(jobs, known)
+            watched, changes = _discover(jobs, known, _now_current(config))
             # New authorities, and known ones at a new address, are fetched now.
             fetched = {(job.authority.v3ident, job.authority.address, job.authority.dir_port) for job in jobs.values()}
             new = [a for a in watched if (a.v3ident, a.address, a.dir_port) not in fetched]
@@ -250,7 +254,9 @@ def _cross_check(pool, config: Config, jobs: dict[str, _AuthorityJob], watched: 
     timeout = config.fetch.timeout_seconds
     orports = None
     if config.fetch.probe_orports:
-        consensuses = [job.view.consensus for job in jobs.values() if job.view.consensus is not None]
+        current = _now_current(config)
+        consensuses = [job.view.consensus for job in jobs.values()
+                       if job.view.consensus is not None and current(job.view.consensus)]
         newest = max(consensuses, key=lambda consensus: consensus.valid_after, default=None)
         orports = pool.submit(probe_orports, watched, newest, deadline, timeout)
     holdings = []
@@ -324,11 +330,29 @@ def _note_unsigned(job: _AuthorityJob, kind: DocKind, report, authorities: list[
                     kind.value, job.authority.nickname, len(report.valid_identities))
 
 
-def _discover(jobs: dict[str, _AuthorityJob], known: list[Authority]):
-    """Merges the authorities listed by the newest accepted consensus with ``known``."""
+def _discover(jobs: dict[str, _AuthorityJob], known: list[Authority], current: Callable[[object], bool]):
+    """Merges the authorities listed by the newest accepted and ``current`` consensus with ``known``."""
     accepted = [job.view.consensus for job in jobs.values()
-                if job.view.consensus is not None and accepted_by(job.view.consensus_signatures, known)]
+                if job.view.consensus is not None and accepted_by(job.view.consensus_signatures, known)
+                and current(job.view.consensus)]
     if not accepted:
         return known, AuthorityChanges()
     latest = max(accepted, key=lambda consensus: consensus.valid_after)
     return merge(known, from_consensus(latest))
+
+
+def _now_current(config: Config) -> Callable[[object], bool]:
+    """Whether a consensus could be the current one now: one dated impossibly far from now is never followed.
+
+    The snapshot keeps it: ``agent.pipeline.judge.admissible`` refuses it there, by name and with the reason.
+    """
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    tolerance = config.checks.thresholds.consensus_ahead_seconds
+
+    def current(consensus: object) -> bool:
+        try:
+            return time_problem(consensus, now, tolerance) is None
+        except Exception:  # times that do not even compare
+            return False
+
+    return current

@@ -13,6 +13,7 @@ time that moved.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 CYCLE_JOB = "cycle"
 CLOCK_CHECK_SECONDS = 5.0
 CLOCK_JUMP_SECONDS = 10.0
+#: What the shutdown may take beyond the grace time: stopping the web server, closing the store and the state.
+SHUTDOWN_CLEANUP_SECONDS = 2.0
 
 
 class Daemon:
@@ -85,3 +88,22 @@ class Daemon:
             log.warning("the wall clock jumped by %+.0f s; rescheduling the next cycle from the documents", jump)
             if self.runner.idle.is_set():
                 self._schedule(datetime.now(timezone.utc) + timedelta(seconds=1))
+
+
+def exit_when_shutdown_overruns(stop: threading.Event, grace_seconds: float, code: int) -> None:
+    """Once ``stop`` is set, gives the shutdown its grace time (plus the clean-up's), then ends the process.
+
+    The last resort behind "``run`` stops within its grace time whatever the
+    peers do": a cycle, web server or mailer stuck on a peer, or any thread
+    that keeps the interpreter from exiting, cannot hold the process past it.
+    What a cycle stored is already in the outbox, fsync'd.
+    """
+    seconds = grace_seconds + SHUTDOWN_CLEANUP_SECONDS
+
+    def expire() -> None:
+        stop.wait()
+        time.sleep(seconds)
+        log.warning("the shutdown did not finish within %.0f s; exiting now", seconds)
+        os._exit(code)
+
+    threading.Thread(target=expire, name="shutdown-watchdog", daemon=True).start()

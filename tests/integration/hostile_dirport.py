@@ -3,6 +3,13 @@
 Each server plays one authority with one behaviour; the healthy one serves
 real 2022 documents. Used for the faults a real tor will not produce on
 demand (garbage, truncation, wrong document types, hangs, trickling).
+
+The ``trickle-*`` behaviours never end on their own: ``trickle-headers``
+sends its status line and headers one byte per second, ``trickle-body``
+sends its headers at once and then the body one byte per second, and
+``trickle-deflate`` sends a deflate body of empty blocks, a few bytes at a
+time, that never inflates to a single byte (so a client that waits for
+decoded data before looking at the clock waits forever).
 """
 
 from __future__ import annotations
@@ -11,10 +18,16 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import chain, repeat
 
 from tests.conftest import read_data
 
-BEHAVIOURS = ("healthy", "busy", "hang", "trickle", "garbage", "truncated", "wrong-type", "short")
+BEHAVIOURS = ("healthy", "busy", "hang", "trickle", "garbage", "truncated", "wrong-type", "short",
+              "trickle-headers", "trickle-body", "trickle-deflate")
+#: What trickle-headers sends, a byte a second: a status line and one header line that never ends.
+_ENDLESS_HEADERS = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nX-Trickle: "
+#: A zlib stream header, then empty non-final stored blocks (BFINAL=0, LEN=0, NLEN=0xffff): valid, and empty.
+_ZLIB_HEADER, _EMPTY_DEFLATE_BLOCK = b"\x78\x01", b"\x00\x00\x00\xff\xff"
 
 
 def _documents() -> dict[str, bytes]:
@@ -43,6 +56,8 @@ class _Handler(BaseHTTPRequestHandler):
         if behaviour == "hang":
             server.stopping.wait(60)
             return
+        if behaviour.startswith("trickle-"):
+            return self._trickle_forever(behaviour)
         body = server.documents.get(self.path)
         if body is None:
             return self._reply(404, b"", reason="Not found")
@@ -76,12 +91,34 @@ class _Handler(BaseHTTPRequestHandler):
     def _trickle(self, body: bytes):
         self.send_response(200)
         self.end_headers()
-        for offset in range(0, len(body), 100):
-            if self.server.owner.stopping.is_set():
-                return
-            self.wfile.write(body[offset:offset + 100])
-            self.wfile.flush()
-            time.sleep(0.2)
+        try:
+            for offset in range(0, len(body), 100):
+                if self.server.owner.stopping.is_set():
+                    return
+                self.wfile.write(body[offset:offset + 100])
+                self.wfile.flush()
+                time.sleep(0.2)
+        except OSError:  # the client cut it off, as it should
+            return
+
+    def _trickle_forever(self, behaviour: str):
+        """Writes until the client goes away or the server stops; never finishes the reply."""
+        stopping = self.server.owner.stopping
+        if behaviour == "trickle-headers":
+            head, pieces, pause = b"", chain((bytes([b]) for b in _ENDLESS_HEADERS), repeat(b"a")), 1.0
+        elif behaviour == "trickle-body":
+            head, pieces, pause = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n", repeat(b"n"), 1.0
+        else:
+            head = b"HTTP/1.0 200 OK\r\nContent-Encoding: deflate\r\n\r\n" + _ZLIB_HEADER
+            pieces, pause = repeat(_EMPTY_DEFLATE_BLOCK), 0.2
+        try:
+            for piece in chain([head], pieces):
+                self.wfile.write(piece)
+                self.wfile.flush()
+                if stopping.wait(pause):
+                    return
+        except OSError:  # the client gave up: that is the point
+            return
 
 
 class HostileDirPort:
@@ -116,3 +153,21 @@ def refused_port() -> int:
     port = sock.getsockname()[1]
     sock.close()
     return port
+
+
+class UnansweredPort:
+    """A loopback port whose connects never complete: its listener never accepts and its backlog is full.
+
+    The kernel then drops every further SYN, as a firewall that silently
+    drops packets would (an ORPort probe's worst case).
+    """
+
+    def __enter__(self) -> UnansweredPort:
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+        self.port = self._listener.getsockname()[1]
+        self._filler = socket.create_connection(("127.0.0.1", self.port))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._filler.close()
+        self._listener.close()

