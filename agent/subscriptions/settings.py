@@ -7,6 +7,7 @@ the config loader mounts them under ``subscriptions``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network
 from typing import Any, ClassVar
 
 
@@ -15,7 +16,11 @@ class SubscriptionsConfig:
     listen: tuple[str, int] | None
     confirm_hours: float
     rate_limit: str
-    trusted_proxies: int
+    mails_per_address: str
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...]
+    max_body_bytes: int
+    idle_timeout_seconds: int
+    max_connections: int
     down_hours: float
     weight_drop_percent: float
     weight_drop_hours: float
@@ -28,7 +33,13 @@ class SubscriptionsConfig:
         ("listen", None, "listen"),
         ("confirm_hours", 48, "positive_number"),
         ("rate_limit", "20 per hour", "rate"),
-        ("trusted_proxies", 0, "non_negative_int"),
+        # Mails (confirmations, lists) to one mailbox, whoever asks: bounds what anyone can send a victim.
+        ("mails_per_address", "5 per day", "rate"),
+        ("trusted_proxies", [], "networks"),
+        # A subscription form is a few hundred bytes; larger bodies are refused (413) before they are read.
+        ("max_body_bytes", 16384, "positive_int"),
+        ("idle_timeout_seconds", 30, "positive_int"),
+        ("max_connections", 100, "positive_int"),
         # Tor Weather's default: a relay down for 1 h.
         ("down_hours", 1, "non_negative_number"),
         ("weight_drop_percent", 50, "positive_number"),

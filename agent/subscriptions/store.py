@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 
 from agent.model.errors import SubscriptionError
@@ -34,23 +35,43 @@ class Subscription:
 
 
 def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    # "replace": a token from a JSON body may hold a lone surrogate; it then matches nothing rather than crash.
+    return hashlib.sha256(token.encode(errors="replace")).hexdigest()
+
+
+def header_safe(value: str) -> bool:
+    """True if no character of ``value`` is one a mail header refuses or that hides what a mail shows.
+
+    Refuses control, format, surrogate, private-use and unassigned characters and
+    line or paragraph separators (U+0085, U+2028, ``str.splitlines``' others): the
+    ``email`` package raises on them, and one stored would block every later
+    message to its address.
+    """
+    return all(unicodedata.category(c)[0] != "C" and unicodedata.category(c) not in ("Zl", "Zp") for c in value)
+
+
+def normalise_email(email: str) -> str:
+    """The address, validated: printable ASCII (no SMTPUTF8), one @, a domain; raises SubscriptionError."""
+    email = (email or "").strip()
+    if not email.isascii() or not header_safe(email) or not _EMAIL.match(email) or len(email) > 254:
+        raise SubscriptionError(f"email: not an address we can write to (printable ASCII, name@domain): "
+                                f"{email[:80].encode('ascii', 'backslashreplace').decode()!r}")
+    return email
 
 
 def normalise(email: str, kind: str, target: str) -> tuple[str, str, str]:
     """Validated (email, kind, target); raises SubscriptionError naming the bad field."""
-    email = (email or "").strip()
-    if not _EMAIL.match(email) or len(email) > 254:
-        raise SubscriptionError(f"email: not an address we can write to: {email[:80]!r}")
+    email = normalise_email(email)
     if kind not in KINDS:
-        raise SubscriptionError(f"kind: must be one of {', '.join(KINDS)}, got {kind[:20]!r}")
+        raise SubscriptionError(f"kind: must be one of {', '.join(KINDS)}, got {str(kind)[:20]!r}")
     target = (target or "").strip()
     if kind in ("relay", "family"):
         target = target.upper().lstrip("$").replace(" ", "")
         if not _FINGERPRINT.match(target):
             raise SubscriptionError(f"target: a relay fingerprint is 40 hex digits, got {target[:50]!r}")
-    elif not target or len(target) > CONTACT_LIMIT or any(ord(c) < 32 for c in target):
-        raise SubscriptionError(f"target: a contact string of 1-{CONTACT_LIMIT} printable characters")
+    elif not target or len(target) > CONTACT_LIMIT or not header_safe(target):
+        raise SubscriptionError(f"target: a contact string of 1-{CONTACT_LIMIT} printable characters (no control, "
+                                "format or line-separator characters)")
     return email, kind, target
 
 
@@ -60,23 +81,24 @@ class SubscriptionStore:
 
     def request(self, email: str, kind: str, target: str, now: int, confirm_seconds: float
                 ) -> tuple[Subscription, str | None]:
-        """A pending subscription and its confirmation token (None if it is already active)."""
+        """The subscription and its fresh confirmation token (None if it is already active).
+
+        One upsert whatever exists (an active subscription is left as it is), so the
+        work done, and its time, tell nothing about who is subscribed to what.
+        """
         email, kind, target = normalise(email, kind, target)
-        existing = self._one("email = ? AND kind = ? AND target = ?", (email, kind, target))
-        if existing is not None and existing.status == "active":
-            return existing, None
         token = secrets.token_urlsafe(32)
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
-            if existing is None:
-                self.db.execute(
-                    "INSERT INTO subscriptions (email, kind, target, status, created, expires, confirm_hash, "
-                    "unsubscribe_token) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)",
-                    (email, kind, target, now, now + int(confirm_seconds), _hash(token), secrets.token_urlsafe(32)))
-            else:  # asked again: a fresh token replaces the old one
-                self.db.execute("UPDATE subscriptions SET confirm_hash = ?, expires = ? WHERE id = ?",
-                                (_hash(token), now + int(confirm_seconds), existing.id))
-        return self._one("email = ? AND kind = ? AND target = ?", (email, kind, target)), token
+            self.db.execute(
+                "INSERT INTO subscriptions (email, kind, target, status, created, expires, confirm_hash, "
+                "unsubscribe_token) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?) ON CONFLICT (email, kind, target) "
+                "DO UPDATE SET confirm_hash = iif(status = 'pending', excluded.confirm_hash, confirm_hash), "
+                "expires = iif(status = 'pending', excluded.expires, expires)",
+                (email, kind, target, now, now + int(confirm_seconds), _hash(token), secrets.token_urlsafe(32)))
+        found = self._one("email = ? AND kind = ? AND target = ?", (email, kind, target))
+        assert found is not None  # just written, under the caller's lock
+        return found, (token if found.status == "pending" else None)
 
     def add_active(self, email: str, kind: str, target: str, now: int) -> Subscription:
         """An administrator's subscription: active at once."""

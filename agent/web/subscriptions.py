@@ -1,25 +1,27 @@
 """The subscription endpoints (Flask): subscribe, confirm, unsubscribe, and "mail me my subscriptions".
 
 Answers never reveal who is subscribed to what: subscribing and asking for
-one's list always get the same reply, and the details go only to the
-address itself. Links in mails lead to a page with a button (GET never
-changes anything, so mail scanners that follow links cannot confirm or
-unsubscribe anyone); one-click unsubscribe (RFC 8058) is a POST. Every
-endpoint is rate-limited per client address (Flask-Limiter, in memory).
+one's list always get the same reply after the same database work (and
+always mail the address: a confirmation or "already active", the list or
+"none"), and the details go only to the address itself. Subjects are fixed
+texts: nothing a request says reaches them. Links in mails lead to a page
+with a button (GET never changes anything, so mail scanners that follow
+links cannot confirm or unsubscribe anyone); one-click unsubscribe (RFC 8058)
+is a POST. Every endpoint is rate-limited per client address (Flask-Limiter,
+in memory), mails per mailbox whoever asks, and browsers' cross-origin POSTs
+are refused (see agent.web.guards). The server is agent.web.server's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import html
-import logging
 import os
 import threading
 import time
 
 from flask import Flask, request
 from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 
 from agent.alerts.dispatch import Alerting
 from agent.alerts.notifiers import SUBSCRIPTION_CHANNEL
@@ -27,60 +29,65 @@ from agent.alerts.render import Message, clean
 from agent.config.loader import Config
 from agent.model.errors import SubscriptionError
 from agent.pipeline.state import State
-from agent.subscriptions.store import SubscriptionStore, normalise
+from agent.subscriptions.store import Subscription, SubscriptionStore, normalise, normalise_email
+from agent.web.guards import SECURITY_HEADERS, ForwardedFor, RecipientLimit, client_key, cross_origin
+from agent.web.server import Mailer, WebServer  # noqa: F401 (the daemon's entry points, re-exported)
 
-log = logging.getLogger(__name__)
 _ACCEPTED = "If this address can receive mail, a message with the next step is on its way."
+_TOO_MANY = "Too many mails to this address lately; try again later."
+_CONFIRM_SUBJECT = "Confirm your Allium Agent subscription"
+_ACTIVE_SUBJECT = "Your Allium Agent subscription is already active"
+_LIST_SUBJECT = "Your Allium Agent subscriptions"
 
 
 def create_app(config: Config, environ=os.environ, clock=time.time, mail_queued=lambda: None) -> Flask:
     """The endpoints. Mails are only queued here (``mail_queued`` is called after each), so every
     answer takes the same time whatever it did; a Mailer sends them."""
+    settings = config.subscriptions
     app = Flask("allium-agent-subscriptions")
-    if config.subscriptions.trusted_proxies:
-        from werkzeug.middleware.proxy_fix import ProxyFix
-
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.subscriptions.trusted_proxies)
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, MAX_FORM_MEMORY_SIZE=settings.max_body_bytes)
+    app.wsgi_app = ForwardedFor(app.wsgi_app, settings.trusted_proxies)  # type: ignore[method-assign]
     state = State(config.state_dir)  # its own connection: the daemon's stays in the daemon's thread
     lock = threading.Lock()
     store = SubscriptionStore(state.db)
     alerting = Alerting(config, state.db, environ, clock)
-    Limiter(get_remote_address, app=app, default_limits=[config.subscriptions.rate_limit], storage_uri="memory://")
-
-    def base_url() -> str:
-        # Never the Host header: a forged one would put the attacker's host in a genuine mail.
-        return (config.alerts.public_url or "http://127.0.0.1").rstrip("/")
+    recipients = RecipientLimit(settings.mails_per_address)
+    # Links are built from the configured URL, never the Host header: a forged one would put the attacker's
+    # host in a genuine mail. The origin check compares browsers' Origin with it too.
+    base_url = (config.alerts.public_url or "http://127.0.0.1").rstrip("/")
+    _guard(app, base_url)
+    Limiter(lambda: client_key(request.remote_addr or ""), app=app, default_limits=[settings.rate_limit],
+            storage_uri="memory://")
 
     def mail(address: str, subject: str, lines: list[str], key: str) -> None:
         text = "\n".join(lines) + "\n"
         body = "".join(f"<p>{html.escape(line)}</p>" for line in lines)
         token = hashlib.sha256(f"{address}|{key}".encode()).hexdigest()[:40]
-        alerting.send_later(SUBSCRIPTION_CHANNEL, address, Message(clean(subject, 200), text, body), token)
+        alerting.send_later(SUBSCRIPTION_CHANNEL, address, Message(subject, text, body), token)
         mail_queued()
 
     @app.post("/subscribe")
     def subscribe():
         form = _fields()
-        email, kind, target = (str(form.get(name, "")) for name in ("email", "kind", "target"))
         now = int(clock())
-        with lock:
-            try:
-                email, kind, target = normalise(email, kind, target)
+        try:
+            email, kind, target = normalise(*(str(form.get(name, "")) for name in ("email", "kind", "target")))
+            with lock:
                 if kind in ("relay", "family") and not _known_relay(state, target):
                     raise SubscriptionError("target: no relay with this fingerprint in the recent consensuses "
                                             "(mistyped, or it came up within the last hour?)")
-                subscription, token = store.request(email, kind, target, now, config.subscriptions.confirm_hours * 3600)
-            except SubscriptionError as error:
-                return {"error": str(error)}, 400
+        except SubscriptionError as error:
+            return {"error": str(error)}, 400
+        if not recipients.allow(email):
+            return {"error": _TOO_MANY}, 429
+        with lock:
+            subscription, token = store.request(email, kind, target, now, settings.confirm_hours * 3600)
             if token is not None:
-                link = f"{base_url()}/confirm?token={token}"
-                mail(subscription.email, f"Confirm your Allium Agent subscription ({subscription.kind} "
-                                         f"{subscription.target[:60]})",
-                     [f"Someone, hopefully you, asked for alerts about {subscription.kind} "
-                      f"{clean(subscription.target, 200)} to be sent to this address.",
-                      f"To confirm, open {link} and press the button, within "
-                      f"{config.subscriptions.confirm_hours:g} hours.",
-                      "If it was not you, ignore this message: nothing will be sent."], f"confirm|{token}")
+                mail(email, _CONFIRM_SUBJECT, _confirm_lines(subscription, f"{base_url}/confirm?token={token}",
+                                                             settings.confirm_hours), f"subscribe|{token}")
+            else:
+                mail(email, _ACTIVE_SUBJECT, _active_lines(subscription, base_url),
+                     f"subscribe|{subscription.id}|{now}")
         return {"status": "accepted", "message": _ACCEPTED}, 202
 
     @app.get("/confirm")
@@ -109,23 +116,66 @@ def create_app(config: Config, environ=os.environ, clock=time.time, mail_queued=
 
     @app.post("/subscriptions")
     def my_subscriptions():
-        form = _fields()
-        email = str(form.get("email", "")).strip()
+        try:
+            email = normalise_email(str(_fields().get("email", "")))
+        except SubscriptionError as error:
+            return {"error": str(error)}, 400
+        if not recipients.allow(email):
+            return {"error": _TOO_MANY}, 429
         with lock:
             mine = [s for s in store.of(email) if s.status == "active"]
-            if mine:
-                lines = ["Your Allium Agent subscriptions:"] + [
-                    f"- {s.kind} {clean(s.target, 200)}: stop with {base_url()}/unsubscribe?token={s.unsubscribe_token}"
-                    for s in mine]
-                mail(email, "Your Allium Agent subscriptions", lines, f"list|{int(clock()) // 3600}|{len(mine)}")
+            mail(email, _LIST_SUBJECT, _list_lines(mine, base_url),
+                 f"list|{int(clock()) // 3600}|{','.join(str(s.id) for s in mine)}")
         return {"status": "accepted", "message": _ACCEPTED}, 202
 
     return app
 
 
+def _guard(app: Flask, base_url: str) -> None:
+    """Refuses browsers' cross-origin POSTs (but RFC 8058 one-click unsubscribes, which mail providers
+    post) and adds the security headers to every answer."""
+
+    @app.before_request
+    def refuse_cross_origin():
+        if request.method != "POST" or not cross_origin(request.headers, base_url):
+            return None
+        if request.path == "/unsubscribe" and request.form.get("List-Unsubscribe") == "One-Click":
+            return None
+        return {"error": "cross-origin request refused: post from the page of this service"}, 403
+
+    @app.after_request
+    def secure(response):
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+
+def _confirm_lines(subscription: Subscription, link: str, hours: float) -> list[str]:
+    return [f"Someone, hopefully you, asked for alerts about {subscription.kind} "
+            f"{clean(subscription.target, 200)} to be sent to this address.",
+            f"To confirm, open {link} and press the button, within {hours:g} hours.",
+            "If it was not you, ignore this message: nothing will be sent."]
+
+
+def _active_lines(subscription: Subscription, base_url: str) -> list[str]:
+    return [f"Someone, hopefully you, asked again for alerts about {subscription.kind} "
+            f"{clean(subscription.target, 200)} to be sent to this address. They already are.",
+            f"To stop them, open {base_url}/unsubscribe?token={subscription.unsubscribe_token} and press the button."]
+
+
+def _list_lines(mine: list[Subscription], base_url: str) -> list[str]:
+    if not mine:
+        return ["Someone, hopefully you, asked which Allium Agent subscriptions this address has: none is active."]
+    return ["Your Allium Agent subscriptions:"] + [
+        f"- {s.kind} {clean(s.target, 200)}: stop with {base_url}/unsubscribe?token={s.unsubscribe_token}"
+        for s in mine]
+
+
 def _fields() -> dict:
     """The request's form fields, or its JSON object."""
-    return request.form if request.form else (request.get_json(silent=True) or {})
+    if request.form:
+        return request.form
+    found = request.get_json(silent=True)
+    return found if isinstance(found, dict) else {}
 
 
 def _known_relay(state: State, fingerprint: str) -> bool:
@@ -138,55 +188,3 @@ def _button(label: str, action: str, token: str):
             f"<input type=hidden name=token value=\"{html.escape(token, quote=True)}\">"
             f"<button>{html.escape(label)}</button></form>")
     return page, 200, {"Content-Type": "text/html; charset=utf-8"}
-
-
-class Mailer:
-    """Drains the delivery outbox from its own thread and connection: at once when woken, else every minute.
-
-    Sends confirmation mails within seconds, and retries anything waiting
-    between voting periods; claims keep it from sending what the daemon sends.
-    """
-
-    def __init__(self, config: Config, environ=os.environ, every_seconds: float = 60):
-        self.config, self.environ, self.every_seconds = config, environ, every_seconds
-        self.wake, self.stopping = threading.Event(), threading.Event()
-        self.thread = threading.Thread(target=self._run, name="mailer", daemon=True)
-
-    def _run(self) -> None:
-        state = State(self.config.state_dir)
-        alerting = Alerting(self.config, state.db, self.environ)
-        while not self.stopping.is_set():
-            try:
-                alerting.drain()
-            except Exception:
-                log.exception("the mailer's drain failed; it tries again")
-            self.wake.wait(self.every_seconds)
-            self.wake.clear()
-        state.close()
-
-
-class WebServer:
-    """The endpoints served from a thread of the daemon (werkzeug's server, one request at a time), and their Mailer."""
-
-    def __init__(self, config: Config, environ=os.environ):
-        from werkzeug.serving import make_server
-
-        host, port = config.subscriptions.listen
-        self.mailer = Mailer(config, environ)
-        self.server = make_server(host, port, create_app(config, environ, mail_queued=self.mailer.wake.set),
-                                  threaded=False)
-        self.port = self.server.server_port
-        self.thread = threading.Thread(target=self.server.serve_forever, name="subscriptions-web", daemon=True)
-
-    def start(self) -> WebServer:
-        self.mailer.thread.start()
-        self.thread.start()
-        log.info("subscription endpoints on http://%s:%d", *self.server.server_address[:2])
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.thread.join(timeout=10)
-        self.mailer.stopping.set()
-        self.mailer.wake.set()
-        self.mailer.thread.join(timeout=30)

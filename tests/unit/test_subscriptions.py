@@ -78,6 +78,16 @@ def test_confirmation_is_single_use_and_expires(tmp_path):
     assert store.unsubscribe(subscription.unsubscribe_token).id == subscription.id and store.everything() == []
 
 
+def test_asking_again_replaces_a_pending_token_and_leaves_an_active_subscription_as_it_is(tmp_path):
+    store = SubscriptionStore(State(tmp_path).db)
+    _, first = store.request("op@example.org", "relay", A, 1000, 3600)
+    pending, second = store.request("op@example.org", "relay", A, 2000, 3600)
+    assert pending.expires == 5600 and store.confirm(first, 2001) is None
+    active = store.confirm(second, 2002)
+    again, none = store.request("op@example.org", "relay", A, 3000, 3600)
+    assert none is None and again == active  # same unsubscribe token, no expiry, still active
+
+
 @pytest.mark.parametrize("email, kind, target, problem", [
     ("not-an-address", "relay", A, "email:"),
     ("a@b.org\r\nBcc: x@y.org", "relay", A, "email:"),
