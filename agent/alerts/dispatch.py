@@ -4,6 +4,12 @@ Per period: the alert book decides what to tell (new, reminded, resolved);
 the routes decide who hears it; each destination gets one message grouping
 all of it; every message goes through the delivery outbox, and the outbox is
 drained (also between periods, so an outage ends as soon as the server is back).
+
+A message that can never go out never holds back the ones behind it: a
+notifier's permanent refusal gives it up at once, and a surprise (an
+exception that is not a DeliveryError) is retried, as it may pass, but
+given up after UNEXPECTED_LIMIT such failures in a row. Everything a server
+said is redacted (``agent.model.redact``) before it is logged or stored.
 """
 
 from __future__ import annotations
@@ -11,19 +17,27 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
+import sqlite3
 import time
+import traceback
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
 from agent.alerts.deliveries import Delivery, DeliveryOutbox
-from agent.alerts.engine import AlertBook, SuppressionPolicy
+from agent.alerts.engine import AlertBook, SuppressionPolicy, set_aside, set_aside_counts
 from agent.alerts.notifiers import SUBSCRIPTION_CHANNEL, Notifier, notifiers
 from agent.alerts.render import Message, compose
 from agent.model.alerts import Alert, Notice, from_finding
 from agent.model.errors import DeliveryError
+from agent.model.redact import redact
 
 log = logging.getLogger(__name__)
+
+#: Surprising failures in a row after which a message is given up (a deterministic one would block forever).
+UNEXPECTED_LIMIT = 5
+_UNEXPECTED = re.compile(r"unexpected \((\d+)\)")
 
 
 def _is_subscription(alert: Alert) -> bool:
@@ -60,8 +74,8 @@ class Alerting:
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             if period is not None:
-                done = self.db.execute("SELECT value FROM agent_status WHERE key = 'alerts_period'").fetchone()
-                if done is not None and int(done[0]) >= period:
+                done = self._alerted_period()
+                if done is not None and done >= period:
                     return []
                 self.db.execute("INSERT OR REPLACE INTO agent_status VALUES ('alerts_period', ?)", (str(period),))
             notices = self.book.advance([from_finding(f) for f in findings], now, self.policy,
@@ -71,6 +85,20 @@ class Alerting:
             self.queue(notices, now)
         return notices
 
+    def _alerted_period(self) -> int | None:
+        """The last period alerted on; a value that is not a number is set aside (and then overwritten)."""
+        try:
+            row = self.db.execute("SELECT value FROM agent_status WHERE key = 'alerts_period'").fetchone()
+        except sqlite3.OperationalError as error:  # not UTF-8
+            row = (None,) if "decode" in str(error).lower() else None
+        if row is None:
+            return None
+        try:
+            return int(row[0])
+        except (TypeError, ValueError):
+            set_aside(self.db, "status", "alerts_period", tuple(row), "alerts_period is not a period")
+            return None
+
     def queue(self, notices: list[Notice], now: int) -> int:
         """One message per destination, inside the caller's transaction; returns how many were queued."""
         grouped: dict[tuple[str, str], list[Notice]] = defaultdict(list)
@@ -79,9 +107,25 @@ class Alerting:
                 grouped[destination].append(notice)
         queued = 0
         for (channel, target), group in sorted(grouped.items()):
-            message = compose(group, self.config.vantage, self.config.alerts.public_url)
-            queued += self.outbox.enqueue(channel, target, _token(channel, target, now, group), message, now)
+            message = self._compose(group)
+            if message is not None:
+                queued += self.outbox.enqueue(channel, target, _token(channel, target, now, group), message, now)
         return queued
+
+    def _compose(self, group: list[Notice]) -> Message | None:
+        """The group's message; a notice that cannot be told (a damaged alert) is left out, not the whole period."""
+        try:
+            return compose(group, self.config.vantage, self.config.alerts.public_url)
+        except Exception:
+            told = []
+            for notice in group:
+                try:
+                    compose([notice], self.config.vantage)
+                except Exception as error:
+                    log.error("alert %s cannot be told, left out: %s", redact(notice.alert.key, 200), redact(error))
+                else:
+                    told.append(notice)
+            return compose(told, self.config.vantage, self.config.alerts.public_url) if told else None
 
     def send_later(self, channel: str, target: str, message: Message, token: str) -> bool:
         with self.db:
@@ -96,39 +140,73 @@ class Alerting:
         return list(dict.fromkeys(found))
 
     def drain(self, budget_seconds: float = 30.0) -> dict[str, int]:
-        """Tries every due message (within the budget); returns the outbox counts after."""
+        """Tries every due message (within the budget); returns the outbox counts after.
+
+        A destination is left for the next drain when a try fails (its order
+        must hold) or another sender holds one of its messages.
+        """
         started = time.monotonic()
-        failing: set[tuple[str, str]] = set()
+        skipped: set[tuple[str, str]] = set()
         for delivery in self.outbox.due(int(self.clock())):
             if time.monotonic() - started > budget_seconds:
                 break
-            if (delivery.channel, delivery.target) in failing:
-                continue  # keeps the order: the next try starts again from the oldest
-            if not self.outbox.claim(delivery, int(self.clock())):
-                continue  # another process is sending it
-            if not self._try(delivery):
-                failing.add((delivery.channel, delivery.target))
+            destination = (delivery.channel, delivery.target)
+            if destination in skipped:
+                continue
+            claimed = self.outbox.claim(delivery, int(self.clock()))
+            if claimed is None or not self._try(claimed):
+                skipped.add(destination)
         return self.outbox.counts()
 
+    def quarantined(self) -> dict[str, int]:
+        """Rows set aside as unreadable: deliveries, alerts and status values."""
+        aside = set_aside_counts(self.db)
+        return {"deliveries": self.outbox.corrupt(), "alerts": aside.get("alerts", 0), "status": aside.get("status", 0)}
+
+    def sweep(self) -> None:
+        """Reads every waiting message and alert once, setting aside what cannot be read (for ``alerts status``)."""
+        self.outbox.due(int(self.clock()))
+        self.book.load()
+
     def _try(self, delivery: Delivery) -> bool:
+        """Sends one claimed message and records how it went; False when its destination must wait."""
         sender = self.senders.get(delivery.channel)
-        now = int(self.clock())
         if sender is None:
-            self.outbox.failed(delivery, now, f"no {delivery.channel} settings in the config", permanent=False)
-            return False
+            return self._failed(delivery, DeliveryError(f"no {delivery.channel} settings in the config"))
         try:
             sender.send(delivery.target, delivery.message, delivery.token)
+        except DeliveryError as error:
+            return self._failed(delivery, error)
         except Exception as error:  # a surprise (bad JSON from a proxy...) is a failed try, not a crash
-            if not isinstance(error, DeliveryError):
-                log.exception("sending %s to %s failed unexpectedly", delivery.channel, delivery.target)
-                error = DeliveryError(f"unexpected {type(error).__name__}: {str(error)[:200]}")
-            log.warning("%s to %s not delivered (attempt %d): %s", delivery.channel, delivery.target,
-                        delivery.attempts + 1, error)
-            self.outbox.failed(delivery, now, str(error), error.permanent, error.retry_after_seconds)
-            return error.permanent  # a refused message must not hold back the ones after it
-        self.outbox.delivered(delivery, now)
-        log.info("%s delivered to %s: %s", delivery.channel, delivery.target, delivery.message.subject)
+            return self._failed(delivery, self._unexpected(delivery, error))
+        except BaseException:  # interrupted: the message is due again at once (it may have gone out)
+            self.outbox.release(delivery, int(self.clock()))
+            raise
+        self.outbox.delivered(delivery, int(self.clock()))
+        log.info("%s delivered to %s: %s", delivery.channel, _shown(delivery.target), _shown(delivery.message.subject))
         return True
+
+    def _failed(self, delivery: Delivery, error: DeliveryError) -> bool:
+        """Records a failed try; True if it was given up (then it must not hold back the ones after it)."""
+        reason = redact(error, 500)
+        verdict = "given up" if error.permanent else f"attempt {delivery.attempts + 1}"
+        log.warning("%s to %s not delivered (%s): %s", delivery.channel, _shown(delivery.target), verdict, reason)
+        self.outbox.failed(delivery, int(self.clock()), reason, error.permanent, error.retry_after_seconds)
+        return error.permanent
+
+    def _unexpected(self, delivery: Delivery, error: Exception) -> DeliveryError:
+        """A surprise as a DeliveryError, permanent once it has happened UNEXPECTED_LIMIT times in a row."""
+        before = _UNEXPECTED.match(delivery.last_error or "")
+        count = int(before.group(1)) + 1 if before else 1
+        log.error("sending %s to %s failed unexpectedly:\n%s", delivery.channel, _shown(delivery.target),
+                  redact(traceback.format_exc(), 4000))
+        return DeliveryError(f"unexpected ({count}) {type(error).__name__}: {redact(error, 200)}",
+                             permanent=count >= UNEXPECTED_LIMIT)
+
+
+def _shown(text: str) -> str:
+    """A target or subject as it may appear in a log line: bounded, redacted, its control characters escaped."""
+    return redact(text, 200).encode("unicode_escape", errors="backslashreplace").decode("ascii")
 
 
 def _token(channel: str, target: str, now: int, notices: list[Notice]) -> str:

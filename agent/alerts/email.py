@@ -1,22 +1,46 @@
 """Email over SMTP: STARTTLS, implicit TLS or plain (loopback only), optional login.
 
 Credentials come from the environment variables the config names, never
-from the file, and are never logged. The Message-ID is the delivery's
-token, so a retried message is recognisably the same message.
+from the file, and are never logged (nor anything a server says about them:
+see ``agent.model.redact``). The Message-ID is the delivery's token, so a
+retried message is recognisably the same message.
+
+Whatever reaches a header is made safe here, whatever wrote the outbox row:
+the target must be exactly one address (spacing around it is dropped, an
+international domain goes out in its ASCII form, a non-ASCII mailbox needs
+a server offering SMTPUTF8), every other value is cleaned of line breaks
+and bounded, and only the headers the agent sets itself go out. The
+envelope recipient is the validated target, never read back from headers.
+A message that cannot be addressed or built is refused as permanent: it is
+given up with the reason and holds back nothing.
 """
 
 from __future__ import annotations
 
+import email.policy
+import hashlib
+import re
 import smtplib
 import ssl
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Any, ClassVar
 
-from agent.alerts.render import Message, clean
+from agent.alerts.render import SUBJECT_LIMIT, Message, clean
+from agent.model import redact
 from agent.model.errors import DeliveryError
+
+#: The headers a stored message may add, by their lower-case name (RFC 2369, RFC 8058).
+EXTRA_HEADERS = {"list-unsubscribe": "List-Unsubscribe", "list-unsubscribe-post": "List-Unsubscribe-Post"}
+_ATEXT = "A-Za-z0-9!#$%&'*+/=?^_`{|}~-"
+_ASCII_LOCAL = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*")
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_TOKEN = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_BODY_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_BODY_BREAKS = re.compile("\r\n?|[\x85\u2028\u2029]")
 
 
 @dataclass(frozen=True)
@@ -44,6 +68,7 @@ class EmailConfig:
     )
 
     def problems(self, section: str) -> list[str]:
+        """Plain SMTP only to a server on loopback."""
         if self.security == "none" and self.host not in (None, "127.0.0.1", "::1", "localhost"):
             return [f"{section}.security: none sends the login and alerts in clear text; only allowed for a "
                     f"server on loopback, not {self.host}"]
@@ -66,18 +91,35 @@ class EmailSender:
         self.settings = settings
         self.username = environ.get(settings.username_env) if settings.username_env else None
         self.password = environ.get(settings.password_env) if settings.password_env else None
+        redact.register_login(self.username, self.password)
 
     def send(self, target: str, message: Message, token: str) -> None:
-        email = self.build(target, message, token)
+        """Hands one message for ``target`` to the SMTP server, or raises DeliveryError."""
+        address, international = mailbox(target)
+        try:
+            data = self.build(target, message, token).as_bytes(
+                policy=email.policy.SMTPUTF8 if international else email.policy.SMTP)
+        except DeliveryError:
+            raise
+        except Exception as error:  # building is pure: what fails once fails every time
+            raise DeliveryError(f"the message cannot be built: {type(error).__name__}: {redact.redact(error, 300)}",
+                                permanent=True) from None
+        self._deliver(address, international, data)
+
+    def _deliver(self, address: str, international: bool, data: bytes) -> None:
         try:
             with self._connect() as smtp:
                 if self.username:
                     _login(smtp, self.username, self.password or "")
-                smtp.send_message(email)
+                smtp.ehlo_or_helo_if_needed()
+                if international and not smtp.has_extn("smtputf8"):
+                    raise DeliveryError(f"{address} needs SMTPUTF8, which the server does not offer", permanent=True)
+                options = ["SMTPUTF8", "BODY=8BITMIME"] if international else []
+                smtp.sendmail(self._sender()[0], [address], data, options)
         except smtplib.SMTPRecipientsRefused as error:
-            code, text = _reply(error.recipients.get(target))
+            code, text = _reply(error.recipients.get(address))
             # 5xx: this address will never take it; 4xx (greylisting, full mailbox): later.
-            raise DeliveryError(f"{target} refused: {code} {text}", permanent=code >= 500) from None
+            raise DeliveryError(f"{address} refused: {code} {text}", permanent=code >= 500) from None
         except smtplib.SMTPDataError as error:
             raise DeliveryError(f"SMTP {error.smtp_code} {_decode(error.smtp_error)}",
                                 permanent=error.smtp_code >= 500) from None
@@ -85,22 +127,33 @@ class EmailSender:
             # Login or sender refused: a configuration to fix, not a reason to drop the queue.
             raise DeliveryError(f"SMTP {error.smtp_code} {_decode(error.smtp_error)}") from None
         except (OSError, smtplib.SMTPException) as error:
-            raise DeliveryError(f"SMTP server {self.settings.host}:{self.settings.port}: "
-                                f"{type(error).__name__}: {error}") from None
+            raise DeliveryError(redact.redact(f"SMTP server {self.settings.host}:{self.settings.port}: "
+                                              f"{type(error).__name__}: {error}", 500)) from None
 
     def build(self, target: str, message: Message, token: str) -> EmailMessage:
-        email = EmailMessage()
-        email["From"] = self.settings.sender
-        email["To"] = clean(target, 254)
-        email["Subject"] = clean(message.subject)
-        email["Date"] = formatdate(usegmt=True)
-        email["Message-ID"] = f"<{token}@allium-agent>"
-        email["Auto-Submitted"] = "auto-generated"
+        """The message as it goes out, with header-safe values only; DeliveryError for a target that is no address."""
+        address, _ = mailbox(target)
+        mail = EmailMessage()
+        mail["From"] = self._sender()[0]
+        mail["To"] = address
+        mail["Subject"] = clean(message.subject, SUBJECT_LIMIT)
+        mail["Date"] = formatdate(usegmt=True)
+        mail["Message-ID"] = f"<{_message_id(token)}@allium-agent>"
+        mail["Auto-Submitted"] = "auto-generated"
         for name, value in message.headers.items():
-            email[name] = clean(value, 900)
-        email.set_content(message.text)
-        email.add_alternative(f"<html><body>{message.html}</body></html>", subtype="html")
-        return email
+            canonical = EXTRA_HEADERS.get(str(name).lower())
+            if canonical and canonical not in mail:
+                mail[canonical] = clean(value, 900)
+        mail.set_content(_body(message.text))
+        mail.add_alternative(f"<html><body>{_body(message.html)}</body></html>", subtype="html")
+        return mail
+
+    def _sender(self) -> tuple[str, bool]:
+        """The configured sender; a bad one keeps the queue (a configuration to fix, not the messages' fault)."""
+        try:
+            return mailbox(self.settings.sender)
+        except DeliveryError:
+            raise DeliveryError("email.sender is not a single email address") from None
 
     def _connect(self) -> smtplib.SMTP:
         settings = self.settings
@@ -131,6 +184,46 @@ def _login(smtp: smtplib.SMTP, username: str, password: str) -> None:
         smtp.login(username, password)
 
 
+def mailbox(target: object) -> tuple[str, bool]:
+    """The one address ``target`` names, as it goes into the envelope and the To header, and whether it needs SMTPUTF8.
+
+    Raises a permanent DeliveryError for anything else: a line break, a
+    second address, a display name, a quoted mailbox, an address literal, more
+    than 254 characters.
+    """
+    text = target.strip() if isinstance(target, str) else ""
+    local, _, domain = text.rpartition("@")
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
+    except UnicodeError:
+        ascii_domain = ""
+    address = f"{local}@{ascii_domain}"
+    labels = ascii_domain.split(".")
+    if not (local and ascii_domain and _local_part(local) and all(_LABEL.fullmatch(label) for label in labels)
+            and len(address.encode()) <= 254 and len(local.encode()) <= 64):
+        shown = redact.redact(text, 80).encode("unicode_escape").decode("ascii")
+        raise DeliveryError(f"not a single email address: '{shown}'", permanent=True)
+    return address, not local.isascii()
+
+
+def _local_part(local: str) -> bool:
+    """A dot-atom of RFC 5322 characters, or (RFC 6531) letters, marks, digits and symbols beyond ASCII."""
+    plain = "".join(c if c.isascii() else "a" for c in local if c.isascii() or unicodedata.category(c)[0] in "LMNS")
+    return len(plain) == len(local) and _ASCII_LOCAL.fullmatch(plain) is not None
+
+
+def _message_id(token: str) -> str:
+    """The token as the left side of a Message-ID; one that could not be is hashed (still the same on every try)."""
+    text = str(token)
+    return text if _TOKEN.fullmatch(text) else hashlib.sha256(text.encode(errors="surrogatepass")).hexdigest()[:40]
+
+
+def _body(text: str) -> str:
+    """A body part's text as any server takes it: line breaks as LF, no other controls, no lone surrogates."""
+    lines = _BODY_BREAKS.sub("\n", _BODY_CONTROL.sub("", str(text)))
+    return lines.encode("utf-8", errors="replace").decode("utf-8")
+
+
 def _reply(reply) -> tuple[int, str]:
     if not reply:
         return 550, "refused"
@@ -139,4 +232,5 @@ def _reply(reply) -> tuple[int, str]:
 
 
 def _decode(text) -> str:
-    return text.decode(errors="replace") if isinstance(text, bytes) else str(text)
+    """A server's reply as text to log and store: decoded, redacted, bounded."""
+    return redact.redact(text.decode(errors="replace") if isinstance(text, bytes) else str(text), 300)

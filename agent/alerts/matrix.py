@@ -4,6 +4,10 @@ Each message is a PUT under the delivery's token as transaction ID, so a
 retry after a lost reply is the same event to the homeserver, never a second
 one. ``429`` answers are honoured: a short ``retry_after_ms`` is waited out
 here, a long one is handed back to the outbox as the earliest next try.
+
+A homeserver's error text may quote what it was sent, the access token
+included: it is redacted (``agent.model.redact``) before it becomes an
+error, a log line or a stored ``last_error``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from urllib.parse import quote
 
 from agent.alerts.render import Message
 from agent.model.errors import DeliveryError
+from agent.model.redact import redact, register, register_url
 
 if TYPE_CHECKING:
     import requests
@@ -56,6 +61,8 @@ class MatrixSender:
 
         self.settings = settings
         self.token = environ.get(settings.token_env)
+        register(self.token)
+        register_url(settings.homeserver)
         self.sleep = sleep
         self.session = requests.Session()
         self.session.trust_env = False
@@ -70,7 +77,7 @@ class MatrixSender:
                    "format": "org.matrix.custom.html",
                    "formatted_body": f"<h4>{html.escape(message.subject)}</h4>\n{message.html}"}
         path = f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/send/m.room.message/{quote(token, safe='')}"
-        return self._request("PUT", path, content)["event_id"]
+        return _field(self._request("PUT", path, content), "event_id")
 
     def _room_id(self, room: str) -> str:
         """Room IDs (``!x:server``) as they are; aliases (``#x:server``) resolved once."""
@@ -78,19 +85,20 @@ class MatrixSender:
             return room
         if room not in self._room_ids:
             answer = self._request("GET", f"/_matrix/client/v3/directory/room/{quote(room, safe='')}")
-            self._room_ids[room] = answer["room_id"]
+            self._room_ids[room] = _field(answer, "room_id")
         return self._room_ids[room]
 
     def _request(self, method: str, path: str, body: dict | None = None) -> dict:
         import requests
 
         url = self.settings.homeserver.rstrip("/") + path
+        register(self.token)  # also a token set after construction
         for _ in range(3):
             try:
                 response = self.session.request(method, url, json=body, timeout=self.settings.timeout_seconds,
                                                 headers={"Authorization": f"Bearer {self.token}"})
             except requests.RequestException as error:
-                raise DeliveryError(f"homeserver {self.settings.homeserver}: {type(error).__name__}") from None
+                raise DeliveryError(redact(f"homeserver {self.settings.homeserver}: {type(error).__name__}")) from None
             if response.status_code == 429:
                 wait = _retry_after(response)
                 if wait > _MAX_INLINE_WAIT_SECONDS:
@@ -98,7 +106,7 @@ class MatrixSender:
                 self.sleep(wait)
                 continue
             if response.status_code == 200:
-                return response.json()
+                return _json(response)
             # Only "this can never work" gives up: bad request, not allowed in the room, too large.
             # 401 (token expired) and 404 (alias not yet created) are fixed by people: keep the queue.
             permanent = response.status_code in (400, 403, 413)
@@ -109,15 +117,36 @@ class MatrixSender:
 
 def _retry_after(response: requests.Response) -> float:
     try:
-        return float(response.json().get("retry_after_ms", 1000)) / 1000
-    except (ValueError, AttributeError):
+        wait = float(response.json().get("retry_after_ms", 1000)) / 1000
+    except (ValueError, AttributeError, TypeError):
         return 1.0
+    return min(wait, 86400.0) if wait >= 0 else 1.0  # NaN or negative: a second; at most a day
+
+
+def _json(response: requests.Response) -> dict:
+    """A 200 answer's JSON object; one without (a proxy's page) is a failed try, retried later."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise DeliveryError("homeserver answered 200 without a JSON object")
+    return data
+
+
+def _field(answer: dict, name: str) -> str:
+    value = answer.get(name)
+    if not isinstance(value, str):
+        raise DeliveryError(f"homeserver answered without {name}")
+    return value
 
 
 def _errcode(response: requests.Response) -> str:
+    """The error a homeserver gave, redacted: it may quote the request's Authorization header."""
     try:
         data = response.json()
-        return f"{data.get('errcode')} {data.get('error', '')}".strip()
-    except ValueError:
-        return response.text[:200]
+        text = f"{data.get('errcode')} {data.get('error', '')}".strip()
+    except (ValueError, AttributeError):
+        text = response.text
+    return redact(text, 200)
 

@@ -3,7 +3,10 @@
 Relay nicknames, contact lines and anything else from the network are
 attacker-controlled: every such value is stripped of control characters
 (no header or line injection), bounded in length, and HTML-escaped in the
-HTML part.
+HTML part. "Control characters" are every character ``str.splitlines`` or
+the ``email`` package treat as a line break (C0, DEL, C1 with U+0085,
+U+2028, U+2029), lone surrogates (no encoding can carry them) and the
+bidirectional overrides that make a subject read differently than it is.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from agent.model.findings import SEVERITIES
 
 SUBJECT_LIMIT = 200
 FIELD_LIMIT = 500
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]+")
 _STATUS_HEADINGS = (("firing", "New"), ("reminder", "Still firing"), ("resolved", "Resolved"))
 
 
@@ -31,6 +34,23 @@ class Message:
 
     def as_dict(self) -> dict:
         return {"subject": self.subject, "text": self.text, "html": self.html, "headers": self.headers}
+
+    @classmethod
+    def from_dict(cls, data: object) -> Message:
+        """A message as stored; ValueError saying what is wrong with it.
+
+        Keys it does not know are ignored (a later version may add some);
+        wrong types are not, so a damaged row is caught here, not mid-send.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"the message is a JSON {type(data).__name__}, not an object")
+        for name in ("subject", "text", "html"):
+            if not isinstance(data.get(name), str):
+                raise ValueError(f"the message's {name} is {type(data.get(name)).__name__}, not text")
+        headers = data.get("headers", {})
+        if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+            raise ValueError("the message's headers are not a mapping of text")
+        return cls(data["subject"], data["text"], data["html"], dict(headers))
 
 
 def clean(value: object, limit: int = FIELD_LIMIT) -> str:

@@ -45,19 +45,38 @@ def _alerts(arguments) -> int:
         if arguments.alerts_command == "drain":
             counts = alerting.drain(budget_seconds=120)
             print(f"{counts['delivered']} delivered in all, {counts['waiting']} waiting, {counts['given_up']} given up")
+            _print_set_aside(alerting.quarantined())
             return EXIT_PROBLEM if counts["waiting"] else EXIT_OK
+        alerting.sweep()
         for tracked in alerting.book.active():
             told = "told" if tracked.last_notified else "not told (waiting or silenced)"
-            print(f"[{tracked.alert.severity}] {tracked.alert.label} since "
+            print(f"[{tracked.alert.severity}] {_printable(tracked.alert.label)} since "
                   f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(tracked.first_seen))} UTC, {told}")
         waiting = alerting.outbox.waiting()
         for channel, target, subject, attempts, error in waiting:
-            print(f"waiting: {channel} to {target}: {subject} ({attempts} attempts; {error or 'not tried yet'})")
+            print(f"waiting: {channel} to {_printable(target)}: {_printable(subject)} "
+                  f"({attempts} attempts; {_printable(error or 'not tried yet')})")
         counts = alerting.outbox.counts()
         print(f"{counts['waiting']} waiting, {counts['delivered']} delivered, {counts['given_up']} given up")
+        _print_set_aside(alerting.quarantined())
         return EXIT_OK
     finally:
         state.close()
+
+
+def _print_set_aside(counts: dict[str, int]) -> None:
+    """``3 deliveries, 1 alert and 1 status value set aside as unreadable``, when any were."""
+    nouns = {"deliveries": ("delivery", "deliveries"), "alerts": ("alert", "alerts"),
+             "status": ("status value", "status values")}
+    parts = [f"{count} {nouns[kind][count != 1]}" for kind, count in counts.items() if count]
+    if parts:
+        listed = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+        print(f"{listed} set aside as unreadable (kept with the reason; see docs/alerts.md)")
+
+
+def _printable(text: object) -> str:
+    """Text from the state (addresses, subjects, servers' errors) with control characters shown as escapes."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
 
 
 def _subscriptions(arguments) -> int:

@@ -3,6 +3,10 @@
 ``allium-agent query`` sends an instant query (``/api/v1/query``, at now or
 ``--at``) or a range query (``/api/v1/query_range`` over ``--range`` with
 ``--step``) and prints the answer as a table, CSV or the API's JSON.
+
+The endpoint's error text may quote the request, and the URL may carry a
+user and password: both are redacted (``agent.model.redact``) before they
+become an error message. An answer of the wrong shape is a QueryError too.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from datetime import datetime, timezone
 import requests
 
 from agent.model.errors import QueryError
+from agent.model.redact import redact, register_url
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -46,19 +51,31 @@ def run_query(url: str, promql: str, at: datetime | None = None, range_seconds: 
         path, params = "/api/v1/query_range", {"query": promql, "start": end - range_seconds, "end": end, "step": step}
     else:
         path, params = "/api/v1/query", {"query": promql, "time": end}
+    register_url(url)
+    where = redact(url)
     session = requests.Session()
     session.trust_env = False
     try:
         response = session.post(url.rstrip("/") + path, data=params, timeout=timeout)
     except requests.RequestException as error:
-        raise QueryError(f"cannot reach {url}: {type(error).__name__}") from None
+        raise QueryError(f"cannot reach {where}: {type(error).__name__}") from None
     try:
         body = response.json()
     except ValueError:
-        raise QueryError(f"{url} answered HTTP {response.status_code} without JSON: {response.text[:200]}") from None
+        raise QueryError(f"{where} answered HTTP {response.status_code} without JSON: "
+                         f"{redact(response.text, 200)}") from None
+    if not isinstance(body, dict):
+        raise QueryError(f"{where} answered HTTP {response.status_code} with JSON that is not an object")
     if response.status_code != 200 or body.get("status") != "success":
-        raise QueryError(f"{body.get('errorType', 'error')}: {body.get('error', response.text[:300])}")
-    data = body["data"]
+        raise QueryError(redact(f"{body.get('errorType', 'error')}: {body.get('error', response.text)}", 300))
+    try:
+        return _result(body["data"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise QueryError(f"{where} answered with data of an unexpected shape") from None
+
+
+def _result(data: dict) -> QueryResult:
+    """The API's data object as a QueryResult; KeyError, TypeError... for a shape it does not have."""
     kind, result = data["resultType"], data["result"]
     if kind == "vector":
         series = [(item["metric"], [(float(item["value"][0]), item["value"][1])]) for item in result]

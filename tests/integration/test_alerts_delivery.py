@@ -215,3 +215,85 @@ def test_hostile_text_arrives_escaped_and_matrix_rate_limits_are_honoured(tmp_pa
     finally:
         smtp.stop()
         synapse.stop()
+
+
+def _smtp_alerting(state_dir, port, clock):
+    """An Alerting with its own connection to ``state_dir``, mailing through the aiosmtpd server on ``port``."""
+    from agent.alerts.dispatch import Alerting
+    from agent.alerts.email import EmailSender
+
+    config = load_config(None, environ={})
+    settings = type(config.notifiers["email"])(**{**config.notifiers["email"].__dict__, "host": "127.0.0.1",
+                                                  "port": port, "security": "none"})
+    alerting = Alerting(config, State(state_dir).db, environ={}, clock=clock)
+    alerting.senders = {"email": EmailSender(settings, {})}
+    return alerting
+
+
+def test_two_drains_at_once_hand_each_message_to_the_smtp_server_once(tmp_path):
+    """Two senders on one outbox (separate SQLite connections, a clock that moves on): 30 queued, 30 received."""
+    import itertools
+    import threading
+
+    (port,) = _free_ports(1)
+    smtp = SmtpServer(port)
+    smtp.start()
+    try:
+        ticks = itertools.count(1_000_000)
+        senders = [_smtp_alerting(tmp_path / "state", port, lambda: next(ticks)) for _ in range(2)]
+        for index in range(30):
+            senders[0].send_later("email", f"user{index % 5}@example.org", Message(f"m{index}", "t", "h"), f"c{index}")
+        start = threading.Barrier(2)
+
+        def drain(alerting):
+            start.wait(timeout=30)
+            for _ in range(200):  # a hang guard, not a timing
+                if alerting.drain()["waiting"] == 0:
+                    return
+
+        threads = [threading.Thread(target=drain, args=(a,)) for a in senders]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+        ids = [message["Message-ID"] for _, message in smtp.messages]
+        print(f"\n30 queued, two drains: {len(ids)} received, {len(set(ids))} distinct")
+        assert len(ids) == 30 and len(set(ids)) == 30
+        for index in range(5):  # each address got its messages in the order they were queued
+            subjects = [int(m["Subject"][1:]) for m in smtp.to(f"user{index}@example.org")]
+            assert subjects == sorted(subjects) and len(subjects) == 6
+    finally:
+        smtp.stop()
+
+
+def test_targets_no_header_can_hold_are_given_up_and_block_nothing(tmp_path):
+    """U+0085, U+2028, CR/LF, NUL, over-long addresses, and a non-ASCII one, which this server (SMTPUTF8) takes."""
+    import itertools
+
+    (port,) = _free_ports(1)
+    smtp = SmtpServer(port)
+    smtp.start()
+    try:
+        ticks = itertools.count(1_000_000, 3600)
+        alerting = _smtp_alerting(tmp_path / "state", port, lambda: next(ticks))
+        hostile = ["op\u0085@example.org", "op\u2028x@example.org", "op@example.org\r\nBcc: victim@example.org",
+                   "op\x00@example.org", "o" * 300 + "@example.org", "op@example.org, victim@example.org"]
+        for index, target in enumerate(hostile):
+            alerting.send_later("email", target, Message("hostile", "t", "h"), f"h{index}")
+            alerting.send_later("email", INBOX, Message(f"after {index}", "t", "h"), f"g{index}")
+        alerting.send_later("email", "opérateur@example.org", Message("international", "t", "h"), "utf8")
+        alerting.send_later("email", INBOX + "\u0085", Message("spacing", "t", "h"), "spacing")
+        alerting.send_later("email", INBOX, Message("a\u0085Bcc: victim@example.org\u2028x", "t\x00", "h"), "subject")
+        for _ in range(3):
+            alerting.drain()
+        counts = alerting.outbox.counts()
+        reasons = [row[0] for row in alerting.db.execute("SELECT last_error FROM deliveries WHERE gave_up IS NOT NULL")]
+        print(f"\nhostile targets: {counts}; {len(smtp.messages)} received; reasons: {reasons}")
+        assert counts == {"waiting": 0, "delivered": len(hostile) + 3, "given_up": len(hostile)}
+        assert [r for r, _ in smtp.messages if r != ["opérateur@example.org"]] == [[INBOX]] * (len(hostile) + 2)
+        assert [m["Subject"] for m in smtp.to("opérateur@example.org")] == ["international"]
+        assert [m["Subject"] for m in smtp.to(INBOX)][-2:] == ["spacing", "a Bcc: victim@example.org x"]
+        assert all(m["Bcc"] is None for m in smtp.to(INBOX)) and smtp.to("victim@example.org") == []
+        assert all(reason.startswith("not a single email address") for reason in reasons)
+    finally:
+        smtp.stop()

@@ -192,18 +192,19 @@ def test_outbox_queues_once_per_token_and_backs_off(tmp_path):
     with state.db:
         assert outbox.enqueue("email", "a@b", "tok1", message, 100)
         assert not outbox.enqueue("email", "a@b", "tok1", message, 100)
-    [delivery] = outbox.due(100)
-    outbox.failed(delivery, 100, "refused", permanent=False)
+    claimed = outbox.claim(outbox.due(100)[0], 100)
+    outbox.failed(claimed, 100, "refused", permanent=False)
     assert outbox.due(109) == [] and len(outbox.due(110)) == 1
-    outbox.failed(outbox.due(110)[0], 110, "refused", permanent=False)
+    outbox.failed(outbox.claim(outbox.due(110)[0], 110), 110, "refused", permanent=False)
     assert outbox.due(129) == [] and len(outbox.due(130)) == 1
-    outbox.failed(outbox.due(130)[0], 130, "rate limited", permanent=False, retry_after_seconds=300)
+    outbox.failed(outbox.claim(outbox.due(130)[0], 130), 130, "rate limited", permanent=False,
+                  retry_after_seconds=300)
     assert outbox.due(429) == [] and len(outbox.due(430)) == 1
-    outbox.delivered(outbox.due(430)[0], 430)
+    outbox.delivered(outbox.claim(outbox.due(430)[0], 430), 430)
     assert outbox.counts() == {"waiting": 0, "delivered": 1, "given_up": 0}
     with state.db:
         outbox.enqueue("matrix", "!r:x", "tok2", message, 500)
-    outbox.failed(outbox.due(500)[0], 500, "403 not in room", permanent=True)
+    outbox.failed(outbox.claim(outbox.due(500)[0], 500), 500, "403 not in room", permanent=True)
     assert outbox.counts() == {"waiting": 0, "delivered": 1, "given_up": 1}
 
 
@@ -236,7 +237,7 @@ def test_a_destination_gets_its_messages_in_order_whatever_the_backoff(tmp_path)
     outbox = DeliveryOutbox(state.db, RetryPolicy(initial_delay_seconds=100, max_delay_seconds=100, jitter=0))
     with state.db:
         outbox.enqueue("email", "a@b", "firing", Message("firing", "t", "h"), 0)
-    outbox.failed(outbox.due(0)[0], 0, "down", permanent=False)  # next try at 100
+    outbox.failed(outbox.claim(outbox.due(0)[0], 0), 0, "down", permanent=False)  # next try at 100
     with state.db:
         outbox.enqueue("email", "a@b", "resolved", Message("resolved", "t", "h"), 50)
         outbox.enqueue("email", "c@d", "other", Message("other", "t", "h"), 50)
@@ -251,8 +252,9 @@ def test_a_message_is_claimed_by_one_sender_only(tmp_path):
     with first.db:
         outbox_a.enqueue("email", "a@b", "tok", Message("s", "secret token here", "h"), 100)
     [seen_by_a], [seen_by_b] = outbox_a.due(100), outbox_b.due(100)
-    assert outbox_a.claim(seen_by_a, 100) and not outbox_b.claim(seen_by_b, 100)
-    outbox_a.delivered(seen_by_a, 101)
+    claimed = outbox_a.claim(seen_by_a, 100)
+    assert claimed and not outbox_b.claim(seen_by_b, 100) and not outbox_b.claim(seen_by_b, 101)
+    assert outbox_a.delivered(claimed, 101)
     assert "secret token" not in first.db.execute("SELECT message FROM deliveries").fetchone()[0]
 
 
