@@ -2,12 +2,16 @@
 
 Exit codes: 0 success; 1 the command ran but found a problem (``once``: no
 authority served a consensus with a quorum of valid signatures); 2 bad
-configuration or usage; 3 the private network could not be managed.
+configuration or usage; 3 the private network could not be managed; 4 the
+state directory or a state file cannot be used (read-only, disk full,
+damaged: the one-line message names the file and the cause). Any other
+AlliumError is printed in one line and exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -16,11 +20,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from agent import __version__
-from agent.model.errors import ConfigError, StoreError, TestnetError
+from agent.model.errors import AlliumError, ConfigError, StateError, StoreError, TestnetError
 
 log = logging.getLogger("agent")
 
-EXIT_OK, EXIT_PROBLEM, EXIT_CONFIG, EXIT_TESTNET = 0, 1, 2, 3
+EXIT_OK, EXIT_PROBLEM, EXIT_CONFIG, EXIT_TESTNET, EXIT_STATE = 0, 1, 2, 3, 4
 
 
 def _with_config(parser: argparse.ArgumentParser, handler) -> argparse.ArgumentParser:
@@ -51,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
                  _run)
 
     status = _with_config(commands.add_parser("status", help="the last cycle and the agent's health (exit 1 if stale)"),
-                          _status)
+                          _later("status_command"))
     status.add_argument("--json", action="store_true", help="print the status as JSON")
 
     checks = _with_config(commands.add_parser(
@@ -69,12 +73,15 @@ def _parser() -> argparse.ArgumentParser:
     backfill.add_argument("--no-progress", action="store_true", help="no progress bar")
     backfill.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1),
                           help="worker processes computing periods (default: the CPUs, at most 4; 1: none)")
+    backfill.add_argument("--max-document-mib", type=_mebibytes, metavar="MIB",
+                          help="the most one file or archive member may expand to, in MiB; a larger one is named "
+                               "and skipped (default: 128, 3.5 times a day of server descriptors)")
 
     outbox = commands.add_parser("outbox", help="the periods waiting for the TSDB")
     outbox_commands = outbox.add_subparsers(dest="outbox_command", required=True)
     for name, text in (("status", "show how many periods wait and their time range"),
                        ("drain", "deliver waiting periods to store.url now, oldest first")):
-        _with_config(outbox_commands.add_parser(name, help=text), _outbox)
+        _with_config(outbox_commands.add_parser(name, help=text), _later("outbox_command"))
 
     query = _with_config(commands.add_parser(
         "query", help="run a PromQL query against query.url (VictoriaMetrics or Prometheus)"), _query)
@@ -121,6 +128,17 @@ def _utc_time(text: str) -> datetime:
     return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
 
 
+def _mebibytes(text: str) -> float:
+    """A positive number of MiB (``--max-document-mib``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0
+    if not 0 < value < 1 << 20:
+        raise argparse.ArgumentTypeError(f"not a size in MiB between 0 and 1048576: {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     _configure_logging(arguments.log_level or "INFO")
@@ -137,15 +155,29 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as error:
         print(f"store: {error}", file=sys.stderr)
         return EXIT_PROBLEM
+    except StateError as error:
+        print(f"state: {error}", file=sys.stderr)
+        return EXIT_STATE
+    except AlliumError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_PROBLEM
 
 
 def _configure_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%dT%H:%M:%S")
+    from agent.model.redact import install_log_filter
+
+    install_log_filter()  # credentials out of every record, whoever logs it
     # urllib3 logs every connection at DEBUG and retries at WARNING; our records say it better.
     logging.getLogger("urllib3").setLevel(logging.ERROR)
     # APScheduler logs every job run at INFO; our one summary line per cycle says more.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+def _later(name: str):
+    """A handler from agent.cli.health, imported only when its command runs (``status``, ``outbox``)."""
+    return lambda arguments: getattr(importlib.import_module("agent.cli.health"), name)(arguments)
 
 
 def _config_check(path: str | None) -> int:
@@ -186,7 +218,7 @@ def _run(arguments) -> int:
 
     from agent.config.loader import load_config
     from agent.loop.runner import PeriodRunner
-    from agent.loop.scheduler import Daemon
+    from agent.loop.scheduler import Daemon, exit_when_shutdown_overruns
     from agent.metrics.geoip import load_or_empty
     from agent.pipeline.state import State
     from agent.store.store import Store
@@ -202,6 +234,7 @@ def _run(arguments) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    exit_when_shutdown_overruns(stop, config.schedule.grace_seconds, EXIT_OK)  # whatever still runs then
     state = State(config.state_dir)
     store = Store.from_config(config)
     log.info("allium-agent %s starting: vantage %s, %d bootstrap authorities, store %s, state %s",
@@ -230,6 +263,7 @@ def _backfill(arguments) -> int:
     from agent.config.loader import load_config
     from agent.loop.backfill import backfill
     from agent.metrics.geoip import load_or_empty
+    from agent.parse.archive import MAX_DOCUMENT_BYTES
     from agent.pipeline.state import State
     from agent.store.store import Store
 
@@ -239,7 +273,9 @@ def _backfill(arguments) -> int:
     try:
         result = backfill([Path(p) for p in arguments.paths], config, state, store,
                           load_or_empty(config.metrics.geoip_file), arguments.since, arguments.until,
-                          arguments.force, progress=not arguments.no_progress, jobs=max(1, arguments.jobs))
+                          arguments.force, progress=not arguments.no_progress, jobs=max(1, arguments.jobs),
+                          max_document_bytes=int(arguments.max_document_mib * (1 << 20)) if arguments.max_document_mib
+                          else MAX_DOCUMENT_BYTES)
     finally:
         store.close()
         state.close()
@@ -248,12 +284,17 @@ def _backfill(arguments) -> int:
     print(f"periods: {result.periods_found} found, {result.periods_written} written, "
           f"{result.periods_already_done} already written (use --force to rewrite), "
           f"{result.periods_without_consensus} without a consensus, {result.periods_unverified} unverified "
-          f"(no key certificates for their signers in the input)")
+          f"(too few of their configured signers' key certificates in the input)")
+    if result.unknown_signers:
+        print("signatures not counted (signer not among authorities.bootstrap): " + ", ".join(
+            f"{identity} ({count} consensuses)" for identity, count in sorted(result.unknown_signers.items())))
     print(f"points: {result.points}; {result.lines_written} lines delivered to {config.store.url or 'nowhere'}; "
           f"{result.periods_waiting} periods wait in the outbox")
-    problems = result.read.unreadable + result.periods_rejected
-    for problem in problems:
+    problems = result.read.unreadable + result.periods_rejected + result.conflicts
+    for problem in result.read.unreadable + result.periods_rejected:
         print(f"problem: {problem}")
+    for conflict in result.conflicts:
+        print(f"conflict: {conflict}")
     return EXIT_PROBLEM if problems else EXIT_OK
 
 
@@ -315,48 +356,6 @@ def _query(arguments) -> int:
         return EXIT_PROBLEM
     sys.stdout.write(render(result, arguments.format))
     return EXIT_OK
-
-
-def _status(arguments) -> int:
-    from agent.cli.health import health
-    from agent.config.loader import load_config
-
-    config = load_config(arguments.config)
-    report = health(config)
-    if arguments.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print("\n".join(f"{key}: {value}" for key, value in report.items() if key != "last_cycle"))
-        for key, value in (report.get("last_cycle") or {}).items():
-            print(f"  last cycle {key}: {value}")
-    return EXIT_OK if report["healthy"] else EXIT_PROBLEM
-
-
-def _outbox(arguments) -> int:
-    from agent.config.loader import load_config
-    from agent.store.store import Store
-
-    config = load_config(arguments.config)
-    store = Store.from_config(config)
-    try:
-        if arguments.outbox_command == "drain":
-            if store.writer is None:
-                print("no store.url configured: nothing to drain to", file=sys.stderr)
-                return EXIT_PROBLEM
-            periods, lines, error = store.drain()
-            print(f"delivered {periods} periods ({lines} lines) to {store.writer.url}; "
-                  f"{store.outbox.records} periods wait" + (f" ({error})" if error else ""))
-            return EXIT_PROBLEM if error else EXIT_OK
-        times = [record.time for record in store.outbox.pending()]
-        span = ""
-        if times:
-            span = (f", {datetime.fromtimestamp(min(times), timezone.utc):%Y-%m-%d %H:%M:%S} to "
-                    f"{datetime.fromtimestamp(max(times), timezone.utc):%Y-%m-%d %H:%M:%S} UTC")
-        print(f"{store.outbox.directory}: {len(times)} periods waiting, {store.outbox.pending_bytes} bytes "
-              f"(limit {store.outbox.max_bytes}){span}")
-        return EXIT_OK
-    finally:
-        store.close()
 
 
 def _testnet(arguments) -> int:

@@ -30,6 +30,20 @@ from agent.subscriptions.settings import SubscriptionsConfig
 
 #: Environment variable naming the config file when ``--config`` is not given.
 CONFIG_ENV = "ALLIUM_AGENT_CONFIG"
+#: Bounds on a config file (the example is 15 kB, 4 levels deep, and its values hold about 2,000 nodes and
+#: characters): its size, its nesting, and what YAML anchors and aliases may expand to (see README Configuration).
+MAX_FILE_BYTES = 1 << 20
+MAX_DEPTH = 50
+MAX_EXPANDED = 100_000
+#: Directories state_dir must not be (the agent writes its files straight into it); /proc, /sys and /dev not
+#: even below.
+SYSTEM_DIRECTORIES = frozenset({
+    "/", "/bin", "/boot", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/media", "/mnt", "/opt",
+    "/root", "/run", "/sbin", "/srv", "/tmp", "/usr", "/var", "/usr/bin", "/usr/lib", "/usr/lib64", "/usr/libexec",
+    "/usr/local", "/usr/local/bin", "/usr/local/lib", "/usr/local/sbin", "/usr/sbin", "/usr/share", "/usr/src",
+    "/var/backups", "/var/cache", "/var/lib", "/var/local", "/var/log", "/var/mail", "/var/opt", "/var/spool",
+    "/var/tmp", "/run/user", "/etc/systemd",
+})
 
 #: Each part's settings class under its section (also Config's attribute). A class lists
 #: ``SETTINGS`` as (key, default, converter name); it is built by ``from_settings(values)``
@@ -97,7 +111,7 @@ def settings() -> tuple[Setting, ...]:
     return (
         Setting("vantage", None, convert.vantage),
         Setting("logging.level", "INFO", convert.log_level),
-        Setting("state_dir", "state", convert.name),
+        Setting("state_dir", "state", convert.path),
         *(Setting(f"{section}.{key}", default, _converter(f"{section}.{key}", name))
           for section, part in (PARTS | notifier_parts()).items() for key, default, name in part.SETTINGS),
         Setting("detect.enabled", True, convert.boolean),
@@ -131,7 +145,8 @@ def load_config(path: str | os.PathLike | None = None, environ=os.environ) -> Co
         raise ConfigError(source, problems)
     parts = {section: _build(part, section, values) for section, part in PARTS.items()}
     notifiers = {channel: _build(part, channel, values) for channel, part in notifier_parts().items()}
-    problems = _cross_checks(parts)
+    state_dir = _relative_to(path, values["state_dir"])
+    problems = _state_dir_problems(state_dir) + _cross_checks(parts)
     for section, part in (parts | notifiers).items():
         if hasattr(part, "problems"):
             problems.extend(part.problems(section))
@@ -141,7 +156,7 @@ def load_config(path: str | os.PathLike | None = None, environ=os.environ) -> Co
         source=source,
         vantage=values["vantage"],
         log_level=values["logging.level"],
-        state_dir=_relative_to(path, values["state_dir"]),
+        state_dir=state_dir,
         detect=_detect_config(values),
         notifiers=notifiers,
         **parts,
@@ -179,20 +194,99 @@ def _relative_to(config_path, directory: str) -> Path:
     return Path(config_path).resolve().parent / candidate
 
 
+def _state_dir_problems(directory: Path) -> list[str]:
+    """state_dir must be a directory of the agent's own: not /, a system directory or a pseudo file system, not a
+    file (agent.sqlite, outbox/ and quarantine/ are written straight into it)."""
+    resolved = Path(os.path.realpath(directory))
+    if str(resolved) in SYSTEM_DIRECTORIES or resolved.parts[1:2] in (("proc",), ("sys",), ("dev",)):
+        shown = f"{directory} (that is {resolved})" if resolved != directory else str(directory)
+        return [f"state_dir: must be a directory of the agent's own, not / or a system directory, got {shown}"]
+    existing = next(parent for parent in (resolved, *resolved.parents) if parent.exists())
+    if not existing.is_dir():
+        kind = "is a file, not a directory" if existing == resolved else f"cannot be created: {existing} is a file"
+        return [f"state_dir: {directory} {kind}"]
+    return []
+
+
 def _read_yaml(path: Path) -> dict:
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise ConfigError(str(path), [f"cannot read the file: {error.strerror}"]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(str(path), [f"not valid YAML: {error}"]) from None
+    """The file's top-level mapping; ConfigError naming the file for anything that is not a sane config."""
+    data = _parse_yaml(_read_text(path), str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(str(path), [f"the top level must be a mapping of settings, got {type(data).__name__}"])
     return data
+
+
+def _read_text(path: Path) -> str:
+    """The file as text, read no further than MAX_FILE_BYTES (so /dev/zero is refused, not read forever)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as error:
+        raise ConfigError(str(path), [f"cannot read the file: {error.strerror or error}"]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(str(path), [f"larger than {MAX_FILE_BYTES // 1024} KiB: not a configuration file"])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(str(path), [f"not UTF-8 text (byte {error.start})"]) from None
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    """YAML with bounded work: nesting, and what anchors and aliases expand to, are checked before building."""
+    loader = _BoundedLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            _check_expansion(node, source)
+        return None if node is None else loader.construct_document(node)
+    except (yaml.YAMLError, ValueError, OverflowError) as error:  # ValueError: e.g. a date 2024-13-45
+        raise ConfigError(source, [f"not valid YAML: {error}"]) from None
+    finally:
+        loader.dispose()
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader refusing nesting deeper than MAX_DEPTH (the composer recurses; a config is 4 levels deep)."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _check_expansion(root: yaml.Node, source: str) -> None:
+    """Refuses a document whose aliases expand past MAX_EXPANDED (nodes plus scalar characters), or refer to
+    a node that contains them ("billion laughs", recursive aliases). Shared nodes are sized once: linear work."""
+    sizes: dict[int, int] = {}
+    ancestors: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        children = [child for item in node.value for child in (item if isinstance(item, tuple) else (item,))] \
+            if isinstance(node.value, list) else []
+        if finished:
+            ancestors.discard(id(node))
+            sizes[id(node)] = 1 + (len(node.value) if isinstance(node.value, str) else 0) \
+                + sum(sizes[id(child)] for child in children)
+            if sizes[id(node)] > MAX_EXPANDED:
+                raise ConfigError(source, [f"anchors and aliases expand to more than {MAX_EXPANDED} values and "
+                                           f"characters (line {node.start_mark.line + 1}); write the values out"])
+        elif id(node) in ancestors:
+            raise ConfigError(source, [f"an alias at line {node.start_mark.line + 1} refers to a node that "
+                                       "contains it"])
+        elif id(node) not in sizes:
+            ancestors.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in children)
 
 
 def _unknown_keys(raw: dict, known_paths: set[str], prefix: str = "") -> list[str]:

@@ -6,6 +6,7 @@ looks the names up here, so that no part imports the config package.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import socket
@@ -60,6 +61,14 @@ def name(value):
     if not isinstance(value, str) or not value.strip() or len(value) > 256:
         raise InvalidValue(f"must be a non-empty string, got {_describe(value)}")
     return value.strip()
+
+
+def path(value):
+    """A file or directory name: a non-empty string without NUL characters (the system cannot take those)."""
+    value = name(value)
+    if "\0" in value:
+        raise InvalidValue(f"must not contain a NUL character, got {_describe(value)}")
+    return value
 
 
 def env_name(value):
@@ -162,6 +171,20 @@ def non_negative_int(value):
     return value
 
 
+def networks(value):
+    """IP addresses or networks; 0, the old "no proxy" count, is none (other counts are refused)."""
+    if value == 0 and not isinstance(value, bool):
+        return ()
+    if not isinstance(value, list):
+        raise InvalidValue("must be a list of proxy addresses or networks, e.g. [127.0.0.1, 10.0.0.0/8] (a count "
+                           f"of proxies is no longer accepted: it trusted X-Forwarded-For from anyone), got "
+                           f"{_describe(value)}")
+    try:
+        return tuple(ipaddress.ip_network(str(item), strict=False) for item in value)
+    except ValueError as error:
+        raise InvalidValue(f"not an IP address or network: {error}") from None
+
+
 def flags(value):
     flags = names(value)
     unknown = set(flags) - {"Guard", "Exit", "Stable", "Fast", "HSDir", "Valid", "Running"}
@@ -212,6 +235,7 @@ def optional(convert):
     return lambda value: None if value is None else convert(value)
 
 
-optional_name = optional_path = optional(name)
+optional_name = optional(name)
+optional_path = optional(path)
 optional_env_name = optional(env_name)
 optional_positive_int = optional(positive_int)

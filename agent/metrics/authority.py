@@ -33,10 +33,18 @@ def authority_points(snapshot: Snapshot, consensus, time: int) -> list[Point]:
 
 
 def fetch_points(snapshot: Snapshot, time: int) -> list[Point]:
-    """What each fetch and probe of ours saw (vantage-tagged): written even without a consensus."""
+    """What each fetch and probe of ours saw (vantage-tagged): written even without a consensus.
+
+    A fetch not attempted because its authority answered nothing this period
+    (its first request was refused, or hung to the deadline) is written as
+    not answered (zeros), so that authority's series go to 0 rather than
+    stop; one skipped only because the deadline came after its authority
+    answered something is left out.
+    """
     points = _probe_points(snapshot, time)
+    answering = {record.authority for record in snapshot.records if record.answered}
     for record in snapshot.records:
-        if record.outcome is Outcome.SKIPPED:
+        if record.outcome is Outcome.SKIPPED and record.authority in answering:
             continue
         points.append(point("tor_authority_fetch",
                             {"authority": record.authority, "document": record.kind.value, "vantage": snapshot.vantage},

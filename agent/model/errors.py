@@ -7,6 +7,7 @@
      |- FetchError           a download failed (refused, HTTP error, deadline)
      |   +- DocumentTooLarge a reply grew past the size cap
      |- StoreError           the TSDB or the outbox cannot take points
+     |- StateError           the state directory or file cannot be used (unwritable, disk full, damaged)
      |- QueryError           the PromQL endpoint refused a query or could not be reached
      |- DeliveryError        an alert could not be handed to the SMTP server or homeserver
      |- SubscriptionError    a subscription request cannot be accepted
@@ -56,6 +57,15 @@ class StoreError(AlliumError):
     def __init__(self, message: str, permanent: bool = False):
         self.permanent = permanent
         super().__init__(message)
+
+
+class StateError(AlliumError):
+    """The state directory or a state file cannot be used; ``path`` names it and the message says why."""
+
+    def __init__(self, path: object, cause: str):
+        self.path = str(path)
+        self.cause = cause
+        super().__init__(f"{path}: {cause}")
 
 
 class QueryError(AlliumError):

@@ -6,17 +6,32 @@ progress and health (last processed period, last success, counters, the last
 cycle's summary) and which periods a backfill has written. Schema changes go
 through MIGRATIONS, applied in order and recorded in PRAGMA user_version;
 a migration is never edited once released, only added.
+
+A file or disk at fault (read-only, full, damaged, not a database) raises a
+StateError naming the file, from every user of the connection
+(``agent/pipeline/statefile.py``); a row that
+cannot be read costs only itself: it is moved to ``state_dir/quarantine/``,
+counted (``rows_quarantined``) and logged, and the period carries on.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
+import time
 import zlib
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+from agent.model.errors import StateError
 from agent.model.relays import PreviousRelays
+from agent.pipeline.statefile import connect, guarded
+
+log = logging.getLogger(__name__)
+
 
 MIGRATIONS = (
     """CREATE TABLE period_relays (
@@ -94,20 +109,44 @@ MIGRATIONS = (
            uptime INTEGER,
            observed_bandwidth INTEGER
        )""",
+    # The sender holding a delivery (agent/alerts/deliveries.py): its lease token; the lease ends at next_attempt.
+    """ALTER TABLE deliveries ADD COLUMN lease TEXT""",
 )
 KEEP_PERIODS = 48
+#: A stored period's relays inflate to about 0.5 MB on the live network; more than this is not ours.
+MAX_RELAYS_BYTES = 64 * 2**20
 
 
 class State:
-    def __init__(self, directory: Path):
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        self.path = Path(directory) / "agent.sqlite"
+    """The state file in ``directory``; ``read_only`` for reporting on it without changing anything."""
+
+    def __init__(self, directory: Path, read_only: bool = False):
+        self.directory = Path(directory)
+        self.path = self.directory / "agent.sqlite"
+        self.read_only = read_only
+        if not read_only:
+            _writable_directory(self.directory)
+        if not self.path.is_file() and (read_only or self.path.exists()):
+            raise StateError(self.path, "not a regular file" if self.path.exists() else "no state file yet")
         # The daemon opens the state in the main thread and uses it from the
         # scheduler's worker; one connection, serialised by SQLite's own
         # locking and our transactions, is enough for one writer.
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._migrate()
+        with guarded(self.path):
+            self._db = connect(self.path, read_only)
+        try:
+            self._open()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _open(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]  # reads the header: damage shows here
+        if version > len(MIGRATIONS):
+            raise StateError(self.path, f"written by a newer allium-agent (schema {version}; this one knows "
+                                        f"{len(MIGRATIONS)}): upgrade, or move the file aside")
+        if not self.read_only:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._migrate(version)
 
     def close(self) -> None:
         self._db.close()
@@ -117,8 +156,7 @@ class State:
         """The connection, for the modules that own the other tables (alerts, deliveries, subscriptions)."""
         return self._db
 
-    def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+    def _migrate(self, version: int) -> None:
         for number, statement in enumerate(MIGRATIONS[version:], start=version + 1):
             with self._db:
                 self._db.execute("BEGIN")
@@ -126,13 +164,17 @@ class State:
                 self._db.execute(f"PRAGMA user_version = {number}")
 
     def relays_before(self, valid_after: int) -> PreviousRelays | None:
-        """The relays of the newest stored period before ``valid_after``, or None."""
-        row = self._db.execute("SELECT relays FROM period_relays WHERE valid_after < ? "
-                               "ORDER BY valid_after DESC LIMIT 1", (valid_after,)).fetchone()
-        if row is None:
-            return None
-        stored = json.loads(zlib.decompress(row[0]))
-        return {fingerprint: frozenset(flags.split()) for fingerprint, flags in stored.items()}
+        """The relays of the newest readable stored period before ``valid_after`` (a bad row is quarantined)."""
+        while True:
+            row = self._db.execute("SELECT valid_after, relays FROM period_relays WHERE valid_after < ? "
+                                   "ORDER BY valid_after DESC LIMIT 1", (valid_after,)).fetchone()
+            if row is None:
+                return None
+            try:
+                return _decode_relays(row[1])
+            except (ValueError, TypeError, zlib.error) as error:
+                self._quarantine("period_relays", "valid_after", row[0], row[1], str(error))
+                valid_after = row[0]
 
     def save_relays(self, valid_after: int, relays: PreviousRelays) -> None:
         blob = zlib.compress(json.dumps({fp: " ".join(sorted(flags)) for fp, flags in relays.items()}).encode())
@@ -143,10 +185,24 @@ class State:
                              "(SELECT valid_after FROM period_relays ORDER BY valid_after DESC LIMIT ?)",
                              (KEEP_PERIODS,))
 
-    def _get(self, key: str, default: Any = None) -> Any:
-        """A JSON value of the agent's status, or ``default`` (the typed accessors below read these)."""
+    def _get(self, key: str, default: Any = None, kind: type | tuple[type, ...] = object) -> Any:
+        """A JSON value of the agent's status if it is a ``kind``, else ``default`` (a bad value is quarantined)."""
         row = self._db.execute("SELECT value FROM agent_status WHERE key = ?", (key,)).fetchone()
-        return default if row is None else json.loads(row[0])
+        return default if row is None else self._decoded(key, row[0], default, kind)
+
+    def _decoded(self, key: str, raw: Any, default: Any, kind: type | tuple[type, ...]) -> Any:
+        try:
+            value = json.loads(raw)
+            if not isinstance(value, kind) or (isinstance(value, bool) and kind is not object):
+                raise ValueError(f"not a {getattr(kind, '__name__', 'number')}: {raw!r:.80}")
+        except (ValueError, TypeError) as error:
+            self._quarantine("agent_status", "key", key, raw, str(error))
+            return default
+        return value
+
+    def _number(self, key: str, default: int | None = None) -> int | None:
+        value = self._get(key, default, (int, float))
+        return None if value is None else int(value)
 
     def _put(self, **values: Any) -> None:
         """Sets several status values in one transaction."""
@@ -157,17 +213,38 @@ class State:
 
     def count(self, name: str, by: int = 1) -> int:
         """Adds to a persistent counter and returns its new value."""
-        value = int(self._get(f"counter:{name}", 0)) + by
+        value = int(self._get(f"counter:{name}", 0, int)) + by
         self._put(**{f"counter:{name}": value})
         return value
 
     def counters(self) -> dict[str, int]:
         rows = self._db.execute("SELECT key, value FROM agent_status WHERE key LIKE 'counter:%'").fetchall()
-        return {key.removeprefix("counter:"): json.loads(value) for key, value in rows}
+        decoded = {key.removeprefix("counter:"): self._decoded(key, value, None, int) for key, value in rows}
+        return {name: value for name, value in decoded.items() if value is not None}
+
+    def _quarantine(self, table: str, column: str, key: Any, raw: Any, problem: str) -> None:
+        """Moves one unreadable row to ``quarantine/`` (durably, before it is deleted), counts it and logs it."""
+        if self.read_only:
+            log.error("%s: row %s=%r of %s is unreadable (%s); skipped", self.path, column, key, table, problem)
+            return
+        folder = self.directory / "quarantine"
+        kept = folder / f"{table}-{quote(str(key), safe='')[:80]}-{time.time_ns()}.bin"
+        with guarded(kept):
+            folder.mkdir(exist_ok=True)
+            with open(kept, "wb") as handle:
+                handle.write(raw if isinstance(raw, bytes) else str(raw).encode())
+                handle.flush()
+                os.fsync(handle.fileno())
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(f"DELETE FROM {table} WHERE {column} = ?", (key,))
+        quarantined = self.count("rows_quarantined")
+        log.error("%s: row %s=%r of %s is unreadable (%s); moved to %s (%d rows quarantined so far)",
+                  self.path, column, key, table, problem, kept, quarantined)
 
     def bandwidth_authorities(self) -> dict[str, float]:
         """Authorities whose votes carried Measured= values: nickname -> valid-after (Unix s) of the last such."""
-        return dict(self._get("bandwidth_authorities", {}))
+        return dict(self._get("bandwidth_authorities", {}, dict))
 
     def set_bandwidth_authorities(self, authorities: dict[str, float]) -> None:
         self._put(bandwidth_authorities=authorities)
@@ -179,15 +256,14 @@ class State:
 
     def last_success(self) -> int | None:
         """When (Unix s) the daemon last recorded a period."""
-        last = self._get("last_success")
-        return None if last is None else int(last)
+        return self._number("last_success")
 
     def set_last_cycle(self, summary: dict[str, Any]) -> None:
         """The last cycle's summary (``status`` shows it)."""
         self._put(last_cycle=summary)
 
     def last_cycle(self) -> dict[str, Any] | None:
-        cycle = self._get("last_cycle")
+        cycle = self._get("last_cycle", None, dict)
         return None if cycle is None else dict(cycle)
 
     def set_last_alerted(self, at: int) -> None:
@@ -195,17 +271,15 @@ class State:
 
     def last_processed(self) -> int | None:
         """The valid-after (Unix s) of the newest period the daemon recorded."""
-        last = self._get("last_processed")
-        return None if last is None else int(last)
+        return self._number("last_processed")
 
     def period_seconds(self, default: int | None = 3600) -> int | None:
         """The voting interval of the newest recorded period (``default`` before the first)."""
-        period = self._get("period_seconds", default)
-        return None if period is None else int(period)
+        return self._number("period_seconds", default)
 
     def last_alerted(self) -> int:
         """When (Unix s) a period without a consensus was last alerted on."""
-        return int(self._get("last_alerted", 0))
+        return self._number("last_alerted", 0) or 0
 
     def backfilled(self) -> set[int]:
         return {row[0] for row in self._db.execute("SELECT valid_after FROM backfilled")}
@@ -214,3 +288,29 @@ class State:
         with self._db:
             self._db.execute("BEGIN")
             self._db.execute("INSERT OR REPLACE INTO backfilled VALUES (?, ?)", (valid_after, written_at))
+
+
+def _writable_directory(directory: Path) -> None:
+    """Creates the state directory, or says plainly why it cannot be used."""
+    with guarded(directory):
+        directory.mkdir(parents=True, exist_ok=True)
+    if not os.access(directory, os.W_OK | os.X_OK):
+        why = "read-only file system" if os.statvfs(directory).f_flag & os.ST_RDONLY else "permission denied"
+        raise StateError(directory, f"the state directory is not writable ({why})")
+
+
+def _decode_relays(blob: Any) -> PreviousRelays:
+    """A period_relays row's relays; ValueError or TypeError if the row is not what save_relays writes."""
+    if not isinstance(blob, bytes):
+        raise TypeError(f"holds a {type(blob).__name__}, not compressed bytes")
+    inflater = zlib.decompressobj()
+    text = inflater.decompress(blob, MAX_RELAYS_BYTES)
+    if inflater.unconsumed_tail:
+        raise ValueError(f"inflates to more than {MAX_RELAYS_BYTES} bytes")
+    if not inflater.eof:
+        raise ValueError("truncated compressed data")
+    stored = json.loads(text)
+    if not isinstance(stored, dict) or not all(isinstance(flags, str) for flags in stored.values()):
+        raise ValueError("not a mapping of fingerprints to flags")
+    return {fingerprint: frozenset(flags.split()) for fingerprint, flags in stored.items()}
+

@@ -12,10 +12,12 @@ Files in the outbox directory:
                  (magic ALB2: zstd, written now; ALB1: zlib, written before 0.x and still read)
   outbox.offset  where undelivered records start (replaced atomically)
   outbox.lock    held (flock) by the one process using the outbox
-A damaged tail (a crash mid-append) is reported, moved aside to
-``outbox.damaged-<time>-at-<byte>`` and cut off; every intact record before
-it is kept. (Damage in the middle is treated the same way: the records after
-it are kept aside in that file, not re-sent. Not resynchronised yet.)
+A damaged stretch (a crash mid-append, a flipped byte, a zeroed block) is
+reported and its bytes moved aside to ``outbox.damaged-<time>-at-<byte>``;
+reading resynchronises on the next intact record (a valid magic whose CRC
+matches), so only the damaged record is lost and every intact one, before
+or after it, is delivered. On opening, damage is cut out of the file: a
+damaged tail is truncated, damage in the middle is compacted away.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import zstandard
 
@@ -39,6 +42,8 @@ log = logging.getLogger(__name__)
 MAGIC = b"ALB2"
 HEADER = struct.Struct(">4sIIq")  # magic, payload bytes, crc32 of payload, period time (Unix s)
 WARN_FILL_RATIO = 0.8
+#: Bytes read at a time when checking, scanning for the next record after damage, or copying.
+SCAN_BYTES = 1 << 20
 
 
 def compress(data: bytes) -> bytes:
@@ -81,19 +86,27 @@ class Outbox:
 
     def __init__(self, directory: Path, max_bytes: int):
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
         self.data_path = self.directory / "outbox.data"
         self.offset_path = self.directory / "outbox.offset"
-        self._lock = open(self.directory / "outbox.lock", "a+")
+        self._kept_aside: set[int] = set()  # damaged stretches already copied aside by this process
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._lock = open(self.directory / "outbox.lock", "a+")
+        except OSError as error:
+            raise _error(f"cannot use the outbox in {self.directory}", error) from None
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock.close()
             raise StoreError(f"the outbox in {self.directory} is in use by another allium-agent process") from None
-        self.data_path.touch()
-        self._offset = self._read_offset()
-        self.records = self._recover()
+        try:
+            self.data_path.touch()
+            self._offset = self._read_offset()
+            self.records = self._recover()
+        except OSError as error:
+            self._lock.close()
+            raise _error(f"cannot use the outbox in {self.directory}", error) from None
 
     def close(self) -> None:
         self._lock.close()
@@ -121,7 +134,7 @@ class Outbox:
                 os.fsync(data.fileno())
             except OSError as error:  # disk full, I/O error: leave no partial record behind
                 data.truncate(size_before)
-                raise StoreError(f"cannot append to {self.data_path}: {error.strerror or error}") from None
+                raise _error(f"cannot append to {self.data_path}", error) from None
         self.records += 1
         if self.pending_bytes > WARN_FILL_RATIO * self.max_bytes:
             log.warning("outbox %.0f%% full (%d periods waiting); the TSDB is not taking writes",
@@ -129,23 +142,27 @@ class Outbox:
         return True
 
     def pending(self) -> Iterator[PendingRecord]:
-        """Undelivered records, oldest first; stops (with an error) at a record that fails its checks."""
+        """Undelivered records, oldest first; a damaged one is kept aside and skipped, resynchronising after it."""
         with open(self.data_path, "rb") as data:
-            data.seek(self._offset)
-            position = self._offset
-            while True:
-                header = data.read(HEADER.size)
-                if len(header) < HEADER.size:
-                    return
-                magic, length, checksum, period_time = HEADER.unpack(header)
-                payload = data.read(length)
-                if magic not in _UNPACK or len(payload) < length or zlib.crc32(payload) != checksum:
-                    log.error("outbox record at byte %d fails its checks; it is set aside at the next start",
-                              position)
-                    return
-                end = position + HEADER.size + length
-                yield PendingRecord(position, end, period_time, _UNPACK[magic](payload).decode().split("\n"))
-                position = end
+            position, size = self._offset, os.fstat(data.fileno()).st_size
+            while position < size:
+                end, problem = _check(data, position, size)
+                if problem is None:
+                    data.seek(position)
+                    magic, length, _, period_time = HEADER.unpack(data.read(HEADER.size))
+                    try:
+                        lines = _UNPACK[magic](data.read(length)).decode().split("\n")
+                    except (zstandard.ZstdError, zlib.error, UnicodeDecodeError) as error:
+                        problem = f"intact but cannot be unpacked: {error}"
+                    else:
+                        yield PendingRecord(position, end, period_time, lines)
+                        position = end
+                        continue
+                resume = end if problem.startswith("intact") else _next_intact(data, position, size)
+                if position not in self._kept_aside:
+                    self._keep_aside(data, position, resume, problem)
+                    self.records = max(0, self.records - 1)
+                position = resume
 
     def commit(self, end: int) -> None:
         """Marks everything before ``end`` delivered; empties the file once all is."""
@@ -153,9 +170,12 @@ class Outbox:
         self.records = max(0, self.records - 1)
         if end >= self.data_path.stat().st_size:
             # Order matters: a crash after the truncate leaves offset > size, which recovery resets.
-            with open(self.data_path, "r+b") as data:
-                data.truncate(0)
-                os.fsync(data.fileno())
+            try:
+                with open(self.data_path, "r+b") as data:
+                    data.truncate(0)
+                    os.fsync(data.fileno())
+            except OSError as error:
+                raise _error(f"cannot empty {self.data_path}", error) from None
             self._write_offset(0)
             self.records = 0
 
@@ -164,7 +184,9 @@ class Outbox:
             offset = int(self.offset_path.read_text().strip() or 0)
         except FileNotFoundError:
             return 0
-        except ValueError:
+        except (ValueError, UnicodeDecodeError):
+            offset = -1
+        if offset < 0:
             log.error("%s is unreadable; re-sending the whole outbox (the store ignores duplicates)",
                       self.offset_path)
             return 0
@@ -178,44 +200,71 @@ class Outbox:
 
     def _write_offset(self, offset: int) -> None:
         temporary = self.offset_path.with_suffix(".tmp")
-        with open(temporary, "w") as handle:
-            handle.write(f"{offset}\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.offset_path)
-        fsync_directory(self.directory)
+        try:
+            with open(temporary, "w") as handle:
+                handle.write(f"{offset}\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.offset_path)
+            fsync_directory(self.directory)
+        except OSError as error:
+            raise _error(f"cannot write {self.offset_path}", error) from None
         self._offset = offset
 
     def _recover(self) -> int:
-        """Counts intact records; cuts off and keeps aside a damaged tail."""
+        """Counts intact records; keeps every damaged stretch aside and cuts it out of the file."""
         size = self.data_path.stat().st_size
-        records, position = 0, self._offset
         with open(self.data_path, "rb") as data:
-            data.seek(position)
-            while position < size:
-                problem = _check_record(data, size - position)
-                if problem:
-                    self._set_aside(position, size, problem, records)
-                    break
-                position = data.tell()
-                records += 1
-        if records:
-            log.info("outbox holds %d undelivered periods (%d bytes)", records, position - self._offset)
-        return records
+            intact, damaged = _survey(data, self._offset, size)
+            for start, end, problem in damaged:
+                self._keep_aside(data, start, end, problem)
+        if damaged and intact and intact[-1][0] > damaged[0][0]:
+            self._compact(intact)
+        elif damaged:
+            self._cut(damaged[0][0])
+        if damaged:
+            log.error("outbox: kept %d intact periods; set aside %d damaged stretch(es), %d bytes", len(intact),
+                      len(damaged), sum(end - start for start, end, _ in damaged))
+        if intact:
+            log.info("outbox holds %d undelivered periods (%d bytes)", len(intact), self.pending_bytes)
+        return len(intact)
 
-    def _set_aside(self, position: int, size: int, problem: str, intact: int) -> None:
-        damaged = self.directory / f"outbox.damaged-{time.time_ns()}-at-{position}"
-        with open(self.data_path, "r+b") as data:
-            data.seek(position)
-            with open(damaged, "wb") as kept:  # durable before the data file is cut
-                kept.write(data.read())
+    def _keep_aside(self, data: BinaryIO, start: int, end: int, problem: str) -> None:
+        """Copies a damaged stretch durably to a file of its own, for a person (it is never re-sent)."""
+        damaged = self.directory / f"outbox.damaged-{time.time_ns()}-at-{start}"
+        try:
+            with open(damaged, "wb") as kept:
+                _copy(data, start, end, kept)
                 kept.flush()
                 os.fsync(kept.fileno())
             fsync_directory(self.directory)
+        except OSError as error:
+            raise _error(f"cannot set damaged outbox data aside in {damaged}", error) from None
+        self._kept_aside.add(start)
+        log.error("outbox record at byte %d is damaged (%s): moved its %d bytes to %s; reading resumes at byte %d",
+                  start, problem, end - start, damaged, end)
+
+    def _cut(self, position: int) -> None:
+        """Truncates a damaged tail (its bytes are already kept aside)."""
+        with open(self.data_path, "r+b") as data:
             data.truncate(position)
             os.fsync(data.fileno())
-        log.error("outbox record at byte %d is damaged (%s): kept %d intact periods, moved the last %d bytes to %s",
-                  position, problem, intact, size - position, damaged)
+
+    def _compact(self, intact: list[tuple[int, int]]) -> None:
+        """Rewrites the data file with only its intact records (damage in the middle is already kept aside).
+
+        The offset is reset first: a crash before the rename re-sends the old
+        file from its start, which the store absorbs; nothing is lost.
+        """
+        temporary = self.directory / "outbox.data.tmp"
+        with open(self.data_path, "rb") as source, open(temporary, "wb") as target:
+            for start, end in intact:
+                _copy(source, start, end, target)
+            target.flush()
+            os.fsync(target.fileno())
+        self._write_offset(0)
+        os.replace(temporary, self.data_path)
+        fsync_directory(self.directory)
 
 
 def fsync_directory(directory: Path) -> None:
@@ -227,18 +276,75 @@ def fsync_directory(directory: Path) -> None:
         os.close(handle)
 
 
-def _check_record(data, available: int) -> str | None:
+def _error(what: str, error: OSError) -> StoreError:
+    """A StoreError naming the file and the system's reason (disk full, read-only, permission)."""
+    return StoreError(f"{what}: {error.strerror or error}")
+
+
+def _survey(data: BinaryIO, position: int, size: int) -> tuple[list[tuple[int, int]], list[tuple[int, int, str]]]:
+    """The intact records (start, end) and the damaged stretches (start, end, problem) from ``position`` on."""
+    intact: list[tuple[int, int]] = []
+    damaged: list[tuple[int, int, str]] = []
+    while position < size:
+        end, problem = _check(data, position, size)
+        if problem is None:
+            intact.append((position, end))
+        else:
+            end = _next_intact(data, position, size)
+            damaged.append((position, end, problem))
+        position = end
+    return intact, damaged
+
+
+def _check(data: BinaryIO, position: int, size: int) -> tuple[int, str | None]:
+    """The end of the record at ``position`` and why it is not intact (None if it is), in bounded memory."""
+    data.seek(position)
     header = data.read(HEADER.size)
     if len(header) < HEADER.size:
-        return f"truncated header ({len(header)} of {HEADER.size} bytes)"
+        return size, f"truncated header ({len(header)} of {HEADER.size} bytes)"
     magic, length, checksum, _ = HEADER.unpack(header)
+    end = position + HEADER.size + length
     if magic not in _UNPACK:
-        return "bad magic"
-    if HEADER.size + length > available:
-        return f"truncated payload ({available - HEADER.size} of {length} bytes)"
-    if zlib.crc32(data.read(length)) != checksum:
-        return "checksum mismatch"
-    return None
+        return size, "bad magic"
+    if end > size:
+        return size, f"truncated payload ({size - position - HEADER.size} of {length} bytes)"
+    crc, left = 0, length
+    while left:
+        chunk = data.read(min(left, SCAN_BYTES))
+        if not chunk:  # the file shrank under us
+            return size, "truncated payload"
+        crc, left = zlib.crc32(chunk, crc), left - len(chunk)
+    return end, None if crc == checksum else "checksum mismatch"
+
+
+def _next_intact(data: BinaryIO, start: int, size: int) -> int:
+    """Where the first intact record after ``start`` begins (``size`` if none): a magic whose record checks out."""
+    window_start = start + 1
+    while window_start < size:
+        data.seek(window_start)
+        window = data.read(SCAN_BYTES + len(MAGIC) - 1)  # overlapping, so a magic across windows is seen
+        index = 0
+        while True:
+            hits = [hit for hit in (window.find(magic, index) for magic in _UNPACK) if 0 <= hit < SCAN_BYTES]
+            if not hits:
+                break
+            candidate = window_start + min(hits)
+            if _check(data, candidate, size)[1] is None:
+                return candidate
+            index = min(hits) + 1
+        window_start += SCAN_BYTES
+    return size
+
+
+def _copy(source: BinaryIO, start: int, end: int, target: BinaryIO) -> None:
+    """Copies bytes ``start``..``end`` of ``source`` to ``target`` in bounded chunks."""
+    source.seek(start)
+    while start < end:
+        chunk = source.read(min(end - start, SCAN_BYTES))
+        if not chunk:
+            return
+        target.write(chunk)
+        start += len(chunk)
 
 
 def _when(period_time: int) -> str:

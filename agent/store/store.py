@@ -104,7 +104,13 @@ class Store:
                 if not error.permanent:
                     log.warning("TSDB unavailable, %d periods wait in the outbox: %s", self.outbox.records, error)
                     return periods, lines, str(error)
-                self._reject(record, error)
+                try:
+                    self._reject(record, error)
+                except OSError as failure:  # it stays in the outbox until it can be kept aside
+                    message = f"cannot keep rejected period {record.time} aside in {self.outbox.directory}: " \
+                              f"{failure.strerror or failure}"
+                    log.error("%s", message)
+                    return periods, lines, message
             else:
                 periods += 1
                 lines += len(record.lines)

@@ -179,3 +179,100 @@ def test_parts_declare_their_settings_without_importing_the_config_package():
         assert not any(name.startswith("agent.config") for name in imported), path
     declared = [setting.path for setting in SETTINGS]
     assert len(declared) == len(set(declared)) and set(PARTS) <= {path.split(".")[0] for path in declared}
+
+
+# --- hostile files: bounded work, a clear error naming the file ------------------------------------------------
+
+LAUGHS = "".join(f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]\n"
+                 for previous, name in zip("abcdefgh", "bcdefghi"))
+BILLION_LAUGHS = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + LAUGHS + "checks: {disabled: *i}\n"
+
+
+def test_billion_laughs_is_refused_before_anything_is_expanded(tmp_path, capsys):
+    """Before: 10^8 "lol"s under checks.disabled took 17 s and 937 MB (10^9: the issue's 61 s, 5.5 GB); now a
+    ConfigError, having allocated under 2 MB (tracemalloc's count)."""
+    import tracemalloc
+
+    path = write(tmp_path, BILLION_LAUGHS)
+    assert len(BILLION_LAUGHS) < 600
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConfigError) as caught:
+            load_config(path, environ={})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert caught.value.source == str(path)
+    assert caught.value.problems[0].startswith("anchors and aliases expand to more than 100000 values")
+    assert peak < 2 * 2**20, peak
+    assert cli.main(["config", "check", str(path)]) == 2
+    assert "anchors and aliases expand" in capsys.readouterr().err
+
+
+def test_anchors_and_aliases_within_the_bound_still_work(tmp_path):
+    path = write(tmp_path, "store: {token_env: &token AGENT_SECRET}\nemail: {password_env: *token}\n"
+                           "checks: {disabled: &off [TorConsensusStale]}\nx: *off\n")
+    with pytest.raises(ConfigError) as caught:  # the alias resolves; the unknown key is the only problem
+        load_config(path, environ={})
+    assert caught.value.problems == ["x: unknown setting"]
+    path = write(tmp_path, "store: {token_env: &token AGENT_SECRET}\nemail: {password_env: *token}\n")
+    config = load_config(path, environ={})
+    assert config.store.token_env == config.notifiers["email"].password_env == "AGENT_SECRET"
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("vantage: &a [*a]\n", "an alias at line 1 refers to a node that contains it"),
+    ("checks: {disabled: " + "[" * 5000 + "]" * 5000 + "}\n", "nested deeper than 50 levels"),
+    ("checks:\n  silences:\n    - {check: X, until: 2024-13-45, reason: r}\n", "month must be in 1..12"),
+    ("fetch: {max_workers: " + "9" * 5000 + "}\n", "not valid YAML: Exceeds the limit"),
+    ("vantage: !!python/object:os.system x\n", "not valid YAML"),
+], ids=["recursive alias", "deep nesting", "impossible date", "5000-digit number", "python tag"])
+def test_hostile_yaml_is_a_config_error_naming_the_file(tmp_path, text, problem):
+    """Before: the first three and the number raised RecursionError or ValueError tracebacks."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert caught.value.source == str(path) and problem in caught.value.problems[0]
+
+
+def test_files_that_are_not_config_files_are_refused_by_name(tmp_path):
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"vantage: \xff\xfe\n")
+    with pytest.raises(ConfigError, match=r"binary.yaml: not UTF-8 text \(byte 9\)"):
+        load_config(binary, environ={})
+    with pytest.raises(ConfigError, match="larger than 1024 KiB"):  # read no further than 1 MiB, not forever
+        load_config("/dev/zero", environ={})
+    with pytest.raises(ConfigError, match="cannot read the file: Is a directory"):
+        load_config(tmp_path, environ={})
+
+
+# --- state_dir: a directory of the agent's own ------------------------------------------------------------------
+
+@pytest.mark.parametrize("state_dir", ["/", "/etc", "/var/lib", "/tmp", "/proc/self", "/dev/shm/allium", "//usr/"])
+def test_a_state_dir_that_is_root_or_a_system_directory_is_refused(tmp_path, state_dir, capsys):
+    """Before: `state_dir: /` passed `config check`, and the agent then wrote /agent.sqlite."""
+    path = write(tmp_path, f"state_dir: {state_dir}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert caught.value.problems[0].startswith("state_dir: must be a directory of the agent's own, not / or a "
+                                               "system directory, got ")
+    assert cli.main(["config", "check", str(path)]) == 2
+
+
+def test_a_state_dir_reached_through_a_symlink_or_dots_is_judged_where_it_leads(tmp_path):
+    (tmp_path / "link").symlink_to("/")
+    for state_dir in (tmp_path / "link", "/var/lib/../../"):
+        with pytest.raises(ConfigError, match="not / or a system directory"):
+            load_config(write(tmp_path, f"state_dir: {state_dir}\n"), environ={})
+
+
+def test_a_state_dir_that_is_a_file_or_below_one_is_refused(tmp_path):
+    (tmp_path / "plain").write_text("not a directory")
+    with pytest.raises(ConfigError, match=r"state_dir: .*plain is a file, not a directory"):
+        load_config(write(tmp_path, f"state_dir: {tmp_path / 'plain'}\n"), environ={})
+    with pytest.raises(ConfigError, match=r"state_dir: .*plain/state cannot be created: .*plain is a file"):
+        load_config(write(tmp_path, f"state_dir: {tmp_path / 'plain' / 'state'}\n"), environ={})
+    with pytest.raises(ConfigError, match="state_dir: must not contain a NUL character"):
+        load_config(write(tmp_path, 'state_dir: "state\\0x"\n'), environ={})
+    assert load_config(write(tmp_path, "state_dir: /var/lib/allium-agent\n"), environ={}).state_dir == \
+        Path("/var/lib/allium-agent")

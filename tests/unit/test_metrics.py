@@ -269,12 +269,12 @@ def test_every_relay_point_against_the_entries_themselves():
 
 
 def test_measured_sums_do_not_wrap_around():
-    """An authority voting absurd Measured= values (18 digits each) must not read as a negative total."""
+    """An authority voting the largest Measured= values tor allows (uint32) must not read as a negative total."""
     consensus = parse_data("consensus", "2016-09-20-13-00-00-consensus.xz")
-    raw = re.sub(rb"Measured=\d+", b"Measured=999999999999999999", read_data("2016-09-20-13-00-00-vote-maatuska.xz"))
+    raw = re.sub(rb"Measured=\d+", b"Measured=4294967295", read_data("2016-09-20-13-00-00-vote-maatuska.xz"))
     vote = parse_document(DocKind.VOTE, raw, "test")
     points = snapshot_points(snapshot_of(consensus, votes=[vote]), None, GEOIP)
     moria1 = by(points, "tor_authority", "authority")["moria1"]
     running_measured = sum(1 for e in vote.routers.values() if e.measured is not None and "Running" in e.flags)
     assert running_measured > 1000
-    assert moria1["total_measured_weight"] == pytest.approx(running_measured * 999999999999999999.0)
+    assert moria1["total_measured_weight"] == pytest.approx(running_measured * 4294967295.0)

@@ -1,5 +1,6 @@
 """Line protocol, the retry policy and the durable outbox, without a server."""
 
+import errno
 import logging
 import os
 import re
@@ -207,3 +208,165 @@ def parsed_line(line: str) -> tuple:
     """(measurement and tags, the fields as a dict, time): field order does not matter to a TSDB."""
     head, fields, time = line.rsplit(" ", 2)
     return head, dict(item.split("=") for item in fields.split(",")), time
+
+
+# --- damage in the middle: resynchronise on the next intact record -------------------------------------------
+
+class Writer:
+    """Takes every write (stands in for the TSDB); remembers the periods it got."""
+
+    url = "http://tsdb.invalid"
+
+    def __init__(self):
+        self.times = []
+
+    def write(self, lines):
+        self.times.append(int(lines[0].rsplit(" ", 1)[1]))
+
+    def close(self):
+        pass
+
+
+def ten_records(directory):
+    """A closed outbox of 10 periods (0..9), each ~2 kB; returns each record's (start, end)."""
+    outbox = Outbox(directory, max_bytes=10_000_000)
+    spans = []
+    for hour in range(10):
+        start = (directory / "outbox.data").stat().st_size
+        outbox.append([f"tor_relay,fingerprint={hour:040d} weight={hour}.{n} {hour}" for n in range(100)], hour)
+        spans.append((start, (directory / "outbox.data").stat().st_size))
+    outbox.close()
+    return spans
+
+
+def damage(directory, edit):
+    path = directory / "outbox.data"
+    raw = bytearray(path.read_bytes())
+    edit(raw)
+    path.write_bytes(bytes(raw))
+
+
+def delivered(directory):
+    """Opens the outbox and drains it into a Writer: the periods it took, in order."""
+    from agent.store.store import Store
+
+    store = Store(Outbox(directory, max_bytes=10_000_000), Writer())
+    try:
+        store.drain()
+        assert store.outbox.records == 0 and store.outbox.pending_bytes == 0
+        return store.writer.times
+    finally:
+        store.close()
+
+
+def set_aside(directory):
+    return sorted(path.read_bytes() for path in directory.glob("outbox.damaged-*"))
+
+
+@pytest.mark.parametrize("where", [0, 5, 9, HEADER.size + 3, -1], ids=[
+    "magic", "length", "checksum", "payload", "last payload byte"])
+def test_one_flipped_byte_in_the_middle_costs_only_its_record(tmp_path, caplog, where):
+    """Before: every record after the flip was set aside (4 of 10 delivered); now 9 are, and the 1 is kept aside."""
+    spans = ten_records(tmp_path)
+    original = (tmp_path / "outbox.data").read_bytes()
+    start, end = spans[4]
+    where = where % (end - start)
+
+    def flip(raw):
+        raw[start + where] ^= 0x40
+
+    damage(tmp_path, flip)
+    with caplog.at_level(logging.ERROR):
+        assert delivered(tmp_path) == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+    kept = set_aside(tmp_path)
+    assert len(kept) == 1 and len(kept[0]) == end - start
+    assert kept[0][:where] + kept[0][where + 1:] == original[start:start + where] + original[start + where + 1:end]
+    assert f"outbox record at byte {start} is damaged" in caplog.text and "kept 9 intact periods" in caplog.text
+
+
+@pytest.mark.parametrize("case", ["zeroed block over two records", "garbage inserted", "bytes cut out",
+                                  "two damaged records", "the first record", "fake magic in the garbage"])
+def test_hostile_damage_loses_only_the_damaged_records(tmp_path, case):
+    spans = ten_records(tmp_path)
+    edits = {
+        "zeroed block over two records": (lambda raw: raw.__setitem__(slice(spans[2][1] - 50, spans[3][0] + 50),
+                                                                      bytes(100)), [0, 1, 4, 5, 6, 7, 8, 9]),
+        "garbage inserted": (lambda raw: raw.__setitem__(slice(spans[6][0], spans[6][0]), os.urandom(777)),
+                             list(range(10))),
+        "bytes cut out": (lambda raw: raw.__delitem__(slice(spans[3][0] + 40, spans[3][0] + 90)),
+                          [0, 1, 2, 4, 5, 6, 7, 8, 9]),
+        "two damaged records": (lambda raw: [raw.__setitem__(spans[i][0] + 30, raw[spans[i][0] + 30] ^ 1)
+                                             for i in (1, 7)], [0, 2, 3, 4, 5, 6, 8, 9]),
+        "the first record": (lambda raw: raw.__setitem__(40, raw[40] ^ 1), list(range(1, 10))),
+        "fake magic in the garbage": (lambda raw: raw.__setitem__(slice(spans[5][0], spans[5][0]),
+                                                                  MAGIC + bytes(4) + b"\xff" * 16), list(range(10))),
+    }
+    edit, expected = edits[case]
+    damage(tmp_path, edit)
+    assert delivered(tmp_path) == expected
+    assert set_aside(tmp_path)  # what was damaged is kept for a person, never silently dropped
+
+
+def test_damage_that_appears_while_running_is_set_aside_once_and_skipped(tmp_path, caplog):
+    """The file is damaged under an open outbox: the drain keeps the record aside, delivers the rest."""
+    from agent.store.store import Store
+
+    spans = ten_records(tmp_path)
+    store = Store(Outbox(tmp_path, max_bytes=10_000_000), Writer())
+    with open(tmp_path / "outbox.data", "r+b") as data:  # bit rot after the start
+        data.seek(spans[6][0] + 100)
+        byte = data.read(1)
+        data.seek(spans[6][0] + 100)
+        data.write(bytes([byte[0] ^ 0x10]))
+    assert [record.time for record in store.outbox.pending()] == [0, 1, 2, 3, 4, 5, 7, 8, 9]  # outbox status
+    store.drain()
+    assert store.writer.times == [0, 1, 2, 3, 4, 5, 7, 8, 9]
+    assert len(set_aside(tmp_path)) == 1 and store.outbox.records == 0
+    store.close()
+
+
+@pytest.mark.parametrize("offset", ["-5", "12abc", "\xff\xfe"])
+def test_an_unreadable_offset_file_resends_everything(tmp_path, offset):
+    ten_records(tmp_path)
+    (tmp_path / "outbox.offset").write_bytes(offset.encode("latin-1"))
+    assert delivered(tmp_path) == list(range(10))
+
+
+def test_an_offset_in_the_middle_of_a_record_resumes_at_the_next(tmp_path):
+    spans = ten_records(tmp_path)
+    (tmp_path / "outbox.offset").write_text(f"{spans[3][0] + 20}\n")
+    assert delivered(tmp_path) == [4, 5, 6, 7, 8, 9]
+
+
+def test_a_disk_full_while_marking_delivered_names_the_file(tmp_path, monkeypatch):
+    ten_records(tmp_path)
+    outbox = Outbox(tmp_path, max_bytes=10_000_000)
+    record = next(outbox.pending())
+
+    def full(descriptor):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(StoreError, match=r"cannot write .*outbox.offset: No space left on device"):
+        outbox.commit(record.end)
+    outbox.close()
+
+
+def test_a_rejected_period_that_cannot_be_kept_aside_stays_in_the_outbox(tmp_path):
+    """Before: the OSError escaped the drain (a traceback); now the period waits, and is kept aside next time."""
+    from agent.store.store import Store
+
+    class Refusing(Writer):
+        def write(self, lines):
+            raise StoreError("HTTP 400: bad line", permanent=True)
+
+    store = Store(Outbox(tmp_path, max_bytes=10_000_000), Refusing())
+    store.outbox.append(["tor_network relays=1 1"], 1)
+    blocked = tmp_path / "rejected-1-0.lp"
+    blocked.mkdir()  # where the rejected lines would go cannot be written
+    periods, _, error = store.drain()
+    assert periods == 0 and "cannot keep rejected period 1 aside" in error and store.outbox.records == 1
+    blocked.rmdir()
+    assert store.drain() == (0, 0, None) and store.outbox.records == 0
+    assert blocked.read_text() == "tor_network relays=1 1\n"
+    store.close()
