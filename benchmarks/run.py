@@ -24,8 +24,11 @@
 - write: points per second into a real VictoriaMetrics on 127.0.0.1,
   through the agent's store (the influxdb-client writer).
 - memory: RSS after each of ``--memory-cycles`` consecutive cycles in one
-  process (one detector, as the daemon); growth over the second half, and
-  the process's peak RSS over all of them.
+  process (one detector, as the daemon), the documents changing every
+  cycle: the seven real consensuses in time order with the two real votes,
+  restamped to consecutive hours (``benchmarks/memory.py``); the mean of
+  each hundred cycles, the trend over the second half, and the process's
+  peak RSS over all of them.
 
 CPU seconds are process time; each variant runs in its own process so its
 peak RSS is its own. No test asserts on these numbers.
@@ -39,7 +42,6 @@ import io
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -179,20 +181,12 @@ def child_cycle(parser: str, repeat: int) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def child_memory(cycles: int) -> dict:
-    """Consecutive cycles in one process (one detector, as the daemon): RSS after each, and the peak."""
-    from agent.detect.engine import Detector
+def child_memory(cycles: int, census: str = "") -> dict:
+    """Consecutive cycles of changing real documents in one process (one detector, as the daemon)."""
+    from benchmarks.memory import child_memory as rotating
 
-    config, geoip = _setup()
-    inputs = read_inputs()
-    detector = Detector(config.detect.settings)
-    rss = []
-    for _ in range(cycles):
-        detector.last_time = None  # the same documents each time: let the detector take them again
-        cycle(inputs, "ours", config, geoip, detector)
-        gc.collect()
-        rss.append(_current_rss_mb())
-    return {"rss": rss, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    fixed = {"microdesc": MICRODESC.read_bytes(), "certs": CERTS.read_bytes()}  # its signatures are verified
+    return rotating(cycles, cycle, _setup, fixed, census == "census")
 
 
 def child_backfill(repeat: int) -> dict:
@@ -393,13 +387,6 @@ def child_write(points_wanted: int) -> dict:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _current_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def run_child(*arguments) -> dict:
     result = subprocess.run([sys.executable, __file__, "--child", *map(str, arguments)], capture_output=True,
                             text=True, check=True)
@@ -418,7 +405,8 @@ def main() -> None:
     arguments = parser.parse_args()
     if arguments.child:
         kind, *rest = arguments.child
-        result = {"cycle": lambda: child_cycle(rest[0], int(rest[1])), "memory": lambda: child_memory(int(rest[0])),
+        result = {"cycle": lambda: child_cycle(rest[0], int(rest[1])),
+                  "memory": lambda: child_memory(int(rest[0]), *rest[1:]),
                   "backfill": lambda: child_backfill(int(rest[0])), "write": lambda: child_write(int(rest[0])),
                   "backfill_jobs": lambda: child_backfill_jobs(int(rest[0]), int(rest[1]), *rest[2:])}[kind]()
         print(json.dumps(result))
@@ -463,25 +451,9 @@ def main() -> None:
         print(f"| write | points per second into VictoriaMetrics | {write['per_second']:,.0f} "
               f"({write['points']:,} points in {write['seconds']:.2f} s) | | |")
     if arguments.memory_cycles:
-        memory = run_child("memory", arguments.memory_cycles)
-        rss = memory["rss"]
-        tenth = max(1, len(rss) // 10)
-        half = len(rss) // 2
-        print(f"| memory | RSS over {len(rss)} consecutive cycles: mean of the first tenth / "
-              f"of the tenth before half / "
-              f"of the last tenth | {statistics.mean(rss[:tenth]):.0f} / {statistics.mean(rss[half - tenth:half]):.0f}"
-              f" / {statistics.mean(rss[-tenth:]):.0f} MB | | |")
-        print(f"| memory | trend over the second half (cycles {half + 1}-{len(rss)}, least squares) | "
-              f"{100 * _slope(rss[half:]):+.2f} MB per 100 cycles; peak RSS over all {len(rss)} cycles "
-              f"{memory['peak_rss_mb']:.0f} MB | | |")
+        from benchmarks.memory import rows
 
-
-def _slope(values: list[float]) -> float:
-    """Least-squares slope of ``values`` against their index (RSS samples sit on allocator steps, so two single
-    samples say little)."""
-    mean_x, mean_y = (len(values) - 1) / 2, statistics.mean(values)
-    return (sum((x - mean_x) * (y - mean_y) for x, y in enumerate(values))
-            / sum((x - mean_x) ** 2 for x in range(len(values))))
+        print("\n".join(rows(run_child("memory", arguments.memory_cycles))))
 
 
 if __name__ == "__main__":
