@@ -9,7 +9,8 @@ as timestamp (InfluxDB overwrites; VictoriaMetrics deduplicates with
 
 Files in the outbox directory:
   outbox.data    records: header (magic, payload length, crc32, period time) + the lines, compressed
-                 (magic ALB2: zstd, written now; ALB1: zlib, written before 0.x and still read)
+                 (magic ALB3: zstd, the crc32 over the period time and the payload, written now;
+                 ALB2: zstd, crc32 over the payload only; ALB1: zlib; both written before and still read)
   outbox.offset  where undelivered records start (replaced atomically)
   outbox.lock    held (flock) by the one process using the outbox
 A damaged stretch (a crash mid-append, a flipped byte, a zeroed block) is
@@ -39,8 +40,12 @@ from agent.model.errors import StoreError
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"ALB2"
-HEADER = struct.Struct(">4sIIq")  # magic, payload bytes, crc32 of payload, period time (Unix s)
+MAGIC = b"ALB3"
+HEADER = struct.Struct(">4sIIq")  # magic, payload bytes, crc32 (see _checksum), period time (Unix s)
+PERIOD_TIME = struct.Struct(">q")
+#: Magics whose crc32 also covers the period time: a flipped bit there would otherwise file a period's
+#: points under another hour, unnoticed.
+_TIME_CHECKED = frozenset({MAGIC})
 WARN_FILL_RATIO = 0.8
 #: Bytes read at a time when checking, scanning for the next record after damage, or copying.
 SCAN_BYTES = 1 << 20
@@ -65,7 +70,12 @@ def decompress(data: bytes) -> bytes:
 
 #: How each record magic's payload is unpacked. ALB1 records (zlib) were written by earlier versions and may
 #: still wait in an outbox; they are delivered as they are.
-_UNPACK = {b"ALB1": zlib.decompress, MAGIC: decompress}
+_UNPACK = {b"ALB1": zlib.decompress, b"ALB2": decompress, MAGIC: decompress}
+
+
+def _checksum_start(magic: bytes, period_time: int) -> int:
+    """The crc32 a record's payload continues: over its period time first for the records written now."""
+    return zlib.crc32(PERIOD_TIME.pack(period_time)) if magic in _TIME_CHECKED else 0
 
 
 def pack(lines: list[str]) -> bytes:
@@ -121,7 +131,8 @@ class Outbox:
 
     def append_packed(self, payload: bytes, line_count: int, period_time: int) -> bool:
         """``append`` for lines already packed by ``pack`` (backfill packs them in its worker processes)."""
-        record = HEADER.pack(MAGIC, len(payload), zlib.crc32(payload), period_time) + payload
+        checksum = zlib.crc32(payload, _checksum_start(MAGIC, period_time))
+        record = HEADER.pack(MAGIC, len(payload), checksum, period_time) + payload
         if self.pending_bytes + len(record) > self.max_bytes:
             log.error("outbox full (%d of %d bytes waiting): period %s (%d points) NOT stored",
                       self.pending_bytes, self.max_bytes, _when(period_time), line_count)
@@ -302,13 +313,13 @@ def _check(data: BinaryIO, position: int, size: int) -> tuple[int, str | None]:
     header = data.read(HEADER.size)
     if len(header) < HEADER.size:
         return size, f"truncated header ({len(header)} of {HEADER.size} bytes)"
-    magic, length, checksum, _ = HEADER.unpack(header)
+    magic, length, checksum, period_time = HEADER.unpack(header)
     end = position + HEADER.size + length
     if magic not in _UNPACK:
         return size, "bad magic"
     if end > size:
         return size, f"truncated payload ({size - position - HEADER.size} of {length} bytes)"
-    crc, left = 0, length
+    crc, left = _checksum_start(magic, period_time), length
     while left:
         chunk = data.read(min(left, SCAN_BYTES))
         if not chunk:  # the file shrank under us

@@ -97,7 +97,7 @@ def test_records_of_the_zlib_format_still_waiting_are_delivered_before_new_ones(
                                (2, ["tor_network relays=2.0 2"])]
     data = (tmp_path / "outbox.data").read_bytes()
     second = HEADER.size + len(old_payload)
-    assert MAGIC == b"ALB2" and data[second:second + 4] == MAGIC
+    assert MAGIC == b"ALB3" and data[second:second + 4] == MAGIC
     assert data[second + HEADER.size:second + HEADER.size + 4] == b"\x28\xb5\x2f\xfd"  # a zstd frame
 
 
@@ -370,3 +370,27 @@ def test_a_rejected_period_that_cannot_be_kept_aside_stays_in_the_outbox(tmp_pat
     assert store.drain() == (0, 0, None) and store.outbox.records == 0
     assert blocked.read_text() == "tor_network relays=1 1\n"
     store.close()
+
+
+def test_a_flipped_bit_in_a_records_period_time_costs_only_that_record(tmp_path):
+    """The period time is under the checksum: a record whose hour was damaged is set aside, not delivered as
+    another hour's points (the ALB2 checksum covered the payload only, so this record was delivered)."""
+    outbox = Outbox(tmp_path, max_bytes=10_000_000)
+    for hour in (1, 2, 3):
+        assert outbox.append([f"tor_network relays={hour}.0 {hour}"], hour * 3600)
+    outbox.close()
+    data = bytearray((tmp_path / "outbox.data").read_bytes())
+    second = next(index for index in range(1, len(data)) if data[index:index + 4] == MAGIC)
+    data[second + HEADER.size - 1] ^= 0x01  # the period time's last byte: 7200 becomes 7201
+    (tmp_path / "outbox.data").write_bytes(bytes(data))
+    reopened = Outbox(tmp_path, max_bytes=10_000_000)
+    assert [time for time, _ in periods(reopened)] == [3600, 10800]
+    assert list(tmp_path.glob("outbox.damaged-*"))
+
+
+def test_records_of_the_alb2_format_are_still_read(tmp_path):
+    from agent.store.outbox import compress
+
+    payload = compress(b"tor_network relays=1.0 1")
+    (tmp_path / "outbox.data").write_bytes(HEADER.pack(b"ALB2", len(payload), zlib.crc32(payload), 1) + payload)
+    assert periods(Outbox(tmp_path, max_bytes=10_000_000)) == [(1, ["tor_network relays=1.0 1"])]
