@@ -24,6 +24,7 @@ from agent.alerts.dispatch import Alerting
 from agent.config.loader import Config
 from agent.loop.collect import collect
 from agent.metrics.geoip import GeoIP
+from agent.model.errors import StateError
 from agent.model.points import Point, point
 from agent.model.snapshot import Outcome, Snapshot
 from agent.model.time import unix, utc_now
@@ -80,6 +81,10 @@ class PeriodRunner:
             if snapshot.latest_consensus() is not None:
                 self.authorities = snapshot.authorities  # discovery carries over to the next cycle
             status, next_run = self._handle(snapshot, summary)
+        except StateError as error:  # a clear message naming the path: no traceback to read through
+            log.error("cycle failed: %s; the next one runs as scheduled", error)
+            status, next_run = FAILED, utc_now() + self._retry()
+            summary["problem"] = str(error)
         except Exception:
             log.exception("cycle failed; the next one runs as scheduled")
             status, next_run = FAILED, utc_now() + self._retry()

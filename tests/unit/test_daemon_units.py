@@ -109,3 +109,30 @@ def test_a_missed_cycle_runs_at_once(tmp_path, caplog):
     finally:
         daemon.scheduler.shutdown(wait=False)
     assert "was missed" in caplog.text
+
+
+def test_a_state_error_in_a_cycle_is_one_clear_line_not_a_traceback(tmp_path, caplog, monkeypatch):
+    """The state database became unwritable mid-run: the cycle fails with the error's own message (naming the
+    path), no traceback, and the next one is scheduled; before, the catch-all logged the whole traceback."""
+    from agent.loop import runner as runner_module
+    from agent.metrics.geoip import GeoIP
+    from agent.model.errors import StateError
+    from agent.model.snapshot import Snapshot
+    from agent.store.store import Store
+
+    config = config_in(tmp_path)
+    runner = runner_module.PeriodRunner(config, State(config.state_dir), Store.from_config(config), GeoIP.empty())
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    empty = Snapshot("test", now, now, [], {}, [])
+    monkeypatch.setattr(runner_module, "collect", lambda *args, **kwargs: empty)
+    monkeypatch.setattr(runner_module, "admissible", lambda snapshot, thresholds: (snapshot, []))
+
+    def unwritable(snapshot, summary):
+        raise StateError(f"{config.state_dir}/agent.sqlite", "attempt to write a readonly database")
+
+    monkeypatch.setattr(runner, "_handle", unwritable)
+    with caplog.at_level("ERROR"):
+        outcome = runner.cycle()
+    assert outcome.status == "failed" and "readonly database" in outcome.summary["problem"]
+    [record] = [r for r in caplog.records if "cycle failed" in r.getMessage()]
+    assert record.exc_info is None and str(config.state_dir) in record.getMessage()
