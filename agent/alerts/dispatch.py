@@ -28,6 +28,7 @@ from typing import Any
 from agent.alerts.deliveries import Delivery, DeliveryOutbox
 from agent.alerts.engine import AlertBook, SuppressionPolicy, set_aside, set_aside_counts
 from agent.alerts.notifiers import SUBSCRIPTION_CHANNEL, Notifier, notifiers
+from agent.alerts.quality import FINDINGS, SUBSCRIPTIONS
 from agent.alerts.render import Message, compose
 from agent.model.alerts import Alert, Notice, from_finding
 from agent.model.errors import DeliveryError
@@ -79,9 +80,10 @@ class Alerting:
                     return []
                 self.db.execute("INSERT OR REPLACE INTO agent_status VALUES ('alerts_period', ?)", (str(period),))
             notices = self.book.advance([from_finding(f) for f in findings], now, self.policy,
-                                        scope=lambda alert: not _is_subscription(alert))
+                                        scope=lambda alert: not _is_subscription(alert), history=FINDINGS)
             if relay_alerts is not None:
-                notices += self.book.advance(relay_alerts, now, self.policy, scope=_is_subscription)
+                notices += self.book.advance(relay_alerts, now, self.policy, scope=_is_subscription,
+                                             history=SUBSCRIPTIONS)
             self.queue(notices, now)
         return notices
 

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from agent.alerts.quality import note_period
 from agent.model.alerts import Alert, Notice
 from agent.model.findings import SEVERITIES
 
@@ -101,8 +102,11 @@ class AlertBook:
         return book
 
     def advance(self, current: list[Alert], now: int, policy: SuppressionPolicy,
-                scope=lambda alert: True) -> list[Notice]:
-        """Moves the alerts within ``scope`` (e.g. only relay alerts) one period on; returns the notices."""
+                scope=lambda alert: True, history: str | None = None) -> list[Notice]:
+        """Moves the alerts within ``scope`` (e.g. only relay alerts) one period on; returns the notices.
+
+        ``history`` names the scope in the alert history (``agent.alerts.quality``); None keeps none.
+        """
         everything = self.load()
         mine = {key: tracked for key, tracked in everything.items() if scope(tracked.alert)}
         book, notices = plan(mine, current, now, policy)
@@ -110,6 +114,8 @@ class AlertBook:
         self.db.executemany("INSERT OR REPLACE INTO alerts VALUES (?, ?, ?, ?, ?)",
                             [(key, json.dumps(t.alert.as_dict()), t.first_seen, t.last_seen, t.last_notified)
                              for key, t in book.items()])
+        if history is not None:
+            note_period(self.db, history, {key: (t.alert.id, t.first_seen) for key, t in book.items()}, now)
         return notices
 
     def count(self) -> int:

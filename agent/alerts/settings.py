@@ -21,6 +21,7 @@ class AlertsConfig:
     per_alert_hours: dict[str, float]
     retry: RetryPolicy
     public_url: str | None
+    flap_periods: int
 
     SETTINGS: ClassVar[tuple[tuple[str, Any, str], ...]] = (
         ("routes", [], "routes"),
@@ -32,6 +33,8 @@ class AlertsConfig:
         ("retry.initial_delay_seconds", 30, "positive_number"),
         ("retry.max_delay_seconds", 1800, "positive_number"),
         ("public_url", None, "url"),
+        # Alert quality (agent/alerts/quality.py): an alarm gone within this many evaluated periods is a flap.
+        ("flap_periods", 3, "positive_int"),
     )
 
     @classmethod
@@ -43,6 +46,7 @@ class AlertsConfig:
             retry=RetryPolicy(initial_delay_seconds=values["retry.initial_delay_seconds"],
                               max_delay_seconds=values["retry.max_delay_seconds"]),
             public_url=values["public_url"],
+            flap_periods=values["flap_periods"],
         )
 
     def problems(self, section: str) -> list[str]:

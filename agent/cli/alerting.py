@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+from typing import Any
 
 EXIT_OK, EXIT_PROBLEM = 0, 1
 
@@ -11,8 +13,9 @@ EXIT_OK, EXIT_PROBLEM = 0, 1
 def add_commands(commands, with_config) -> None:
     alerts = commands.add_parser("alerts", help="active alerts and the delivery outbox")
     alert_commands = alerts.add_subparsers(dest="alerts_command", required=True)
-    with_config(alert_commands.add_parser("status", help="active alerts and messages waiting for delivery"),
-                _alerts)
+    status = with_config(alert_commands.add_parser(
+        "status", help="active alerts, messages waiting for delivery and each check's alert quality"), _alerts)
+    status.add_argument("--json", action="store_true", help="print the status as one JSON object")
     with_config(alert_commands.add_parser("drain", help="try every waiting message now"), _alerts)
 
     subscriptions = commands.add_parser("subscriptions", help="relay-operator subscriptions")
@@ -35,6 +38,7 @@ def add_commands(commands, with_config) -> None:
 
 def _alerts(arguments) -> int:
     from agent.alerts.dispatch import Alerting
+    from agent.alerts.quality import load, summarise
     from agent.config.loader import load_config
     from agent.pipeline.state import State
 
@@ -48,20 +52,54 @@ def _alerts(arguments) -> int:
             _print_set_aside(alerting.quarantined())
             return EXIT_PROBLEM if counts["waiting"] else EXIT_OK
         alerting.sweep()
-        for tracked in alerting.book.active():
+        active, waiting, counts = alerting.book.active(), alerting.outbox.waiting(), alerting.outbox.counts()
+        flap_periods = config.alerts.flap_periods
+        episodes, observed = load(state.db)
+        report = summarise(episodes, observed, flap_periods)
+        if arguments.json:
+            print(json.dumps(_status_json(active, waiting, counts, alerting.quarantined(), report, observed,
+                                          flap_periods), indent=2))
+            return EXIT_OK
+        for tracked in active:
             told = "told" if tracked.last_notified else "not told (waiting or silenced)"
             print(f"[{tracked.alert.severity}] {_printable(tracked.alert.label)} since "
                   f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(tracked.first_seen))} UTC, {told}")
-        waiting = alerting.outbox.waiting()
         for channel, target, subject, attempts, error in waiting:
             print(f"waiting: {channel} to {_printable(target)}: {_printable(subject)} "
                   f"({attempts} attempts; {_printable(error or 'not tried yet')})")
-        counts = alerting.outbox.counts()
         print(f"{counts['waiting']} waiting, {counts['delivered']} delivered, {counts['given_up']} given up")
         _print_set_aside(alerting.quarantined())
+        _print_quality(report, observed, flap_periods)
         return EXIT_OK
     finally:
         state.close()
+
+
+def _status_json(active, waiting, counts: dict[str, int], set_aside: dict[str, int], report,
+                 observed: dict[str, int], flap_periods: int) -> dict[str, Any]:
+    """``alerts status --json``: the same as the text, as one object (times in Unix seconds)."""
+    return {
+        "active": [{"key": t.alert.key, "id": t.alert.id, "severity": t.alert.severity, "label": t.alert.label,
+                    "first_seen": t.first_seen, "told": t.last_notified is not None} for t in active],
+        "waiting": [{"channel": channel, "target": target, "subject": subject, "attempts": attempts,
+                     "last_error": error} for channel, target, subject, attempts, error in waiting],
+        "deliveries": counts,
+        "set_aside": set_aside,
+        "quality": {"flap_periods": flap_periods, "periods_observed": observed,
+                    "checks": [q.as_dict() for q in report]},
+    }
+
+
+def _print_quality(report, observed: dict[str, int], flap_periods: int) -> None:
+    """Each check's alarms per 1,000 periods, mean time to resolve and flaps (``agent.alerts.quality``)."""
+    from agent.alerts.quality import FINDINGS, table
+
+    if not report:
+        print(f"alert quality: no alarm in the {observed.get(FINDINGS, 0)} periods observed")
+        return
+    print(f"alert quality (a flap: an alarm gone within {flap_periods} periods):")
+    for line in table(report):
+        print(_printable(line))
 
 
 def _print_set_aside(counts: dict[str, int]) -> None:

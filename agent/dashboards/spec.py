@@ -84,6 +84,13 @@ ANOMALIES = Annotation(
              'AND $timeFilter',
     title="series", tags=("detector",))
 
+def quality(field_name: str, legend: str) -> Series:
+    """A field of the agent's alert-quality figures, the newest value per check (``agent/alerts/quality.py``)."""
+    return Series("allium_agent_alert_quality", field_name, ("check",), (), f"{{{{check}}}} {legend}",
+                  influxql=f'SELECT last("{field_name}") FROM "allium_agent_alert_quality" WHERE $timeFilter '
+                           'GROUP BY "check"')
+
+
 #: Every dashboard shows when the network had a problem; info findings are there to switch on.
 FINDINGS = (findings("critical", "red"), findings("warning", "orange"), findings("info", "blue", enabled=False))
 
@@ -196,6 +203,11 @@ ALERTS = Dashboard("allium-alerts", "Anomalies and alerts",
     Panel("Messages waiting for delivery", "timeseries", (s("allium_agent", "deliveries_waiting", "vantage"),),
           width=8),
     Panel("Messages given up", "timeseries", (s("allium_agent", "deliveries_given_up", "vantage"),), width=8),
+    Panel("Alert quality", "bargauge", (
+        quality("alarms_per_1000_periods", "alarms per 1,000 periods"), quality("flaps", "flaps")), width=24,
+          height=10, description="Per check or detector, over the periods the alert engine evaluated (docs/alerts.md, "
+                                 "Alert quality): alarms per 1,000 periods, and alarms gone again within "
+                                 "alerts.flap_periods periods (flaps). Written by `run`."),
     Panel("Anomaly scores of the learned baselines (1 = far outside the expected range)", "timeseries",
           (s("tor_anomaly", "score", "series", detector="baseline"),), unit="percentunit", width=24,
           description="River GaussianScorer on each series' seasonal-forecast residual (docs/anomalies.md)."),

@@ -21,6 +21,8 @@ from datetime import datetime, timedelta, timezone
 from typing import cast
 
 from agent.alerts.dispatch import Alerting
+from agent.alerts.quality import quality as alert_quality
+from agent.alerts.quality import quality_points
 from agent.config.loader import Config
 from agent.loop.collect import collect
 from agent.metrics.geoip import GeoIP
@@ -231,12 +233,13 @@ class PeriodRunner:
         """
         counters = self.state.counters()
         deliveries = self.alerting.outbox.counts()
+        quality = self._alert_quality(result.time)
         fields = {
             "cycle_duration_seconds": (utc_now() - datetime.fromisoformat(summary["started_at"])).total_seconds(),
             "last_success_seconds": unix(utc_now()),
             "fetch_failures": summary["fetch_failures"],
             "documents_rejected": summary["documents_rejected"],
-            "points": len(result.points) + 1,
+            "points": len(result.points) + 1 + len(quality),
             "points_written": self._lines_written,
             "outbox_periods": self.store.outbox.records,
             "outbox_bytes": self.store.outbox.pending_bytes,
@@ -247,7 +250,16 @@ class PeriodRunner:
             "deliveries_waiting": deliveries["waiting"],
             "deliveries_given_up": deliveries["given_up"],
         }
-        return [point("allium_agent", {"vantage": self.config.vantage}, fields, result.time)]
+        return [point("allium_agent", {"vantage": self.config.vantage}, fields, result.time), *quality]
+
+    def _alert_quality(self, time: int) -> list[Point]:
+        """The allium_agent_alert_quality points (``agent.alerts.quality``); none if the history cannot be read."""
+        try:
+            report = alert_quality(self.state.db, self.config.alerts.flap_periods)
+        except Exception:
+            log.exception("the alert history could not be read; no alert-quality metrics this period")
+            return []
+        return quality_points(report, self.config.vantage, time)
 
     def _poll_delay(self) -> timedelta:
         return timedelta(seconds=self.config.schedule.poll_delay_seconds)

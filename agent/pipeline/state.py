@@ -111,6 +111,23 @@ MIGRATIONS = (
        )""",
     # The sender holding a delivery (agent/alerts/deliveries.py): its lease token; the lease ends at next_attempt.
     """ALTER TABLE deliveries ADD COLUMN lease TEXT""",
+    # Alert quality (agent/alerts/quality.py): each alert's episodes, from the period it entered the alert book
+    # to the period it left, and the periods the alert engine evaluated.
+    """CREATE TABLE alert_history (
+           key TEXT NOT NULL,                -- alerts.key
+           alert_id TEXT NOT NULL,           -- the check or detector that raised it
+           scope TEXT NOT NULL,              -- findings | subscriptions
+           onset INTEGER NOT NULL,           -- first_seen (Unix seconds)
+           resolved INTEGER,                 -- the period it was gone in; NULL while active
+           periods INTEGER NOT NULL,         -- evaluated periods it was active in
+           PRIMARY KEY (key, onset)
+       )""",
+    """CREATE INDEX alert_history_open ON alert_history (scope, resolved)""",
+    """CREATE TABLE alert_periods (
+           scope TEXT NOT NULL,              -- findings | subscriptions
+           period INTEGER NOT NULL,          -- the time the engine evaluated (valid-after, or the clock's)
+           PRIMARY KEY (scope, period)
+       )""",
 )
 KEEP_PERIODS = 48
 #: A stored period's relays inflate to about 0.5 MB on the live network; more than this is not ours.

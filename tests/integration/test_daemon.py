@@ -90,7 +90,10 @@ def test_twelve_periods_each_written_once(tor_network, victoria, tmp_path):
     self_fields = {name for (measurement, name) in catalogue() if measurement == "allium_agent"}
     present = {series["metric"]["__name__"].removeprefix("allium_agent_")
                for series in victoria.export('{__name__=~"allium_agent_.*"}')}
-    assert present == self_fields
+    # Alert quality (allium_agent_alert_quality_*): one series per check that raised an alarm, if any did.
+    quality = {f"alert_quality_{name}" for (measurement, name) in catalogue()
+               if measurement == "allium_agent_alert_quality"}
+    assert present - quality == self_fields
     log = (tmp_path / "agent.log").read_text()
     assert log.count("agent.loop.runner: cycle processed") >= 12 and "Traceback" not in log
     health = run_agent("status", "--config", config)

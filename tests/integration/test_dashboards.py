@@ -19,7 +19,7 @@ from tests.integration.conftest import BACKFILL_TIME, backfill_real_documents
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 #: Written only by the daemon (`run`), not by `once`; or filtered to problems ("> 0") a healthy network lacks.
 MAY_BE_EMPTY = re.compile(r"allium_agent_|> 0$")
-MAY_BE_EMPTY_INFLUXQL = re.compile(r'"allium_agent"|"anomalous" > 0')
+MAY_BE_EMPTY_INFLUXQL = re.compile(r'"allium_agent(_alert_quality)?"|"anomalous" > 0')
 
 
 def targets(flavour: str):
