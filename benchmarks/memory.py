@@ -13,10 +13,11 @@ takes every cycle as the next period and sees relays come and go between
 networks of different years. Re-parsing identical documents, as this
 benchmark once did, hid what grows with changing data.
 
-``run.py --child memory N [census]``: RSS after each cycle; with
-``census``, also the Python objects by type and the allocation sites that
-grew, every 50 cycles from the 50th on (gc and tracemalloc: slower, for
-investigating).
+``run.py --child memory N [census|alloc]``: RSS after each cycle; every 25
+cycles from the 25th on, with ``census`` also the Python objects by type
+and the allocation sites that grew (gc and tracemalloc: several times
+slower), with ``alloc`` what the allocators hold (pymalloc's arenas and
+blocks, glibc's heap and mappings: cheap). For investigating.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 
 TORDATA = Path(__file__).resolve().parents[2] / "shared" / "tordata"
 START = datetime(2024, 1, 1)
-CENSUS_EVERY = 50
+CENSUS_EVERY = 25
 _STAMPED = re.compile(rb"^(valid-after|fresh-until|valid-until) [0-9-]+ [0-9:]+$", re.M)
 _OFFSETS = {b"valid-after": timedelta(0), b"fresh-until": timedelta(hours=1), b"valid-until": timedelta(hours=3)}
 
@@ -65,22 +66,23 @@ def restamp(raw: bytes, moment: datetime) -> bytes:
     return _STAMPED.sub(stamp, raw, count=3)
 
 
-def child_memory(cycles: int, cycle, setup, fixed: dict, census: bool = False) -> dict:
+def child_memory(cycles: int, cycle, setup, fixed: dict, census: str = "") -> dict:
     """``cycles`` consecutive cycles in one process with one detector: RSS after each, the peak, and
-    (``census``) what grew. ``cycle`` and ``setup`` are run.py's; ``fixed``: see ``inputs_of``."""
+    (``census``: ``census`` or ``alloc``) what grew. ``cycle`` and ``setup`` are run.py's; ``fixed``: see
+    ``inputs_of``."""
     from agent.detect.engine import Detector
 
     config, geoip = setup()
     files = documents()
     detector = Detector(config.detect.settings)
-    rss, growth, tracer = [], [], None
+    rss, growth, looks, watcher = [], [], {"census": _Census, "alloc": _Allocators}.get(census), None
     for number in range(cycles):
         cycle(inputs_of(number, files, fixed), "ours", config, geoip, detector)
         gc.collect()
         rss.append(current_rss_mb())
-        if census and (number + 1) % CENSUS_EVERY == 0:
-            tracer = tracer or _Census()  # after a warm-up: what the first cycles fill is no creep
-            growth.append({"cycle": number + 1, "rss": rss[-1], **tracer.take()})
+        if looks and (number + 1) % CENSUS_EVERY == 0:
+            watcher = watcher or looks()  # after a warm-up: what the first cycles fill is no creep
+            growth.append({"cycle": number + 1, "rss": rss[-1], **watcher.take()})
     return {"rss": rss, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "census": growth, "relays_remembered": len(detector.relays)}
 
@@ -148,3 +150,49 @@ def _nearest(paths: list[Path], moment: str) -> Path:
     def distance(path: Path) -> float:
         return abs((datetime.fromisoformat(_first_time(path)) - datetime.fromisoformat(moment)).total_seconds())
     return min(paths, key=distance)
+
+
+class _Allocators:
+    """What the allocators hold, in MB: pymalloc's arenas (1 MiB each) and the blocks in use in them; glibc's
+    heap, its mappings and what of them is in use (``mallinfo2``)."""
+
+    FIELDS = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+              "keepcost")
+
+    def __init__(self):
+        import ctypes
+
+        class MallInfo2(ctypes.Structure):
+            _fields_ = [(name, ctypes.c_size_t) for name in self.FIELDS]
+
+        self.libc = ctypes.CDLL("libc.so.6")
+        self.libc.mallinfo2.restype = MallInfo2
+
+    def take(self) -> dict:
+        info = self.libc.mallinfo2()
+        stats = _pymalloc_stats()
+        return {"pymalloc_arenas": stats.get("# arenas allocated current", 0),
+                "pymalloc_used": stats.get("# bytes in allocated blocks", 0) / 2**20,
+                "glibc_heap": info.arena / 2**20, "glibc_mapped": info.hblkhd / 2**20,
+                "glibc_used": info.uordblks / 2**20, "glibc_free": info.fordblks / 2**20}
+
+
+def _pymalloc_stats() -> dict[str, int]:
+    """``sys._debugmallocstats()``'s summary lines (it writes to the C stderr, so that is caught in a file)."""
+    import os
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryFile() as caught:
+        saved = os.dup(2)
+        os.dup2(caught.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        caught.seek(0)
+        lines = caught.read().decode(errors="replace").splitlines()
+    return {key.strip(): int(value.replace(",", "")) for key, _, value in (line.partition("=") for line in lines)
+            if key.startswith("#") and value.strip().replace(",", "").isdigit()}
+

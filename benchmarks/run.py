@@ -20,7 +20,10 @@
   of different years three times, and the one real next hour (2020-02-29
   11:00 after 10:00). Then the ``backfill`` command itself over 96 or 1,440
   hours made of real consensuses, in one process and in two (wall clock,
-  and CPU including the worker processes), and into a real VictoriaMetrics.
+  and CPU including the worker processes), and into a real VictoriaMetrics;
+  and ``backfill --detect`` over the same hours right after the run without
+  it (anomaly detection learning every period into a fresh state), with the
+  ratio of the two times.
 - write: points per second into a real VictoriaMetrics on 127.0.0.1,
   through the agent's store (the influxdb-client writer).
 - memory: RSS after each of ``--memory-cycles`` consecutive cycles in one
@@ -186,7 +189,7 @@ def child_memory(cycles: int, census: str = "") -> dict:
     from benchmarks.memory import child_memory as rotating
 
     fixed = {"microdesc": MICRODESC.read_bytes(), "certs": CERTS.read_bytes()}  # its signatures are verified
-    return rotating(cycles, cycle, _setup, fixed, census == "census")
+    return rotating(cycles, cycle, _setup, fixed, census)
 
 
 def child_backfill(repeat: int) -> dict:
@@ -275,7 +278,8 @@ def _replay_consensus(raw: bytes, previous, config, geoip, stages: dict, memory=
     return relays, len(consensus.routers)
 
 
-def child_backfill_jobs(periods: int, jobs: int, hours: str = "different", sink: str = "outbox") -> dict:
+def child_backfill_jobs(periods: int, jobs: int, hours: str = "different", sink: str = "outbox",
+                        detect: str = "") -> dict:
     """``allium-agent backfill`` itself (outbox, state) over ``periods`` hours, wall-clock.
 
     Each hour is a real full consensus with its valid-after moved to that hour
@@ -290,6 +294,10 @@ def child_backfill_jobs(periods: int, jobs: int, hours: str = "different", sink:
     ``sink``: ``outbox`` (no TSDB: every period stays in the outbox) or
     ``victoria`` (a real VictoriaMetrics on 127.0.0.1 takes them, sharing
     this machine's cores; its CPU time is reported too).
+    ``detect``: ``detect`` runs ``backfill --detect`` (anomaly detection
+    learns every period, in time order, in the main process, into a fresh
+    ``detectors.pickle``), so that the River import and the state's saves
+    are counted too.
     """
     import re
     import shutil
@@ -324,7 +332,8 @@ def child_backfill_jobs(periods: int, jobs: int, hours: str = "different", sink:
         state, store = State(config.state_dir), Store.from_config(config)
         victoria_cpu = _process_cpu_seconds(victoria.process.pid) if victoria else 0.0
         started, cpu, workers_cpu = time.perf_counter(), time.process_time(), _children_cpu_seconds()
-        result = backfill([directory], config, state, store, geoip, progress=False, jobs=jobs)
+        result = backfill([directory], config, state, store, geoip, progress=False, jobs=jobs,
+                          detect=detect == "detect")
         if victoria:
             victoria.flush()
         seconds = time.perf_counter() - started
@@ -335,7 +344,8 @@ def child_backfill_jobs(periods: int, jobs: int, hours: str = "different", sink:
                 "per_second": result.periods_written / seconds, "main_cpu_seconds": main_cpu,
                 "workers_cpu_seconds": workers_cpu,
                 "per_cpu_second": result.periods_written / (main_cpu + workers_cpu),
-                "lines_written": result.lines_written,
+                "lines_written": result.lines_written, "periods_learned": result.periods_learned,
+                "anomalies": result.anomalies,
                 "victoria_cpu_seconds": _process_cpu_seconds(victoria.process.pid) - victoria_cpu if victoria else 0,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
@@ -343,6 +353,11 @@ def child_backfill_jobs(periods: int, jobs: int, hours: str = "different", sink:
         if victoria:
             victoria.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _cpu(run: dict) -> float:
+    """CPU seconds of a ``backfill_jobs`` run, its worker processes included."""
+    return run["main_cpu_seconds"] + run["workers_cpu_seconds"]
 
 
 def _children_cpu_seconds() -> float:
@@ -432,14 +447,24 @@ def main() -> None:
           f"years; ms per consensus: {stages}) | | |")
     print(f"| backfill | consensuses per CPU second, the real next hour (2020-02-29 11:00 right after 10:00) | "
           f"{1000 / backfill['next_hour_ms']:.1f} ({backfill['next_hour_ms']:.1f} ms: {hour_stages}) | | |")
-    for hours, jobs, periods in (("consecutive", 1, 96), ("consecutive", 2, 96), ("consecutive", 2, 1440),
-                                 ("different", 1, 96), ("different", 2, 96)):
-        run = run_child("backfill_jobs", periods, jobs, hours)
-        print(f"| backfill | `backfill` itself, {hours} hours, {jobs} process{'es' if jobs > 1 else ''}: "
-              f"periods per second (wall clock) | {run['per_second']:.1f} ({run['periods']} hours in "
-              f"{run['seconds']:.1f} s; {run['per_cpu_second']:.1f} per CPU second, workers included; main "
-              f"process CPU {run['main_cpu_seconds']:.1f} s; peak RSS "
-              f"{max(run['peak_rss_mb'], run['worker_peak_rss_mb']):.0f} MB) | | |")
+    plain = {}
+    for hours, jobs, periods, detect in (
+            ("consecutive", 1, 96, ""), ("consecutive", 1, 96, "detect"), ("consecutive", 2, 96, ""),
+            ("consecutive", 2, 1440, ""), ("consecutive", 2, 1440, "detect"),  # each --detect right after its pair
+            ("different", 1, 96, ""), ("different", 2, 96, "")):
+        run = run_child("backfill_jobs", periods, jobs, hours, "outbox", *([detect] if detect else []))
+        if not detect:
+            plain[hours, jobs, periods] = run
+        without = plain.get((hours, jobs, periods))
+        learned = (f"; {run['periods_learned']} periods learned, {run['anomalies']} anomalies; "
+                   f"{without['per_second'] / run['per_second']:.2f}x the wall-clock time and "
+                   f"{_cpu(run) / _cpu(without):.2f}x the CPU of the run without `--detect` above"
+                   if detect and without else "")
+        print(f"| backfill | `backfill{' --detect' if detect else ''}` itself, {hours} hours, {jobs} "
+              f"process{'es' if jobs > 1 else ''}: periods per second (wall clock) | {run['per_second']:.1f} "
+              f"({run['periods']} hours in {run['seconds']:.1f} s; {run['per_cpu_second']:.1f} per CPU second, "
+              f"workers included; main process CPU {run['main_cpu_seconds']:.1f} s; peak RSS "
+              f"{max(run['peak_rss_mb'], run['worker_peak_rss_mb']):.0f} MB{learned}) | | |")
     if not arguments.no_write:
         run = run_child("backfill_jobs", 96, 2, "consecutive", "victoria")
         print(f"| backfill | `backfill` into a real VictoriaMetrics on this machine, consecutive hours, 2 processes: "

@@ -16,10 +16,12 @@ import json
 import logging
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import timezone
 from pathlib import Path
 
 from agent import __version__
+from agent.cli.backfill import add_commands as add_backfill_commands
+from agent.cli.backfill import utc_time
 from agent.model.errors import AlliumError, ConfigError, StateError, StoreError, TestnetError
 
 log = logging.getLogger("agent")
@@ -64,18 +66,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="judge the newest period in these files instead of fetching (repeatable)")
     checks.add_argument("--json", action="store_true", help="print the findings as JSON")
 
-    backfill = _with_config(commands.add_parser(
-        "backfill", help="replay archived periods (CollecTor files, tarballs) into the store"), _backfill)
-    backfill.add_argument("paths", nargs="+", help="files, directories or .tar/.tar.xz archives")
-    backfill.add_argument("--since", type=_utc_time, help="first valid-after to write (UTC, e.g. 2020-02-29T10:00)")
-    backfill.add_argument("--until", type=_utc_time, help="last valid-after to write (UTC)")
-    backfill.add_argument("--force", action="store_true", help="rewrite periods already written")
-    backfill.add_argument("--no-progress", action="store_true", help="no progress bar")
-    backfill.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1),
-                          help="worker processes computing periods (default: the CPUs, at most 4; 1: none)")
-    backfill.add_argument("--max-document-mib", type=_mebibytes, metavar="MIB",
-                          help="the most one file or archive member may expand to, in MiB; a larger one is named "
-                               "and skipped (default: 128, 3.5 times a day of server descriptors)")
+    add_backfill_commands(commands, _with_config)  # agent/cli/backfill.py
 
     outbox = commands.add_parser("outbox", help="the periods waiting for the TSDB")
     outbox_commands = outbox.add_subparsers(dest="outbox_command", required=True)
@@ -87,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
         "query", help="run a PromQL query against query.url (VictoriaMetrics or Prometheus)"), _query)
     query.add_argument("promql", help="the query, e.g. 'tor_network_relays'")
     when = query.add_mutually_exclusive_group()
-    when.add_argument("--at", type=_utc_time, help="evaluate at this time (UTC) instead of now")
+    when.add_argument("--at", type=utc_time, help="evaluate at this time (UTC) instead of now")
     when.add_argument("--range", dest="range_", metavar="DURATION", help="a range query over e.g. 7d, 24h, 90m")
     query.add_argument("--step", metavar="DURATION", help="range step (default: the range / 250)")
     query.add_argument("--format", choices=("table", "csv", "json"), default="table")
@@ -117,26 +108,6 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--interval", type=int, default=10, help="voting interval in seconds (default 10)")
             sub.add_argument("--no-wait", action="store_true", help="return without waiting for a consensus")
     return parser
-
-
-def _utc_time(text: str) -> datetime:
-    """An ISO time, taken as UTC, as the naive datetime stem uses."""
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO time: {text!r} (e.g. 2020-02-29T10:00)") from None
-    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
-
-
-def _mebibytes(text: str) -> float:
-    """A positive number of MiB (``--max-document-mib``)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0
-    if not 0 < value < 1 << 20:
-        raise argparse.ArgumentTypeError(f"not a size in MiB between 0 and 1048576: {text!r}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,45 +228,6 @@ def _run(arguments) -> int:
     state.close()
     log.info("stopped")
     return EXIT_OK
-
-
-def _backfill(arguments) -> int:
-    from agent.config.loader import load_config
-    from agent.loop.backfill import backfill
-    from agent.metrics.geoip import load_or_empty
-    from agent.parse.archive import MAX_DOCUMENT_BYTES
-    from agent.pipeline.state import State
-    from agent.store.store import Store
-
-    config = load_config(arguments.config)
-    state = State(config.state_dir)
-    store = Store.from_config(config)
-    try:
-        result = backfill([Path(p) for p in arguments.paths], config, state, store,
-                          load_or_empty(config.metrics.geoip_file), arguments.since, arguments.until,
-                          arguments.force, progress=not arguments.no_progress, jobs=max(1, arguments.jobs),
-                          max_document_bytes=int(arguments.max_document_mib * (1 << 20)) if arguments.max_document_mib
-                          else MAX_DOCUMENT_BYTES)
-    finally:
-        store.close()
-        state.close()
-    documents = ", ".join(f"{count} {kind}" for kind, count in sorted(result.documents.items())) or "none"
-    print(f"read: {documents}; {result.read.ignored} files of other kinds passed over")
-    print(f"periods: {result.periods_found} found, {result.periods_written} written, "
-          f"{result.periods_already_done} already written (use --force to rewrite), "
-          f"{result.periods_without_consensus} without a consensus, {result.periods_unverified} unverified "
-          f"(too few of their configured signers' key certificates in the input)")
-    if result.unknown_signers:
-        print("signatures not counted (signer not among authorities.bootstrap): " + ", ".join(
-            f"{identity} ({count} consensuses)" for identity, count in sorted(result.unknown_signers.items())))
-    print(f"points: {result.points}; {result.lines_written} lines delivered to {config.store.url or 'nowhere'}; "
-          f"{result.periods_waiting} periods wait in the outbox")
-    problems = result.read.unreadable + result.periods_rejected + result.conflicts
-    for problem in result.read.unreadable + result.periods_rejected:
-        print(f"problem: {problem}")
-    for conflict in result.conflicts:
-        print(f"conflict: {conflict}")
-    return EXIT_PROBLEM if problems else EXIT_OK
 
 
 def _check(arguments) -> int:

@@ -101,6 +101,11 @@ class BackfillResult:
     periods_waiting: int = 0
     documents: dict[str, int] = field(default_factory=dict)
     read: ReadReport = field(default_factory=ReadReport)
+    # With --detect (``agent.loop.backfill``), counted by the main process only:
+    periods_learned: int = 0  # periods anomaly detection learned, in valid-after order
+    periods_learned_before: int = 0  # periods not newer than what it had already learned: skipped by the engine
+    anomalies: int = 0  # anomaly findings of the periods learned (recorded as tor_anomaly points, never notified)
+    learned_until: int | None = None  # the detector's last period (valid-after, Unix seconds) when done
 
     def add(self, found: BackfillResult) -> None:
         """Takes in what computing a run found (in a worker process or here)."""
