@@ -1,43 +1,55 @@
-"""Learned baselines for network series: a seasonal forecast, and River's GaussianScorer on what it misses.
+"""Learned baselines for network series: each period's change judged against the series' own tail.
 
-Each series (relays with a flag, relays joining, an authority's measured
-count, ...) is forecast from its last value plus the change it made one day
-earlier ("seasonal naive": the network's daily rhythm cancels out). River's
-``GaussianScorer`` over a rolling week of residuals says how unusual the
-miss is. Two details keep it from crying wolf:
+Real networks move in bursts: most hours 20-30 relays join, some hours a
+hundred, and a few hundred when a large operator restarts. A Gaussian over
+the residuals (the first design) read every such hour as a six-sigma event
+(about one alarm in six hours on real 2024-2025 history). So a series is
+judged by how far it moves *in one period* compared with how far it moved
+in the periods it remembers (``window_periods``, four weeks of hours):
 
-- a floor under the spread (an absolute and a relative one): a series that
-  barely moves, like one authority's vote size, would otherwise call a
-  change of three relays impossible;
-- a period judged anomalous is scored but not learned from: neither its
-  residual, nor its change as next day's seasonal step, nor its value as the
-  level the next forecast starts from. So an incident does not widen the
-  band it is judged by, a one-period dip alerts once (not again when it
-  recovers), and only after ``adapt_after`` anomalous periods in a row does
-  the model accept a new level.
+- what is judged: a flow (relays joining, leaving, gaining a flag) its
+  value; a level (an authority's vote size, the total weight) its change
+  since the last period, in the direction that matters;
+- the limit: ``tail_multiple`` times the window's 99.5th percentile of
+  that (River's ``RollingQuantile``), never below an absolute floor nor a
+  share of the population the series counts from (``SeriesSpec``): a
+  flow of 1 % of the relays, or 5 % of a flag's holders, is what the network
+  does on its own. The share is the only tuned number per family, and it is
+  a fraction of the population, not a count of one series;
+- per elapsed period: after a gap of ``g`` periods the change is judged
+  against the limit plus ``g - 1`` ordinary periods (the window's 90th
+  percentile each), so a gap never blinds the baseline and never alarms by
+  itself; what is learned is the change per period;
+- an anomalous period is not learned (an incident does not widen its own
+  band), unless ``adapt_after`` come in a row: then the new normal is.
+  A level re-anchors on every value it sees, so a step alerts once, and a
+  return to the last normal value is a recovery, not a second alert.
 
-River is imported when the first model is made (or a saved one loaded), so
-the detectors' modules, and the settings they declare, load without it.
+The score is the judged change over the limit (1 = at the limit); from
+``warning_ratio`` times the limit a series' anomaly is a warning.
+River is imported when the first model is made, so the detectors' modules,
+and the settings they declare, load without it.
 """
 
 from __future__ import annotations
 
-import math
-from collections import deque
 from dataclasses import dataclass
 
-LEVEL, FLOW = "level", "flow"  # a level is forecast from its last value; a flow (a count per period) is not
+LEVEL, FLOW = "level", "flow"  # a level is judged by its change since the last period; a flow by its value
 BOTH, UP, DOWN = "both", "up", "down"  # which departures matter
+TAIL_QUANTILE = 0.995  # the window's ordinary extreme (about one period in 200)
+TYPICAL_QUANTILE = 0.9  # what a busy ordinary period does: the allowance per extra period of a gap
+MAX_GAP_PERIODS = 48  # a level older than this is no anchor: the next value re-anchors it
 
 
 @dataclass(frozen=True)
 class SeriesSpec:
-    """How one family of series is modelled (see NETWORK_SERIES in ``series``)."""
+    """How one family of series is modelled (see SPECS in ``series``)."""
 
     kind: str
     direction: str = BOTH
-    floor_absolute: float = 1.0  # the spread is never taken smaller than this (in the series' unit)
-    floor_relative: float = 0.0  # ... nor than this fraction of the forecast
+    floor_absolute: float = 1.0  # the limit is never below this (in the series' unit) ...
+    floor_relative: float = 0.0  # ... nor below this share of the population (or, for a level, of its value)
 
 
 @dataclass(frozen=True)
@@ -49,88 +61,90 @@ class Verdict:
     expected: float
     low: float
     high: float
-    score: float  # 0..1: 2·|Φ(z) − 0.5|, River's GaussianScorer score with the floored spread
+    score: float  # the judged change over the limit: >= 1 is anomalous
     anomalous: bool
     warming: bool
 
 
 class SeriesModel:
-    """Forecast + residual scorer for one series; plain Python and River objects, so it pickles."""
+    """The judged change's rolling tail for one series; River objects and plain Python, so it pickles."""
 
-    def __init__(self, spec: SeriesSpec, season: int, window: int, warmup: int, adapt_after: int = 3):
-        from river import anomaly  # about a second to import: only where a model is made
+    def __init__(self, spec: SeriesSpec, window: int, warmup: int, adapt_after: int = 3):
+        from river import stats  # about a second to import: only where a model is made
 
-        self.spec, self.season, self.warmup, self.adapt_after = spec, season, warmup, adapt_after
-        self.scorer = anomaly.GaussianScorer(window_size=window, grace_period=0)
-        self.periods_learned = 0  # the rolling window's count stops at its size; warm-up needs the total
-        self.last: float | None = None
+        self.spec, self.warmup, self.adapt_after = spec, warmup, adapt_after
+        self.tail = stats.RollingQuantile(TAIL_QUANTILE, window_size=window)
+        self.typical = stats.RollingQuantile(TYPICAL_QUANTILE, window_size=window)
+        self.periods_learned = 0
+        self.last: float | None = None  # a level's last value
+        self.normal: float | None = None  # ... and its last value not judged anomalous (a recovery returns to it)
         self.last_time: int | None = None
-        self.steps: deque[float] = deque(maxlen=season) if season else deque(maxlen=1)
+        self.elapsed = 1.0  # periods since the last value (set by ``resume``)
         self.anomalous_run = 0
 
     @property
     def learned(self) -> int:
-        """Residuals in the scorer's window (at most the window size)."""
-        return int(self.scorer.gaussian.n_samples)
+        """Periods in the window (at most its size)."""
+        return min(self.periods_learned, self.tail.window_size)
 
     def configure(self, warmup: int, adapt_after: int) -> None:
-        """Follows the config after a restart; the window is fixed once the scorer exists."""
+        """Follows the config after a restart; the window is fixed once the model exists."""
         self.warmup, self.adapt_after = warmup, adapt_after
 
-    def forecast(self) -> float:
-        if self.spec.kind == FLOW or self.last is None:
-            return 0.0
-        seasonal = self.steps[0] if self.season and len(self.steps) == self.season else 0.0
-        return self.last + seasonal
-
     def resume(self, time: int, period: int) -> None:
-        """After a gap of more than three periods the old level means nothing: re-anchor on the next value."""
-        if self.last_time is not None and time - self.last_time > 3 * period:
+        """Notes how many periods passed since the last value; a level too old to anchor on is dropped."""
+        self.elapsed = max(1.0, (time - self.last_time) / period) if self.last_time is not None else 1.0
+        if self.elapsed > MAX_GAP_PERIODS:
             self.last = None
-            self.steps.clear()
 
-    def judge(self, name: str, value: float, z_threshold: float) -> Verdict:
+    def limit(self, base: float, tail_multiple: float) -> float:
+        """How far the series may move in the periods elapsed, ``base`` being the population (or the level)."""
+        tail = (self.tail.get() or 0.0) if self.periods_learned else 0.0
+        one = max(self.spec.floor_absolute, self.spec.floor_relative * abs(base), tail_multiple * tail)
+        typical = (self.typical.get() or 0.0) if self.periods_learned else 0.0
+        return one + (self.elapsed - 1.0) * max(typical, self.spec.floor_absolute)
+
+    def judge(self, name: str, value: float, tail_multiple: float, population: float | None = None) -> Verdict:
         """Scores ``value`` against the model as it stands (it does not learn here)."""
-        forecast = self.forecast()
-        gaussian = self.scorer.gaussian
-        mean = gaussian.mu if self.learned else 0.0
-        sigma = gaussian.sigma if self.learned > 1 else 0.0
-        if isinstance(sigma, complex):  # a rolling variance of near-constant values can dip below zero
-            sigma = 0.0
-        spread = max(sigma, self.spec.floor_absolute, self.spec.floor_relative * abs(forecast + mean))
-        expected = forecast + mean
-        z = (value - expected) / spread
+        expected = self.last if self.spec.kind == LEVEL and self.last is not None else 0.0
+        if self.spec.kind == FLOW:
+            expected = (self.typical.get() or 0.0) * self.elapsed if self.periods_learned else 0.0
+        base = population if population is not None else (self.last if self.last is not None else value)
+        limit = self.limit(base, tail_multiple)
+        change = value - (self.last if self.spec.kind == LEVEL and self.last is not None else 0.0)
+        judged = {BOTH: abs(change), UP: change, DOWN: -change}[self.spec.direction]
         warming = self.periods_learned < self.warmup or (self.spec.kind == LEVEL and self.last is None)
-        beyond = {BOTH: abs(z), UP: z, DOWN: -z}[self.spec.direction] >= z_threshold
-        return Verdict(name, value, expected, expected - z_threshold * spread, expected + z_threshold * spread,
-                       math.erf(abs(z) / math.sqrt(2)), beyond and not warming, warming)
+        anchor = self.last if self.spec.kind == LEVEL and self.last is not None else 0.0
+        low = anchor - limit if self.spec.direction != UP else float("-inf")
+        high = anchor + limit if self.spec.direction != DOWN else float("inf")
+        if self.spec.kind == FLOW:
+            low = 0.0
+        score = judged / limit if limit > 0 else 0.0
+        if score > 1.0 and self.spec.kind == LEVEL and self.normal is not None and self.normal != self.last:
+            # back to where it was before the anomaly: a recovery, which the anomaly's alert already covered
+            score = min(score, abs(value - self.normal) / limit)
+        return Verdict(name, value, expected, low, high, score, score > 1.0 and not warming, warming)
 
     def learn(self, value: float, verdict: Verdict, time: int, period: int) -> None:
-        """Takes the period in; an anomalous one is kept out, unless anomalies persist (then: a new normal).
-
-        Only normal periods teach the residual spread and the seasonal steps.
-        A level that stays off for more than ``adapt_after`` periods is
-        re-anchored on (its jump is not learned as a residual, nor repeated a
-        day later as a seasonal step); a flow that stays high is learned from,
-        so its distribution moves.
-        """
+        """Takes the period in; an anomalous one is kept out, unless anomalies persist (then: a new normal)."""
         self.anomalous_run = self.anomalous_run + 1 if verdict.anomalous else 0
         adapt = self.anomalous_run > self.adapt_after
-        forecast = self.forecast()
-        if self.spec.kind == FLOW:
-            if not verdict.anomalous or adapt:
-                self.scorer.learn_one(None, value)
-                self.periods_learned += 1
-        elif self.last is None:
-            self.last = value  # the first value anchors the level
-        elif not verdict.anomalous:
-            self.scorer.learn_one(None, value - forecast)
+        if self.spec.kind == LEVEL and self.last is None:
+            self.last = self.normal = value  # the first value (or the first after a long gap) anchors
+            self.last_time = time
+            return
+        change = value
+        if self.spec.kind == LEVEL and self.last is not None:
+            # after an anomaly the level either recovers or stays: neither teaches the anomaly's jump
+            change = min(abs(value - self.last), abs(value - (self.normal if self.normal is not None else self.last)))
+        if not verdict.anomalous or adapt:
+            per_period = max(change, 0.0) / self.elapsed
+            self.tail.update(per_period)
+            self.typical.update(per_period)
             self.periods_learned += 1
-            self.steps.append(value - self.last)
-            self.last = value
-        else:
-            self.steps.append(forecast - self.last)
-            self.last = value if adapt else forecast
             if adapt:
                 self.anomalous_run = 0
+        if self.spec.kind == LEVEL:
+            self.last = value
+            self.normal = value if not verdict.anomalous or adapt else self.normal
         self.last_time = time

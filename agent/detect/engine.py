@@ -21,6 +21,7 @@ from typing import Any
 
 from agent.detect.facts import PeriodFacts
 from agent.detect.groups import SybilGroups
+from agent.detect.incident import merge
 from agent.detect.protocol import DetectorProtocol, Period, Scores
 from agent.detect.relays import RelayAnomalies, RelayMemory
 from agent.detect.rules import ThresholdRules
@@ -60,7 +61,9 @@ class DetectionResult:
 
     @classmethod
     def of(cls, scores: dict[str, Scores]) -> DetectionResult:
-        return cls(scores, [finding for scored in scores.values() for finding in scored.findings],
+        """What the detectors said; two or more firing become one incident (``agent.detect.incident``)."""
+        merged = merge({name: scored.findings for name, scored in scores.items()})
+        return cls(scores, [finding for findings in merged.values() for finding in findings],
                    [each for scored in scores.values() for each in scored.points],
                    any(scored.warming for scored in scores.values()))
 
