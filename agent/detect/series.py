@@ -42,7 +42,7 @@ TOP_VERSIONS = 10
 #: (the relays, a flag's holders, the level itself): joining or leaving, 1 % of the relays (2024-2025: the
 #: 99.9th percentile of an hour's joiners is 2.7 % of the network, the median 0.3 %); a flag's holders
 #: arriving or leaving 3 %; a flag won or lost by relays that stay, 5 % of its holders (the bandwidth
-#: authorities' thresholds move a few per cent of the Guards in ordinary hours); an authority's vote 0.5 %.
+#: authorities' thresholds move a few per cent of the Guards in ordinary hours); an authority's vote 1 %.
 SPECS = {
     "relays_version": SeriesSpec(LEVEL, floor_absolute=20, floor_relative=0.05),
     "weight_total": SeriesSpec(LEVEL, floor_relative=0.05),
@@ -57,7 +57,7 @@ SPECS = {
     "left_young": SeriesSpec(FLOW, UP, floor_absolute=20, floor_relative=0.005),
     "joined_block_max": SeriesSpec(FLOW, UP, floor_absolute=20),
     "left_block_max": SeriesSpec(FLOW, UP, floor_absolute=20),
-    "authority_vote_relays": SeriesSpec(LEVEL, floor_absolute=10, floor_relative=0.005),
+    "authority_vote_relays": SeriesSpec(LEVEL, floor_absolute=10, floor_relative=0.01),
     "authority_measured_relays": SeriesSpec(LEVEL, floor_absolute=10, floor_relative=0.01),
     "authority_total_measured_weight": SeriesSpec(LEVEL, floor_relative=0.05),
     "authority_consensus_latency_seconds": SeriesSpec(FLOW, UP, floor_absolute=2.0),
@@ -171,8 +171,8 @@ class BaselineSettings:
 
     warmup_periods: int = setting("detect.warmup_periods", 48, "positive_int")
     window_periods: int = setting("detect.window_periods", 672, "positive_int")
-    tail_multiple: float = setting("detect.tail_multiple", 2.0, "positive_number")
-    warning_ratio: float = setting("detect.warning_ratio", 2.0, "positive_number")
+    tail_multiple: float = setting("detect.tail_multiple", 1.5, "positive_number")
+    warning_ratio: float = setting("detect.warning_ratio", 2.5, "positive_number")
     adapt_after: int = setting("detect.adapt_after", 3, "positive_int")
 
 

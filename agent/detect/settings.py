@@ -26,8 +26,8 @@ class DetectSettings:
     thresholds: dict  # detect.rules.*
     warmup_periods: int = 48
     window_periods: int = 672
-    tail_multiple: float = 2.0
-    warning_ratio: float = 2.0
+    tail_multiple: float = 1.5
+    warning_ratio: float = 2.5
     adapt_after: int = 3
     group_min_relays: int = 10
     group_warning_relays: int = 50
@@ -51,7 +51,7 @@ _FIELDS = frozenset(spec.name for spec in fields(DetectSettings)) - {"other"}
 
 
 def from_values(values: Mapping[str, Any]) -> DetectSettings:
-    """DetectSettings from converted config values keyed by path (``detect.tail_multiple``: 2.0, ...)."""
+    """DetectSettings from converted config values keyed by path (``detect.tail_multiple``: 1.5, ...)."""
     own = {key: value for key, value in values.items() if key.startswith(SECTION_PREFIX)}
     rules = {key[len(RULES_PREFIX):]: value for key, value in own.items() if key.startswith(RULES_PREFIX)}
     named = {key[len(SECTION_PREFIX):]: value for key, value in own.items()
