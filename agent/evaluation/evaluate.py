@@ -6,7 +6,8 @@ run is forked (detector and replay deep-copied) and one incident injected;
 a detector detects it if it fires within ``window`` periods, counting the
 incident's own period as 0. A false alarm is counted at its onset (a
 detector firing that did not fire the period before), as the alert
-engine tells it once. ``allium-agent evaluate`` prints the table.
+engine tells it once. ``allium-agent evaluate`` prints the table; real
+history is replayed and scored by ``agent.evaluation.real``.
 """
 
 from __future__ import annotations
@@ -15,10 +16,8 @@ import copy
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from agent.detect.baseline import SeriesModel
 from agent.detect.engine import DETECTORS, Detector
-from agent.detect.series import BaselineSettings, series_model
-from agent.detect.settings import DetectSettings, bind
+from agent.detect.settings import DetectSettings
 from agent.evaluation.replay import INCIDENTS, Incident, Replay
 
 
@@ -31,7 +30,10 @@ def detector_of(finding) -> str:
 
 
 def firing(result) -> set[str]:
-    return {detector_of(f) for f in result.findings if f.silenced_by is None and detector_of(f)}
+    """The detectors that fired: alone (unsilenced) or as a part of the period's incident (agent.detect.incident)."""
+    from agent.detect.incident import PART_OF
+
+    return {detector_of(f) for f in result.findings if f.silenced_by in (None, PART_OF) and detector_of(f)}
 
 
 @dataclass
@@ -100,68 +102,3 @@ def _next_index(detector: Detector, replay: Replay) -> int:
     if detector.last_time is None:
         return 0
     return (detector.last_time - replay.start) // replay.period + 1
-
-
-#: Documented incidents in the depictor series (timeseries/MANIFEST.md), as UTC hour ranges.
-DEPICTOR_INCIDENTS = {"Heartbleed rejections": ("2014-04-16T00", "2014-04-21T00"),
-                      "LizardNSA Sybil flood": ("2014-12-26T12", "2014-12-27T06")}
-DEPICTOR_COLUMNS = {"known": "authority_vote_relays", "bwauth": "authority_measured_relays"}
-#: "2015-11 … 2016-05: rows with known=0 or tiny values are collection gaps, not network events" (MANIFEST).
-DEPICTOR_GAP_MONTHS = ("2015-11", "2016-06")
-
-
-@dataclass
-class RealReplay:
-    """What the per-authority baselines said over the real hourly vote counts of 2014-2016 (alarm onsets)."""
-
-    periods: int = 0
-    judged: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # series-periods outside incidents
-    alarms_outside: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    alarms_in_gap_months: int = 0  # of alarms_outside: in the months of documented collection gaps
-    caught: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))  # incident -> series fired
-    first_alarm: dict[str, str] = field(default_factory=dict)
-
-
-def replay_depictor(path, settings: DetectSettings) -> RealReplay:
-    """Feeds each authority's hourly vote size and measured count to the same baselines the agent runs.
-
-    A 0 is a collection gap (no vote recorded), not a value, so it is skipped.
-    """
-    import calendar
-    import csv
-    from datetime import datetime
-
-    baseline = bind(BaselineSettings, settings)
-    models: dict[str, SeriesModel] = {}
-    firing: set[str] = set()
-    report = RealReplay()
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            hour = row["valid_after_utc"][:13]
-            time = calendar.timegm(datetime.strptime(hour, "%Y-%m-%dT%H").timetuple())
-            incident = next((name for name, (start, end) in DEPICTOR_INCIDENTS.items() if start <= hour < end), None)
-            report.periods += 1
-            for column, value in row.items():
-                authority, _, kind = column.rpartition("_")
-                if kind not in DEPICTOR_COLUMNS or authority == "median" or not value or float(value) == 0:
-                    continue
-                name = f'{DEPICTOR_COLUMNS[kind]}{{authority="{authority}"}}'
-                model = models.get(name)
-                if model is None:
-                    model = models[name] = series_model(name, 24, baseline)
-                model.resume(time, 3600)
-                verdict = model.judge(name, float(value), baseline.z_threshold)
-                model.learn(float(value), verdict, time, 3600)
-                family = name.split("{")[0]
-                if not incident and not verdict.warming:
-                    report.judged[family] += 1
-                onset = verdict.anomalous and name not in firing
-                (firing.add if verdict.anomalous else firing.discard)(name)
-                if onset:
-                    if incident:
-                        report.caught[incident].append(name)
-                        report.first_alarm.setdefault(incident, hour)
-                    else:
-                        report.alarms_outside[family] += 1
-                        report.alarms_in_gap_months += DEPICTOR_GAP_MONTHS[0] <= hour[:7] <= DEPICTOR_GAP_MONTHS[1]
-    return report
