@@ -208,13 +208,14 @@ ALERTS = Dashboard("allium-alerts", "Anomalies and alerts",
           height=10, description="Per check or detector, over the periods the alert engine evaluated (docs/alerts.md, "
                                  "Alert quality): alarms per 1,000 periods, and alarms gone again within "
                                  "alerts.flap_periods periods (flaps). Written by `run`."),
-    Panel("Anomaly scores of the learned baselines (1 = far outside the expected range)", "timeseries",
-          (s("tor_anomaly", "score", "series", detector="baseline"),), unit="percentunit", width=24,
-          description="River GaussianScorer on each series' seasonal-forecast residual (docs/anomalies.md)."),
-    Panel("Relays in the consensus against the range the baseline expects", "timeseries",
-          (s("tor_anomaly", "observed", legend="observed", detector="baseline", series="relays"),
-           s("tor_anomaly", "expected_low", legend="expected low", detector="baseline", series="relays"),
-           s("tor_anomaly", "expected_high", legend="expected high", detector="baseline", series="relays"))),
+    Panel("Anomaly scores of the learned baselines (1 = at the limit; above it: anomalous)", "timeseries",
+          (s("tor_anomaly", "score", "series", detector="baseline"),), width=24,
+          description="Each series' change in the period over its limit: 1.5 times the 99.5th percentile of its "
+                      "own changes over four weeks, never below a share of the relays it counts "
+                      "(docs/anomalies.md)."),
+    Panel("Relays joining against the limit the baseline sets", "timeseries",
+          (s("tor_anomaly", "observed", legend="joined", detector="baseline", series="joined"),
+           s("tor_anomaly", "expected_high", legend="limit", detector="baseline", series="joined"))),
     Panel("Series judged anomalous", "table", (Series(
         "tor_anomaly", "anomalous", ("series",), (("detector", "baseline"),), "{{series}}",
         promql='tor_anomaly_anomalous{detector="baseline"} > 0',
