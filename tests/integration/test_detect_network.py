@@ -34,11 +34,11 @@ def test_restarted_agent_resumes_without_rewarming(tor_network, tmp_path):
     store = Store.from_config(loaded)
     try:
         lines = [line for record in store.outbox.pending() for line in record.lines
-                 if line.startswith("tor_anomaly,detector=baseline,series=relays ")]
+                 if line.startswith("tor_anomaly,detector=baseline,series=joined ")]
     finally:
         store.close()
     warming = [int(re.search(r"warming=(\d+)", line).group(1)) for line in lines]
-    print(f"relays baseline, warming per period: {warming}")
+    print(f"arrivals baseline (from the second period on), warming per period: {warming}")
     assert warming[0] == 1 and warming[-1] == 0  # learned across processes, then judged
     detector = DetectorFile(loaded.state_dir, loaded.detect.settings).load()
-    assert detector.series["relays"].learned >= 1 and len(detector.relays) >= 6  # 3 authorities + 3 relays
+    assert detector.series["joined"].learned >= 1 and len(detector.relays) >= 6  # 3 authorities + 3 relays
