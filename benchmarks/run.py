@@ -326,7 +326,8 @@ def child_backfill_jobs(periods: int, jobs: int, hours: str = "different", sink:
                          raws[hour % len(raws)], count=3, flags=re.M)
             (directory / f"{moment:%Y-%m-%d-%H-%M-%S}-consensus").write_bytes(raw)
         victoria = VictoriaMetrics(directory / "victoria").start() if sink == "victoria" else None
-        store_url = f"store: {{url: '{victoria.url}'}}\n" if victoria else ""
+        # a period's record is about 230 kB: room for a year of hours in the outbox (no TSDB takes them)
+        store_url = f"store: {{url: '{victoria.url}'}}\n" if victoria else "store: {outbox_max_bytes: 8589934592}\n"
         (directory / "agent.yaml").write_text(f"state_dir: {directory / 'state'}\n{store_url}")
         config, geoip = _setup(directory / "agent.yaml")
         state, store = State(config.state_dir), Store.from_config(config)
