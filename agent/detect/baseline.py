@@ -106,21 +106,21 @@ class SeriesModel:
 
     def judge(self, name: str, value: float, tail_multiple: float, population: float | None = None) -> Verdict:
         """Scores ``value`` against the model as it stands (it does not learn here)."""
-        expected = self.last if self.spec.kind == LEVEL and self.last is not None else 0.0
-        if self.spec.kind == FLOW:
+        level = self.spec.kind == LEVEL
+        anchor = self.last if level and self.last is not None else 0.0  # what the change is measured from
+        if level:
+            expected = anchor
+        else:
             expected = (self.typical.get() or 0.0) * self.elapsed if self.periods_learned else 0.0
         base = population if population is not None else (self.last if self.last is not None else value)
         limit = self.limit(base, tail_multiple)
-        change = value - (self.last if self.spec.kind == LEVEL and self.last is not None else 0.0)
+        change = value - anchor
         judged = {BOTH: abs(change), UP: change, DOWN: -change}[self.spec.direction]
-        warming = self.periods_learned < self.warmup or (self.spec.kind == LEVEL and self.last is None)
-        anchor = self.last if self.spec.kind == LEVEL and self.last is not None else 0.0
-        low = anchor - limit if self.spec.direction != UP else float("-inf")
+        warming = self.periods_learned < self.warmup or (level and self.last is None)
+        low = 0.0 if not level else anchor - limit if self.spec.direction != UP else float("-inf")
         high = anchor + limit if self.spec.direction != DOWN else float("inf")
-        if self.spec.kind == FLOW:
-            low = 0.0
         score = judged / limit if limit > 0 else 0.0
-        if score > 1.0 and self.spec.kind == LEVEL and self.normal is not None and self.normal != self.last:
+        if score > 1.0 and level and self.normal is not None and self.normal != self.last:
             # back to where it was before the anomaly: a recovery, which the anomaly's alert already covered
             score = min(score, abs(value - self.normal) / limit)
         return Verdict(name, value, expected, low, high, score, score > 1.0 and not warming, warming)
