@@ -74,3 +74,19 @@ def full_consensuses() -> list[Path]:
     if not paths and os.environ.get("CI"):
         raise RuntimeError(f"{SHARED_TORDATA} is missing; CI must have shared/ beside the repo")
     return paths
+
+
+def run_backfill(config, paths, **options):
+    """``agent.loop.backfill.backfill`` as the command runs it (no progress bar), with the state and store it
+    opens closed again, and the GeoIP excerpt of tests/data."""
+    from agent.loop.backfill import backfill
+    from agent.metrics.geoip import GeoIP
+    from agent.pipeline.state import State
+    from agent.store.store import Store
+
+    state, store = State(config.state_dir), Store.from_config(config)
+    try:
+        return backfill(paths, config, state, store, GeoIP.load(DATA / "geoip-excerpt"), progress=False, **options)
+    finally:
+        store.close()
+        state.close()

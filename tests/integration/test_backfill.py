@@ -9,13 +9,10 @@ import pytest
 import yaml
 
 from agent.config.loader import load_config
-from agent.loop.backfill import backfill
 from agent.loop.collect import collect
 from agent.metrics.geoip import GeoIP
 from agent.metrics.period import snapshot_points
-from agent.pipeline.state import State
-from agent.store.store import Store
-from tests.conftest import DATA, read_data
+from tests.conftest import DATA, read_data, run_backfill
 from tests.integration.commands import agent
 from tests.integration.hostile_dirport import HostileDirPort
 
@@ -62,15 +59,6 @@ def config_for(tmp_path, store_url=None):
     path = tmp_path / "agent.yaml"
     path.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "state"), "store": {"url": store_url}}))
     return load_config(path, environ={})
-
-
-def run_backfill(config, paths, **options):
-    state, store = State(config.state_dir), Store.from_config(config)
-    try:
-        return backfill(paths, config, state, store, GEOIP, progress=False, **options)
-    finally:
-        store.close()
-        state.close()
 
 
 def test_backfill_of_a_collector_tree_is_resumable_and_names_bad_members(collector_tree, tmp_path, victoria):

@@ -15,7 +15,7 @@ import yaml
 
 from agent.config.loader import load_config
 from agent.detect.engine import STATE_FILE, Detector, DetectorFile
-from agent.loop.backfill import _FactsKept, _with_points, backfill, newest_snapshot
+from agent.loop.backfill import _FactsKept, _with_points, newest_snapshot
 from agent.loop.once import once_from
 from agent.metrics.geoip import GeoIP
 from agent.model.points import point
@@ -25,7 +25,7 @@ from agent.pipeline.state import State
 from agent.store.outbox import Outbox, pack
 from agent.store.store import EncodedPoints, Store
 from benchmarks.memory import restamp
-from tests.conftest import DATA, full_consensuses
+from tests.conftest import DATA, full_consensuses, run_backfill
 
 GEOIP = GeoIP.load(DATA / "geoip-excerpt")
 START = datetime(2024, 1, 1)
@@ -55,15 +55,6 @@ def config_for(directory: Path, **detect):
         "alerts": {"routes": [{"name": "everyone", "email": ["ops@example.org"]}]},
         "email": {"host": "127.0.0.1", "port": 9, "security": "none"}}))
     return load_config(path, environ={})
-
-
-def run_backfill(config, paths, **options):
-    state, store = State(config.state_dir), Store.from_config(config)
-    try:
-        return backfill(paths, config, state, store, GEOIP, progress=False, **options)
-    finally:
-        store.close()
-        state.close()
 
 
 def saved_detector(config) -> Detector:

@@ -25,15 +25,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from agent.config.loader import load_config
 from agent.loop.archived import KeptDocument, Period, archived_snapshot
-from agent.loop.backfill import BackfillResult, backfill
-from agent.metrics.geoip import GeoIP
+from agent.loop.backfill import BackfillResult
 from agent.model.snapshot import DocKind
 from agent.parse.archive import ReadReport, read_paths
-from agent.pipeline.state import State
-from agent.store.store import Store
-from tests.conftest import DATA, read_data
+from tests.conftest import read_data, run_backfill
 
-GEOIP = GeoIP.load(DATA / "geoip-excerpt")
 MIB = 1 << 20
 #: The fastest level of each (the zeros of a bomb compress well at any).
 COMPRESSIONS = {"gz": lambda raw: gzip.compress(raw, 1), "bz2": lambda raw: bz2.compress(raw, 1),
@@ -130,13 +126,7 @@ def _config(tmp_path, **settings):
 
 
 def _backfill(tmp_path, paths, config=None, **options) -> BackfillResult:
-    config = config or _config(tmp_path)
-    state, store = State(config.state_dir), Store.from_config(config)
-    try:
-        return backfill(paths, config, state, store, GEOIP, progress=False, **options)
-    finally:
-        store.close()
-        state.close()
+    return run_backfill(config or _config(tmp_path), paths, **options)
 
 
 def _write(folder, name: str, raw: bytes):
