@@ -72,9 +72,7 @@ class RuleWindows:
         self.churn: deque[tuple[float, float]] = deque(maxlen=_periods(24, 3600))
 
     def _window(self, name: str, periods: int) -> deque[Counter]:
-        window = self.counts.get(name)
-        if window is None or window.maxlen != periods:
-            window = self.counts[name] = deque(window or (), maxlen=periods)
+        window = self.counts[name] = _sized(self.counts.get(name, deque()), periods)
         return window
 
     def evaluate(self, relays: RelayFacts, changes: RelayChanges, period_seconds: int,
@@ -115,13 +113,9 @@ class RuleWindows:
         for rule, (_, hours, _) in RULES.items():
             self._window(rule, _periods(hours, period_seconds)).append(counts[_source(rule)])
         if churn is not None:
-            self._churn_window(_periods(24, period_seconds)).append(churn)
-
-    def _churn_window(self, periods: int) -> deque[tuple[float, float]]:
-        """The churn shares, as many periods as the 24-hour average reads (a state saved with more is cut)."""
-        if self.churn.maxlen != periods:
-            self.churn = deque(self.churn, maxlen=periods)
-        return self.churn
+            # as many periods as the 24-hour average reads (a state saved with more is cut)
+            self.churn = _sized(self.churn, _periods(24, period_seconds))
+            self.churn.append(churn)
 
     @staticmethod
     def _churn(churn: list[tuple[float, float]], period_seconds: int, limit: float) -> list[RuleHit]:
@@ -161,6 +155,11 @@ def churn_of(relays: RelayFacts, changes: RelayChanges, period_seconds: int = 36
 
 def _source(rule: str) -> str:
     return rule.split("_")[2] if rule.startswith("new_relays_") else "new"
+
+
+def _sized(window: deque, periods: int) -> deque:
+    """``window`` holding at most ``periods`` (the same deque when it already does; the newest kept)."""
+    return window if window.maxlen == periods else deque(window, maxlen=periods)
 
 
 def _periods(hours: float, period_seconds: int) -> int:
