@@ -9,11 +9,12 @@ cd "$(dirname "$0")/.."
 with_tests=0
 [ "${1:-}" = "--test" ] && with_tests=1
 
-packages=(tor tor-geoipdb python3-venv python3-pip ca-certificates)
-# The tests also start a real VictoriaMetrics on 127.0.0.1, verify the systemd unit,
-# check the alert rules with promtool (Debian's prometheus package) and vmalert, and
-# run the InfluxQL dashboard targets against Debian's InfluxDB 1.x.
-[ "$with_tests" -eq 1 ] && packages+=(victoria-metrics systemd prometheus influxdb)
+# victoria-metrics: the embedded store the agent starts itself when no store.url is set.
+packages=(tor tor-geoipdb victoria-metrics python3-venv python3-pip ca-certificates)
+# The tests also verify the systemd unit, check the alert rules with promtool
+# (Debian's prometheus package) and vmalert, and run the InfluxQL dashboard
+# targets against Debian's InfluxDB 1.x.
+[ "$with_tests" -eq 1 ] && packages+=(systemd prometheus influxdb)
 
 # tsc type-checks the dashboards against Grafana's schema (npm packages in grafana/schema-check).
 if [ "$with_tests" -eq 1 ] && ! command -v npm >/dev/null 2>&1; then packages+=(nodejs npm); fi

@@ -33,7 +33,7 @@ class InfluxWriter:
     def __init__(self, url: str, org: str, bucket: str, token: str, timeout_seconds: float,
                  batch_lines: int, retry: RetryPolicy):
         self.url, self.org, self.bucket = url, org, bucket
-        self.batch_lines = batch_lines
+        self.timeout_seconds, self.batch_lines = timeout_seconds, batch_lines
         self.retry = retry
         register(token)
         register_url(url)

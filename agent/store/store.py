@@ -1,14 +1,17 @@
 """Storage: every period goes through the durable outbox, then to the TSDB if one is configured.
 
-With no TSDB configured the agent still runs and everything waits in the
-outbox (the embedded default); configure ``store.url`` later and the next
-cycle drains it, oldest first.
+With no ``store.url`` the agent writes to its own VictoriaMetrics
+(``agent/store/embedded.py``); if that cannot run (the binary is missing, or
+``store.embedded: false``) everything waits in the outbox, and the next
+cycle with a store drains it, oldest first.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,28 +53,70 @@ class SaveResult:
     error: str | None = None
 
 
-class Store:
-    """The outbox plus, optionally, an InfluxDB v2 writer (see agent.store.influx)."""
+def start_embedded(config):
+    """The embedded store for this config's state directory (started, or the one running); None if impossible."""
+    from agent.store.embedded import EmbeddedSettings, EmbeddedVictoria
 
-    def __init__(self, outbox: Outbox, writer=None):
+    try:
+        return EmbeddedVictoria.start_or_attach(EmbeddedSettings(
+            Path(config.state_dir), config.store.embedded_binary, config.store.embedded_port,
+            config.store.embedded_retention_years))
+    except StoreError as error:  # the agent still runs: periods wait in the outbox
+        log.error("no embedded store: %s; periods wait in the outbox", error)
+        return None
+
+
+@contextmanager
+def query_endpoint(config) -> Iterator[str | None]:
+    """The PromQL endpoint to ask: ``query.url``, else the embedded store's (started for the while if need be).
+
+    The embedded store answers PromQL on the port it takes writes on; one
+    started here (no daemon running) is stopped again afterwards.
+    """
+    if config.query.url or not config.store.uses_embedded:
+        yield config.query.url
+        return
+    embedded = start_embedded(config)
+    try:
+        yield embedded.url if embedded is not None else None
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+class Store:
+    """The outbox plus, optionally, an InfluxDB v2 writer (see agent.store.influx) and the embedded store."""
+
+    def __init__(self, outbox: Outbox, writer=None, embedded=None):
         self.outbox = outbox
         self.writer = writer
+        self.embedded = embedded  # an EmbeddedVictoria the writer writes to, stopped on close if ours
 
     @classmethod
     def from_config(cls, config) -> Store:
         outbox = Outbox(Path(config.state_dir) / "outbox", config.store.outbox_max_bytes)
+        url, embedded = config.store.url, None
+        if config.store.uses_embedded:
+            try:
+                embedded = start_embedded(config)
+            except BaseException:
+                outbox.close()
+                raise
+            url = embedded.url if embedded else None
         writer = None
-        if config.store.url:
+        if url:
             from agent.store.influx import InfluxWriter
 
-            writer = InfluxWriter(config.store.url, config.store.org, config.store.bucket,
+            writer = InfluxWriter(url, config.store.org, config.store.bucket,
                                   os.environ.get(config.store.token_env, ""), config.store.timeout_seconds,
                                   config.store.batch_lines, config.store.retry)
-        return cls(outbox, writer)
+        return cls(outbox, writer, embedded)
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+        if self.embedded is not None:
+            self.embedded.stop()
         self.outbox.close()
 
     def save(self, points: list[Point] | EncodedPoints, period_time: int) -> SaveResult:
@@ -94,6 +139,7 @@ class Store:
         daemon's grace time bounds it, and a period cut off mid-write is re-sent
         next time, which the store absorbs.
         """
+        self._supervise()
         if self.writer is None:
             return 0, 0, None
         periods = lines = 0
@@ -116,6 +162,17 @@ class Store:
                 lines += len(record.lines)
             self.outbox.commit(record.end)
         return periods, lines, None
+
+    def _supervise(self) -> None:
+        """Keeps the embedded store up: restarted if it died, the writer pointed at it again if it moved."""
+        if self.embedded is None or not self.embedded.ensure_running():
+            return
+        from agent.store.influx import InfluxWriter
+
+        old = self.writer
+        self.writer = InfluxWriter(self.embedded.url, old.org, old.bucket, "", old.timeout_seconds,
+                                   old.batch_lines, old.retry)
+        old.close()
 
     def _reject(self, record, error: StoreError) -> None:
         """A period the TSDB will never accept is kept aside for a person, not retried forever."""
