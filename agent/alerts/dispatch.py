@@ -27,7 +27,7 @@ from typing import Any
 
 from agent.alerts.deliveries import Delivery, DeliveryOutbox
 from agent.alerts.engine import AlertBook, SuppressionPolicy, set_aside, set_aside_counts
-from agent.alerts.notifiers import SUBSCRIPTION_CHANNEL, Notifier, notifiers
+from agent.alerts.notifiers import Notifier, notifiers, subscription_channel
 from agent.alerts.quality import FINDINGS, SUBSCRIPTIONS
 from agent.alerts.render import Message, compose
 from agent.model.alerts import Alert, Notice, from_finding
@@ -136,7 +136,7 @@ class Alerting:
 
     def _destinations(self, alert: Alert) -> list[tuple[str, str]]:
         if alert.recipient is not None:
-            return [(SUBSCRIPTION_CHANNEL, alert.recipient)]
+            return [(subscription_channel(self.config), alert.recipient)]
         found = [destination for route in self.config.alerts.routes if route.matches(alert)
                  for destination in route.destinations()]
         return list(dict.fromkeys(found))

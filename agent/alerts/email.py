@@ -132,28 +132,11 @@ class EmailSender:
 
     def build(self, target: str, message: Message, token: str) -> EmailMessage:
         """The message as it goes out, with header-safe values only; DeliveryError for a target that is no address."""
-        address, _ = mailbox(target)
-        mail = EmailMessage()
-        mail["From"] = self._sender()[0]
-        mail["To"] = address
-        mail["Subject"] = clean(message.subject, SUBJECT_LIMIT)
-        mail["Date"] = formatdate(usegmt=True)
-        mail["Message-ID"] = f"<{_message_id(token)}@allium-agent>"
-        mail["Auto-Submitted"] = "auto-generated"
-        for name, value in message.headers.items():
-            canonical = EXTRA_HEADERS.get(str(name).lower())
-            if canonical and canonical not in mail:
-                mail[canonical] = clean(value, 900)
-        mail.set_content(_body(message.text))
-        mail.add_alternative(f"<html><body>{_body(message.html)}</body></html>", subtype="html")
-        return mail
+        return compose(self._sender()[0], target, message, token)
 
     def _sender(self) -> tuple[str, bool]:
         """The configured sender; a bad one keeps the queue (a configuration to fix, not the messages' fault)."""
-        try:
-            return mailbox(self.settings.sender)
-        except DeliveryError:
-            raise DeliveryError("email.sender is not a single email address") from None
+        return sender_address(self.settings.sender)
 
     def _connect(self) -> smtplib.SMTP:
         settings = self.settings
@@ -168,6 +151,36 @@ class EmailSender:
                 smtp.close()
                 raise
         return smtp
+
+
+def compose(sender: str, target: str, message: Message, token: str) -> EmailMessage:
+    """The mail as it goes out (SMTP or a local mail folder), with header-safe values only.
+
+    Raises a permanent DeliveryError for a target that is no single address.
+    """
+    address, _ = mailbox(target)
+    mail = EmailMessage()
+    mail["From"] = sender
+    mail["To"] = address
+    mail["Subject"] = clean(message.subject, SUBJECT_LIMIT)
+    mail["Date"] = formatdate(usegmt=True)
+    mail["Message-ID"] = f"<{_message_id(token)}@allium-agent>"
+    mail["Auto-Submitted"] = "auto-generated"
+    for name, value in message.headers.items():
+        canonical = EXTRA_HEADERS.get(str(name).lower())
+        if canonical and canonical not in mail:
+            mail[canonical] = clean(value, 900)
+    mail.set_content(_body(message.text))
+    mail.add_alternative(f"<html><body>{_body(message.html)}</body></html>", subtype="html")
+    return mail
+
+
+def sender_address(sender: str) -> tuple[str, bool]:
+    """The configured sender; a bad one keeps the queue (a configuration to fix, not the messages' fault)."""
+    try:
+        return mailbox(sender)
+    except DeliveryError:
+        raise DeliveryError("email.sender is not a single email address") from None
 
 
 def _login(smtp: smtplib.SMTP, username: str, password: str) -> None:

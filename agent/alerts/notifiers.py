@@ -1,6 +1,6 @@
 """The ways a message can leave the agent, keyed by channel: the one list the dispatcher and routes read.
 
-A notifier is one module (``email``, ``matrix``) whose class conforms to
+A notifier is one module (``email``, ``matrix``, ``maildir``) whose class conforms to
 ``NotifierFactory``; adding one is that module plus one entry in NOTIFIERS.
 """
 
@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from agent.alerts.email import EmailSender
+from agent.alerts.maildir import MaildirSender
 from agent.alerts.matrix import MatrixSender
 from agent.alerts.render import Message
 
@@ -30,7 +31,7 @@ class Notifier(Protocol):
 class NotifierFactory(Protocol):
     """A notifier's class: what routes call its targets, and how to make one from the configuration."""
 
-    #: Names its targets in complaints about a route, e.g. "names no email address and no Matrix room".
+    #: Names its targets in complaints about a route, e.g. "names no email address, Matrix room or maildir address".
     target_noun: str
     #: Its settings: a frozen dataclass listing ``SETTINGS`` as the other parts do, mounted at the channel's name.
     Settings: type
@@ -44,10 +45,18 @@ class NotifierFactory(Protocol):
 NOTIFIERS: dict[str, NotifierFactory] = {
     "email": EmailSender,
     "matrix": MatrixSender,
+    "maildir": MaildirSender,
 }
 
 #: Where subscription alerts go: subscribers sign up with an email address.
 SUBSCRIPTION_CHANNEL = "email"
+
+
+def subscription_channel(config: Any) -> str:
+    """The channel subscribers' mail takes: SMTP if configured, else a local mail folder if that is (the demo's)."""
+    if config.notifiers[SUBSCRIPTION_CHANNEL].host is None and config.notifiers["maildir"].directory:
+        return "maildir"
+    return SUBSCRIPTION_CHANNEL
 
 
 def notifiers(config: Any, environ: Mapping[str, str]) -> dict[str, Notifier]:

@@ -21,6 +21,7 @@ from agent.model.findings import SEVERITIES
 
 SUBJECT_LIMIT = 200
 FIELD_LIMIT = 500
+DESCRIPTION_LIMIT = 2000  # a finding's description lists up to ten relays with their details
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]+")
 _STATUS_HEADINGS = (("firing", "New"), ("reminder", "Still firing"), ("resolved", "Resolved"))
 
@@ -54,9 +55,27 @@ class Message:
 
 
 def clean(value: object, limit: int = FIELD_LIMIT) -> str:
-    """One line, no control characters, at most ``limit`` characters."""
+    """One line, no control characters, at most ``limit`` characters, never cut inside an item.
+
+    A list (items separated by ``; `` or ``, ``) keeps its whole leading
+    items and says how many it leaves out; other text is cut between words.
+    """
     text = _CONTROL.sub(" ", str(value)).strip()
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return text if len(text) <= limit else _shorten(text, limit)
+
+
+def _shorten(text: str, limit: int) -> str:
+    for separator in ("; ", ", "):
+        items = text.split(separator)
+        if len(items) < 2:
+            continue
+        for kept in range(len(items) - 1, 0, -1):
+            shown = separator.join(items[:kept]) + f"{separator}… ({len(items) - kept} more)"
+            if len(shown) <= limit:
+                return shown
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit // 2 else cut).rstrip() + "…"
 
 
 def subject_of(notices: list[Notice]) -> str:
@@ -120,8 +139,9 @@ def _describe(notice: Notice) -> tuple[str, str]:
     since = datetime.fromtimestamp(notice.first_seen, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     if notice.status == "resolved":
         minutes = max(0, notice.now - notice.first_seen) // 60
-        return line, f"cleared after {minutes} min (first seen {since}). Was: {clean(alert.description)}"
-    return line, f"{clean(alert.description)} (since {since})"
+        return line, f"cleared after {minutes} min (first seen {since}). Was: " \
+                     f"{clean(alert.description, DESCRIPTION_LIMIT)}"
+    return line, f"{clean(alert.description, DESCRIPTION_LIMIT)} (since {since})"
 
 
 def _unsubscribe_link(public_url: str | None, token: str) -> str:

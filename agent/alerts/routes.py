@@ -71,8 +71,8 @@ def parse_routes(value: object) -> tuple[Route, ...]:
             continue
         targets = {channel: tuple(lists[channel]) for channel in NOTIFIERS if lists[channel]}
         if not targets:
-            nouns = " and no ".join(factory.target_noun for factory in NOTIFIERS.values())
-            problems.append(f"[{index}] ({item['name']}): names no {nouns}")
+            *others, last = [factory.target_noun for factory in NOTIFIERS.values()]
+            problems.append(f"[{index}] ({item['name']}): names no {', '.join(others)} or {last}")
             continue
         routes.append(Route(str(item["name"]), targets, *(frozenset(lists[key]) for key in _FILTERS)))
     if problems:

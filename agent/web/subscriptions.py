@@ -24,7 +24,7 @@ from flask import Flask, request
 from flask_limiter import Limiter
 
 from agent.alerts.dispatch import Alerting
-from agent.alerts.notifiers import SUBSCRIPTION_CHANNEL
+from agent.alerts.notifiers import subscription_channel
 from agent.alerts.render import Message, clean
 from agent.config.loader import Config
 from agent.model.errors import SubscriptionError
@@ -63,7 +63,7 @@ def create_app(config: Config, environ=os.environ, clock=time.time, mail_queued=
         text = "\n".join(lines) + "\n"
         body = "".join(f"<p>{html.escape(line)}</p>" for line in lines)
         token = hashlib.sha256(f"{address}|{key}".encode()).hexdigest()[:40]
-        alerting.send_later(SUBSCRIPTION_CHANNEL, address, Message(subject, text, body), token)
+        alerting.send_later(subscription_channel(config), address, Message(subject, text, body), token)
         mail_queued()
 
     @app.post("/subscribe")

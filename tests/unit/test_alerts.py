@@ -7,7 +7,7 @@ import pytest
 from agent.alerts.deliveries import DeliveryOutbox
 from agent.alerts.email import EmailSender
 from agent.alerts.engine import AlertBook, SuppressionPolicy, plan
-from agent.alerts.render import Message, compose, subject_of
+from agent.alerts.render import DESCRIPTION_LIMIT, Message, clean, compose, subject_of
 from agent.alerts.routes import Route
 from agent.config.loader import load_config
 from agent.model.alerts import Alert, Notice
@@ -90,6 +90,16 @@ def test_subject_names_the_worst_first_then_counts_the_rest():
     assert subject_of([notices[3]]) == "[resolved] TorAuthorityUnreachable (dizum)"
 
 
+def test_a_long_list_is_cut_between_items_and_says_how_many_it_leaves_out():
+    relays = "; ".join(f"relay{n} ({n:040X}): consensus weight jumped from 100 to {n * 1000}" for n in range(40))
+    shortened = clean(f"40 relays: {relays}", 600)
+    assert len(shortened) <= 600 and shortened.endswith("more)")
+    kept, _, left_out = shortened.rpartition("; … (")
+    assert kept.split("; ")[-1].endswith("to " + str((len(kept.split("; ")) - 1) * 1000))  # the last item is whole
+    assert int(left_out.split()[0]) == 40 - len(kept.split("; "))
+    assert clean("word " * 200, 50).endswith("word…")  # plain text is cut between words
+
+
 def test_attacker_controlled_text_is_escaped_bounded_and_cannot_inject_headers():
     nasty = "<script>alert(1)</script>\r\nBcc: victim@example.org\n**bold** [x](http://evil)" + "A" * 2000
     relay = Alert("TorRelayDown", "warning", {"relay": nasty}, "relay down", f"{nasty} is down",
@@ -97,7 +107,7 @@ def test_attacker_controlled_text_is_escaped_bounded_and_cannot_inject_headers()
     message = compose([Notice(relay, "firing", 1_000_000, 1_000_000)], "vp", "https://agent.example.org")
     assert "\n" not in message.subject and "\r" not in message.subject and len(message.subject) <= 200
     assert "<script>" not in message.html and "&lt;script&gt;" in message.html
-    assert all(len(line) < 1100 for line in message.text.splitlines())
+    assert all(len(line) < DESCRIPTION_LIMIT + 100 for line in message.text.splitlines())
     email = EmailSender(load_config(None, environ={}).notifiers["email"], {}).build("op@example.org", message, "t1")
     assert email["Bcc"] is None and email["Message-ID"] == "<t1@allium-agent>"
     assert email["List-Unsubscribe"] == "<https://agent.example.org/unsubscribe?token=tok>"
@@ -120,8 +130,8 @@ def test_bad_routes_are_reported_with_their_index(tmp_path):
     with pytest.raises(ConfigError) as error:
         load_config(path, environ={})
     assert error.value.problems == [
-        "alerts.routes: [0] (a): names no email address and no Matrix room; [1] (b): email must be a list of "
-        "strings; [2] (c): unknown severity loud"]
+        "alerts.routes: [0] (a): names no email address, Matrix room or maildir address; [1] (b): email must be a "
+        "list of strings; [2] (c): unknown severity loud"]
 
 
 @dataclass(frozen=True)
@@ -160,7 +170,7 @@ def test_a_new_notifier_is_one_entry_in_NOTIFIERS(tmp_path, monkeypatch):
     with pytest.raises(ConfigError) as error:
         load_config(path, environ={})
     assert error.value.problems == [
-        "alerts.routes: [1] (none): names no email address and no Matrix room and no webhook URL"]
+        "alerts.routes: [1] (none): names no email address, Matrix room, maildir address or webhook URL"]
     path.write_text("alerts:\n  routes:\n    - name: hook\n      webhook: [https://hooks.example.org/x]\n")
     config = load_config(path, environ={})
     assert config.alerts.routes == (Route("hook", {"webhook": ("https://hooks.example.org/x",)}),)
