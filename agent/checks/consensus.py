@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.checks.authority import authority_relays
+from agent.checks.authority import authority_relays, switchover_grace
 from agent.checks.registry import Context, check
 from agent.model.entries import entries_of
 from agent.model.findings import Hit
@@ -123,10 +123,17 @@ def microdesc_problem(context: Context):
         if micro is None:
             yield Hit({"authority": nickname},
                       f"{nickname} serves an ns consensus but no usable microdesc consensus", {})
-        elif micro.valid_after != ns.valid_after:
+        elif micro.valid_after != ns.valid_after and not _switching(context, ns, micro):
             yield Hit({"authority": nickname},
                       f"{nickname} serves the microdesc consensus of {micro.valid_after:%H:%M:%S} "
                       f"but the ns consensus of {ns.valid_after:%H:%M:%S}", {})
+
+
+def _switching(context: Context, ns, micro) -> bool:
+    """True if the two flavours are consecutive periods fetched just after the boundary (one switched first)."""
+    older, newer = sorted((ns, micro), key=lambda consensus: consensus.valid_after)
+    period = older.fresh_until - older.valid_after
+    return older.fresh_until == newer.valid_after and context.now - newer.valid_after <= switchover_grace(period)
 
 
 @check("TorAuthorityMissingFromConsensus", "warning",

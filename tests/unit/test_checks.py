@@ -111,6 +111,27 @@ def test_authority_consensus_stale_and_critical_above_three(consensus):
     assert {f.severity for f in late_two} == {"warning"}
 
 
+def test_an_authority_switching_to_the_new_consensus_is_not_stale_for_the_first_moments(consensus):
+    """Authorities switch at valid-after; a fetch seconds later may still get the previous period's consensus."""
+    snap = snapshot(consensus)
+    next_period = consensus.fresh_until  # one hour after valid-after
+    assert findings(snap, "TorAuthorityConsensusStale", now=next_period + timedelta(seconds=10)) == []
+    assert findings(snap, "TorAuthorityConsensusStale", now=next_period + timedelta(minutes=5)) == []
+    late = findings(snap, "TorAuthorityConsensusStale", now=next_period + timedelta(minutes=7))
+    assert len(late) == len(snap.views)  # a tenth of the hour on: stale
+
+
+def test_flavours_of_consecutive_periods_are_a_switch_in_progress_only_just_after_the_boundary(consensus):
+    later = parse_data("consensus", "2016-09-20-13-00-00-consensus.xz")  # a fresh copy to edit
+    later.valid_after, later.fresh_until = consensus.fresh_until, consensus.fresh_until + timedelta(hours=1)
+    snap = snapshot(consensus)
+    for view in snap.views.values():
+        view.microdesc_consensus = later  # the microdesc flavour switched first
+    assert findings(snap, "TorMicrodescConsensusProblem", now=later.valid_after + timedelta(seconds=3)) == []
+    hits = findings(snap, "TorMicrodescConsensusProblem", now=later.valid_after + timedelta(minutes=20))
+    assert len(hits) == len(snap.views) and "but the ns consensus of 13:00:00" in hits[0].description
+
+
 def test_certificate_expiring(consensus, vote):
     snap = snapshot(consensus, votes={"maatuska": vote})
     expires = vote.directory_authorities[0].key_certificate.expires
