@@ -117,7 +117,7 @@ class Detector:
         rows, unknown = self.relays.rows_of(relays)
         flags_before = self.relays.flags[rows].copy()
         changes = self.relays.changes(relays, rows, unknown, facts.time, facts.period_seconds)
-        period = Period(facts, self.relays, rows, changes, flags_before)
+        period = Period(facts, self.relays, rows, changes, flags_before, periods_learned=self.periods)
         for name, detector in self.detectors.items():
             period.scores[name] = detector.score_one(period)
         for detector in self.detectors.values():

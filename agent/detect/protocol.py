@@ -50,6 +50,7 @@ class Period:
     rows: np.ndarray  # each relay's row in the memory (its per-relay columns)
     changes: RelayChanges
     flags_before: np.ndarray  # each relay's flags in the previous periods (0 for a first sighting)
+    periods_learned: int = 0  # periods the engine learned before this one (a detector's warm-up counts them)
     #: detector name -> its Scores, filled in DETECTORS order: a detector may read those scored before it.
     scores: dict[str, Scores] = field(default_factory=dict)
 

@@ -266,6 +266,8 @@ class RelaySettings:
     relay_flap_changes: int = setting("detect.rules.relay_flap_changes", 8, "positive_int")
     relay_listing_drop: int = setting("detect.rules.relay_listing_drop", 2, "positive_int")
     relay_min_relays: int = setting("detect.rules.relay_min_relays", 10, "positive_int")
+    #: The engine's warm-up: a new network's relays settle (weights measured, flags earned) in its first periods.
+    warmup_periods: int = setting("detect.warmup_periods", 48, "positive_int")
 
 
 class RelayAnomalies(BaseDetector):
@@ -277,7 +279,9 @@ class RelayAnomalies(BaseDetector):
     (a relay is counted when it starts flapping, not every period it goes
     on): on real 2025 history, single relays flapping their Guard flag made
     an info alarm in one hour of six. Every anomalous relay stays in the
-    period's details and its ``tor_anomaly`` count.
+    period's details and its ``tor_anomaly`` count. Nothing is reported
+    during the engine's warm-up (``detect.warmup_periods``): on a new
+    network every relay's weight and flags move in its first periods.
     """
 
     name = "relays"
@@ -292,8 +296,9 @@ class RelayAnomalies(BaseDetector):
         for anomaly in found:
             by_kind.setdefault(anomaly.kind, []).append(anomaly)
         findings = []
+        warming = period.periods_learned < self.settings.warmup_periods
         for kind, anomalies in sorted(by_kind.items()):
-            if len(anomalies) < self.settings.relay_min_relays:
+            if warming or len(anomalies) < self.settings.relay_min_relays:
                 continue  # one relay's oddity is its operator's news (its points and details), not the network's
             anomalies.sort(key=lambda anomaly: -anomaly.score)
             listed = "; ".join(f"{a.nickname} ({a.fingerprint}): {a.detail}" for a in anomalies[:LIST_AT_MOST])

@@ -475,3 +475,24 @@ def test_a_period_longer_than_a_rules_window_scales_its_limit(relays, settings):
 
     assert hits(300, 8 * 3600) == [] and hits(300, 3600, elapsed=8) == []
     assert "new_relays" in hits(500, 8 * 3600) and hits(300, 3600) == ["new_relays"]
+
+
+def test_per_relay_detectors_keep_quiet_during_the_warm_up(relays, settings):
+    """On a new network every relay's weight moves in its first periods: no TorAnomalyRelays until warmed up."""
+    replay, detector = Replay(*relays, seed=5), Detector(settings)
+    first = copy.deepcopy(replay).period_facts(0, None).relays
+    heaviest = [first.fingerprint[row] for row in np.argsort(-first.weight)[:60]]
+    during, after = heaviest[:30], heaviest[30:]  # thirty relays' weights jump together in each phase
+    for index in range(WARMUP + 3):
+        facts = replay.period_facts(index, None)
+        jumping = during if index == WARMUP - 5 else after if index == WARMUP + 2 else []
+        rows = [row for row, fingerprint in enumerate(facts.relays.fingerprint) if fingerprint in jumping]
+        facts.relays.weight[rows] *= 16
+        result = detector.update(facts)
+        jumps = [a for a in result.relay_anomalies if a.kind == "weight_jump"]
+        if index == WARMUP - 5:
+            assert len(jumps) >= 10 and "relay weight_jump" not in firing(result)  # seen, held back
+        elif index == WARMUP + 2:
+            assert len(jumps) >= 10 and "relay weight_jump" in firing(result)  # the same shape, warmed up
+        else:
+            assert "relay weight_jump" not in firing(result)
