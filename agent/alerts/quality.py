@@ -148,34 +148,3 @@ def quality_points(report: Iterable[CheckQuality], vantage: str, time: int) -> l
         "alarms_per_1000_periods": q.alarms_per_1000_periods, "alarms": q.alarms, "flaps": q.flaps,
         "mean_time_to_resolve_seconds": q.mean_seconds_to_resolve, "periods_observed": q.periods_observed,
     }, time) for q in report]
-
-
-def readable_duration(seconds: float | None) -> str:
-    """``3 h 20 min``, ``45 min``, ``2 d 4 h``, ``30 s``; ``-`` for None."""
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{round(seconds)} s"
-    minutes = round(seconds / 60)
-    if minutes < 60:
-        return f"{minutes} min"
-    if minutes < 24 * 60:
-        hours, rest = divmod(minutes, 60)
-        return f"{hours} h {rest} min" if rest else f"{hours} h"
-    days, rest = divmod(round(seconds / 3600), 24)
-    return f"{days} d {rest} h" if rest else f"{days} d"
-
-
-def table(report: list[CheckQuality]) -> list[str]:
-    """``alerts status``'s aligned table, one line per check."""
-    header = ("check", "alarms/1000 periods", "mean time to resolve", "flaps", "periods observed")
-    rows = [(q.check, f"{q.alarms_per_1000_periods:.1f}", readable_duration(q.mean_seconds_to_resolve),
-             str(q.flaps), str(q.periods_observed)) for q in report]
-    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
-
-    def line(row: tuple[str, ...]) -> str:
-        cells = [row[0].ljust(widths[0]), row[1].rjust(widths[1]), row[2].ljust(widths[2]),
-                 row[3].rjust(widths[3]), row[4].rjust(widths[4])]
-        return "  ".join(cells).rstrip()
-
-    return [line(header), *(line(row) for row in rows)]

@@ -7,6 +7,8 @@ import sys
 import time
 from typing import Any
 
+from agent.cli.human import duration, joined, plural, printable, table, utc
+
 EXIT_OK, EXIT_PROBLEM = 0, 1
 
 
@@ -22,17 +24,18 @@ def add_commands(commands, with_config) -> None:
     sub_commands = subscriptions.add_subparsers(dest="subscriptions_command", required=True)
     add = with_config(sub_commands.add_parser("add", help="add an active subscription (no confirmation mail)"),
                       _subscriptions)
-    add.add_argument("email")
+    add.add_argument("email", help="the address alerts go to")
     target = add.add_mutually_exclusive_group(required=True)
-    target.add_argument("--relay", metavar="FINGERPRINT")
+    target.add_argument("--relay", metavar="FINGERPRINT", help="one relay, by its 40-hex-digit fingerprint")
     target.add_argument("--family", metavar="FINGERPRINT", help="every relay in this relay's effective family")
     target.add_argument("--contact", metavar="STRING", help="every relay with exactly this contact line")
     listing = with_config(sub_commands.add_parser("list", help="list subscriptions"), _subscriptions)
     listing.add_argument("--email", help="only this address's")
+    listing.add_argument("--json", action="store_true", help="print the subscriptions as a JSON array")
     remove = with_config(sub_commands.add_parser("remove", help="remove a subscription by ID or token"),
                          _subscriptions)
     which = remove.add_mutually_exclusive_group(required=True)
-    which.add_argument("--id", type=int)
+    which.add_argument("--id", type=int, help="the subscription's ID, as `subscriptions list` shows it")
     which.add_argument("--token", help="the unsubscribe token from an alert")
 
 
@@ -48,8 +51,10 @@ def _alerts(arguments) -> int:
         alerting = Alerting(config, state.db)
         if arguments.alerts_command == "drain":
             counts = alerting.drain(budget_seconds=120)
-            print(f"{counts['delivered']} delivered in all, {counts['waiting']} waiting, {counts['given_up']} given up")
-            _print_set_aside(alerting.quarantined())
+            print(f"{counts['delivered']:,} delivered in all, {counts['waiting']:,} waiting, "
+                  f"{counts['given_up']:,} given up")
+            for line in set_aside_lines(alerting.quarantined()):
+                print(line)
             return EXIT_PROBLEM if counts["waiting"] else EXIT_OK
         alerting.sweep()
         active, waiting, counts = alerting.book.active(), alerting.outbox.waiting(), alerting.outbox.counts()
@@ -60,16 +65,8 @@ def _alerts(arguments) -> int:
             print(json.dumps(_status_json(active, waiting, counts, alerting.quarantined(), report, observed,
                                           flap_periods), indent=2))
             return EXIT_OK
-        for tracked in active:
-            told = "told" if tracked.last_notified else "not told (waiting or silenced)"
-            print(f"[{tracked.alert.severity}] {_printable(tracked.alert.label)} since "
-                  f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(tracked.first_seen))} UTC, {told}")
-        for channel, target, subject, attempts, error in waiting:
-            print(f"waiting: {channel} to {_printable(target)}: {_printable(subject)} "
-                  f"({attempts} attempts; {_printable(error or 'not tried yet')})")
-        print(f"{counts['waiting']} waiting, {counts['delivered']} delivered, {counts['given_up']} given up")
-        _print_set_aside(alerting.quarantined())
-        _print_quality(report, observed, flap_periods)
+        print("\n".join(status_lines(active, waiting, counts, alerting.quarantined(), report, observed,
+                                      flap_periods)))
         return EXIT_OK
     finally:
         state.close()
@@ -90,31 +87,41 @@ def _status_json(active, waiting, counts: dict[str, int], set_aside: dict[str, i
     }
 
 
-def _print_quality(report, observed: dict[str, int], flap_periods: int) -> None:
+def status_lines(active, waiting, counts: dict[str, int], set_aside: dict[str, int], report,
+                 observed: dict[str, int], flap_periods: int) -> list[str]:
+    """``alerts status`` for people: the active alerts, the messages waiting, then each check's alert quality."""
+    lines = [f"active alerts: {len(active) or 'none'}"]
+    lines += table([(t.alert.severity, t.alert.label, utc(t.first_seen),
+                     "yes" if t.last_notified else "not yet (waiting or silenced)") for t in active],
+                   ("severity", "alert", "since", "told"), indent="  ") if active else []
+    lines.append(f"messages: {counts['waiting']:,} waiting, {counts['delivered']:,} delivered, "
+                 f"{counts['given_up']:,} given up")
+    lines += table([(channel, target, subject, attempts, error or "not tried yet")
+                    for channel, target, subject, attempts, error in waiting],
+                   ("channel", "to", "subject", "tries", "last error"), right={3}, indent="  ") if waiting else []
+    lines += set_aside_lines(set_aside)
+    return lines + quality_lines(report, observed, flap_periods)
+
+
+def quality_lines(report, observed: dict[str, int], flap_periods: int) -> list[str]:
     """Each check's alarms per 1,000 periods, mean time to resolve and flaps (``agent.alerts.quality``)."""
-    from agent.alerts.quality import FINDINGS, table
+    from agent.alerts.quality import FINDINGS
 
     if not report:
-        print(f"alert quality: no alarm in the {observed.get(FINDINGS, 0)} periods observed")
-        return
-    print(f"alert quality (a flap: an alarm gone within {flap_periods} periods):")
-    for line in table(report):
-        print(_printable(line))
+        return [f"alert quality: no alarm in the {plural(observed.get(FINDINGS, 0), 'period')} observed"]
+    rows = [(q.check, f"{q.alarms_per_1000_periods:.1f}", duration(q.mean_seconds_to_resolve), q.flaps,
+             q.periods_observed) for q in report]
+    header = ("check", "alarms/1000 periods", "mean time to resolve", "flaps", "periods observed")
+    return [f"alert quality (a flap: an alarm gone within {plural(flap_periods, 'period')}):",
+            *table(rows, header, right={1, 3, 4})]
 
 
-def _print_set_aside(counts: dict[str, int]) -> None:
+def set_aside_lines(counts: dict[str, int]) -> list[str]:
     """``3 deliveries, 1 alert and 1 status value set aside as unreadable``, when any were."""
     nouns = {"deliveries": ("delivery", "deliveries"), "alerts": ("alert", "alerts"),
              "status": ("status value", "status values")}
-    parts = [f"{count} {nouns[kind][count != 1]}" for kind, count in counts.items() if count]
-    if parts:
-        listed = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
-        print(f"{listed} set aside as unreadable (kept with the reason; see docs/alerts.md)")
-
-
-def _printable(text: object) -> str:
-    """Text from the state (addresses, subjects, servers' errors) with control characters shown as escapes."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
+    parts = [plural(count, *nouns[kind]) for kind, count in counts.items() if count]
+    return [f"{joined(parts)} set aside as unreadable (kept with the reason; see docs/alerts.md)"] if parts else []
 
 
 def _subscriptions(arguments) -> int:
@@ -135,16 +142,33 @@ def _subscriptions(arguments) -> int:
             except SubscriptionError as error:
                 print(f"not added: {error}", file=sys.stderr)
                 return EXIT_PROBLEM
-            print(f"subscription {added.id}: {added.email} {added.kind} {added.target} (active)")
+            print(f"subscription {added.id}: {printable(added.email)} {added.kind} {printable(added.target)} (active)")
             return EXIT_OK
         if action == "remove":
             removed = store.remove(arguments.id) if arguments.id is not None else store.unsubscribe(arguments.token)
             print("removed" if removed else "no such subscription")
             return EXIT_OK if removed else EXIT_PROBLEM
         shown = store.of(arguments.email) if arguments.email else store.everything()
-        for s in shown:
-            print(f"{s.id}\t{s.status}\t{s.email}\t{s.kind}\t{s.target}")
-        print(f"{len(shown)} subscriptions")
+        if arguments.json:
+            print(json.dumps([_subscription_json(s) for s in shown], indent=2))
+            return EXIT_OK
+        print("\n".join(subscription_lines(shown)))
         return EXIT_OK
     finally:
         state.close()
+
+
+def subscription_lines(shown) -> list[str]:
+    """``subscriptions list`` for people: one aligned row per subscription, then how many."""
+    pending = any(s.expires for s in shown)  # only unconfirmed subscriptions expire
+    rows = [(s.id, s.status, s.email, s.kind, s.target, utc(s.created),
+             *([utc(s.expires) if s.expires else ""] if pending else [])) for s in shown]
+    header = ("id", "status", "email", "kind", "target", "created", *(["expires"] if pending else []))
+    return [*(table(rows, header, right={0}) if rows else []), plural(len(shown), "subscription")]
+
+
+def _subscription_json(subscription) -> dict[str, Any]:
+    """One subscription for ``subscriptions list --json`` (times in Unix seconds; never the token)."""
+    return {"id": subscription.id, "status": subscription.status, "email": subscription.email,
+            "kind": subscription.kind, "target": subscription.target, "created": subscription.created,
+            "expires": subscription.expires}

@@ -9,6 +9,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from agent.cli.human import number, plural, utc
+
 EXIT_OK, EXIT_PROBLEM, EXIT_CONFIG = 0, 1, 2
 
 DESCRIPTION = """\
@@ -93,26 +95,27 @@ def _backfill(arguments) -> int:
     finally:
         store.close()
         state.close()
-    documents = ", ".join(f"{count} {kind}" for kind, count in sorted(result.documents.items())) or "none"
-    print(f"read: {documents}; {result.read.ignored} files of other kinds passed over")
-    print(f"periods: {result.periods_found} found, {result.periods_written} written, "
-          f"{result.periods_already_done} already written (use --force to rewrite), "
-          f"{result.periods_without_consensus} without a consensus, {result.periods_unverified} unverified "
-          f"(too few of their configured signers' key certificates in the input)")
+    documents = ", ".join(f"{number(count)} {kind}" for kind, count in sorted(result.documents.items())) or "none"
+    print(f"read: {documents}; {plural(result.read.ignored, 'file')} of other kinds passed over")
+    print(f"periods: {number(result.periods_found)} found, {number(result.periods_written)} written, "
+          f"{number(result.periods_already_done)} already written (use --force to rewrite), "
+          f"{number(result.periods_without_consensus)} without a consensus, {number(result.periods_unverified)} "
+          f"unverified (too few of their configured signers' key certificates in the input)")
     if arguments.detect:
         from agent.detect.engine import STATE_FILE
 
-        until = (datetime.fromtimestamp(result.learned_until, timezone.utc).strftime("%Y-%m-%d %H:%M")
-                 if result.learned_until is not None else "nothing yet")
-        print(f"anomaly detection: {result.periods_learned} periods learned, {result.periods_learned_before} "
-              f"skipped (not newer than what it had learned), {result.anomalies} anomalies found (stored as "
-              f"tor_anomaly points, not notified); it has learned up to {until} UTC "
-              f"({Path(config.state_dir) / STATE_FILE})")
+        until = utc(result.learned_until) if result.learned_until is not None else "nothing yet"
+        print(f"anomaly detection: {plural(result.periods_learned, 'period')} learned, "
+              f"{number(result.periods_learned_before)} skipped (not newer than what it had learned), "
+              f"{plural(result.anomalies, 'anomaly', 'anomalies')} found (stored as tor_anomaly points, not "
+              f"notified); it has learned up to {until} ({Path(config.state_dir) / STATE_FILE})")
     if result.unknown_signers:
         print("signatures not counted (signer not among authorities.bootstrap): " + ", ".join(
-            f"{identity} ({count} consensuses)" for identity, count in sorted(result.unknown_signers.items())))
-    print(f"points: {result.points}; {result.lines_written} lines delivered to {config.store.url or 'nowhere'}; "
-          f"{result.periods_waiting} periods wait in the outbox")
+            f"{identity} ({plural(count, 'consensus', 'consensuses')})"
+            for identity, count in sorted(result.unknown_signers.items())))
+    print(f"points: {number(result.points)}; {plural(result.lines_written, 'line')} delivered"
+          + (f" to {config.store.url}" if config.store.url else "")
+          + f"; {plural(result.periods_waiting, 'period waits', 'periods wait')} in the outbox")
     problems = result.read.unreadable + result.periods_rejected + result.conflicts
     for problem in result.read.unreadable + result.periods_rejected:
         print(f"problem: {problem}")

@@ -27,6 +27,8 @@ def add_commands(commands, with_config) -> None:
     evaluate = with_config(commands.add_parser(
         "evaluate", help="score the anomaly detectors on real history (--history) or on replays with injected "
                          "incidents"), _evaluate)
+    evaluate.add_argument("--json", action="store_true", help="print the results as JSON (both modes)")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar (with its ETA) on stderr")
     real = evaluate.add_argument_group("real history")
     real.add_argument("--history", action="append", type=Path, metavar="PATH", default=[],
                       help="replay real history through the detectors (repeatable): a relay-population series "
@@ -40,8 +42,6 @@ def add_commands(commands, with_config) -> None:
                            "are not judged (default 1)")
     real.add_argument("--labels", type=Path, metavar="CSV",
                       help="labelled incidents (default: the package's agent/evaluation/incidents.csv)")
-    real.add_argument("--json", action="store_true", help="print the results as JSON")
-    real.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     synthetic = evaluate.add_argument_group("synthetic replays (without --history)")
     synthetic.add_argument("--consensus", nargs="+", type=Path, metavar="FILE",
                            help="real consensuses: the first is the start, the others supply arriving relays "
@@ -127,7 +127,8 @@ def _real(paths: list[Path], arguments, config) -> int:
 
 
 def _synthetic(arguments, config) -> int:
-    from agent.evaluation.evaluate import evaluate
+    from agent.cli.human import duration, number, plural
+    from agent.evaluation.evaluate import INCIDENT_NAMES, evaluate
     from agent.evaluation.replay import population, read_documents
     from agent.metrics.geoip import load_or_empty
 
@@ -149,13 +150,29 @@ def _synthetic(arguments, config) -> int:
     base, reserve = population(*read_documents(consensuses, descriptors), load_or_empty(config.metrics.geoip_file))
     settings = config.detect.settings
     result = evaluate(base, reserve, settings, list(range(1, arguments.seeds + 1)), arguments.periods,
-                      arguments.incidents_every,
-                      progress=lambda seed, index: print(f"  seed {seed}: period {index}", file=sys.stderr))
-    print(f"Replays: {arguments.seeds} x {arguments.periods} hourly periods from {consensuses[0].name} "
-          f"({len(base)} relays; {len(reserve)} more real relays can arrive); warm-up {settings.warmup_periods} "
-          f"periods; {result.periods} periods judged; incident trials: "
-          + ", ".join(f"{kind} {count}" for kind, count in sorted(result.trials.items())))
+                      arguments.incidents_every, progress=not arguments.no_progress)
+    if arguments.json:
+        print(json.dumps(_synthetic_json(result, arguments, settings.warmup_periods), indent=2))
+        return EXIT_OK
+    print(f"Replays: {plural(arguments.seeds, 'replay')} of {plural(arguments.periods, 'hourly period')} from "
+          f"{consensuses[0].name} ({plural(len(base), 'relay')}; {number(len(reserve))} more real relays can "
+          f"arrive); warm-up {plural(settings.warmup_periods, 'period')}; {plural(result.periods, 'period')} "
+          "judged; incident trials: " + ", ".join(f"{INCIDENT_NAMES.get(kind, kind)} {number(count)}"
+                                                  for kind, count in result.trials.items()))  # the table's order
     print("Detected: trials caught within 2 periods, and the mean period of detection (0 = the incident's own).\n")
     print(result.table())
-    print(f"\nCPU: {time.process_time() - started:.1f} s")
+    print(f"\nCPU: {duration(time.process_time() - started)}")
     return EXIT_OK
+
+
+def _synthetic_json(result, arguments, warmup_periods: int) -> dict:
+    """``evaluate --json`` without --history: the figures of the table, incidents by their names."""
+    from agent.evaluation.evaluate import INCIDENT_NAMES
+
+    named = {kind: INCIDENT_NAMES.get(kind, kind) for kind in result.trials}
+    return {"replays": arguments.seeds, "periods_per_replay": arguments.periods, "warmup_periods": warmup_periods,
+            "periods_judged": result.periods, "trials": {named[kind]: count for kind, count in result.trials.items()},
+            "detectors": [{"detector": detector,
+                           "false_alarms": result.false_alarms.get(detector, 0),
+                           "detected": {named[kind]: result.detected.get((detector, kind), []) for kind in named}}
+                          for detector in result.detectors()]}

@@ -6,12 +6,19 @@ docs/once.schema.json; the table is for people and may change.
 
 from __future__ import annotations
 
+import os
+import re
+import time
 from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlsplit
 
+from agent.cli.human import duration, number, plural, table
 from agent.model.entries import ABSENT, entries_of
 from agent.model.snapshot import AuthorityView, DocKind, FetchRecord, Outcome, SignatureReport, Snapshot, quorum
 
 SCHEMA_ID = "allium-agent/once/1"
+_IMPORTED = time.monotonic()  # imported as ``once`` starts: command_seconds' fallback
 
 
 def _time(value: datetime | None) -> str | None:
@@ -150,47 +157,111 @@ def _fetch(record: FetchRecord) -> dict:
     }
 
 
-def render_table(report: dict) -> str:
-    """The report as a fixed-width table for a terminal."""
-    lines = [
-        f"vantage {report['vantage']}, {report['started_at']}, took {report['duration_seconds']} s; "
-        f"latest accepted consensus: {report['valid_after'] or 'none'} (quorum {report['quorum']})",
-        f"{'AUTHORITY':<12} {'REACHABLE':<9} {'LATENCY':>8} {'SKEW':>7}  {'SERVES VALID-AFTER':<20} "
-        f"{'VOTE':>6}  SIGNATURES",
-    ]
+def render_table(report: dict, wall_seconds: float | None = None) -> str:
+    """The report for a terminal: a header, one aligned row per authority, the failures by cause, where the points
+    went and, given ``wall_seconds``, how long the whole command took."""
+    consensus = report["valid_after"] or "none accepted"
+    lines = [f"vantage {report['vantage']} at {report['started_at']}: latest consensus {consensus} "
+             f"(quorum {plural(report['quorum'], 'signature')})"]
+    rows = []
     for item in report["authorities"]:
-        consensus, vote = item["consensus"], item["vote"]
-        latency = f"{item['latency_seconds'] * 1000:.0f} ms" if item["latency_seconds"] is not None else "-"
-        skew = f"{item['clock_skew_seconds']:+.1f} s" if item["clock_skew_seconds"] is not None else "-"
+        served, vote = item["consensus"], item["vote"]
         signatures = "-"
-        if consensus:
-            signatures = f"{consensus['valid_signatures']}/{consensus['signatures']} valid"
-            if consensus["missing_signatures"]:
-                signatures += f", missing {', '.join(consensus['missing_signatures'])}"
-        lines.append(
-            f"{item['nickname']:<12} {'yes' if item['reachable'] else 'NO':<9} {latency:>8} {skew:>7}  "
-            f"{(consensus['valid_after'] if consensus else '-'):<20} "
-            f"{(str(vote['relays']) if vote else '-'):>6}  {signatures}")
+        if served:
+            signatures = f"{served['valid_signatures']}/{served['signatures']} valid"
+            if served["missing_signatures"]:
+                signatures += f", missing {', '.join(served['missing_signatures'])}"
+        skew = item["clock_skew_seconds"]
+        rows.append((item["nickname"], "yes" if item["reachable"] else "NO", duration(item["latency_seconds"]),
+                     "-" if skew is None else ("+" if skew >= 0 else "") + duration(skew),
+                     served["valid_after"] if served else "-", number(vote["relays"]) if vote else "-", signatures))
+    lines += table(rows, ("authority", "reachable", "latency", "skew", "serves valid-after", "vote", "signatures"),
+                   right={2, 3, 5})
     changes = report["authority_changes"]
     for label in ("added", "missing", "moved"):
         if changes[label]:
             lines.append(f"authorities {label} (vs. the consensus): {', '.join(changes[label])}")
     descriptors = report["server_descriptors"]
-    lines.append(f"server descriptors: {descriptors['count']} (from {descriptors['from'] or 'nobody'})")
-    failures = [(item["nickname"], text) for item in report["authorities"] for text in item["failures"]]
-    failures += [(f["url"], f"server-descriptors: {f['error']}") for f in descriptors["fetches"] if f["error"]]
-    lines.append(f"failures: {len(failures)}")
-    lines += [f"  {who}: {text}" for who, text in failures]
-    storage = report["storage"]
-    if storage is not None:
-        lines.append(_storage_line(storage))
+    lines.append(f"server descriptors: {number(descriptors['count'])} (from {descriptors['from'] or 'nobody'})")
+    lines.append(f"failures: {number(report['failures'])}")
+    lines += [f"  {line}" for line in failure_lines(report)]
+    if report["storage"] is not None:
+        lines.append(_storage_line(report["storage"]))
+    fetching = f"fetching {duration(report['duration_seconds'])}"
+    lines.append(f"took {duration(wall_seconds)} in all, from the command's start ({fetching})"
+                 if wall_seconds is not None else f"took: {fetching}")
     return "\n".join(lines)
 
 
+def failure_lines(report: dict) -> list[str]:
+    """One line per authority and cause, the cause first, the documents it cost after it in brackets:
+    ``auth1: connection refused (127.0.0.1:9231) [key-certificates]`` (the address on an authority's first
+    line); a failure repeated ``n`` times for one kind of document as ``[server-descriptors: same failure ×n]``."""
+    where = {f"{item['address']}:{item['dir_port']}": item["nickname"] for item in report["authorities"]}
+    addresses = {item["nickname"]: f"{item['address']}:{item['dir_port']}" for item in report["authorities"]}
+    failed = [(item["nickname"], text.partition(": ")[0], text.partition(": ")[2])
+              for item in report["authorities"] for text in item["failures"]]
+    for fetch in report["server_descriptors"]["fetches"]:
+        if fetch["error"]:
+            host = urlsplit(fetch["url"]).netloc
+            failed.append((where.get(host, host), fetch["kind"], fetch["error"]))
+    grouped: dict[tuple[str, str], dict[str, int]] = {}
+    for who, kind, error in failed:
+        kinds = grouped.setdefault((who, cause(error)), {})
+        kinds[kind] = kinds.get(kind, 0) + 1
+    lines, named = [], set()
+    for (who, why), kinds in grouped.items():
+        address = f" ({addresses[who]})" if who in addresses and who not in named else ""
+        named.add(who)
+        documents = ", ".join(kind + (f": same failure ×{count}" if count > 1 else "") for kind, count in kinds.items())
+        lines.append(f"{who}: {why}{address} [{documents}]")
+    return lines
+
+
+_DOCUMENT_FROM = re.compile(r"^[\w-]+ from \S+ \(\S+\): ")  # "consensus from auth1 (http://...): " of a parse error
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
+_NOISE = (re.compile(r"\w+Pool\(host=[^)]*\): ?"), re.compile(r"Max retries exceeded with url: \S+ ?"),
+          re.compile(r"\(Caused by \w+\(['\"]?"), re.compile(r"<[^>]* object at 0x[0-9a-f]+>:? ?"))
+DOWNLOAD_FAILED = "download failed: "
+#: agent.fetch.http keeps this many characters of an error it does not recognise, after DOWNLOAD_FAILED.
+KEPT_OF_AN_ERROR = 200
+
+
+def cause(error: str | None) -> str:
+    """Why a fetch failed, in a few words and first: the system's reason (``connection refused``, ``no route to
+    host``) rather than the HTTP library's wrapping of it, and without the URL a parse error repeats."""
+    text = _DOCUMENT_FROM.sub("", (error or "unknown").strip())
+    errno = _ERRNO.search(text)
+    if errno:
+        reason = errno.group(1).strip().rstrip(".")
+        return reason[:1].lower() + reason[1:]
+    if not text.startswith(DOWNLOAD_FAILED):
+        return text
+    cut = len(text) >= len(DOWNLOAD_FAILED) + KEPT_OF_AN_ERROR
+    for noise in _NOISE:
+        text = noise.sub("", text)
+    if "Failed to establish a new connection" in text or text.endswith("Failed to"):
+        return "cannot connect (the reason was cut short)"
+    return text.rstrip(" :(") + (" (the reason was cut short)" if cut else "")
+
+
+def command_seconds() -> float:
+    """How long this process has run, by the wall clock: from its start (/proc/self/stat) where Linux says,
+    else from when this module was imported (the command's start, near enough)."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        elapsed = uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        elapsed = -1.0
+    return elapsed if 0 <= elapsed < time.monotonic() - _IMPORTED + 3600 else time.monotonic() - _IMPORTED
+
+
 def _storage_line(storage: dict) -> str:
-    where = (f"{storage['lines_written']} lines written to {storage['destination']}" if storage["destination"]
-             else "no store.url: kept in the outbox")
+    where = (f"{plural(storage['lines_written'], 'line')} written to {storage['destination']}"
+             if storage["destination"] else "no store: kept in the outbox")
     if not storage["stored"]:
         where = "NOT stored (the outbox is full)"
-    line = f"points: {storage['points']}; {where}; {storage['periods_waiting']} periods waiting in the outbox"
+    line = (f"points: {number(storage['points'])}; {where}; {plural(storage['periods_waiting'], 'period')} "
+            "waiting in the outbox")
     return line + (f" ({storage['error']})" if storage["error"] else "")

@@ -16,9 +16,15 @@ import copy
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from tqdm import tqdm
+
 from agent.detect.engine import DETECTORS, Detector
 from agent.detect.settings import DetectSettings
 from agent.evaluation.replay import INCIDENTS, Incident, Replay
+
+#: How people call the injected incidents (the README's words), by the replay's kind.
+INCIDENT_NAMES = {"flood": "flood", "vanish": "mass departure", "bwauth_half": "measurement collapse",
+                  "version_wave": "version wave"}
 
 
 def detector_of(finding) -> str:
@@ -49,7 +55,8 @@ class Evaluation:
         return sorted(names | set(self.false_alarms) | {detector for detector, _ in self.detected})
 
     def table(self) -> str:
-        header = ["detector", "false alarms / 1000 periods"] + [f"{kind}: detected, periods" for kind in INCIDENTS]
+        header = ["detector", "false alarms / 1000 periods"] + [f"{INCIDENT_NAMES.get(kind, kind)}: detected, periods"
+                                                                 for kind in INCIDENTS]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for detector in self.detectors():
             cells = [detector, f"{1000 * self.false_alarms.get(detector, 0) / max(self.periods, 1):.1f}"]
@@ -62,24 +69,24 @@ class Evaluation:
 
 
 def evaluate(base, reserve, settings: DetectSettings, seeds: list[int], periods: int, incidents_every: int = 50,
-             window: int = 2, progress=None) -> Evaluation:
-    """Runs the replays; ``progress(seed, period)`` is called now and then for long runs."""
+             window: int = 2, progress: bool = False) -> Evaluation:
+    """Runs the replays; ``progress``: backfill's progress bar (tqdm, on stderr, with its ETA) over every period."""
     evaluation = Evaluation()
-    for seed in seeds:
-        replay, detector = Replay(base, reserve, seed), Detector(settings)
-        before: set[str] = set()
-        for index in range(periods):
-            if index >= settings.warmup_periods and (index - settings.warmup_periods) % incidents_every == 0:
-                for offset, kind in enumerate(INCIDENTS):
-                    _trial(evaluation, replay, detector, Incident(kind, index + offset), window)
-            fired = firing(detector.update(replay.period_facts(index, None)))
-            if index >= settings.warmup_periods:
-                evaluation.periods += 1
-                for name in fired - before:  # an alarm is its onset: the alert engine tells it once
-                    evaluation.false_alarms[name] += 1
-            before = fired
-            if progress is not None and index % 100 == 0:
-                progress(seed, index)
+    with tqdm(total=len(seeds) * periods, unit="period", desc="evaluate", disable=not progress, smoothing=0.1) as bar:
+        for seed in seeds:
+            replay, detector = Replay(base, reserve, seed), Detector(settings)
+            before: set[str] = set()
+            for index in range(periods):
+                if index >= settings.warmup_periods and (index - settings.warmup_periods) % incidents_every == 0:
+                    for offset, kind in enumerate(INCIDENTS):
+                        _trial(evaluation, replay, detector, Incident(kind, index + offset), window)
+                fired = firing(detector.update(replay.period_facts(index, None)))
+                if index >= settings.warmup_periods:
+                    evaluation.periods += 1
+                    for name in fired - before:  # an alarm is its onset: the alert engine tells it once
+                        evaluation.false_alarms[name] += 1
+                before = fired
+                bar.update()
     return evaluation
 
 

@@ -12,7 +12,9 @@ Files in the outbox directory:
                  (magic ALB3: zstd, the crc32 over the period time and the payload, written now;
                  ALB2: zstd, crc32 over the payload only; ALB1: zlib; both written before and still read)
   outbox.offset  where undelivered records start (replaced atomically)
-  outbox.lock    held (flock) by the one process using the outbox
+  outbox.lock    held (flock) by the one process writing the outbox
+``inspect`` reads an outbox without that lock and without changing a byte
+(``outbox status``, beside a running daemon).
 A damaged stretch (a crash mid-append, a flipped byte, a zeroed block) is
 reported and its bytes moved aside to ``outbox.damaged-<time>-at-<byte>``;
 reading resynchronises on the next intact record (a valid magic whose CRC
@@ -276,6 +278,66 @@ class Outbox:
         self._write_offset(0)
         os.replace(temporary, self.data_path)
         fsync_directory(self.directory)
+
+
+@dataclass(frozen=True)
+class OutboxView:
+    """What waits in an outbox, as ``inspect`` read it."""
+
+    directory: Path
+    periods: int  # intact records waiting
+    pending_bytes: int
+    max_bytes: int
+    first: int | None  # the oldest and newest waiting period's time (Unix s)
+    last: int | None
+    damaged: int  # stretches failing their checks: a writer sets them aside when it next opens the outbox
+    damaged_bytes: int
+
+
+def inspect(directory: Path, max_bytes: int, attempts: int = 3) -> OutboxView:
+    """The outbox in ``directory`` read-only: no lock taken, nothing created, repaired or moved.
+
+    So it answers beside the process that holds the outbox (the daemon) and
+    on a read-only disk. That process may deliver (move the offset, empty the
+    file) while this reads: the reading is then done again, up to
+    ``attempts`` times, so a drain is not taken for damage. A missing outbox
+    is an empty one.
+    """
+    directory = Path(directory)
+    view = OutboxView(directory, 0, 0, max_bytes, None, None, 0, 0)
+    for _ in range(attempts):
+        try:
+            with open(directory / "outbox.data", "rb") as data:
+                size, offset = os.fstat(data.fileno()).st_size, _peek_offset(directory / "outbox.offset")
+                offset = offset if offset <= size else 0  # emptied by a drain, offset not reset yet
+                intact, damaged = _survey(data, offset, size)
+                times = [_period_time(data, start) for start, _ in intact]
+            settled = os.stat(directory / "outbox.data").st_size >= size \
+                and _peek_offset(directory / "outbox.offset") == offset
+        except FileNotFoundError:
+            return view
+        except OSError as error:
+            raise _error(f"cannot read the outbox in {directory}", error) from None
+        view = OutboxView(directory, len(intact), size - offset, max_bytes, min(times, default=None),
+                          max(times, default=None), len(damaged), sum(end - start for start, end, _ in damaged))
+        if settled:
+            break
+    return view
+
+
+def _peek_offset(path: Path) -> int:
+    """The offset file as a writer would take it (missing or unreadable: 0), without repairing it."""
+    try:
+        offset = int(path.read_text().strip() or 0)
+    except (FileNotFoundError, ValueError, UnicodeDecodeError):
+        return 0
+    return max(offset, 0)
+
+
+def _period_time(data: BinaryIO, start: int) -> int:
+    """The period time in the header of the intact record at ``start``."""
+    data.seek(start)
+    return int(HEADER.unpack(data.read(HEADER.size))[3])
 
 
 def fsync_directory(directory: Path) -> None:

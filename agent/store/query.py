@@ -2,7 +2,8 @@
 
 ``allium-agent query`` sends an instant query (``/api/v1/query``, at now or
 ``--at``) or a range query (``/api/v1/query_range`` over ``--range`` with
-``--step``) and prints the answer as a table, CSV or the API's JSON.
+``--step``); ``render`` gives the answer as CSV or the API's JSON, and
+``columns`` the rows the command line's table shows.
 
 The endpoint's error text may quote the request, and the URL may carry a
 user and password: both are redacted (``agent.model.redact``) before they
@@ -44,13 +45,25 @@ def duration_seconds(text: str) -> int:
 
 def run_query(url: str, promql: str, at: datetime | None = None, range_seconds: int | None = None,
               step_seconds: int | None = None, timeout: float = 30) -> QueryResult:
-    """Runs one query; raises QueryError with the endpoint's own message on a bad query."""
+    """Runs one query; raises QueryError with the endpoint's own message on a bad query.
+
+    A bare selector (``tor_network_relays``) looks back one live voting period
+    plus ten minutes for each series' newest sample, not the engines' default
+    5 minutes, so that it answers all through the hour on hourly data:
+    ``max_lookback`` is VictoriaMetrics' per-query lookback, ``lookback_delta``
+    Prometheus's (2.43 and later; older ones ignore it, as each engine ignores
+    the other's). The README's queries do not need them (docs/queries.md).
+    """
+    from agent.store.victoria_flags import lookback_seconds
+
     end = (at or datetime.now(timezone.utc)).timestamp()
+    lookback = f"{lookback_seconds(3600)}s"
     if range_seconds:
         step = step_seconds or max(1, range_seconds // 250)
         path, params = "/api/v1/query_range", {"query": promql, "start": end - range_seconds, "end": end, "step": step}
     else:
         path, params = "/api/v1/query", {"query": promql, "time": end}
+    params.update(max_lookback=lookback, lookback_delta=lookback)
     register_url(url)
     where = redact(url)
     session = requests.Session()
@@ -86,24 +99,27 @@ def _result(data: dict) -> QueryResult:
     return QueryResult(kind, series, data)
 
 
-def render(result: QueryResult, output: str) -> str:
-    """The result as ``table`` (aligned text), ``csv`` or ``json`` (the API's data object)."""
-    if output == "json":
-        return json.dumps(result.raw, indent=2, sort_keys=True) + "\n"
+def columns(result: QueryResult) -> tuple[list[str], list[list[str]]]:
+    """The result as a header (the label names, ``time``, ``value``) and rows with the endpoint's raw values,
+    times as ``YYYY-MM-DDTHH:MM:SSZ``: what CSV writes, and what the command line's table shows for people."""
     label_names = sorted({name for labels, _ in result.series for name in labels})
-    header = label_names + ["time", "value"]
     rows = [[labels.get(name, "") for name in label_names]
             + [datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), value]
             for labels, samples in result.series for t, value in samples]
-    if output == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-        return buffer.getvalue()
-    if not rows:
-        return "(no data)\n"
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip()
-             for line in [header, *rows]]
-    return "\n".join(lines) + "\n"
+    return label_names + ["time", "value"], rows
+
+
+def render(result: QueryResult, output: str) -> str:
+    """The result as ``csv`` (raw values) or ``json`` (the API's data object), for programs.
+
+    The table for people is the command line's (``agent.cli.main``): it
+    formats the values by magnitude, which these two must not.
+    """
+    if output == "json":
+        return json.dumps(result.raw, indent=2, sort_keys=True) + "\n"
+    header, rows = columns(result)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agent.cli.human import plural
 from agent.config.loader import load_config
 from agent.metrics.geoip import GeoIP
 from agent.metrics.period import snapshot_points
@@ -158,7 +159,7 @@ def test_kill_during_drain_then_restart_delivers_each_period_once(victoria, tmp_
     assert 0 < interrupted_with < hours
     finish = agent("outbox", "drain", "--config", str(config))
     assert finish.returncode == 0, finish.stderr
-    assert f"delivered {interrupted_with} periods" in finish.stdout
+    assert f"delivered {plural(interrupted_with, 'period')} (" in finish.stdout
     expected = [(start + hour * 3600) * 1000 for hour in range(hours)]
     for selector in ("tor_network_relays", 'tor_relay_weight{fingerprint="0002CC5705DA854E4E771F240A385567F4A3C13D"}'):
         samples = victoria.settled_export(selector, hours)

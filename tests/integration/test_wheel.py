@@ -87,4 +87,4 @@ def test_the_installed_wheel_reads_its_data_and_runs(built, tmp_path):
     config.write_text(f"state_dir: {elsewhere / 'state'}\n")
     status = subprocess.run([venv / "bin" / "allium-agent", "status", "--config", config], cwd=elsewhere,
                             capture_output=True, text=True, timeout=HANG_GUARD_SECONDS)
-    assert status.returncode == 1 and "reason: no period recorded yet" in status.stdout, status.stderr
+    assert status.returncode == 1 and "NO: no period recorded yet" in status.stdout, status.stderr

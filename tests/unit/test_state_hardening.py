@@ -133,7 +133,7 @@ def test_status_reports_quarantined_rows(tmp_path):
     state.close()
     report = health(config, now=2_100)
     assert report["healthy"] and report["counters"]["rows_quarantined"] == 1
-    assert report["quarantined"] == f"1 unreadable rows were set aside in {config.state_dir / 'quarantine'}"
+    assert report["quarantined"] == f"1 unreadable row was set aside in {config.state_dir / 'quarantine'}"
 
 
 # --- a damaged file -------------------------------------------------------------------------------------------
@@ -214,8 +214,8 @@ def test_a_read_only_state_dir_is_one_clear_error_and_status_reads_it(tmp_path, 
     assert cli.main(["once", "--config", str(config)]) == 4
     assert one_line_error(capsys).strip() == f"state: {directory}: the state directory is not writable " \
                                              "(read-only file system)"
-    assert cli.main(["outbox", "status", "--config", str(config)]) == 1
-    assert f"cannot use the outbox in {directory / 'outbox'}: Read-only file system" in one_line_error(capsys)
+    assert cli.main(["outbox", "status", "--config", str(config)]) == 0  # reading needs no write
+    assert "waiting  0 periods" in capsys.readouterr().out
     assert cli.main(["status", "--config", str(config), "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["counters"] == {"periods_processed": 1} and report["period_seconds"] == 3600  # still read
