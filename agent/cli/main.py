@@ -70,9 +70,12 @@ def _parser() -> argparse.ArgumentParser:
 
     outbox = commands.add_parser("outbox", help="the periods waiting for the TSDB")
     outbox_commands = outbox.add_subparsers(dest="outbox_command", required=True)
-    for name, text in (("status", "show how many periods wait and their time range"),
-                       ("drain", "deliver waiting periods to store.url now, oldest first")):
-        _with_config(outbox_commands.add_parser(name, help=text), _later("outbox_command"))
+    outbox_status = _with_config(outbox_commands.add_parser(
+        "status", help="show how many periods wait, their time range and the outbox's size (read-only: works "
+                       "beside a running daemon)"), _later("outbox_command"))
+    outbox_status.add_argument("--json", action="store_true", help="print the status as one JSON object")
+    _with_config(outbox_commands.add_parser("drain", help="deliver waiting periods to the store now, oldest first"),
+                 _later("outbox_command"))
 
     query = _with_config(commands.add_parser(
         "query", help="run a PromQL query against query.url (VictoriaMetrics or Prometheus)"), _query)
@@ -81,7 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     when.add_argument("--at", type=utc_time, help="evaluate at this time (UTC) instead of now")
     when.add_argument("--range", dest="range_", metavar="DURATION", help="a range query over e.g. 7d, 24h, 90m")
     query.add_argument("--step", metavar="DURATION", help="range step (default: the range / 250)")
-    query.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    query.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                       help="table: aligned, numbers by magnitude (default); csv: the raw values; json: the "
+                            "endpoint's data object")
 
     from agent.cli.alerting import add_commands
 
@@ -89,6 +94,12 @@ def _parser() -> argparse.ArgumentParser:
     from agent.cli.detect import add_commands as add_detect_commands
 
     add_detect_commands(commands, _with_config)
+    from agent.cli.demo import add_commands as add_demo_commands
+
+    add_demo_commands(commands, _with_config)
+    from agent.cli.relay import add_commands as add_relay_commands
+
+    add_relay_commands(commands, _with_config)
 
     testnet = commands.add_parser("testnet", help="a private Tor network on 127.0.0.1")
     testnet_commands = testnet.add_subparsers(dest="testnet_command", required=True)
@@ -161,7 +172,7 @@ def _config_check(path: str | None) -> int:
 
 
 def _once(arguments) -> int:
-    from agent.cli.report import build_report, render_table
+    from agent.cli.report import build_report, command_seconds, render_table
     from agent.config.loader import load_config
     from agent.loop.once import run_cycle
     from agent.metrics.geoip import load_or_empty
@@ -179,7 +190,7 @@ def _once(arguments) -> int:
         store.close()
         state.close()
     report = build_report(result.snapshot, result.saved)
-    print(json.dumps(report, indent=2) if arguments.json else render_table(report))
+    print(json.dumps(report, indent=2) if arguments.json else render_table(report, command_seconds()))
     return EXIT_OK if report["valid_after"] else EXIT_PROBLEM
 
 
@@ -209,7 +220,7 @@ def _run(arguments) -> int:
     state = State(config.state_dir)
     store = Store.from_config(config)
     log.info("allium-agent %s starting: vantage %s, %d bootstrap authorities, store %s, state %s",
-             __version__, config.vantage, len(config.authorities.bootstrap), config.store.url or "outbox only",
+             __version__, config.vantage, len(config.authorities.bootstrap), _store_name(store),
              config.state_dir)
     runner = PeriodRunner(config, state, store, load_or_empty(config.metrics.geoip_file))
     web = None
@@ -228,6 +239,13 @@ def _run(arguments) -> int:
     state.close()
     log.info("stopped")
     return EXIT_OK
+
+
+def _store_name(store) -> str:
+    """Where points go, for the start-up line: the TSDB, the embedded store or only the outbox."""
+    if store.writer is None:
+        return "outbox only"
+    return f"embedded store {store.writer.url}" if store.embedded is not None else store.writer.where
 
 
 def _check(arguments) -> int:
@@ -257,8 +275,10 @@ def _check(arguments) -> int:
         for finding in findings:
             muted = f" [silenced: {finding.silenced_by}]" if finding.silenced_by else ""
             print(f"[{finding.severity}] {finding.check}: {finding.description}{muted}")
+        from agent.cli.human import plural
+
         counts = {s: sum(1 for f in active if f.severity == s) for s in ("critical", "warning", "info")}
-        print(f"{len(findings)} findings ({counts['critical']} critical, {counts['warning']} warning, "
+        print(f"{plural(len(findings), 'finding')} ({counts['critical']} critical, {counts['warning']} warning, "
               f"{counts['info']} info, {len(findings) - len(active)} silenced)")
     if any(f.severity == "critical" for f in active):
         return 2
@@ -268,12 +288,10 @@ def _check(arguments) -> int:
 def _query(arguments) -> int:
     from agent.config.loader import load_config
     from agent.model.errors import QueryError
-    from agent.store.query import duration_seconds, render, run_query
+    from agent.store.query import columns, duration_seconds, render, run_query
+    from agent.store.store import query_endpoint
 
     config = load_config(arguments.config)
-    if not config.query.url:
-        print("no query.url configured (the PromQL endpoint, e.g. http://127.0.0.1:8428)", file=sys.stderr)
-        return EXIT_CONFIG
     try:
         range_seconds = duration_seconds(arguments.range_) if arguments.range_ else None
         step_seconds = duration_seconds(arguments.step) if arguments.step else None
@@ -281,12 +299,24 @@ def _query(arguments) -> int:
         print(f"query: {error}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        result = run_query(config.query.url, arguments.promql, arguments.at and arguments.at.replace(
-            tzinfo=timezone.utc), range_seconds, step_seconds, config.query.timeout_seconds)
+        with query_endpoint(config) as url:  # query.url, else the embedded store (started for the query if need be)
+            if url is None:
+                print("no query.url configured and no embedded store (set query.url to a PromQL endpoint, e.g. "
+                      "http://127.0.0.1:8428, or install victoria-metrics)", file=sys.stderr)
+                return EXIT_CONFIG
+            result = run_query(url, arguments.promql, arguments.at and arguments.at.replace(
+                tzinfo=timezone.utc), range_seconds, step_seconds, config.query.timeout_seconds)
     except QueryError as error:
         print(f"query failed: {error}", file=sys.stderr)
         return EXIT_PROBLEM
-    sys.stdout.write(render(result, arguments.format))
+    if arguments.format != "table":
+        sys.stdout.write(render(result, arguments.format))
+        return EXIT_OK
+    from agent.cli.human import number, table
+
+    header, rows = columns(result)  # values by magnitude for people; csv and json keep them raw
+    shown = table([[*row[:-1], number(row[-1])] for row in rows], header, right={len(header) - 1})
+    print("\n".join(shown) if shown[1:] else "(no data)")
     return EXIT_OK
 
 
