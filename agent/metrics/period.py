@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from agent.metrics.authority import authority_points, fetch_points
+from agent.metrics.eligibility import margin_columns
 from agent.metrics.geoip import GeoIP
 from agent.metrics.network import network_points
 from agent.metrics.operator import operator_points
+from agent.metrics.overload import overload_fields, overload_network_points, overload_of
+from agent.metrics.paths import path_points, path_probabilities, relay_fields
 from agent.metrics.relay import relay_points
 from agent.metrics.relays import RelayTable, table_of
 from agent.model.entries import entries_of
@@ -28,10 +31,35 @@ def snapshot_points(snapshot: Snapshot, previous: PreviousRelays | None, geoip: 
     time = unix(consensus.valid_after)
     if table is None:
         table = table_of(snapshot, consensus, geoip)
-    return (network_points(consensus, table, previous, time)
+    chances = path_probabilities(consensus)  # per relay, in the table's order (both follow the consensus)
+    overload = overload_of(table, snapshot.server_descriptors, time)
+    return (_merged(network_points(consensus, table, previous, time)
+                    + overload_network_points(table, overload, time)
+                    + operator_points(table, operators_top_n, time)
+                    + path_points(consensus, table, operators_top_n, time, chances, per_relay=False))
             + authority_points(snapshot, consensus, time)
-            + relay_points(table, previous, time)
-            + operator_points(table, operators_top_n, time))
+            + relay_points(table, previous, time, {
+                **relay_fields(chances),
+                **overload_fields(overload),
+                # NaN where a margin is unknown: left out of that relay's point
+                **margin_columns(entries_of(consensus), snapshot.votes(), snapshot.server_descriptors)}))
+
+
+def _merged(points: list[Point]) -> list[Point]:
+    """One point per series: the fields of points with the same measurement and tags (one period) combined.
+
+    Operators and countries get fields from two modules (their relays' weight
+    and their path-selection probabilities); the store would merge them too,
+    but every point here is then one row of one series.
+    """
+    combined: dict[tuple, Point] = {}
+    for each in points:
+        key = (each.measurement, tuple(sorted(each.tags.items())))
+        if key in combined:
+            combined[key] = Point(each.measurement, each.tags, {**combined[key].fields, **each.fields}, each.time)
+        else:
+            combined[key] = each
+    return list(combined.values())
 
 
 def relays_of(consensus) -> PreviousRelays:

@@ -10,8 +10,13 @@ from agent.model.relays import PreviousRelays
 from agent.model.versions import RECOMMENDED
 
 
-def relay_points(table: RelayTable, previous: PreviousRelays | None, time: int) -> list:
-    """One point per relay in the consensus, plus in_consensus=0 for relays that left."""
+def relay_points(table: RelayTable, previous: PreviousRelays | None, time: int,
+                 more: dict[str, np.ndarray] | None = None) -> list:
+    """One point per relay in the consensus, plus in_consensus=0 for relays that left.
+
+    ``more`` adds per-relay columns computed elsewhere (path-selection
+    probabilities), so each relay stays one point.
+    """
     total_weight = float(table.weight.sum()) or 1.0
     # A flag tor adds later shows in tor_network_flag; per relay we keep the
     # catalogued list so every field stays documented.
@@ -26,6 +31,7 @@ def relay_points(table: RelayTable, previous: PreviousRelays | None, time: int) 
         "version_recommended": np.array([status == RECOMMENDED for status in table.version_status], bool),
         "advertised_bandwidth_bytes": table.advertised_bytes,
     })
+    fields.update(more or {})
     points: list = PointColumns("tor_relay", "fingerprint", table.fingerprints, fields, time).points()
     if previous is not None:
         gone = sorted(previous.keys() - set(table.fingerprints))

@@ -8,6 +8,15 @@ raises ValueError naming it): numbers in ASCII within tor's bounds, a legal
 nickname and family, times in the years ``agent.parse.grammar`` accepts.
 ``tests/unit/test_fastparse.py`` compares every field with stem on every
 real descriptor file we have.
+
+One line is read that stem 1.8.2 does not (it leaves it in
+``get_unrecognized_lines()``): ``overload-general`` (tor 0.4.6+, proposal
+328, dir-spec "server-descriptor-format"), the hour at which the relay last
+found itself overloaded. It is read leniently, unlike the lines above: a
+malformed one is ignored with a reason (``overload_general_ignored``) and
+never refuses the descriptor, because tor's authorities do not read the line
+at all (it is no token of routerparse.c's ``routerdesc_token_table``), so a
+relay whose line is garbage is still in the consensus.
 """
 
 from __future__ import annotations
@@ -26,10 +35,12 @@ class ServerDescriptor:
 
     __slots__ = ("nickname", "fingerprint", "address", "or_port", "published", "platform", "contact", "family",
                  "average_bandwidth", "burst_bandwidth", "observed_bandwidth", "hibernating", "uptime",
-                 "exit_policy_v6")
+                 "exit_policy_v6", "overload_general", "overload_general_ignored")
 
     def __init__(self):
-        self.platform = self.contact = self.uptime = None
+        # overload_general: the line's time (naive UTC, as published) or None; overload_general_ignored: why a
+        # line that was there is not read (None when it was read, or when there was none).
+        self.platform = self.contact = self.uptime = self.overload_general = self.overload_general_ignored = None
         self.family = _NO_FAMILY
         self.hibernating = False
         self.exit_policy_v6 = _DEFAULT_IPV6_POLICY
@@ -41,7 +52,7 @@ _NO_FAMILY: frozenset = frozenset()  # shared by the descriptors without a famil
 
 #: The lines the agent reads, found in C (``opt`` is an old prefix stem also accepts); about 9 of a descriptor's 30.
 _LINES = re.compile(r"\n(?:opt )?(router-signature|router|fingerprint|published|platform|contact|family|bandwidth|"
-                    r"hibernating|uptime|ipv6-policy)(?: |(?=\n)|\Z)([^\n]*)")
+                    r"hibernating|uptime|ipv6-policy|overload-general)(?: |(?=\n)|\Z)([^\n]*)")
 _REQUIRED = ("bandwidth", "fingerprint", "published")
 #: A family line as tor's is_legal_nickname_or_hexdigest takes its members: nicknames, or "$" and 40 hex digits
 #: with an optional "=nickname" or "~nickname"; separated by spaces.
@@ -55,6 +66,10 @@ _BANDWIDTH = re.compile(r"([0-9]{1,10}) ([0-9]{1,10}) ([0-9]{1,10})")
 _UPTIME = re.compile(r"-?[0-9]{1,19}")
 #: An ipv6-policy line as tor's parse_short_policy reads it (ASCII ports; stem checks their range).
 _MICRO_POLICY = re.compile(r"(?:accept|reject) [0-9]{1,5}(?:-[0-9]{1,5})?(?:,[0-9]{1,5}(?:-[0-9]{1,5})?)*")
+#: ``overload-general`` SP version SP YYYY-MM-DD HH:MM:SS, then anything: dir-spec 1.2 has every item allow extra
+#: arguments at the end ("for forward compatibility"). The version is what tor writes with %d (1 so far).
+_OVERLOAD = re.compile(r"([0-9]{1,10}) ([0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2})(?: [^\n]*)?")
+OVERLOAD = "overload-general"
 
 
 def parse_server_descriptors(raw: bytes) -> list[ServerDescriptor]:
@@ -71,7 +86,10 @@ def parse_server_descriptors(raw: bytes) -> list[ServerDescriptor]:
         elif keyword == "router-signature":
             signed = True
         elif keyword in seen:  # tor allows each of these lines once a descriptor: which would count?
-            raise ValueError(f"{_named(descriptor)}: a second '{keyword}' line")
+            if keyword != OVERLOAD:
+                raise ValueError(f"{_named(descriptor)}: a second '{keyword}' line")
+            descriptor.overload_general = None  # neither: ignored, but the descriptor stays
+            descriptor.overload_general_ignored = "a second overload-general line (dir-spec: at most once)"
         else:
             _read(descriptor, keyword, value)
             seen.add(keyword)
@@ -156,6 +174,8 @@ def _read(descriptor: ServerDescriptor, keyword: str, value: str) -> None:
         if _UPTIME.fullmatch(value) is None or not grammar.LONG_MIN <= int(value) <= grammar.LONG_MAX:
             raise ValueError(f"{_named(descriptor)}: 'uptime {value[:40]}' needs a number")
         descriptor.uptime = int(value)
+    elif keyword == OVERLOAD:
+        _overload(descriptor, value)
     else:  # ipv6-policy
         if _MICRO_POLICY.fullmatch(value) is None:
             raise ValueError(f"{_named(descriptor)}: 'ipv6-policy {value[:60]}' is not accept or reject and ports")
@@ -173,10 +193,38 @@ def _bandwidth(value: str, descriptor: ServerDescriptor) -> tuple[int, int, int]
                      f"1-{grammar.INT_MAX}, burst and observed 0-{grammar.INT_MAX}")
 
 
+def _overload(descriptor: ServerDescriptor, value: str) -> None:
+    """Reads an ``overload-general`` line, or says on the descriptor why it is ignored (never raises).
+
+    The version must be a positive int (tor writes 1; a later version adds
+    causes but keeps the shape, so it is read too); the time one we accept
+    (``grammar.parse_time``: 1970-2199). That the time is not after the
+    descriptor's ``published`` is checked in ``_finish``, once both are read.
+    """
+    match = _OVERLOAD.fullmatch(value)
+    if match is None:
+        line = f"overload-general {value}"[:80].rstrip()
+        descriptor.overload_general_ignored = f"{line!r} is not a version and a time (YYYY-MM-DD HH:MM:SS)"
+    elif not 1 <= int(match[1]) <= grammar.INT_MAX:
+        descriptor.overload_general_ignored = f"overload-general version {match[1]} is not from 1 to {grammar.INT_MAX}"
+    else:
+        try:
+            descriptor.overload_general = grammar.parse_time(match[2])
+        except ValueError as error:
+            descriptor.overload_general_ignored = f"overload-general time {error}"
+
+
 def _finish(descriptor: ServerDescriptor | None, seen: set) -> None:
     if descriptor is not None and len(seen.intersection(_REQUIRED)) != len(_REQUIRED):
         missing = sorted(set(_REQUIRED) - seen)
         raise ValueError(f"server descriptor {descriptor.nickname}: no {', '.join(missing)} line")
+    # tor writes the hour of the last overload, rounded down, into a descriptor it makes afterwards: a later time
+    # is not tor's (a clock cannot explain it: both times come from the same clock).
+    if descriptor is not None and descriptor.overload_general is not None \
+            and descriptor.overload_general > descriptor.published:
+        descriptor.overload_general_ignored = (f"overload-general time {descriptor.overload_general} is after the "
+                                               f"descriptor's published {descriptor.published}")
+        descriptor.overload_general = None
 
 
 @lru_cache(maxsize=1024)

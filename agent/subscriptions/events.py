@@ -2,7 +2,8 @@
 
 The alert kinds follow Tor Weather (down after a wait, flag lost, version
 out of date, low observed bandwidth) plus what operators cannot see for themselves: how many
-authorities list the relay and how many bandwidth authorities measure it.
+authorities list the relay and how many bandwidth authorities measure it, and
+whether its descriptor reports overload (as Relay Search shows it).
 How long a condition must last before anyone is told is the alert engine's
 ``wait_seconds``; a relay whose descriptor says it hibernates is not down.
 """
@@ -11,10 +12,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from stem.version import Version
 
 from agent.model.entries import ABSENT, entries_of
+from agent.model.relays import OVERLOAD_KEPT_SECONDS
+from agent.model.time import unix
 
 _HEX40 = re.compile(r"^[0-9A-F]{40}$")
 #: Flags the authorities give only after enough uptime: a relay that just
@@ -45,6 +49,7 @@ class RelayStatus:
     bandwidth_votes: int  # votes with any Measured= at all
     uptime_seconds: int | None = None  # from its newest server descriptor
     observed_bandwidth: int | None = None  # bytes/s, from its newest server descriptor
+    overload_general: datetime | None = None  # the overload-general time of its newest descriptor (naive UTC)
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class Condition:
     description: str
     wait_seconds: int = 0
     flag: str | None = None
+    overload_since: int | None = None  # TorRelayOverloaded: the line's time, kept with the alert (watch.py)
 
 
 def family_fingerprints(descriptor) -> set[str]:
@@ -110,6 +116,7 @@ def relay_status(fingerprint: str, consensus, descriptors: dict, votes: list, me
         bandwidth_votes=len(measuring),
         uptime_seconds=getattr(descriptor, "uptime", None),
         observed_bandwidth=getattr(descriptor, "observed_bandwidth", None),
+        overload_general=getattr(descriptor, "overload_general", None),  # agent.parse.fastdesc's (not stem's)
     )
 
 
@@ -124,6 +131,7 @@ ALERTS: dict[str, tuple[str, str]] = {
     "TorRelayLowBandwidth": ("info", "A relay you watch has low bandwidth"),
     "TorRelayFewAuthorities": ("warning", "Few authorities list a relay you watch"),
     "TorRelayFewBandwidthAuthorities": ("info", "Few bandwidth authorities measure a relay you watch"),
+    "TorRelayOverloaded": ("info", "A relay you watch reports overload"),
 }
 
 
@@ -153,6 +161,7 @@ def conditions(status: RelayStatus, history: list[tuple[int, int | None, frozens
     found += _weight(status, name, history, settings, now)
     found += _low_bandwidth(status, name, settings)
     found += _votes(status, name, settings, period_seconds)
+    found += _overloaded(status, name, now)
     return found
 
 
@@ -214,3 +223,22 @@ def _votes(status: RelayStatus, name: str, settings, period_seconds: int) -> lis
                                 f"{name} is measured by {status.measured_by} of {status.bandwidth_votes} bandwidth "
                                 f"authorities (tor uses measurements only from {wanted})", wait_seconds=wait))
     return found
+
+
+def _overloaded(status: RelayStatus, name: str, now: int) -> list[Condition]:
+    """Relay Search's "overloaded": an ``overload-general`` line from the 72 h before ``now`` (the period's
+    valid-after). Info, not warning: the state lasts 72 h by design, and warning's 4-hourly reminders would be 18
+    mails for one event. It resolves when a newer descriptor drops the line or the 72 h pass."""
+    if status.overload_general is None:
+        return []
+    since = unix(status.overload_general)
+    if not 0 <= now - since < OVERLOAD_KEPT_SECONDS:  # tor: reported while since > now - 72 h
+        return []
+    until = datetime.fromtimestamp(since + OVERLOAD_KEPT_SECONDS, timezone.utc)
+    return [_condition("TorRelayOverloaded",
+                       f"{name} reported overload at {status.overload_general:%Y-%m-%d %H:%M} UTC (overload-general "
+                       "in its server descriptor): its out-of-memory handler ran, it dropped circuit handshakes "
+                       "(ntor onionskins) or it ran out of local TCP ports (older tors: too many DNS timeouts). tor "
+                       f"reports an event for 72 h, so this ends by {until:%Y-%m-%d %H:%M} UTC unless it happens "
+                       "again. See https://support.torproject.org/relays/performance/overloaded/",
+                       overload_since=since)]

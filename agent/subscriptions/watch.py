@@ -6,11 +6,15 @@ are remembered for HISTORY_SECONDS, so one that vanished is reported down
 rather than silently dropped. What subscriptions read of each watched relay's
 descriptor is remembered too: a period whose descriptors did not arrive uses
 the last ones, so it neither ends nor starts the alerts that read them.
+The overload-general time (TorRelayOverloaded) is not in that table: it is
+kept in the active alert's ``extra`` and read back from there.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from agent.model.alerts import Alert
 from agent.model.time import unix
@@ -18,6 +22,7 @@ from agent.subscriptions.events import bandwidth_votes, conditions, effective_fa
 from agent.subscriptions.store import Subscription, SubscriptionStore
 
 HISTORY_SECONDS = 7 * 86400
+_LAST_SECOND = 7_258_118_399  # 2199-12-31 23:59:59 UTC: the parser's last time (agent.parse.grammar)
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,7 @@ class KnownDescriptor:
     hibernating: bool
     uptime: int | None
     observed_bandwidth: int | None
+    overload_general: datetime | None = None  # from the relay's active TorRelayOverloaded alert, if any
 
 
 class RelayWatch:
@@ -91,7 +97,26 @@ class RelayWatch:
             "SELECT fingerprint, hibernating, uptime, observed_bandwidth FROM watched_descriptors "
             f"WHERE seen >= ? AND fingerprint IN ({', '.join('?' * len(fingerprints))})",
             (valid_after - HISTORY_SECONDS, *fingerprints)).fetchall() if fingerprints else []
-        return {row[0]: KnownDescriptor(bool(row[1]), row[2], row[3]) for row in rows}
+        overloads = self._overloads(set(fingerprints)) if rows else {}
+        return {row[0]: KnownDescriptor(bool(row[1]), row[2], row[3], overloads.get(row[0])) for row in rows}
+
+    def _overloads(self, fingerprints: set[str]) -> dict[str, datetime]:
+        """The overload-general time of the watched relays' active TorRelayOverloaded alerts (the newest per relay).
+
+        Read in Python, not with json_extract: an unreadable row is the alert
+        engine's to set aside, and must not stop the subscriptions' period.
+        """
+        found: dict[str, int] = {}
+        for (text,) in self.db.execute("SELECT alert FROM alerts WHERE key LIKE 'TorRelayOverloaded|%'"):
+            try:
+                alert = json.loads(text)
+                fingerprint, since = alert["subjects"]["relay"], alert["extra"]["overload_since"]
+            except (ValueError, TypeError, KeyError):
+                continue
+            if fingerprint in fingerprints and isinstance(since, int) and 0 <= since <= _LAST_SECOND:
+                found[fingerprint] = max(since, found.get(fingerprint, since))
+        return {fingerprint: datetime.fromtimestamp(since, timezone.utc).replace(tzinfo=None)
+                for fingerprint, since in found.items()}
 
     def _history(self, fingerprints: list[str], valid_after: int) -> tuple[dict[str, list], dict[str, str]]:
         """(valid_after, weight, flags) per relay, oldest first, and the last nickname each was seen with."""
@@ -125,7 +150,9 @@ class RelayWatch:
         subjects = {"relay": status.fingerprint}
         if condition.flag:
             subjects["flag"] = condition.flag
+        extra = {"name": status.nickname or "", "subscription": subscription.id}
+        if condition.overload_since is not None:  # read back in a period without descriptors (_overloads)
+            extra["overload_since"] = condition.overload_since
         return Alert(condition.id, condition.severity, subjects, condition.summary, condition.description,
                      wait_seconds=condition.wait_seconds, recipient=subscription.email,
-                     unsubscribe_token=subscription.unsubscribe_token,
-                     extra={"name": status.nickname or "", "subscription": subscription.id})
+                     unsubscribe_token=subscription.unsubscribe_token, extra=extra)
