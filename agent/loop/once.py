@@ -32,7 +32,7 @@ def once_from(snapshot: Snapshot, config: Config, state: State, store: Store, ge
     """One collected (or archived) snapshot through judge and record."""
     detectors = Detectors(config) if config.detect.enabled else None
     snapshot, _ = admissible(snapshot, config.checks.thresholds)  # the memory is read for the period judged
-    memory = memory_of(snapshot, state, detectors)
+    memory = memory_of(snapshot, state, detectors, learners=None if snapshot.archived else config)
     result = judge(snapshot, memory, config, geoip)
     saved = record(result, store, state, memory, detectors=detectors)
     # The snapshot as judged: what judging refused or rejected is marked on its records.

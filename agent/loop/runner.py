@@ -129,7 +129,7 @@ class PeriodRunner:
 
     def _judge(self, snapshot: Snapshot) -> tuple[PeriodResult, Memory]:
         """The period judged (what judging rejected is in the result), and the memory it was judged with."""
-        memory = memory_of(snapshot, self.state, self.detectors)
+        memory = memory_of(snapshot, self.state, self.detectors, learners=self.config)
         return judge(snapshot, memory, self.config, self.geoip), memory
 
     def _failed(self, result: PeriodResult, memory: Memory, summary: dict) -> tuple[str, datetime]:

@@ -64,6 +64,7 @@ class Memory:
     previous_relays: PreviousRelays | None = None  # the period before's relays, for churn
     bandwidth_authorities: Mapping[str, float] = field(default_factory=dict)  # nickname -> last Measured= vote
     detector: Detector | None = None  # None: no anomaly detection this period
+    learners: dict[str, Any] = field(default_factory=dict)  # agent.pipeline.learners: forecast, ...
 
 
 @dataclass
@@ -78,6 +79,7 @@ class PeriodResult:
     snapshot: Snapshot | None = None  # the snapshot as judged: without the rejected documents
     table: RelayTable | None = None
     detector_learned: bool = False  # the memory's detector learned this period: save it
+    learned: list[str] = field(default_factory=list)  # the memory's learners that took this period in: save them
     rejected: list[FetchRecord] = field(default_factory=list)  # documents judging refused, each with its reason
 
     @property
@@ -118,6 +120,10 @@ def judge(snapshot: Snapshot, memory: Memory, config: Config, geoip: GeoIP) -> P
     consensus = judged.latest_consensus() if result.has_consensus else None
     if consensus is not None and result.table is not None and memory.detector is not None:
         _detect(result, memory.detector, judged, consensus, result.table)
+    if result.has_consensus and memory.learners and isinstance(result.points, list):
+        from agent.pipeline.learners import learn
+
+        result.learned = learn(result, memory.learners)
     return result
 
 

@@ -16,6 +16,7 @@ from agent.config.loader import Config
 from agent.model.points import Point
 from agent.model.snapshot import Snapshot
 from agent.pipeline.judge import Detector, Memory, PeriodResult, period_time_of
+from agent.pipeline.learners import load_learners, save_learners
 from agent.pipeline.state import State
 from agent.store.store import SaveResult, Store
 
@@ -50,12 +51,15 @@ class Detectors:
             log.exception("anomaly detection's state could not be saved; it resumes from the last saved one")
 
 
-def memory_of(snapshot: Snapshot, state: State, detectors: Detectors | None = None) -> Memory:
-    """What the state remembers for judging ``snapshot``: the relays before it, bandwidth authorities, detector."""
+def memory_of(snapshot: Snapshot, state: State, detectors: Detectors | None = None,
+              learners: Config | None = None) -> Memory:
+    """What the state remembers for judging ``snapshot``: the relays before it, bandwidth authorities, detector,
+    and (``learners``: the config of a live period) the learners' states."""
     consensus = snapshot.latest_consensus()
     previous = state.relays_before(period_time_of(snapshot)) if consensus is not None else None
     detector = detectors.load() if detectors is not None and consensus is not None else None
-    return Memory(previous, state.bandwidth_authorities(), detector)
+    learned = load_learners(state.directory, learners) if learners is not None and consensus is not None else {}
+    return Memory(previous, state.bandwidth_authorities(), detector, learned)
 
 
 def record(result: PeriodResult, store: Store, state: State, memory: Memory | None = None,
@@ -84,6 +88,8 @@ def record(result: PeriodResult, store: Store, state: State, memory: Memory | No
         state.set_bandwidth_authorities(result.bandwidth_authorities)
     if result.detector_learned and detectors is not None and memory is not None and memory.detector is not None:
         detectors.save(memory.detector)
+    if result.learned and memory is not None:
+        save_learners(state.directory, memory.learners, result.learned)
     log.debug("period %s: %d points, %s", result.time, saved.points, describe(saved))
     return saved
 
@@ -93,7 +99,11 @@ def describe(saved: SaveResult) -> str:
     if not saved.stored:
         return "NOT stored: the outbox is full"
     if saved.destination is None:
-        return f"kept in the outbox ({saved.periods_waiting} periods wait; no store.url configured)"
+        return f"kept in the outbox ({_periods(saved.periods_waiting)} wait; no store)"
     if saved.error:
-        return f"kept in the outbox ({saved.periods_waiting} periods wait): {saved.error}"
-    return f"{saved.lines_written} written to {saved.destination} ({saved.periods_written} periods)"
+        return f"kept in the outbox ({_periods(saved.periods_waiting)} wait): {saved.error}"
+    return f"{saved.lines_written} written to {saved.destination} ({_periods(saved.periods_written)})"
+
+
+def _periods(count: int) -> str:
+    return f"{count} period" if count == 1 else f"{count} periods"

@@ -26,7 +26,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-STAGES = ("parse", "fetch", "metrics", "checks", "detect", "store", "alerts", "subscriptions")
+STAGES = ("parse", "fetch", "metrics", "checks", "detect", "forecast", "store", "alerts", "subscriptions")
 
 #: Exceptions to the stage rule only, as (importing stage, imported module or package),
 #: each with a comment saying why, e.g. ("agent.detect", "agent.metrics.relays").

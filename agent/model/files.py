@@ -1,0 +1,58 @@
+"""Files the agent writes whole: the one way to replace a file atomically, and pickled state that survives damage.
+
+A crash mid-write leaves the old file or the new one, never half of either:
+the bytes go to a temporary file beside the target, are fsync'd, and
+replace it by rename. Pickled state that cannot be read (a damaged file, a
+layout of another version) is set aside under a name saying so and the
+stage starts afresh: never fatal, never silently overwritten.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Generic, TypeVar, cast
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replaces ``path`` with ``data`` durably (fsync'd before the rename)."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+class PickledState(Generic[T]):
+    """One stage's learned state in ``state_dir/<name>.pickle``, tagged with the layout version it was saved in."""
+
+    def __init__(self, state_dir: Path, name: str, version: int, make: Callable[[], T]):
+        self.path, self.version, self.make = Path(state_dir) / f"{name}.pickle", version, make
+
+    def load(self) -> T:
+        """The saved state, or a fresh one (no file yet, or one that cannot be used, which is set aside)."""
+        if not self.path.exists():
+            return self.make()
+        try:
+            with self.path.open("rb") as handle:
+                version, state = pickle.load(handle)
+            if version != self.version:
+                raise ValueError(f"saved in layout {version}, this agent reads layout {self.version}")
+        except Exception as error:  # noqa: BLE001 -- any unreadable state means: start afresh, keep the file
+            aside = self.path.with_suffix(f".unreadable-{int(time.time())}")
+            self.path.rename(aside)
+            log.error("state %s is unreadable (%s); moved to %s, it starts afresh", self.path, error, aside.name)
+            return self.make()
+        return cast(T, state)
+
+    def save(self, state: T) -> None:
+        write_atomically(self.path, pickle.dumps((self.version, state), protocol=pickle.HIGHEST_PROTOCOL))
