@@ -1,8 +1,19 @@
-"""A Series as PromQL (VictoriaMetrics / Prometheus naming: measurement_field) or InfluxQL."""
+"""A Series as PromQL (VictoriaMetrics / Prometheus naming: measurement_field) or InfluxQL.
+
+PromQL asks for each series' newest sample within one voting period plus a
+margin (``agent.dashboards.lookback``), so that a panel answers at any moment
+of the hour, not only in the 5 minutes after the period's valid-after.
+InfluxQL needs no such window: its ``last()`` over ``$timeFilter`` buckets has
+no lookback, and Grafana's stat, gauge and pie panels reduce to the last value
+that is not null.
+"""
 
 from __future__ import annotations
 
+from agent.dashboards.lookback import LATEST_WINDOW, latest
 from agent.dashboards.spec import Series
+
+__all__ = ["LATEST_WINDOW", "influx_legend", "influxql", "latest", "promql"]
 
 
 def promql(series: Series) -> str:
@@ -10,9 +21,9 @@ def promql(series: Series) -> str:
         return series.promql
     name = f"{series.measurement}_{series.field}"
     if not series.where:
-        return name
+        return latest(name)
     matchers = ", ".join(f'{tag}="{value}"' for tag, value in series.where)
-    return f"{name}{{{matchers}}}"
+    return latest(f"{name}{{{matchers}}}")
 
 
 def influxql(series: Series) -> str:

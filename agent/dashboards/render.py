@@ -26,11 +26,18 @@ from grafana_foundation_sdk.builders import (
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models.common import FrameGeometrySourceMode
-from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefresh
+from grafana_foundation_sdk.models.common import FrameGeometrySourceMode, GraphThresholdsStyleMode
+from grafana_foundation_sdk.models.dashboard import (
+    DataSourceRef,
+    DynamicConfigValue,
+    MatcherConfig,
+    VariableOption,
+    VariableRefresh,
+)
 
 from agent.dashboards import queries
-from agent.dashboards.spec import DASHBOARDS, Annotation, Dashboard, Panel, Series
+from agent.dashboards.lookback import LATEST_WINDOW_SECONDS
+from agent.dashboards.spec import DASHBOARDS, ROLES, Annotation, Dashboard, Panel, Series
 
 OUTPUT = Path(__file__).parents[2] / "grafana" / "dashboards"
 FLAVOURS = {"prometheus": "prometheus", "influxdb": "influxdb"}  # flavour -> datasource plugin type
@@ -103,6 +110,8 @@ def _target(flavour: str, series: Series, ref_id: str, kind: str):
 
 
 def _panel(flavour: str, spec: Panel):
+    if flavour == "influxdb" and spec.influxdb is not None:
+        spec = spec.influxdb
     built = _PANELS[spec.kind]().title(spec.title).span(spec.width).height(spec.height)
     if spec.description:
         built = built.description(spec.description)
@@ -111,6 +120,26 @@ def _panel(flavour: str, spec: Panel):
     built = built.datasource(_source(flavour))
     for index, series in enumerate(spec.series):
         built = built.with_target(_target(flavour, series, _REF_IDS[index], spec.kind))
+    if spec.kind == "timeseries":
+        # Join points up to one voting period plus the margin apart (hourly InfluxQL buckets between them are null);
+        # a longer gap (the agent was down) stays a gap.
+        built = built.span_nulls(LATEST_WINDOW_SECONDS * 1000)
+        if spec.threshold is not None:
+            # A line at the threshold: below it red, above it green. Set on every number field by an override, which
+            # Grafana applies alike: @grafana/schema types the panel-wide `thresholds.mode` as a TypeScript enum that
+            # no JSON literal satisfies (tests/unit/test_dashboard_schema.py).
+            thresholds = {"mode": "absolute", "steps": [{"color": "red", "value": None},
+                                                         {"color": "green", "value": spec.threshold}]}
+            built = (built.with_override(MatcherConfig(id_val="byType", options="number"),
+                                         [DynamicConfigValue("thresholds", thresholds)])
+                     .thresholds_style(common.GraphThresholdsStyleConfig().mode(GraphThresholdsStyleMode.LINE)))
+        if spec.band is not None:
+            # Grafana fills from the upper series down to the lower one (fillBelowTo names it by its legend).
+            upper, lower = spec.band
+            built = (built.override_by_name(upper, [DynamicConfigValue("custom.fillBelowTo", lower),
+                                                    DynamicConfigValue("custom.fillOpacity", 20),
+                                                    DynamicConfigValue("custom.lineWidth", 0)])
+                     .override_by_name(lower, [DynamicConfigValue("custom.lineWidth", 0)]))
     if spec.kind == "geomap":
         # Countries are ISO codes: Grafana's built-in "countries" gazetteer places them.
         layer = (common.MapLayerOptions().type("markers").name("weight by country")
@@ -125,6 +154,11 @@ def build(flavour: str, spec: Dashboard):
              .tags(["tor", "allium-agent", flavour]).time("now-24h", "now").refresh("5m").timezone("utc")
              .readonly())
     board = board.with_variable(dashboard.DatasourceVariable("datasource").label("Datasource").type(FLAVOURS[flavour]))
+    if "role" in spec.variables:
+        board = board.with_variable(dashboard.CustomVariable("role").label("Role").values(",".join(ROLES))
+                                    .current(VariableOption(text=ROLES[0], value=ROLES[0]))
+                                    .options([VariableOption(selected=role == ROLES[0], text=role, value=role)
+                                              for role in ROLES]))
     if "fingerprint" in spec.variables:
         query = ("label_values(tor_relay_weight, fingerprint)" if flavour == "prometheus"
                  else 'SHOW TAG VALUES FROM "tor_relay" WITH KEY = "fingerprint"')
@@ -137,7 +171,8 @@ def build(flavour: str, spec: Dashboard):
     for annotation in spec.annotations:
         board = board.annotation(Prebuilt(AnnotationJSON(flavour, annotation)))
     for panel in spec.panels:
-        board = board.with_panel(_panel(flavour, panel))
+        board = board.with_row(dashboard.Row(panel.title)) if panel.kind == "row" else board.with_panel(
+            _panel(flavour, panel))
     return board.build()
 
 

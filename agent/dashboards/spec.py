@@ -2,12 +2,16 @@
 
 A Series names a measurement and field (the catalogue's names), the tags it
 is split by and filtered on; ``promql``/``influxql`` are given only where a
-panel needs more than "this field, per these tags".
+panel needs more than "this field, per these tags". Every PromQL selector
+reads the newest sample through ``latest`` (``agent.dashboards.lookback``):
+one sample an hour must answer all through the hour.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from agent.dashboards.lookback import latest
 
 
 @dataclass(frozen=True)
@@ -24,13 +28,17 @@ class Series:
 @dataclass(frozen=True)
 class Panel:
     title: str
-    kind: str  # timeseries | stat | table | piechart | bargauge | geomap | text
+    kind: str  # timeseries | stat | table | piechart | bargauge | geomap | text | row (a heading for what follows)
     series: tuple[Series, ...] = ()
     unit: str = "short"
     description: str = ""
     width: int = 12
     height: int = 8
     text: str = ""
+    threshold: float | None = None  # timeseries: a line at this value (e.g. 1 where a margin meets its threshold)
+    band: tuple[str, str] | None = None  # timeseries: legends of the (upper, lower) series, filled between them
+    #: The InfluxQL flavour's own panel (same title) where InfluxQL cannot say what the PromQL panel says.
+    influxdb: Panel | None = None
 
 
 @dataclass(frozen=True)
@@ -56,7 +64,7 @@ class Dashboard:
     title: str
     description: str
     panels: tuple[Panel, ...]
-    variables: tuple[str, ...] = field(default_factory=tuple)  # "fingerprint" is the one known variable
+    variables: tuple[str, ...] = field(default_factory=tuple)  # known: "fingerprint" (a relay), "role" (ROLES)
     annotations: tuple[Annotation, ...] = ()
 
 
@@ -69,7 +77,7 @@ def findings(severity: str, color: str, enabled: bool = True) -> Annotation:
     """An annotation for the active findings of one severity, one region per check."""
     return Annotation(
         f"{severity.capitalize()} findings", color,
-        promql=f'tor_health_active{{severity="{severity}"}} > 0',
+        promql=latest(f'tor_health_active{{severity="{severity}"}}') + " > 0",
         # One row per check and period while it is active; Grafana joins rows into regions only for
         # PromQL, so InfluxDB shows a mark per period instead.
         influxql=f'SELECT "active", "check", "severity" FROM "tor_health" WHERE "active" > 0 AND '
@@ -79,7 +87,7 @@ def findings(severity: str, color: str, enabled: bool = True) -> Annotation:
 
 #: Periods a learned baseline judged anomalous, titled with the series.
 ANOMALIES = Annotation(
-    "Anomalies", "purple", promql='tor_anomaly_anomalous{detector="baseline"} > 0',
+    "Anomalies", "purple", promql=latest('tor_anomaly_anomalous{detector="baseline"}') + " > 0",
     influxql='SELECT "anomalous", "series" FROM "tor_anomaly" WHERE "detector" = \'baseline\' AND "anomalous" > 0 '
              'AND $timeFilter',
     title="series", tags=("detector",))
@@ -89,6 +97,56 @@ def quality(field_name: str, legend: str) -> Series:
     return Series("allium_agent_alert_quality", field_name, ("check",), (), f"{{{{check}}}} {legend}",
                   influxql=f'SELECT last("{field_name}") FROM "allium_agent_alert_quality" WHERE $timeFilter '
                            'GROUP BY "check"')
+
+
+def by_operator(field_name: str, title: str, width: int = 8) -> Panel:
+    """A leaderboard of operators by contact (group="contact"): a relay is also in its family's group, so without the
+    filter every relay would count twice."""
+    selector = f'tor_operator_{field_name}{{group="contact"}}'
+    return Panel(title, "bargauge", (Series(
+        "tor_operator", field_name, ("operator",), (("group", "contact"),), "{{operator}}",
+        promql=f"topk(15, {latest(selector)})",
+        influxql=f'SELECT last("{field_name}") FROM "tor_operator" WHERE $timeFilter AND "group" = \'contact\' '
+                 'GROUP BY "operator"'),), unit="percentunit", width=width, height=10)
+
+
+#: The roles of ``tor_network_role`` and ``tor_forecast`` (docs/forecast.md), the values of the ``role`` variable.
+ROLES = ("guard", "middle", "exit")
+
+
+def capacity(horizon: int) -> Panel:
+    """The daily mean of the role's advertised bandwidth against the forecast made ``horizon`` days before, with its
+    80 % band (docs/forecast.md). InfluxQL has no offset (Grafana's time shift moves a whole panel), so its flavour
+    shows the newest forecasts as a table instead."""
+    where = (("horizon_days", str(horizon)), ("quantity", "advertised"), ("role", "$role"))
+    matchers = ", ".join(f'{tag}="{value}"' for tag, value in where)
+
+    def forecast(field_name: str, legend: str) -> Series:
+        # The published method (the model tag) may change from one day to the next: one line whatever it is.
+        selector = f"tor_forecast_{field_name}{{{matchers}}}"
+        return Series("tor_forecast", field_name, (), where, legend,
+                      promql=f"max without (model) ({latest(selector, f'{horizon}d')})")
+
+    title = f"Advertised bandwidth of the $role relays: {horizon}-day forecast"
+    actual = Series("tor_network_role", "advertised_bandwidth_bytes", (), (("role", "$role"),),
+                    "daily mean (last 24 h)",
+                    promql='avg_over_time(tor_network_role_advertised_bandwidth_bytes{role="$role"}[1d])')
+    conditions = " AND ".join(f"\"{tag}\" = '{value}'" for tag, value in where)
+    newest = Series("tor_forecast", "value", ("model",), where, "{{model}}",
+                    influxql=f'SELECT last("value") AS "forecast", last("low") AS "low", last("high") AS "high" '
+                             f'FROM "tor_forecast" WHERE {conditions} AND $timeFilter GROUP BY "model"')
+    return Panel(
+        title, "timeseries", (actual, forecast("value", "forecast"), forecast("low", "forecast low"),
+                              forecast("high", "forecast high")), unit="Bps", band=("forecast high", "forecast low"),
+        description=f"The mean of the last 24 hours against the forecast of that day's mean made {horizon} days "
+                    "before, in its 80 % band; both are the same UTC day at midnight (docs/forecast.md). Forecasts "
+                    "start once a day has closed; the model is used only after 28 days and where it beats the "
+                    "naive forecasts.",
+        influxdb=Panel(title, "table", (newest,), unit="Bps",
+                       description=f"The newest {horizon}-day forecast of the role's daily mean advertised bandwidth "
+                                   "and its 80 % band, per published method (docs/forecast.md). InfluxQL cannot "
+                                   "shift a query in time, so the forecast is not drawn against the actual series "
+                                   "here (the Prometheus-flavour dashboard does)."))
 
 
 #: Every dashboard shows when the network had a problem; info findings are there to switch on.
@@ -116,9 +174,19 @@ NETWORK = Dashboard("allium-network", "Tor network overview",
     Panel("Relays by country", "bargauge", (s("tor_network_country", "relays", "country"),), width=12, height=10),
     Panel("Weight held by the top 5 countries, operators and families", "timeseries",
           (s("tor_network_concentration", "top5_fraction", "by"),), unit="percentunit"),
+    Panel("Exit probability by country (top 10)", "bargauge", (Series(
+        "tor_network_country", "exit_probability", ("country",), (), "{{country}}",
+        promql=f"topk(10, {latest('tor_network_country_exit_probability')})",
+        influxql='SELECT last("exit_probability") FROM "tor_network_country" WHERE $timeFilter GROUP BY "country"'),),
+          unit="percentunit",
+          description="The chance that a client's exit is in the country: the sum of its relays' exit probabilities "
+                      "(docs/paths.md)."),
     Panel("Consensus age at each authority (ns flavour)", "timeseries",
-          (s("tor_authority_consensus", "age_seconds", "authority", flavour="ns"),), unit="s"),
-), annotations=FINDINGS)
+          (s("tor_authority_consensus", "age_seconds", "authority", flavour="ns"),), unit="s", width=24),
+    Panel("Capacity", "row"),
+    capacity(7),
+    capacity(30),
+), variables=("role",), annotations=FINDINGS)
 
 AUTHORITIES = Dashboard("allium-authorities", "Directory authorities and consensus health",
                         "What the consensus-health page shows, over time: one line per authority.", (
@@ -136,7 +204,7 @@ AUTHORITIES = Dashboard("allium-authorities", "Directory authorities and consens
           (s("tor_authority", "total_measured_weight", "authority"),), width=8),
     Panel("Days until the signing key certificate expires", "timeseries", (Series(
         "tor_authority", "key_expiry_seconds", ("authority",), (), "{{authority}}",
-        promql="tor_authority_key_expiry_seconds / 86400",
+        promql=latest("tor_authority_key_expiry_seconds") + " / 86400",
         influxql='SELECT last("key_expiry_seconds") / 86400 FROM "tor_authority" WHERE $timeFilter '
                  'GROUP BY time($__interval), "authority" fill(null)'),), unit="d", width=8),
     Panel("ORPort addresses reachable", "timeseries",
@@ -147,7 +215,7 @@ AUTHORITIES = Dashboard("allium-authorities", "Directory authorities and consens
           (s("tor_authority_flag", "only_in_vote", "authority", "flag"),), width=12),
     Panel("Active findings", "table", (Series(
         "tor_health", "active", ("check", "severity"), (), "{{check}}",
-        promql="tor_health_active > 0",
+        promql=latest("tor_health_active") + " > 0",
         influxql='SELECT last("active") FROM "tor_health" WHERE $timeFilter GROUP BY "check", "severity"'),),
           width=24),
 ), annotations=FINDINGS)
@@ -162,41 +230,67 @@ RELAY = Dashboard("allium-relay", "Relay", "One relay by fingerprint: flags, wei
     Panel("Authorities listing it", "timeseries", (s("tor_relay", "authorities_listing", fingerprint="$fingerprint"),)),
     Panel("Bandwidth authorities measuring it", "timeseries",
           (s("tor_relay", "bwauths_measuring", fingerprint="$fingerprint"),)),
+    Panel("Flag margins (1 = threshold)", "timeseries", tuple(
+        s("tor_relay", f"{margin}_margin", legend=legend, fingerprint="$fingerprint")
+        for margin, legend in (("fast", "Fast: bandwidth"), ("guard_bw", "Guard: bandwidth"),
+                               ("guard_wfu", "Guard: WFU"), ("guard_tk", "Guard: time known"),
+                               ("stable", "Stable: MTBF or uptime"), ("hsdir_uptime", "HSDir: uptime"))),
+          threshold=1,
+          description="Each figure over the authorities' threshold for the flag, the median over the votes listing "
+                      "the relay: above 1 it qualifies, below 1 it falls short. A margin is missing where a vote "
+                      "does not show the figure (WFU and time known need the votes' stats lines). docs/relays.md."),
+    Panel("Path-selection probability", "timeseries", tuple(
+        s("tor_relay", f"{position}_probability", legend=position, fingerprint="$fingerprint")
+        for position in ("guard", "middle", "exit")), unit="percentunit",
+          description="The chance that a client picks the relay for each position (Onionoo's probabilities; "
+                      "docs/paths.md)."),
 ), variables=("fingerprint",), annotations=FINDINGS)
 
 OPERATORS = Dashboard("allium-operators", "Operators",
                       "Operators by contact or family: relays, weight, flags, spread.", (
     Panel("Largest operators by consensus weight", "bargauge", (Series(
         "tor_operator", "weight_fraction", ("operator",), (), "{{operator}}",
-        promql="topk(15, tor_operator_weight_fraction)",
+        promql=f"topk(15, {latest('tor_operator_weight_fraction')})",
         influxql='SELECT last("weight_fraction") FROM "tor_operator" WHERE $timeFilter GROUP BY "operator"'),),
           unit="percentunit", height=10),
     Panel("Most countries", "bargauge", (Series(
         "tor_operator", "countries", ("operator",), (), "{{operator}}",
-        promql="topk(15, tor_operator_countries)",
+        promql=f"topk(15, {latest('tor_operator_countries')})",
         influxql='SELECT last("countries") FROM "tor_operator" WHERE $timeFilter GROUP BY "operator"'),), height=10),
     Panel("Most platforms", "bargauge", (Series(
         "tor_operator", "platforms", ("operator",), (), "{{operator}}",
-        promql="topk(15, tor_operator_platforms)",
+        promql=f"topk(15, {latest('tor_operator_platforms')})",
         influxql='SELECT last("platforms") FROM "tor_operator" WHERE $timeFilter GROUP BY "operator"'),), height=10),
     Panel("Relays per operator", "table", (s("tor_operator", "relays", "operator", "group"),), height=10),
     Panel("Guard and exit relays per operator", "timeseries",
           (s("tor_operator", "guard_relays", "operator", legend="{{operator}} guards"),
            s("tor_operator", "exit_relays", "operator", legend="{{operator}} exits")), width=24),
+    by_operator("guard_probability", "Guard probability by operator"),
+    by_operator("middle_probability", "Middle probability by operator"),
+    by_operator("exit_probability", "Exit probability by operator"),
+    Panel("Exit probability held by the top 10 operators", "stat", (Series(
+        "tor_operator", "exit_probability", (), (("group", "contact"),), "top 10 operators",
+        promql="sum(topk(10, " + latest('tor_operator_exit_probability{group="contact"}') + "))",
+        # The ten largest of each interval (one voting period), summed; the panel shows the newest interval's sum.
+        influxql='SELECT sum("top") FROM (SELECT top("exit_probability", "operator_id", 10) AS "top" FROM '
+                 '"tor_operator" WHERE $timeFilter AND "group" = \'contact\' GROUP BY time($__interval)) '
+                 'WHERE $timeFilter GROUP BY time($__interval) fill(none)'),), unit="percentunit", width=24,
+          height=4, description="The chance that a client's exit belongs to one of the ten operators (by contact) "
+                                "holding the most exit probability (docs/paths.md)."),
 ), annotations=FINDINGS)
 
 ALERTS = Dashboard("allium-alerts", "Anomalies and alerts",
                    "Findings, anomaly detection and the agent's alert delivery.", (
     Panel("Active findings by severity", "timeseries", (Series(
         "tor_health", "active", ("severity",), (), "{{severity}}",
-        promql="sum by (severity) (tor_health_active)",
+        promql=f"sum by (severity) ({latest('tor_health_active')})",
         # No subquery: InfluxDB 1.x runs them slowly. One sample per check and period, so a bucket
         # of one voting period sums to the active findings (wider buckets add periods up).
         influxql='SELECT sum("active") FROM "tor_health" WHERE $timeFilter GROUP BY time($__interval), "severity" '
                  'fill(null)'),)),
     Panel("Silenced findings", "timeseries", (Series(
         "tor_health", "silenced", ("check",), (), "{{check}}",
-        promql="tor_health_silenced > 0",
+        promql=latest("tor_health_silenced") + " > 0",
         influxql='SELECT last("silenced") FROM "tor_health" WHERE $timeFilter GROUP BY time($__interval), "check" '
                  'fill(null)'),)),
     Panel("Alerts the agent tracks", "timeseries", (s("allium_agent", "alerts_active", "vantage"),), width=8),
@@ -218,7 +312,7 @@ ALERTS = Dashboard("allium-alerts", "Anomalies and alerts",
            s("tor_anomaly", "expected_high", legend="limit", detector="baseline", series="joined"))),
     Panel("Series judged anomalous", "table", (Series(
         "tor_anomaly", "anomalous", ("series",), (("detector", "baseline"),), "{{series}}",
-        promql='tor_anomaly_anomalous{detector="baseline"} > 0',
+        promql=latest('tor_anomaly_anomalous{detector="baseline"}') + " > 0",
         influxql='SELECT last("anomalous") FROM "tor_anomaly" WHERE "detector" = \'baseline\' AND "anomalous" > 0 '
                  'AND $timeFilter GROUP BY "series"'),)),
     Panel("Relays flagged by the per-relay detectors", "timeseries",
@@ -227,7 +321,7 @@ ALERTS = Dashboard("allium-alerts", "Anomalies and alerts",
           (s("tor_anomaly", "observed", legend="relays", detector="groups"),), width=12),
     Panel("Baselines still warming up", "stat", (Series(
         "tor_anomaly", "warming", (), (("detector", "baseline"),), "warming",
-        promql='sum(tor_anomaly_warming{detector="baseline"})',
+        promql="sum(" + latest('tor_anomaly_warming{detector="baseline"}') + ")",
         # One sample per series and period (no subquery: slow on InfluxDB 1.x), as for the findings above.
         influxql='SELECT sum("warming") FROM "tor_anomaly" WHERE "detector" = \'baseline\' AND $timeFilter '
                  'GROUP BY time($__interval) fill(null)'),), width=24, height=4),

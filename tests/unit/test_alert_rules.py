@@ -7,7 +7,15 @@ import subprocess
 import pytest
 import yaml
 
-from agent.dashboards.alerting import GRAFANA_DATASOURCE_UID, PROMETHEUS_RULES, RULES, render_all
+from agent.dashboards.alerting import (
+    GRAFANA_DATASOURCE_UID,
+    GRAFANA_INFLUXDB_DATASOURCE_UID,
+    GRAFANA_INFLUXDB_RULES,
+    GRAFANA_RULES,
+    PROMETHEUS_RULES,
+    RULES,
+    render_all,
+)
 
 ROOT = PROMETHEUS_RULES.parents[1]
 
@@ -20,7 +28,9 @@ def tool(name: str) -> str:
 
 
 def test_rule_files_are_what_the_code_renders():
-    for path, content in render_all().items():
+    rendered = render_all()
+    assert set(rendered) == {PROMETHEUS_RULES, GRAFANA_RULES, GRAFANA_INFLUXDB_RULES}
+    for path, content in rendered.items():
         assert path.read_text() == content, f"{path} is stale: python -m agent.dashboards.alerting"
 
 
@@ -44,12 +54,31 @@ def test_vmalert_accepts_the_rules():
 def test_grafana_provisioning_fits_together():
     provisioning = ROOT / "grafana" / "provisioning"
     sources = yaml.safe_load((provisioning / "datasources" / "allium.yml").read_text())["datasources"]
-    assert GRAFANA_DATASOURCE_UID in {source["uid"] for source in sources}
-    rules = yaml.safe_load((provisioning / "alerting" / "allium-rules.yml").read_text())
-    assert rules["apiVersion"] == 1
-    for rule in rules["groups"][0]["rules"]:
-        assert [query["refId"] for query in rule["data"]] == ["A", "B", "C"] and rule["condition"] == "C"
-        assert rule["data"][0]["datasourceUid"] == GRAFANA_DATASOURCE_UID
+    by_uid = {source["uid"]: source for source in sources}
+    uids, titles = set(), set()
+    for path, uid, kind in ((GRAFANA_RULES, GRAFANA_DATASOURCE_UID, "prometheus"),
+                            (GRAFANA_INFLUXDB_RULES, GRAFANA_INFLUXDB_DATASOURCE_UID, "influxdb")):
+        assert by_uid[uid]["type"] == kind
+        rules = yaml.safe_load(path.read_text())
+        assert rules["apiVersion"] == 1
+        [group] = rules["groups"]
+        assert [rule["title"] for rule in group["rules"]] == [rule.name for rule in RULES]
+        titles.add((group["folder"], group["name"]))  # one Grafana may load both files: titles differ by folder
+        for rule in group["rules"]:
+            assert [query["refId"] for query in rule["data"]] == ["A", "B", "C"] and rule["condition"] == "C"
+            assert rule["data"][0]["datasourceUid"] == uid
+            assert [query["model"]["type"] for query in rule["data"][1:]] == ["reduce", "threshold"]
+            [condition] = rule["data"][2]["model"]["conditions"]
+            assert condition["evaluator"]["type"] in ("gt", "lt")
+            assert len(rule["uid"]) <= 40 and rule["uid"] not in uids  # Grafana's limit; unique across both files
+            uids.add(rule["uid"])
+            model = rule["data"][0]["model"]
+            if kind == "influxdb":
+                # Raw InfluxQL with its own time condition: no Grafana macro, no $NAME that provisioning could expand.
+                assert model["rawQuery"] is True and "$" not in model["query"] and "time > now() - " in model["query"]
+            # Grafana's $value is a text of every expression's value: the rules read the reduced one.
+            assert not re.search(r"\$value\b", rule["annotations"]["description"]), rule["title"]
+    assert len(titles) == 2
     alerting = yaml.safe_load((provisioning / "alerting" / "contact-points.yml").read_text())
     receivers = {point["name"] for point in alerting["contactPoints"]}
     policy = alerting["policies"][0]
@@ -57,6 +86,25 @@ def test_grafana_provisioning_fits_together():
     providers = yaml.safe_load((provisioning / "dashboards" / "allium.yml").read_text())["providers"]
     assert sorted(p["options"]["path"].rsplit("/", 1)[1] for p in providers) == ["influxdb", "prometheus"]
     assert "$__env{ALLIUM_INFLUX_TOKEN}" in (provisioning / "datasources" / "allium.yml").read_text()  # not inline
+
+
+def test_each_grafana_threshold_is_the_prometheus_rules_comparison():
+    """Grafana compares the measure in a threshold expression; the Prometheus rule in PromQL. Both must fire on the
+    same values (``answered`` is 0 or 1, so == 0 and < 1 agree; AlliumAgentStale's InfluxQL counts records)."""
+    import operator
+
+    comparisons = {">": operator.gt, "==": operator.eq, "<": operator.lt}
+    for rule in RULES:
+        symbol, number = rule.compare.split(" ", 1)
+        threshold = eval(number, {"__builtins__": {}})  # "3 * 3600"
+        kind, value = rule.evaluator
+        samples = [0, 1] if rule.compare == "== 0" else [threshold - 1, threshold, threshold + 1, 0, 10 * threshold]
+        for sample in samples:
+            grafana = sample > value if kind == "gt" else sample < value
+            assert grafana == comparisons[symbol](sample, threshold), (rule.name, sample)
+        assert rule.expr == f"{rule.measure} {rule.compare}"
+        if not rule.influxql.description:
+            assert rule.influxql.evaluator == rule.evaluator, rule.name  # the same quantity, the same comparison
 
 
 # --- TorAuthorityNotAnswering on a dead authority's real series ---------------------------------------------------
