@@ -1,7 +1,7 @@
 # The Allium Agent daemon. Build: docker build -t allium-agent .
 # Run:   docker run -v allium-state:/var/lib/allium-agent -v $PWD/config.yaml:/etc/allium-agent/config.yaml:ro \
 #               -e ALLIUM_INFLUX_TOKEN=... allium-agent
-# (config.yaml should set state_dir: /var/lib/allium-agent)
+# (config.yaml should set state_dir: /var/lib/allium-agent). docker-compose.yml runs it with config/docker-agent-*.yaml.
 FROM debian:12-slim
 
 # tor-geoipdb provides /usr/share/tor/geoip for relay countries; the tor
@@ -20,6 +20,10 @@ COPY agent ./agent
 RUN python3 -m venv .venv \
  && .venv/bin/pip install --no-cache-dir . \
  && .venv/bin/allium-agent --version
+
+# `docker exec CONTAINER allium-agent query '...'` (or status, alerts ...) finds the program and the config.
+ENV PATH=/opt/allium-agent/.venv/bin:$PATH \
+    ALLIUM_AGENT_CONFIG=/etc/allium-agent/config.yaml
 
 USER allium-agent
 WORKDIR /var/lib/allium-agent
