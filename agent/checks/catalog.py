@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.checks import authority, bandwidth, consensus, probes, shared_random, votes
+from agent.checks import authority, bandwidth, consensus, family, probes, shared_random, votes
 from agent.checks.registry import Check
 
 CHECKS: tuple[Check, ...] = (
@@ -31,6 +31,8 @@ CHECKS: tuple[Check, ...] = (
     consensus.quorum_lost,
     consensus.vote_missing,
     consensus.time_impossible,
+    family.family_not_mutual,
+    family.family_undeclared,
     probes.orport_unreachable,
     probes.vote_not_propagated,
     shared_random.commit_mismatch,

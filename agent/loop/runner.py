@@ -129,7 +129,7 @@ class PeriodRunner:
 
     def _judge(self, snapshot: Snapshot) -> tuple[PeriodResult, Memory]:
         """The period judged (what judging rejected is in the result), and the memory it was judged with."""
-        memory = memory_of(snapshot, self.state, self.detectors, learners=self.config)
+        memory = memory_of(snapshot, self.state, self.detectors, learners=None if snapshot.archived else self.config)
         return judge(snapshot, memory, self.config, self.geoip), memory
 
     def _failed(self, result: PeriodResult, memory: Memory, summary: dict) -> tuple[str, datetime]:
@@ -203,17 +203,21 @@ class PeriodRunner:
             period = None if failed or not result.has_consensus else result.time
             if failed and now - self.state.last_alerted() < (self.state.period_seconds() or 3600):
                 return
-            notices = self.alerting.on_period(result.findings, self._relay_alerts(snapshot, period or now), period)
+            notices = self.alerting.on_period(result.findings, self._relay_alerts(snapshot, period or now, result),
+                                              period)
             self.state.set_last_alerted(now)
             counts = self.alerting.drain()
             summary.update(notices=len(notices), deliveries_waiting=counts["waiting"])
         except Exception:
             log.exception("alerting failed; the period's findings are stored and alerting resumes next period")
 
-    def _relay_alerts(self, snapshot: Snapshot, now: int):
+    def _relay_alerts(self, snapshot: Snapshot, now: int, result: PeriodResult):
         """Subscription alerts, or None if they cannot be judged (then they stay as they were)."""
+        warnings: dict[str, list] = {}
+        for warning in result.warnings:  # the at-risk learner's, this period
+            warnings.setdefault(warning.fingerprint, []).append(warning)
         try:
-            return self.watch.alerts(snapshot, now)
+            return self.watch.alerts(snapshot, now, warnings)
         except Exception:
             log.exception("evaluating subscriptions failed; network alerts go out regardless")
             return None

@@ -12,7 +12,8 @@ from agent.metrics.paths import path_points, path_probabilities, relay_fields
 from agent.metrics.relay import relay_points
 from agent.metrics.relays import RelayTable, table_of
 from agent.model.entries import entries_of
-from agent.model.points import Point
+from agent.model.family import operator_families
+from agent.model.points import Point, point
 from agent.model.relays import PreviousRelays
 from agent.model.snapshot import Snapshot
 from agent.model.time import unix
@@ -33,9 +34,11 @@ def snapshot_points(snapshot: Snapshot, previous: PreviousRelays | None, geoip: 
         table = table_of(snapshot, consensus, geoip)
     chances = path_probabilities(consensus)  # per relay, in the table's order (both follow the consensus)
     overload = overload_of(table, snapshot.server_descriptors, time)
+    operators = operator_points(table, operators_top_n, time)
     return (_merged(network_points(consensus, table, previous, time)
                     + overload_network_points(table, overload, time)
-                    + operator_points(table, operators_top_n, time)
+                    + operators
+                    + family_points(snapshot.server_descriptors, operators, time)
                     + path_points(consensus, table, operators_top_n, time, chances, per_relay=False))
             + authority_points(snapshot, consensus, time)
             + relay_points(table, previous, time, {
@@ -43,6 +46,17 @@ def snapshot_points(snapshot: Snapshot, previous: PreviousRelays | None, geoip: 
                 **overload_fields(overload),
                 # NaN where a margin is unknown: left out of that relay's point
                 **margin_columns(entries_of(consensus), snapshot.votes(), snapshot.server_descriptors)}))
+
+
+def family_points(descriptors: list, operators: list[Point], time: int) -> list[Point]:
+    """Family hygiene per operator (contact line) that ``operator_points`` writes (``agent.model.family``).
+
+    A period without descriptors writes nothing rather than zeros.
+    """
+    written = {p.tags["operator_id"]: p.tags for p in operators if p.tags.get("group") == "contact"}
+    return [point("tor_operator", written[group.operator_id],
+                  {"family_not_mutual": group.family_not_mutual, "family_undeclared": group.family_undeclared}, time)
+            for group in operator_families(descriptors) if group.operator_id in written]
 
 
 def _merged(points: list[Point]) -> list[Point]:

@@ -80,3 +80,30 @@ class ColumnPoint(tuple[PointColumns, int]):
     @property
     def time(self) -> int:
         return self[0].time
+
+
+def joined(points: list[Any], more: list[Any]) -> list[Any]:
+    """``points`` plus ``more``, where a block of ``more``'s column points joins the block of the same rows.
+
+    A later stage (a learner) adding per-relay fields then adds them to the
+    period's own tor_relay points: one point per relay and period, not two.
+    """
+    blocks = {id(each[0]): each[0] for each in points if isinstance(each, ColumnPoint)}
+    extra: list[Any] = []
+    merged: set[int] = set()
+    for each in more:
+        if not isinstance(each, ColumnPoint):
+            extra.append(each)
+            continue
+        block = each[0]
+        if id(block) in merged:
+            continue
+        target = next((mine for mine in blocks.values() if mine.measurement == block.measurement
+                       and mine.tag == block.tag and mine.time == block.time
+                       and mine.tag_values == block.tag_values), None)
+        if target is None:
+            extra.append(each)
+        else:
+            target.fields.update(block.fields)
+            merged.add(id(block))
+    return [*points, *extra]

@@ -80,6 +80,7 @@ class PeriodResult:
     table: RelayTable | None = None
     detector_learned: bool = False  # the memory's detector learned this period: save it
     learned: list[str] = field(default_factory=list)  # the memory's learners that took this period in: save them
+    warnings: tuple[Any, ...] = ()  # per-relay warnings a learner gave this period (at-risk), for subscriptions
     rejected: list[FetchRecord] = field(default_factory=list)  # documents judging refused, each with its reason
 
     @property

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agent.model.files import PickledState
-from agent.model.points import Point
+from agent.model.points import Point, joined
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,12 @@ def _reliability(config: Any) -> Learner:
     return ReliabilityLearner(config.metrics.operators_top_n)
 
 
+def _atrisk(config: Any) -> Learner:
+    from agent.metrics.atrisk import AtRiskLearner
+
+    return AtRiskLearner()
+
+
 def _health(config: Any) -> Learner:
     from agent.metrics.health import HealthLearner
 
@@ -56,6 +62,7 @@ def _health(config: Any) -> Learner:
 LEARNERS: tuple[LearnerKind, ...] = (
     LearnerKind("forecast", 1, _forecaster),
     LearnerKind("reliability", 1, _reliability),
+    LearnerKind("atrisk", 1, _atrisk),  # reads the flag margins among the period's points
     LearnerKind("health", 1, _health),
 )
 
@@ -83,7 +90,8 @@ def learn(result: Any, learners: dict[str, Learner]) -> list[str]:
     learned = []
     for name, learner in learners.items():
         try:
-            result.points = [*result.points, *learner.learn(result)]
+            result.points = joined(result.points, learner.learn(result))
+            result.warnings = (*result.warnings, *getattr(learner, "warnings", ()))
         except Exception:
             log.exception("%s failed this period; metrics and checks are saved regardless", name)
             continue
@@ -95,6 +103,6 @@ def save_learners(state_dir: Path, learners: dict[str, Learner], learned: list[s
     for kind in LEARNERS:
         if kind.name in learned and kind.name in learners:
             try:
-                PickledState(state_dir, kind.name, kind.version, lambda: None).save(learners[kind.name])
+                _state(kind, state_dir, None).save(learners[kind.name])
             except Exception:
                 log.exception("the %s state could not be saved; it resumes from the last saved one", kind.name)

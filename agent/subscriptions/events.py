@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from stem.version import Version
 
@@ -50,6 +51,11 @@ class RelayStatus:
     uptime_seconds: int | None = None  # from its newest server descriptor
     observed_bandwidth: int | None = None  # bytes/s, from its newest server descriptor
     overload_general: datetime | None = None  # the overload-general time of its newest descriptor (naive UTC)
+    # TorRelayFamilyBroken: relays it lists that do not list it back, and relays listing it that it does not
+    # list (both with a descriptor this period); None when its own descriptor is not here (unknown).
+    family_lists_unreturned: tuple[str, ...] | None = None
+    family_listed_unreturned: tuple[str, ...] | None = None
+    risk_warnings: tuple[Any, ...] = ()  # its agent.metrics.atrisk.RiskWarning this period
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,7 @@ def bandwidth_votes(votes: list) -> list:
 
 
 def relay_status(fingerprint: str, consensus, descriptors: dict, votes: list, measuring: list,
-                 known_nickname: str | None = None) -> RelayStatus:
+                 known_nickname: str | None = None, risk_warnings: tuple = ()) -> RelayStatus:
     """One relay's period; ``measuring`` is ``bandwidth_votes(votes)``, computed once per period."""
     router = consensus.routers.get(fingerprint)
     descriptor = descriptors.get(fingerprint)
@@ -117,7 +123,37 @@ def relay_status(fingerprint: str, consensus, descriptors: dict, votes: list, me
         uptime_seconds=getattr(descriptor, "uptime", None),
         observed_bandwidth=getattr(descriptor, "observed_bandwidth", None),
         overload_general=getattr(descriptor, "overload_general", None),  # agent.parse.fastdesc's (not stem's)
+        **_family_mismatch(fingerprint, descriptors),
+        risk_warnings=risk_warnings,
     )
+
+
+#: The last period's descriptors and who lists whom in them: relay_status runs once per watched relay, and the
+#: reverse direction needs every family line (thousands on the live network), so it is read once per period.
+_LISTERS: list = [(), {}]
+
+
+def _family_mismatch(fingerprint: str, descriptors: dict) -> dict[str, tuple[str, ...] | None]:
+    """RelayStatus's family fields: tor's mutual-declaration rule (dir-spec) seen from one relay.
+
+    Only relays whose descriptor is here are judged (a listed relay that is offline proves nothing); nickname
+    entries and the relay itself are ignored. Remembered descriptors (a period whose fetch failed) carry no
+    family line: unknown, so None. agent.checks.family applies the same rules network-wide.
+    """
+    mine = descriptors.get(fingerprint)
+    if mine is None or not hasattr(mine, "family"):
+        return {}
+    current = tuple(descriptors.values())
+    if len(current) != len(_LISTERS[0]) or any(a is not b for a, b in zip(current, _LISTERS[0])):
+        listers: dict[str, set[str]] = {}
+        for other, descriptor in descriptors.items():
+            for listed in family_fingerprints(descriptor):
+                listers.setdefault(listed, set()).add(other)
+        _LISTERS[:] = [current, listers]  # holding the descriptors keeps their ids from being reused
+    lists = family_fingerprints(mine) - {fingerprint}
+    return {"family_lists_unreturned": tuple(sorted(other for other in lists if other in descriptors
+                                                    and fingerprint not in family_fingerprints(descriptors[other]))),
+            "family_listed_unreturned": tuple(sorted(_LISTERS[1].get(fingerprint, set()) - lists - {fingerprint}))}
 
 
 
@@ -132,6 +168,8 @@ ALERTS: dict[str, tuple[str, str]] = {
     "TorRelayFewAuthorities": ("warning", "Few authorities list a relay you watch"),
     "TorRelayFewBandwidthAuthorities": ("info", "Few bandwidth authorities measure a relay you watch"),
     "TorRelayOverloaded": ("info", "A relay you watch reports overload"),
+    "TorRelayFamilyBroken": ("info", "A relay you watch has a family declaration that is not mutual"),
+    "TorRelayAtRisk": ("info", "A relay you watch will probably drop out of the consensus within a day"),
 }
 
 
@@ -162,6 +200,8 @@ def conditions(status: RelayStatus, history: list[tuple[int, int | None, frozens
     found += _low_bandwidth(status, name, settings)
     found += _votes(status, name, settings, period_seconds)
     found += _overloaded(status, name, now)
+    found += _family_broken(status, name, period_seconds)
+    found += _at_risk(status, name)
     return found
 
 
@@ -242,3 +282,34 @@ def _overloaded(status: RelayStatus, name: str, now: int) -> list[Condition]:
                        f"reports an event for 72 h, so this ends by {until:%Y-%m-%d %H:%M} UTC unless it happens "
                        "again. See https://support.torproject.org/relays/performance/overloaded/",
                        overload_since=since)]
+
+
+def _at_risk(status: RelayStatus, name: str) -> list[Condition]:
+    """Only warnings marked offered: their kind reached agent.metrics.atrisk's precision bar on held-out history
+    (today: dropping out of the consensus within a day; docs/relays.md, At-risk warnings)."""
+    return [_condition("TorRelayAtRisk", f"{name}: {warning.reason}")
+            for warning in status.risk_warnings if warning.offered and warning.kind == "dropout"]
+
+
+def _family_broken(status: RelayStatus, name: str, period_seconds: int) -> list[Condition]:
+    """tor joins two relays in a family only when each lists the other: a one-sided entry is ignored, and the
+    operator's relays may share a circuit. Told after two periods (relays of a family publish their new lines
+    one by one); resolved when both sides list each other or the entry goes."""
+    lists, listed = status.family_lists_unreturned or (), status.family_listed_unreturned or ()
+    if not lists and not listed:
+        return []
+    parts = []
+    if lists:
+        parts.append(f"it lists {_few(lists)}, which do not list it back")
+    if listed:
+        parts.append(f"{_few(listed)} list it, but it does not list them")
+    return [_condition("TorRelayFamilyBroken",
+                       f"{name}'s family is not mutual: {'; '.join(parts)}. tor treats only relays that list each "
+                       "other (MyFamily) as one family and ignores the rest, so they may share a circuit: list them "
+                       "on both sides if they are yours, or remove the entry", wait_seconds=2 * period_seconds)]
+
+
+def _few(fingerprints: tuple[str, ...], shown: int = 5) -> str:
+    """A bounded list of fingerprints: "$A, $B and 3 more"."""
+    named = ", ".join(f"${fp}" for fp in fingerprints[:shown])
+    return named + (f" and {len(fingerprints) - shown} more" if len(fingerprints) > shown else "")

@@ -41,8 +41,11 @@ class RelayWatch:
         self.settings = settings
         self.store = SubscriptionStore(db)
 
-    def alerts(self, snapshot, now: int) -> list[Alert] | None:
-        """Alerts for every active subscription; None when the period cannot be judged (no consensus)."""
+    def alerts(self, snapshot, now: int, warnings: dict | None = None) -> list[Alert] | None:
+        """Alerts for every active subscription; None when the period cannot be judged (no consensus).
+
+        ``warnings``: each relay's at-risk warnings this period (``agent.metrics.atrisk.RiskWarning``).
+        """
         consensus = snapshot.latest_consensus()
         if consensus is None:
             return None
@@ -59,7 +62,8 @@ class RelayWatch:
         known = descriptors or self._last_descriptors(watched, valid_after)  # none: their fetch failed
         found = {}
         for fingerprint in watched:
-            status = relay_status(fingerprint, consensus, known, votes, measuring, nicknames.get(fingerprint))
+            status = relay_status(fingerprint, consensus, known, votes, measuring, nicknames.get(fingerprint),
+                                  tuple((warnings or {}).get(fingerprint, ())))
             found[fingerprint] = (status, conditions(status, history.get(fingerprint, []), consensus,
                                                      self.settings, valid_after, period_seconds))
         self._remember(found, descriptors, valid_after)

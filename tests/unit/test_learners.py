@@ -38,11 +38,12 @@ def test_every_learner_takes_the_period_in_and_a_broken_one_costs_only_itself(pe
 def test_learners_are_saved_after_a_live_period_and_a_damaged_state_is_set_aside(tmp_path, period):
     snapshot, config = period
     learners = load_learners(tmp_path, config)
-    assert set(learners) == {kind.name for kind in LEARNERS} == {"forecast", "reliability", "health"}
+    assert set(learners) == {kind.name for kind in LEARNERS} == {"forecast", "reliability", "atrisk", "health"}
     result = judge(snapshot, Memory(learners=learners), config, GEOIP)
-    assert result.learned == ["forecast", "reliability", "health"]
+    assert result.learned == ["forecast", "reliability", "atrisk", "health"]
     assert {p.measurement for p in result.points} >= {"tor_health_score", "tor_health_component"}
-    assert any("presence_7d" in p.fields for p in result.points)  # reliability's relay fields
+    relays = [p for p in result.points if p.measurement == "tor_relay" and p.fields.get("in_consensus") == 1]
+    assert len(relays) == len(result.table) and all("presence_7d" in p.fields for p in relays)  # one point each
     save_learners(tmp_path, learners, result.learned)
     loaded = load_learners(tmp_path, config)
     assert loaded["forecast"].last_time == result.time and loaded["health"].last_time == result.time

@@ -197,7 +197,7 @@ def test_authority_metrics_from_a_real_vote():
 
 
 RELIABILITY_FIELDS = ("presence_7d", "presence_30d", "running_7d", "running_30d", "flag_changes_per_week",
-                      "weight_cv_7d", "measured_share", "relays_30d")
+                      "weight_cv_7d", "measured_share", "relays_30d", "dropout_risk", "guard_loss_risk")
 
 
 def test_every_catalogue_entry_is_emitted(hour10, hour11, descriptors):

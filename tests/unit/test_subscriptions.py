@@ -182,7 +182,8 @@ def test_family_subscription_covers_a_relay_that_joins_later_and_remembers_one_t
     watch = RelayWatch(state.db, SETTINGS)
     first = snapshot_of(consensus_of(entry(A), entry(B), entry(C)),
                         [descriptor(A, family=[B, C]), descriptor(B, family=[A]), descriptor(C)])
-    assert watch.alerts(first, 1000) == []
+    # A lists C, C does not list A back: a broken family, told to A's family subscriber
+    assert [a.id for a in watch.alerts(first, 1000)] == ["TorRelayFamilyBroken"]
     joined = snapshot_of(consensus_of(entry(A), entry(B)),  # C joined the family, and is down
                          [descriptor(A, family=[B, C]), descriptor(B, family=[A]), descriptor(C, family=[A])])
     alerts = watch.alerts(joined, 2000)
