@@ -1,6 +1,7 @@
 """The performance benchmarks (issue 10), one command, one table:
 
     .venv/bin/python benchmarks/run.py [--repeat 3] [--memory-cycles 1000] [--no-write]
+    .venv/bin/python benchmarks/run.py --startup [--tree /tmp/before] [--startup-repeat 7] [--testnet-config PATH]
 
 - cycle: one full-size voting period from the real documents in
   ../shared/tordata, in-process: parse -> signatures -> metrics -> checks ->
@@ -32,6 +33,11 @@
   restamped to consecutive hours (``benchmarks/memory.py``); the mean of
   each hundred cycles, the trend over the second half, and the process's
   peak RSS over all of them.
+- startup (``--startup``, a mode of its own; issue 22): wall time of
+  ``config check``, ``status``, ``query``, ``check --from`` a real consensus
+  and ``once`` on the private Tor network, each a fresh process, and what
+  each imports (``benchmarks/startup.py``); ``--tree`` adds other
+  checkouts (a worktree of the commit before) to the same table.
 
 CPU seconds are process time; each variant runs in its own process so its
 peak RSS is its own. No test asserts on these numbers.
@@ -417,8 +423,20 @@ def main() -> None:
     parser.add_argument("--memory-cycles", type=int, default=1000, help="consecutive cycles for the memory check")
     parser.add_argument("--write-points", type=int, default=200_000)
     parser.add_argument("--no-write", action="store_true", help="skip the VictoriaMetrics write benchmark")
+    parser.add_argument("--startup", action="store_true",
+                        help="only the start-up table: short commands' wall time (benchmarks/startup.py)")
+    parser.add_argument("--tree", action="append", type=Path, default=[],
+                        help="with --startup: another checkout of the agent to run too (repeatable)")
+    parser.add_argument("--startup-repeat", type=int, default=7, help="with --startup: runs of each command")
+    parser.add_argument("--testnet-config", type=Path,
+                        help="with --startup: the agent config of a running private network (default: start one)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
+    if arguments.startup:
+        from benchmarks.startup import measure, rows
+
+        print("\n".join(rows(measure([ROOT, *arguments.tree], arguments.startup_repeat, arguments.testnet_config))))
+        return
     if arguments.child:
         kind, *rest = arguments.child
         result = {"cycle": lambda: child_cycle(rest[0], int(rest[1])),

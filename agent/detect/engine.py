@@ -12,7 +12,6 @@ ignored (a rerun).
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import time as clock
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from agent.detect.relays import RelayAnomalies, RelayMemory
 from agent.detect.rules import ThresholdRules
 from agent.detect.series import NetworkBaselines
 from agent.detect.settings import DetectSettings, declared
+from agent.model.files import write_atomically
 from agent.model.findings import Finding
 from agent.model.points import Point
 
@@ -176,9 +176,4 @@ class DetectorFile:
         return detector
 
     def save(self, detector: Detector) -> None:
-        temporary = self.path.with_suffix(".tmp")
-        with temporary.open("wb") as handle:
-            pickle.dump(detector, handle, protocol=pickle.HIGHEST_PROTOCOL)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path)
+        write_atomically(self.path, pickle.dumps(detector, protocol=pickle.HIGHEST_PROTOCOL))

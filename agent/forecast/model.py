@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -153,7 +154,7 @@ class Track:
         self.total, self.count = 0.0, 0
 
     def restart(self) -> None:
-        self.model = new_model()
+        self.model = None  # made on first use: unpickling a River model imports River and SciPy (seconds)
         self.learned = 0
         self.days: deque[float] = deque(maxlen=HISTORY)  # log daily means, newest last (imputed days included)
         self.last_day: int | None = None
@@ -161,6 +162,24 @@ class Track:
         self.residuals = {h: deque[tuple[float, ...]](maxlen=WINDOW) for h in HORIZONS}  # per METHODS
         self.latest: dict[int, dict[str, float]] = {}  # horizon -> method -> log forecast from last_day
         self.chosen: dict[tuple[int, bool], Choice] = {}  # (horizon, use_prior) -> choice: changes when a day closes
+
+    @property
+    def model(self) -> Any:
+        """The River model, rebuilt from its pickled bytes on first use (a day closing), not every period."""
+        if self._model is None:
+            self._model = pickle.loads(self._model_bytes) if self._model_bytes is not None else new_model()
+            self._model_bytes = None
+        return self._model
+
+    @model.setter
+    def model(self, value: Any) -> None:
+        self._model, self._model_bytes = value, None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if state.get("_model") is not None:  # the model as bytes: loading the state imports nothing of River
+            state["_model"], state["_model_bytes"] = None, pickle.dumps(state["_model"], pickle.HIGHEST_PROTOCOL)
+        return state
 
     def add(self, day: int, value: float) -> None:
         """One period's value into its day (a day already closed is not reopened)."""

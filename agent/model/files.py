@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,14 +23,27 @@ T = TypeVar("T")
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Replaces ``path`` with ``data`` durably (fsync'd before the rename)."""
+    """Replaces ``path`` with ``data`` durably: fsync'd before the rename, the directory fsync'd after it.
+
+    The temporary file has a name of its own (two writers never share one)
+    and is removed if anything fails before the rename.
+    """
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 class PickledState(Generic[T]):

@@ -60,7 +60,7 @@ def _health(config: Any) -> Learner:
 
 #: Every learner, in the order they learn a period (the health score reads the period's anomaly findings).
 LEARNERS: tuple[LearnerKind, ...] = (
-    LearnerKind("forecast", 1, _forecaster),
+    LearnerKind("forecast", 2, _forecaster),  # 2: the River model pickled as bytes, unpickled on first use
     LearnerKind("reliability", 1, _reliability),
     LearnerKind("atrisk", 1, _atrisk),  # reads the flag margins among the period's points
     LearnerKind("health", 1, _health),

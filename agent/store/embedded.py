@@ -30,6 +30,7 @@ from pathlib import Path
 import requests
 
 from agent.model.errors import StoreError
+from agent.model.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -266,9 +267,7 @@ def _free_port() -> int:
 
 
 def _write_run_file(path: Path, content: dict) -> None:
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(content))
-    os.replace(temporary, path)
+    write_atomically(path, json.dumps(content).encode())
 
 
 def stop_left_running(state_dir: Path) -> bool:

@@ -51,3 +51,25 @@ def test_learners_are_saved_after_a_live_period_and_a_damaged_state_is_set_aside
     (tmp_path / "forecast.pickle").write_bytes(b"damaged")
     assert load_learners(tmp_path, config)["forecast"].last_time is None  # starts afresh
     assert list(tmp_path.glob("forecast.unreadable-*"))
+
+
+def test_loading_the_learners_imports_no_river(tmp_path, period):
+    """A period that closes no day must not pay River's and SciPy's import (seconds) just to unpickle the state."""
+    import subprocess
+    import sys
+
+    from agent.forecast.model import DAY_SECONDS
+
+    snapshot, config = period
+    learners = load_learners(tmp_path, config)
+    forecaster = learners["forecast"]
+    for day in range(3):  # days close: the model is made and learns
+        forecaster.update(day * DAY_SECONDS + 1, {("guard", "advertised"): 1e9 + day})
+    assert forecaster.tracks[("guard", "advertised")]._model is not None
+    save_learners(tmp_path, learners, ["forecast"])
+    script = ("import sys\nfrom agent.config.loader import load_config\nfrom agent.pipeline.learners import "
+              f"load_learners\nload_learners({str(tmp_path)!r}, load_config(None, environ={{}}))\n"
+              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('river', 'scipy')))")
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == "[]"
