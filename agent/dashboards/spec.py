@@ -99,7 +99,7 @@ def quality(field_name: str, legend: str) -> Series:
                            'GROUP BY "check"')
 
 
-def by_operator(field_name: str, title: str, width: int = 8) -> Panel:
+def by_operator(field_name: str, title: str, width: int = 8, unit: str = "percentunit") -> Panel:
     """A leaderboard of operators by contact (group="contact"): a relay is also in its family's group, so without the
     filter every relay would count twice."""
     selector = f'tor_operator_{field_name}{{group="contact"}}'
@@ -107,7 +107,7 @@ def by_operator(field_name: str, title: str, width: int = 8) -> Panel:
         "tor_operator", field_name, ("operator",), (("group", "contact"),), "{{operator}}",
         promql=f"topk(15, {latest(selector)})",
         influxql=f'SELECT last("{field_name}") FROM "tor_operator" WHERE $timeFilter AND "group" = \'contact\' '
-                 'GROUP BY "operator"'),), unit="percentunit", width=width, height=10)
+                 'GROUP BY "operator"'),), unit=unit, width=width, height=10)
 
 
 #: The roles of ``tor_network_role`` and ``tor_forecast`` (docs/forecast.md), the values of the ``role`` variable.
@@ -181,6 +181,16 @@ NETWORK = Dashboard("allium-network", "Tor network overview",
           unit="percentunit",
           description="The chance that a client's exit is in the country: the sum of its relays' exit probabilities "
                       "(docs/paths.md)."),
+    Panel("Network health score (0-100)", "timeseries", (s("tor_health_score", "value", legend="score"),),
+          threshold=75, width=12,
+          description="One figure per period: the weighted mean of its components (docs/health-score.md); below 75 "
+                      "a quarter of the weight is lost."),
+    Panel("Health score: what each component contributes", "timeseries",
+          (s("tor_health_component", "contribution", "component"),), width=12,
+          description="Weight times score per component; they add up to the score, so a drop shows the part that "
+                      "moved."),
+    Panel("Overloaded relays (overload-general in the last 72 h)", "timeseries",
+          (s("tor_network", "overloaded_relays", legend="relays"),), width=24),
     Panel("Consensus age at each authority (ns flavour)", "timeseries",
           (s("tor_authority_consensus", "age_seconds", "authority", flavour="ns"),), unit="s", width=24),
     Panel("Capacity", "row"),
@@ -239,6 +249,16 @@ RELAY = Dashboard("allium-relay", "Relay", "One relay by fingerprint: flags, wei
           description="Each figure over the authorities' threshold for the flag, the median over the votes listing "
                       "the relay: above 1 it qualifies, below 1 it falls short. A margin is missing where a vote "
                       "does not show the figure (WFU and time known need the votes' stats lines). docs/relays.md."),
+    Panel("Reliability: share of time in the consensus and Running", "timeseries", tuple(
+        s("tor_relay", name, legend=name.replace("_", " "), fingerprint="$fingerprint")
+        for name in ("presence_7d", "presence_30d", "running_7d", "running_30d")), unit="percentunit",
+          description="Time-weighted over the periods the agent recorded (docs/reliability.md)."),
+    Panel("Risk of dropping out within a day", "timeseries",
+          (s("tor_relay", "dropout_risk", legend="drop-out risk", fingerprint="$fingerprint"),), unit="percentunit",
+          description="How often relays with the same recent history dropped out within 24 periods (docs/relays.md, "
+                      "At-risk warnings); written after the learner's first week."),
+    Panel("Overloaded (1 = overload-general in the last 72 h)", "timeseries",
+          (s("tor_relay", "overloaded", fingerprint="$fingerprint"),)),
     Panel("Path-selection probability", "timeseries", tuple(
         s("tor_relay", f"{position}_probability", legend=position, fingerprint="$fingerprint")
         for position in ("guard", "middle", "exit")), unit="percentunit",
@@ -265,6 +285,9 @@ OPERATORS = Dashboard("allium-operators", "Operators",
     Panel("Guard and exit relays per operator", "timeseries",
           (s("tor_operator", "guard_relays", "operator", legend="{{operator}} guards"),
            s("tor_operator", "exit_relays", "operator", legend="{{operator}} exits")), width=24),
+    by_operator("running_30d", "Most reliable operators: Running over 30 days"),
+    by_operator("flag_changes_per_week", "Most flag changes per week", unit="short"),
+    by_operator("family_not_mutual", "Family entries not returned (tor ignores them)", unit="short"),
     by_operator("guard_probability", "Guard probability by operator"),
     by_operator("middle_probability", "Middle probability by operator"),
     by_operator("exit_probability", "Exit probability by operator"),

@@ -29,12 +29,16 @@ MAY_BE_EMPTY_REASONS = {
                       "minutes, and backfilled periods are not fed to the forecaster",
     r"tor_relay_guard_(wfu|tk)_margin": "WFU and time known come from the votes' stats lines, which the agent's vote "
                                         "parser does not keep (docs/relays.md); the backfill has no votes",
+    r"tor_relay_dropout_risk": "the at-risk learner writes after a week of live periods (docs/relays.md)",
+    r"tor_operator_family_not_mutual": "the private network's relays declare no family and have no contact line",
 }
 MAY_BE_EMPTY_INFLUXQL_REASONS = {
     r'"allium_agent(_alert_quality)?"': MAY_BE_EMPTY_REASONS[r"allium_agent_"],
     r'"anomalous" > 0': MAY_BE_EMPTY_REASONS[r"> 0$"],
     r'FROM "tor_forecast"': MAY_BE_EMPTY_REASONS[r"tor_forecast_"],
     r'"guard_(wfu|tk)_margin"': MAY_BE_EMPTY_REASONS[r"tor_relay_guard_(wfu|tk)_margin"],
+    r'"dropout_risk"': MAY_BE_EMPTY_REASONS[r"tor_relay_dropout_risk"],
+    r'"family_not_mutual"': MAY_BE_EMPTY_REASONS[r"tor_operator_family_not_mutual"],
 }
 MAY_BE_EMPTY = re.compile("|".join(MAY_BE_EMPTY_REASONS))
 MAY_BE_EMPTY_INFLUXQL = re.compile("|".join(MAY_BE_EMPTY_INFLUXQL_REASONS))

@@ -153,3 +153,21 @@ def test_a_configured_store_url_replaces_the_embedded_store(tmp_path, victoria):
     finally:
         store.close()
     assert not (config.state_dir / "victoria-metrics").exists()
+
+
+@pytest.mark.slow
+def test_once_with_no_store_configured_stores_into_the_embedded_store_and_query_answers(tor_network, tmp_path):
+    """The README's first two commands, on the private network: once, then query, with no store configured."""
+    settings = yaml.safe_load((tor_network.directory / "allium-agent.yaml").read_text())
+    settings.update({"state_dir": str(tmp_path / "state"), "store": {"embedded_port": 18998}})
+    settings.pop("query", None)
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    once = agent("once", "--config", path, timeout=120)
+    assert once.returncode == 0, once.stderr
+    assert "embedded" in once.stderr or "127.0.0.1:" in once.stdout
+    answer = agent("query", "tor_network_relays", "--config", path, "--format", "json", timeout=60)
+    assert answer.returncode == 0, answer.stderr
+    [series] = json.loads(answer.stdout)["result"]
+    assert float(series["value"][1]) == len(tor_network.nodes)
+    assert describe(tmp_path / "state") is None  # both commands stopped the store they started
