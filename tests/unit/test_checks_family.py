@@ -19,6 +19,9 @@ from hypothesis import strategies as st
 from stem.descriptor.server_descriptor import RelayDescriptor
 
 from agent.alerts.engine import AlertBook, SuppressionPolicy
+from agent.checks.registry import Context
+from agent.checks.run import run_checks
+from agent.model.authorities import Authority
 from agent.model.family import (
     broken_pairs,
     declared,
@@ -27,9 +30,6 @@ from agent.model.family import (
     operator_families,
     operator_key,
 )
-from agent.checks.registry import Context
-from agent.checks.run import run_checks
-from agent.model.authorities import Authority
 from agent.model.snapshot import Snapshot
 from agent.pipeline.state import State
 from agent.subscriptions.events import conditions, relay_status
