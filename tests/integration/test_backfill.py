@@ -56,8 +56,10 @@ def collector_tree(tmp_path):
 
 
 def config_for(tmp_path, store_url=None):
+    """Writing to ``store_url``, or (None) to the outbox only: these tests read what waits there."""
     path = tmp_path / "agent.yaml"
-    path.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "state"), "store": {"url": store_url}}))
+    path.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "state"),
+                                    "store": {"url": store_url, "embedded": False}}))
     return load_config(path, environ={})
 
 

@@ -19,7 +19,9 @@ WARMUP = 3
 
 def test_restarted_agent_resumes_without_rewarming(tor_network, tmp_path):
     config = yaml.safe_load((tor_network.directory / testnet.AGENT_CONFIG).read_text())
-    config.update({"state_dir": str(tmp_path / "state"), "detect": {"warmup_periods": WARMUP}})
+    # Outbox only: the test reads the scores back from what waits there.
+    config.update({"state_dir": str(tmp_path / "state"), "detect": {"warmup_periods": WARMUP},
+                   "store": {"embedded": False}})
     path = tmp_path / "agent.yaml"
     path.write_text(yaml.safe_dump(config))
     loaded = load_config(path, environ={})
