@@ -163,3 +163,20 @@ def test_vote_digest_is_the_one_the_consensus_lists():
     listed = {source.nickname: source.vote_digest for source in consensus.directory_authorities}
     assert vote_digest(raw_vote) == listed["maatuska"]
     assert vote_digest(raw_vote.split(b"\ndirectory-signature ")[0]) is None  # unsigned: nothing to ask for
+
+
+def test_a_vote_still_within_its_voting_delay_is_not_reported_missing(consensus):
+    """A real vote of the private network (10 s periods): moments after it was published the others may not have
+    fetched it yet; once its VoteSeconds + DistSeconds have passed, a missing copy is reported."""
+    from datetime import timedelta
+
+    vote = parse_document(DocKind.VOTE, read_data("testnet-shared-random/074550-auth1.vote"), "auth1")
+    authorities = [Authority(name, name.upper().ljust(40, "0"), "127.0.0.1", 7000 + n, 5000 + n, "F" * 40)
+                   for n, name in enumerate(("auth1", "auth2"))]
+    snap = snapshot(consensus, authorities=authorities, votes={"auth1": vote})
+    snap.vote_holdings = [VoteHolding("auth1", "auth1", "AB" * 20, True),
+                          VoteHolding("auth2", "auth1", "AB" * 20, False)]
+    settle = timedelta(seconds=vote.vote_delay + vote.dist_delay)
+    assert findings(snap, "TorVoteNotPropagated", now=vote.published + settle / 2) == []
+    [late] = findings(snap, "TorVoteNotPropagated", now=vote.published + settle + timedelta(seconds=1))
+    assert late.subjects == {"authority": "auth2", "peer": "auth1"}
