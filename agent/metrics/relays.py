@@ -7,8 +7,7 @@ dicts, so the cost stays linear in relays times authorities.
 
 from __future__ import annotations
 
-import hashlib
-import re
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +15,7 @@ import numpy as np
 from agent.metrics.geoip import GeoIP
 from agent.model import versions
 from agent.model.entries import ABSENT, RouterEntries, entries_of
+from agent.model.family import effective_families, normalised_contact, operator_key
 
 #: Every flag tor has voted in recent years; a flag missing from a consensus
 #: is reported as 0 relays, not left out, so dashboards keep their series.
@@ -93,7 +93,7 @@ def build_table(consensus, descriptors: list, geoip: GeoIP, votes: list = ()) ->
         else [None] * len(relays)
     recommended = tuple(str(version) for version in consensus.server_versions)
     version_text = _version_texts(relays)
-    contacts = per_distinct(_contact_text, [d.contact if d is not None else None for d in matched])
+    contacts = per_distinct(normalised_contact, [d.contact if d is not None else None for d in matched])
     return RelayTable(
         fingerprints=relays.fingerprints,
         flags={flag: relays.has_flag(flag) for flag in sorted(set(KNOWN_FLAGS) | set(consensus.known_flags))},
@@ -131,18 +131,9 @@ def _version_texts(relays: RouterEntries) -> list[str | None]:
     return [texts[line] for line in relays.version_lines]
 
 
-def _contact_text(contact) -> str | None:
-    """The contact line, normalised: printable ASCII, spaces collapsed, lower case."""
-    if not contact:
-        return None
-    raw = contact.decode("utf-8", "replace") if isinstance(contact, bytes) else str(contact)
-    text = re.sub(r"\s+", " ", "".join(ch for ch in raw if ch.isprintable())).strip().lower()
-    return text or None
-
-
 def operator_id(contact: str | None) -> str | None:
     """A short stable key for a normalised contact line (first 12 hex of sha256)."""
-    return hashlib.sha256(contact.encode()).hexdigest()[:12] if contact else None
+    return operator_key(contact) if contact else None
 
 
 def _platform_name(platform) -> str:
@@ -196,27 +187,13 @@ def _families(descriptors: list) -> list[str | None]:
         members = {entry.lstrip("$").split("=")[0].split("~")[0].upper()
                    for entry in (descriptor.family or ()) if entry.startswith("$")}
         declared[descriptor.fingerprint] = members
-    parent = {fingerprint: fingerprint for fingerprint in declared}
-
-    def root(node):
-        while parent[node] != node:
-            parent[node] = parent[parent[node]]
-            node = parent[node]
-        return node
-
-    for fingerprint, members in declared.items():
-        for member in members:
-            if member in declared and fingerprint in declared[member]:
-                low, high = sorted((root(fingerprint), root(member)))
-                parent[high] = low
-    groups: dict[str, int] = {}
-    for fingerprint in declared:
-        groups[root(fingerprint)] = groups.get(root(fingerprint), 0) + 1
+    family_of = effective_families(declared)
+    groups = Counter(family_of.values())
     result = []
     for descriptor in descriptors:
         if descriptor is None:
             result.append(None)
             continue
-        key = root(descriptor.fingerprint)
+        key = family_of[descriptor.fingerprint]
         result.append(key if groups[key] > 1 else None)
     return result

@@ -94,7 +94,7 @@ def operator_families(descriptors: Iterable[Any]) -> list[OperatorFamily]:
     newest = _newest(descriptors)
     families = {fingerprint: declared(descriptor) for fingerprint, descriptor in newest.items()}
     broken = _broken(families)
-    component = _components(families)
+    component = effective_families(families)
     groups: dict[str, set[str]] = {}
     for fingerprint, descriptor in newest.items():
         contact = normalised_contact(getattr(descriptor, "contact", None))
@@ -131,7 +131,7 @@ def _order(descriptor: Any) -> tuple[Any, ...]:
             normalised_contact(getattr(descriptor, "contact", None)) or "")
 
 
-def _components(families: Mapping[str, frozenset[str]]) -> dict[str, str]:
+def effective_families(families: Mapping[str, Iterable[str]]) -> dict[str, str]:
     """Fingerprint -> the smallest fingerprint of its effective family (mutual pairs, joined transitively)."""
     parent = {fingerprint: fingerprint for fingerprint in families}
 
