@@ -89,8 +89,22 @@ def operator_families(descriptors: Iterable[Any]) -> list[OperatorFamily]:
     """Per distinctive contact line: its non-mutual declarations and undeclared relays (sorted by operator_id).
 
     The ``tor_operator`` fields ``family_not_mutual`` and ``family_undeclared`` (group contact) come from here;
-    every distinctive contact is returned, also with zero counts.
+    every distinctive contact is returned, also with zero counts. The two family checks and the series ask
+    for the same period's descriptors: the answer for the last list asked about is kept, not computed again.
     """
+    if isinstance(descriptors, list) and _LAST[0] is descriptors and _LAST[1] == len(descriptors):
+        return list(_LAST[2])
+    found = _operator_families(descriptors)
+    if isinstance(descriptors, list):
+        _LAST[:] = [descriptors, len(descriptors), tuple(found)]  # holding the list keeps its id from reuse
+    return found
+
+
+#: The last list of descriptors operator_families answered for, its length, and the answer.
+_LAST: list[Any] = [None, 0, ()]
+
+
+def _operator_families(descriptors: Iterable[Any]) -> list[OperatorFamily]:
     newest = _newest(descriptors)
     families = {fingerprint: declared(descriptor) for fingerprint, descriptor in newest.items()}
     broken = _broken(families)
