@@ -1,4 +1,4 @@
-"""The health-score replay (python -m agent.metrics.health_replay) against a real VictoriaMetrics on 127.0.0.1:
+"""The health-score replay (python -m agent.evaluation.health_replay) against a real VictoriaMetrics on 127.0.0.1:
 a month of the real depictor history (LizardNSA inside) goes in through /api/v2/write, comes back through
 PromQL's range API equal to what was computed, and the PNG is drawn from that answer."""
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.evaluation.health_replay import HOUR, INCIDENTS, THRESHOLD, main, query_range, read_depictor, replay
 from agent.metrics.health import WEIGHTS
-from agent.metrics.health_replay import HOUR, INCIDENTS, THRESHOLD, main, query_range, read_depictor, replay
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

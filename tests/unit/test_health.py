@@ -11,6 +11,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.evaluation.health_replay import (
+    INCIDENTS,
+    THRESHOLD,
+    Row,
+    collection_gap,
+    line_protocol,
+    png_bytes,
+    read_depictor,
+    replay,
+    summary,
+)
 from agent.metrics import health
 from agent.metrics.health import (
     WEIGHTS,
@@ -24,17 +35,6 @@ from agent.metrics.health import (
     inputs_from,
     quorum_score,
     ramp,
-)
-from agent.metrics.health_replay import (
-    INCIDENTS,
-    THRESHOLD,
-    Row,
-    collection_gap,
-    line_protocol,
-    png_bytes,
-    read_depictor,
-    replay,
-    summary,
 )
 from agent.model.findings import Finding
 from agent.model.points import Point

@@ -1,6 +1,6 @@
 """Backfills the network health score over the 2014-2016 depictor vote history, through a real store, to a PNG.
 
-    python -m agent.metrics.health_replay --depictor CSV [--out PNG] [--store URL]
+    python -m agent.evaluation.health_replay --depictor CSV [--out PNG] [--store URL]
 
 Why: the score's formula (``agent.metrics.health``) has to show on real
 history that it drops at the documented incidents and stays steady
@@ -28,14 +28,9 @@ from __future__ import annotations
 
 import argparse
 import csv
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -48,6 +43,7 @@ import requests
 
 from agent.metrics.health import WINDOW_PERIODS, Component, HealthInputs, HealthState, health_points
 from agent.model.points import Point
+from agent.store.embedded import INSTALL_HINT, EmbeddedSettings, EmbeddedVictoria
 
 HOUR = 3600
 THRESHOLD = 75.0  # "incident" line; docs/health-score.md says where it comes from
@@ -196,38 +192,15 @@ def query_range(url: str, promql: str, start: int, end: int, step: int = HOUR) -
 
 @contextmanager
 def own_victoria() -> Iterator[str]:
-    """A VictoriaMetrics of our own on 127.0.0.1 (temporary data), stopped by PID afterwards."""
-    binary = shutil.which("victoria-metrics")
-    if binary is None:
-        raise SystemExit("victoria-metrics is not installed (apt-get install victoria-metrics), or pass --store")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    """The agent's embedded store (``agent.store.embedded``) on a temporary directory, stopped by PID afterwards."""
     with tempfile.TemporaryDirectory(prefix="health-replay-") as data:
-        process = subprocess.Popen([binary, f"-httpListenAddr=127.0.0.1:{port}", f"-storageDataPath={data}",
-                                    "-search.latencyOffset=0s", "-dedup.minScrapeInterval=1s",
-                                    "-retentionPeriod=100y", "-loggerLevel=ERROR"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
+        store = EmbeddedVictoria.start_or_attach(EmbeddedSettings(Path(data), "victoria-metrics", 8428, 100))
+        if store is None:
+            raise SystemExit(f"no store for the replay: {INSTALL_HINT}, or pass --store")
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if requests.get(f"{url}/health", timeout=1).ok:
-                        break
-                except requests.RequestException:
-                    pass
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("VictoriaMetrics did not start")
-                time.sleep(0.1)
-            yield url
+            yield store.url
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            store.stop()
 
 
 # The PNG: a numpy RGB canvas, a 5x7 font (each glyph 7 rows of 5 bits, one base-32 digit a row), zlib.
@@ -317,7 +290,8 @@ def render(score: dict[int, float], components: dict[str, dict[int, float]], sta
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m agent.metrics.health_replay", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m agent.evaluation.health_replay",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--depictor", type=Path, required=True, help="vote_stats_hourly CSV (depictor's history)")
     parser.add_argument("--out", type=Path, help="PNG to draw from the store's answer")
     parser.add_argument("--store", help="VictoriaMetrics URL (default: start one on 127.0.0.1 with a temp dir)")
