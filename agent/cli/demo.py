@@ -186,17 +186,12 @@ def _watch_mail(maildir: Path, stop: threading.Event, duration: float | None, da
 
 def _tear_down(daemon: subprocess.Popen | None, network, directory: Path) -> None:
     """Stops the daemon (it stops its store), anything it left, and every tor node, by PID."""
-    from agent.store.embedded import stop_left_running
+    from agent.store.embedded import stop_child, stop_left_running
     from agent.testnet import network as testnet
 
     print("stopping ...", flush=True)
-    if daemon is not None and daemon.poll() is None:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(60)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
+    if daemon is not None:
+        stop_child(daemon, 60)  # the daemon stops its store
     stop_left_running(directory / "state")
     stopped = testnet.stop(network)
     print(f"stopped: the agent, its store and {', '.join(stopped) if stopped else 'no tor node'}")

@@ -143,7 +143,7 @@ class EmbeddedVictoria:
             return
         self.owned = False
         if self._process is not None:
-            _stop_child(self._process)
+            stop_child(self._process)
         elif _is_our_store(self.pid, self.settings.state_dir / DATA_DIR):
             _stop_adopted(self.pid)
         (self.settings.state_dir / RUN_FILE).unlink(missing_ok=True)
@@ -159,13 +159,14 @@ def _stop_owned() -> None:
         instance.stop()
 
 
-def _stop_child(process: subprocess.Popen) -> None:
+def stop_child(process: subprocess.Popen, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
+    """Stops a child process: SIGTERM, then SIGKILL after ``timeout`` seconds."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(STOP_TIMEOUT_SECONDS)
+            process.wait(timeout)
         except subprocess.TimeoutExpired:
-            log.warning("the embedded store did not stop in %d s; killing it", STOP_TIMEOUT_SECONDS)
+            log.warning("%s did not stop in %d s; killing it", process.args[0], timeout)
             process.kill()
             process.wait()
 
