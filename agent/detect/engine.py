@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import time as clock
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from agent.detect.relays import RelayAnomalies, RelayMemory
 from agent.detect.rules import ThresholdRules
 from agent.detect.series import NetworkBaselines
 from agent.detect.settings import DetectSettings, declared
-from agent.model.files import write_atomically
+from agent.model.files import set_aside, write_atomically
 from agent.model.findings import Finding
 from agent.model.points import Point
 
@@ -167,10 +166,7 @@ class DetectorFile:
             if getattr(detector, "version", None) != STATE_VERSION:
                 raise ValueError(f"state version {getattr(detector, 'version', None)}, expected {STATE_VERSION}")
         except Exception as error:  # noqa: BLE001 -- any unreadable state means: start learning again
-            aside = self.path.with_suffix(f".unreadable-{int(clock.time())}")
-            self.path.rename(aside)
-            log.error("detector state %s is unreadable (%s); moved to %s, detection warms up again",
-                      self.path, error, aside.name)
+            set_aside(self.path, error, "detection warms up again")
             return Detector(self.settings)
         detector.configure(self.settings)  # thresholds follow the config, the learned state is kept
         return detector

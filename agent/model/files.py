@@ -46,6 +46,14 @@ def write_atomically(path: Path, data: bytes) -> None:
         os.close(directory)
 
 
+def set_aside(path: Path, error: object, consequence: str) -> Path:
+    """Moves a state file that cannot be used to ``<name>.unreadable-<time>`` and says so; returns where it went."""
+    aside = path.with_suffix(f".unreadable-{int(time.time())}")
+    path.rename(aside)
+    log.error("state %s is unreadable (%s); moved to %s, %s", path, error, aside.name, consequence)
+    return aside
+
+
 class PickledState(Generic[T]):
     """One stage's learned state in ``state_dir/<name>.pickle``, tagged with the layout version it was saved in."""
 
@@ -62,9 +70,7 @@ class PickledState(Generic[T]):
             if version != self.version:
                 raise ValueError(f"saved in layout {version}, this agent reads layout {self.version}")
         except Exception as error:  # noqa: BLE001 -- any unreadable state means: start afresh, keep the file
-            aside = self.path.with_suffix(f".unreadable-{int(time.time())}")
-            self.path.rename(aside)
-            log.error("state %s is unreadable (%s); moved to %s, it starts afresh", self.path, error, aside.name)
+            set_aside(self.path, error, "it starts afresh")
             return self.make()
         return cast(T, state)
 
