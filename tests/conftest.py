@@ -90,3 +90,19 @@ def run_backfill(config, paths, **options):
     finally:
         store.close()
         state.close()
+
+
+# Two consecutive real hours and the server descriptors published in the first (per test module: tests edit them).
+@pytest.fixture(scope="module")
+def hour10():
+    return parse_data("consensus", "2020-02-29-10-00-00-consensus.xz")
+
+
+@pytest.fixture(scope="module")
+def hour11():
+    return parse_data("consensus", "2020-02-29-11-00-00-consensus.xz")
+
+
+@pytest.fixture(scope="module")
+def descriptors():
+    return parse_data("server-descriptors", "2020-02-29-10-05-00-server-descriptors.xz")

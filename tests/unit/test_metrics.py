@@ -32,21 +32,6 @@ from tests.conftest import DATA, full_consensuses, parse_data, read_data
 GEOIP = GeoIP.load(DATA / "geoip-excerpt")
 
 
-@pytest.fixture(scope="module")
-def hour10():
-    return parse_data("consensus", "2020-02-29-10-00-00-consensus.xz")
-
-
-@pytest.fixture(scope="module")
-def hour11():
-    return parse_data("consensus", "2020-02-29-11-00-00-consensus.xz")
-
-
-@pytest.fixture(scope="module")
-def descriptors():
-    return parse_data("server-descriptors", "2020-02-29-10-05-00-server-descriptors.xz")
-
-
 def by(points, measurement, tag=None):
     """{tag value: fields} (or the fields of the one point) for one measurement."""
     chosen = [p for p in points if p.measurement == measurement]

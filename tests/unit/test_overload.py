@@ -37,7 +37,7 @@ from agent.pipeline.state import State
 from agent.subscriptions.events import conditions, relay_status
 from agent.subscriptions.store import SubscriptionStore
 from agent.subscriptions.watch import RelayWatch
-from tests.conftest import DATA, SHARED_TORDATA, parse_data, read_data
+from tests.conftest import DATA, SHARED_TORDATA, read_data
 from tests.unit.test_fastparse import DESCRIPTOR_FIELDS
 from tests.unit.test_subscriptions import SETTINGS, entry
 
@@ -201,11 +201,6 @@ def test_fuzzed_lines_never_crash_and_are_read_exactly_when_valid(value, where, 
 
 
 # --- metrics ---------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def hour10():
-    return parse_data("consensus", "2020-02-29-10-00-00-consensus.xz")
 
 
 def _stamp(when: datetime) -> bytes:

@@ -236,21 +236,6 @@ def test_operators_written_are_those_operator_points_writes(hour10, hour11, desc
 
 # -- real consensuses ---------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def hour10():
-    return parse_data("consensus", "2020-02-29-10-00-00-consensus.xz")
-
-
-@pytest.fixture(scope="module")
-def hour11():
-    return parse_data("consensus", "2020-02-29-11-00-00-consensus.xz")
-
-
-@pytest.fixture(scope="module")
-def descriptors():
-    return parse_data("server-descriptors", "2020-02-29-10-05-00-server-descriptors.xz")
-
-
 def test_two_consecutive_real_consensuses(hour10, hour11, descriptors):
     memory = ReliabilityMemory()
     memory.learn(build_table(hour10, descriptors, GEOIP), START, HOUR)
