@@ -16,6 +16,7 @@ import yaml
 
 from agent.alerts.notifiers import NOTIFIERS
 from agent.alerts.settings import AlertsConfig
+from agent.aroi.settings import AroiConfig
 from agent.checks.settings import ChecksConfig
 from agent.config import values as convert
 from agent.config.values import InvalidValue, Route  # noqa: F401 (Route: re-exported)
@@ -59,6 +60,7 @@ PARTS: dict[str, type] = {
     "alerts": AlertsConfig,
     "query": QueryConfig,
     "subscriptions": SubscriptionsConfig,
+    "aroi": AroiConfig,
 }
 
 
@@ -88,6 +90,7 @@ class Config:
     alerts: AlertsConfig
     notifiers: Mapping[str, Any]  # channel -> that notifier's settings
     subscriptions: SubscriptionsConfig
+    aroi: AroiConfig
     query: QueryConfig
     detect: DetectConfig
 

@@ -42,6 +42,7 @@ def test_example_file_documents_every_setting_with_its_default():
     assert example.metrics == defaults.metrics
     assert (example.alerts, example.notifiers) == (defaults.alerts, defaults.notifiers)
     assert example.subscriptions == defaults.subscriptions
+    assert example.aroi == defaults.aroi
     assert example.state_dir == EXAMPLE.parent / "state"  # relative to the file
     raw = yaml.safe_load(EXAMPLE.read_text())
     for setting in SETTINGS:
@@ -276,3 +277,12 @@ def test_a_state_dir_that_is_a_file_or_below_one_is_refused(tmp_path):
         load_config(write(tmp_path, 'state_dir: "state\\0x"\n'), environ={})
     assert load_config(write(tmp_path, "state_dir: /var/lib/allium-agent\n"), environ={}).state_dir == \
         Path("/var/lib/allium-agent")
+
+
+def test_the_aroi_resolver_must_be_an_address(tmp_path):
+    path = tmp_path / "agent.yaml"
+    path.write_text("aroi:\n  resolver: dns.example.org:53\n")
+    with pytest.raises(ConfigError, match=r"aroi.resolver: must be an IP address and port"):
+        load_config(path, environ={})
+    path.write_text("aroi:\n  resolver: '[::1]:5353'\n")
+    assert load_config(path, environ={}).aroi.resolver == ("::1", 5353)

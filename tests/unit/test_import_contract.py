@@ -10,7 +10,7 @@ is a module, else ``agent.pkg``. Imports made from strings at run time
 
 The layers: agent/model is the shared vocabulary and depends on nothing else
 of agent/; the stages (parse, fetch, metrics, checks, detect, store, alerts,
-subscriptions) depend on agent/model and on themselves only; pipeline, loop,
+subscriptions, aroi) depend on agent/model and on themselves only; pipeline, loop,
 cli, config, web, ... put the stages together and are not restricted here.
 """
 
@@ -26,7 +26,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-STAGES = ("parse", "fetch", "metrics", "checks", "detect", "forecast", "store", "alerts", "subscriptions")
+STAGES = ("parse", "fetch", "metrics", "checks", "detect", "forecast", "store", "alerts", "subscriptions", "aroi")
 
 #: Exceptions to the stage rule only, as (importing stage, imported module or package),
 #: each with a comment saying why, e.g. ("agent.detect", "agent.metrics.relays").
@@ -153,8 +153,9 @@ RULES = [
          f"a stage ({', '.join(STAGES)}) imports of agent/ only agent.model.*, its own package and "
          "`agent` itself (for __version__), apart from STAGE_EXCEPTIONS",
          _forbidding(_stage_imports_other_part)),
-    Rule("analysis-not-io", "metrics, checks and detect never import fetch, store, alerts, pipeline, loop or cli",
-         _forbidding(_never(("metrics", "checks", "detect"), ("fetch", "store", "alerts", "pipeline", "loop", "cli")))),
+    Rule("analysis-not-io", "metrics, checks and detect never import fetch, store, alerts, aroi, pipeline, loop or "
+         "cli", _forbidding(_never(("metrics", "checks", "detect"),
+                                   ("fetch", "store", "alerts", "aroi", "pipeline", "loop", "cli")))),
     Rule("parse-not-fetch", "parse never imports fetch", _forbidding(_never(("parse",), ("fetch",)))),
     Rule("influxdb-client-in-store", "only agent/store imports influxdb_client",
          _forbidding(_only_in("influxdb_client", "agent.store"))),
@@ -267,7 +268,7 @@ def test_a_broken_rule_fails_the_contract_test_naming_each_import():
     with pytest.raises(pytest.fail.Exception) as failure:
         assert_kept(_rule("analysis-not-io"), sources)
     assert str(failure.value).splitlines()[:3] == [
-        "analysis-not-io: metrics, checks and detect never import fetch, store, alerts, pipeline, loop or cli; "
+        "analysis-not-io: metrics, checks and detect never import fetch, store, alerts, aroi, pipeline, loop or cli; "
         "2 violation(s):",
         "  agent/detect/y.py:1 -> agent.loop",
         "  agent/metrics/x.py:1 -> agent.store"]
