@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from agent.checks import authority, bandwidth, consensus, family, probes, shared_random, votes
+from agent.checks import aroi, authority, bandwidth, consensus, family, probes, shared_random, votes
 from agent.checks.registry import Check
 
 CHECKS: tuple[Check, ...] = (
+    aroi.relay_impersonates_operator,
+    aroi.operator_proof_stale,
+    aroi.operator_family_inconsistent,
     authority.unreachable,
     authority.latency,
     authority.clock_skew,

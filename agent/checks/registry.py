@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from agent.checks.settings import CheckThresholds
+from agent.model.aroi import EMPTY, ProofBook
 from agent.model.findings import SEVERITIES, Hit
 from agent.model.snapshot import Snapshot
 
@@ -26,6 +27,7 @@ class Context:
     now: datetime  # naive UTC, like stem's datetimes
     thresholds: CheckThresholds
     bandwidth_authorities: frozenset[str] = frozenset()  # nicknames whose recent votes carried Measured=
+    proofs: ProofBook = EMPTY  # operators' AROI proofs as last checked (empty: not checked, e.g. backfill)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,8 @@ class CheckThresholds:
     bandwidth_file_max_age_hours: float
     bandwidth_file_min_coverage: float
     consensus_ahead_seconds: float
+    operator_proof_absent_days: float
+    operator_family_min_relays: int
     known_parameters: frozenset[str]  # not a key: agent/data/known-parameters.txt + checks.extra_known_parameters
 
     # DocTor's thresholds are the defaults.
@@ -48,6 +50,11 @@ class CheckThresholds:
         ("bandwidth_file_min_coverage", 0.6, "ratio"),
         # Not DocTor's: a live consensus whose valid-after is further ahead of our clock is refused.
         ("consensus_ahead_seconds", 600, "positive_number"),
+        # Not DocTor's (AROI): a verified operator's proof listing relays absent from the consensus this long.
+        ("operator_proof_absent_days", 30, "positive_number"),
+        # Not DocTor's (AROI): an operator's (or a family's) verified relays in the consensus before their family
+        # declarations are judged; 2 means a single-relay operator is never judged.
+        ("operator_family_min_relays", 2, "positive_int"),
     )
 
 
