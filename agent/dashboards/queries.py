@@ -11,7 +11,7 @@ that is not null.
 from __future__ import annotations
 
 from agent.dashboards.lookback import LATEST_WINDOW, latest
-from agent.dashboards.spec import Series
+from agent.dashboards.panels import Series
 
 __all__ = ["LATEST_WINDOW", "influx_legend", "influxql", "latest", "promql"]
 

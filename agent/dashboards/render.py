@@ -37,7 +37,8 @@ from grafana_foundation_sdk.models.dashboard import (
 
 from agent.dashboards import queries
 from agent.dashboards.lookback import LATEST_WINDOW_SECONDS
-from agent.dashboards.spec import DASHBOARDS, ROLES, Annotation, Dashboard, Panel, Series
+from agent.dashboards.panels import Annotation, Dashboard, Panel, Series
+from agent.dashboards.spec import DASHBOARDS, ROLES
 
 OUTPUT = Path(__file__).parents[2] / "grafana" / "dashboards"
 FLAVOURS = {"prometheus": "prometheus", "influxdb": "influxdb"}  # flavour -> datasource plugin type

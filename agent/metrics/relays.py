@@ -8,12 +8,13 @@ dicts, so the cost stays linear in relays times authorities.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from agent.metrics.geoip import GeoIP
 from agent.model import versions
+from agent.model.ciiss import ContactFields, parse_contact
 from agent.model.entries import ABSENT, RouterEntries, entries_of
 from agent.model.family import effective_families, normalised_contact, operator_key
 
@@ -47,6 +48,9 @@ class RelayTable:
     listed_by: np.ndarray  # votes listing the relay
     measured_count: np.ndarray  # votes giving it a Measured= value
     measured_median: np.ndarray  # the median of those values (NaN without any)
+    # The newest descriptor's contact line read as CIISS (agent.model.ciiss); parse_contact(None) without one.
+    # Empty for a table made without contacts (by hand in tests): read as no contact line at all.
+    contacts: list[ContactFields] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.fingerprints)
@@ -93,7 +97,8 @@ def build_table(consensus, descriptors: list, geoip: GeoIP, votes: list = ()) ->
         else [None] * len(relays)
     recommended = tuple(str(version) for version in consensus.server_versions)
     version_text = _version_texts(relays)
-    contacts = per_distinct(normalised_contact, [d.contact if d is not None else None for d in matched])
+    raw_contacts = [d.contact if d is not None else None for d in matched]
+    contacts = per_distinct(normalised_contact, raw_contacts)
     return RelayTable(
         fingerprints=relays.fingerprints,
         flags={flag: relays.has_flag(flag) for flag in sorted(set(KNOWN_FLAGS) | set(consensus.known_flags))},
@@ -112,6 +117,7 @@ def build_table(consensus, descriptors: list, geoip: GeoIP, votes: list = ()) ->
         listed_by=listed,
         measured_count=measured_count,
         measured_median=measured_median,
+        contacts=per_distinct(parse_contact, raw_contacts),
     )
 
 

@@ -31,6 +31,9 @@ MAY_BE_EMPTY_REASONS = {
                                         "parser does not keep (docs/relays.md); the backfill has no votes",
     r"tor_relay_dropout_risk": "the at-risk learner writes after a week of live periods (docs/relays.md)",
     r"tor_operator_family_not_mutual": "the private network's relays declare no family and have no contact line",
+    r"tor_aroi_(operator|champion)_": "verified operators need a proof listing their relays: the private network's "
+                                      "relays have no contact line and backfill checks no proofs "
+                                      "(tests/integration/test_aroi_dashboard.py fills them)",
 }
 MAY_BE_EMPTY_INFLUXQL_REASONS = {
     r'"allium_agent(_alert_quality)?"': MAY_BE_EMPTY_REASONS[r"allium_agent_"],
@@ -39,6 +42,7 @@ MAY_BE_EMPTY_INFLUXQL_REASONS = {
     r'"guard_(wfu|tk)_margin"': MAY_BE_EMPTY_REASONS[r"tor_relay_guard_(wfu|tk)_margin"],
     r'"dropout_risk"': MAY_BE_EMPTY_REASONS[r"tor_relay_dropout_risk"],
     r'"family_not_mutual"': MAY_BE_EMPTY_REASONS[r"tor_operator_family_not_mutual"],
+    r'FROM "tor_aroi_(operator|champion)"': MAY_BE_EMPTY_REASONS[r"tor_aroi_(operator|champion)_"],
 }
 MAY_BE_EMPTY = re.compile("|".join(MAY_BE_EMPTY_REASONS))
 MAY_BE_EMPTY_INFLUXQL = re.compile("|".join(MAY_BE_EMPTY_INFLUXQL_REASONS))

@@ -41,4 +41,4 @@ def test_dashboards_type_check_against_grafana_schema():
                              *sorted(str(p) for p in generated.glob("*.ts"))],
                             cwd=CHECK, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:]
-    assert len(dashboards) == 10
+    assert len(dashboards) == 12
