@@ -128,6 +128,9 @@ MIGRATIONS = (
            period INTEGER NOT NULL,          -- the time the engine evaluated (valid-after, or the clock's)
            PRIMARY KEY (scope, period)
        )""",
+    # A watched relay's family mismatch as last read (JSON [lists_unreturned, listed_unreturned]; NULL: unknown),
+    # so a period without descriptors neither ends nor starts TorRelayFamilyBroken.
+    """ALTER TABLE watched_descriptors ADD COLUMN family TEXT""",
 )
 KEEP_PERIODS = 48
 #: A stored period's relays inflate to about 0.5 MB on the live network; more than this is not ours.

@@ -137,10 +137,14 @@ def _family_mismatch(fingerprint: str, descriptors: dict) -> dict[str, tuple[str
     """RelayStatus's family fields: tor's mutual-declaration rule (dir-spec) seen from one relay.
 
     Only relays whose descriptor is here are judged (a listed relay that is offline proves nothing); nickname
-    entries and the relay itself are ignored. Remembered descriptors (a period whose fetch failed) carry no
-    family line: unknown, so None. agent.checks.family applies the same rules network-wide.
+    entries and the relay itself are ignored. A remembered descriptor (a period whose fetch failed) carries
+    the mismatch as last judged (``family_mismatch``; None: unknown). agent.checks.family applies the same
+    rules network-wide.
     """
     mine = descriptors.get(fingerprint)
+    remembered = getattr(mine, "family_mismatch", None)
+    if remembered is not None:
+        return {"family_lists_unreturned": remembered[0], "family_listed_unreturned": remembered[1]}
     if mine is None or not hasattr(mine, "family"):
         return {}
     current = tuple(descriptors.values())

@@ -33,6 +33,8 @@ class KnownDescriptor:
     uptime: int | None
     observed_bandwidth: int | None
     overload_general: datetime | None = None  # from the relay's active TorRelayOverloaded alert, if any
+    # (lists_unreturned, listed_unreturned) as last judged (TorRelayFamilyBroken); None: unknown
+    family_mismatch: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 
 
 class RelayWatch:
@@ -98,11 +100,12 @@ class RelayWatch:
     def _last_descriptors(self, fingerprints: list[str], valid_after: int) -> dict[str, KnownDescriptor]:
         """What was read of the watched relays' descriptors in the last week, for a period without any."""
         rows = self.db.execute(
-            "SELECT fingerprint, hibernating, uptime, observed_bandwidth FROM watched_descriptors "
+            "SELECT fingerprint, hibernating, uptime, observed_bandwidth, family FROM watched_descriptors "
             f"WHERE seen >= ? AND fingerprint IN ({', '.join('?' * len(fingerprints))})",
             (valid_after - HISTORY_SECONDS, *fingerprints)).fetchall() if fingerprints else []
         overloads = self._overloads(set(fingerprints)) if rows else {}
-        return {row[0]: KnownDescriptor(bool(row[1]), row[2], row[3], overloads.get(row[0])) for row in rows}
+        return {row[0]: KnownDescriptor(bool(row[1]), row[2], row[3], overloads.get(row[0]), _mismatch(row[4]))
+                for row in rows}
 
     def _overloads(self, fingerprints: set[str]) -> dict[str, datetime]:
         """The overload-general time of the watched relays' active TorRelayOverloaded alerts (the newest per relay).
@@ -144,9 +147,10 @@ class RelayWatch:
                                 [(fp, valid_after, status.weight, " ".join(sorted(status.flags)), status.nickname)
                                  for fp, (status, _) in found.items()])
             self.db.execute("DELETE FROM relay_history WHERE valid_after < ?", (valid_after - HISTORY_SECONDS,))
-            self.db.executemany("INSERT OR REPLACE INTO watched_descriptors VALUES (?, ?, ?, ?, ?)",
+            self.db.executemany("INSERT OR REPLACE INTO watched_descriptors VALUES (?, ?, ?, ?, ?, ?)",
                                 [(fp, valid_after, int(status.hibernating), status.uptime_seconds,
-                                  status.observed_bandwidth) for fp, (status, _) in found.items() if fp in descriptors])
+                                  status.observed_bandwidth, _mismatch_text(status))
+                                 for fp, (status, _) in found.items() if fp in descriptors])
             self.db.execute("DELETE FROM watched_descriptors WHERE seen < ?", (valid_after - HISTORY_SECONDS,))
 
     @staticmethod
@@ -160,3 +164,21 @@ class RelayWatch:
         return Alert(condition.id, condition.severity, subjects, condition.summary, condition.description,
                      wait_seconds=condition.wait_seconds, recipient=subscription.email,
                      unsubscribe_token=subscription.unsubscribe_token, extra=extra)
+
+
+def _mismatch_text(status) -> str | None:
+    """A relay's family mismatch as stored (JSON), or None when its family line was not judged."""
+    if status.family_lists_unreturned is None or status.family_listed_unreturned is None:
+        return None
+    return json.dumps([list(status.family_lists_unreturned), list(status.family_listed_unreturned)])
+
+
+def _mismatch(text: str | None) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """The stored family mismatch back; None for none or a row that does not read as one (never fatal)."""
+    try:
+        lists, listed = json.loads(text) if text else (None, None)
+        if all(isinstance(side, list) and all(isinstance(fp, str) for fp in side) for side in (lists, listed)):
+            return tuple(lists), tuple(listed)
+    except (ValueError, TypeError):
+        pass
+    return None

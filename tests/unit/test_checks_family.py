@@ -244,8 +244,6 @@ def test_a_subscriber_is_told_when_the_family_breaks_and_when_it_is_fixed(tmp_pa
     assert advance(fixed, 10800) == ([], [("TorRelayFamilyBroken", "resolved")])
 
 
-@pytest.mark.xfail(strict=True, reason="agent/subscriptions/watch.py does not remember family lines: a period "
-                                       "whose descriptors failed ends the alert (needs a watch.py change)")
 def test_a_period_without_descriptors_keeps_the_family_alert(tmp_path):
     state = State(tmp_path)
     SubscriptionStore(state.db).add_active("op@example.org", "relay", A, 0)
@@ -254,4 +252,7 @@ def test_a_period_without_descriptors_keeps_the_family_alert(tmp_path):
     assert [a.id for a in watch.alerts(broken, 0)] == ["TorRelayFamilyBroken"]
     assert [a.id for a in watch.alerts(snapshot_of(consensus_of(entry(A), entry(B)), []), 3600)] == [
         "TorRelayFamilyBroken"]
+    mended = snapshot_of(consensus_of(entry(A), entry(B)), [made(A, f"${B}"), made(B, f"${A}")])
+    assert watch.alerts(mended, 7200) == []
+    assert watch.alerts(snapshot_of(consensus_of(entry(A), entry(B)), []), 10800) == []  # remembered as mended
 
