@@ -106,4 +106,15 @@ AROI = Dashboard("allium-aroi", "Authenticated relay operators (AROI)",
           description="Relays making a complete claim for a verified operator's domain without being verified: "
                       "impersonators, relays the operator has not listed yet, or claims not checked yet. They do "
                       "not count for the operator."),
+    Panel("Claims beside the AROI", "row"),
+    Panel("Claimed OS against the platform seen", "table", (s("tor_aroi_os", "relays", "claimed", "seen"),),
+          width=12, height=8,
+          description="Relays whose CIISS contact line claims an OS (os:), by the family claimed and the one their "
+                      "descriptor's platform line shows. Claims are not verified: rows where the two differ are "
+                      "the ones to look at."),
+    Panel("Claimed hosters (top 10 by weight)", "bargauge", (Series(
+        "tor_aroi_hoster", "weight_fraction", ("hoster",), (), "{{hoster}}",
+        promql=f"topk({TOP}, {latest('tor_aroi_hoster_weight_fraction')})"),), unit="percentunit", width=12,
+          height=8, description="Consensus weight of the relays naming each hoster in CIISS hoster: (a claim). Only "
+                                "the top metrics.operators_top_n hosters by weight are written."),
 ), annotations=FINDINGS)

@@ -24,6 +24,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
+from agent.metrics.claims import claim_points
 from agent.metrics.geoip import UNKNOWN
 from agent.metrics.relays import NO_DESCRIPTOR, RelayTable
 from agent.model.aroi import Outcome, ProofBook, Verdict
@@ -85,7 +86,7 @@ def aroi_points(table: RelayTable, proofs: ProofBook | None, top_n: int, time: i
     points += [point("tor_aroi_operator", {"domain": domain}, operators[domain], time) for domain in written]
     points += [point("tor_aroi_champion", {"category": category, "domain": domain}, {"score": score}, time)
                for category, (domain, score) in champions.items()]
-    return points
+    return points + claim_points(table, contacts, top_n, time)
 
 
 def _verdict(fingerprint: str, contact: ContactFields, status: str, proofs: ProofBook | None) -> Verdict:

@@ -34,6 +34,8 @@ MAY_BE_EMPTY_REASONS = {
     r"tor_aroi_(operator|champion)_": "verified operators need a proof listing their relays: the private network's "
                                       "relays have no contact line and backfill checks no proofs "
                                       "(tests/integration/test_aroi_dashboard.py fills them)",
+    r"tor_aroi_(os|hoster)_": "CIISS os: and hoster: claims: the private network's relays have no such contact line "
+                              "(tests/integration/test_aroi_dashboard.py fills them)",
 }
 MAY_BE_EMPTY_INFLUXQL_REASONS = {
     r'"allium_agent(_alert_quality)?"': MAY_BE_EMPTY_REASONS[r"allium_agent_"],
@@ -43,6 +45,7 @@ MAY_BE_EMPTY_INFLUXQL_REASONS = {
     r'"dropout_risk"': MAY_BE_EMPTY_REASONS[r"tor_relay_dropout_risk"],
     r'"family_not_mutual"': MAY_BE_EMPTY_REASONS[r"tor_operator_family_not_mutual"],
     r'FROM "tor_aroi_(operator|champion)"': MAY_BE_EMPTY_REASONS[r"tor_aroi_(operator|champion)_"],
+    r'FROM "tor_aroi_(os|hoster)"': MAY_BE_EMPTY_REASONS[r"tor_aroi_(os|hoster)_"],
 }
 MAY_BE_EMPTY = re.compile("|".join(MAY_BE_EMPTY_REASONS))
 MAY_BE_EMPTY_INFLUXQL = re.compile("|".join(MAY_BE_EMPTY_INFLUXQL_REASONS))

@@ -57,6 +57,7 @@ class World:
                      fp["no_version"]: "url:golf.example proof:uri-rsa",
                      fp["other_proof"]: "ciissversion:2 url:hotel.example proof:smtp"}
         contacts |= {fp[f"op{number:02d}"]: claim(f"op{number:02d}.example") for number in range(OTHERS)}
+        contacts[fp["a0"]] += " hoster:Host-Co os:Debian"  # claims beside the AROI fields (agent/metrics/claims.py)
         self.descriptors = []
         for descriptor in descriptors:
             if descriptor.fingerprint in contacts:
@@ -240,7 +241,7 @@ def test_champions_and_the_bound_on_domains(world):
     assert set(written) == set(by_weight[:top_n]) | {domain for domain, _ in champions.values()}
     assert len(world.members) > len(written)  # the bound bit: some verified operators are not written
     for item in points:
-        assert set(item.tags) <= {"outcome", "status", "proof", "domain", "category"}
+        assert set(item.tags) <= {"outcome", "status", "proof", "domain", "category", "claimed", "seen", "hoster"}
         assert item.tags.get("outcome", "verified") in {outcome.value for outcome in Outcome}
         assert item.tags.get("proof", "none") in PROOF_TAGS and item.tags.get("category", "ipv6") in CATEGORIES
 
