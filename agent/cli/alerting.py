@@ -28,6 +28,8 @@ def add_commands(commands, with_config) -> None:
     target = add.add_mutually_exclusive_group(required=True)
     target.add_argument("--relay", metavar="FINGERPRINT", help="one relay, by its 40-hex-digit fingerprint")
     target.add_argument("--family", metavar="FINGERPRINT", help="every relay in this relay's effective family")
+    target.add_argument("--operator", metavar="DOMAIN",
+                        help="every relay whose CIISS claim for this domain its AROI proof confirms")
     target.add_argument("--contact", metavar="STRING", help="every relay with exactly this contact line")
     listing = with_config(sub_commands.add_parser("list", help="list subscriptions"), _subscriptions)
     listing.add_argument("--email", help="only this address's")
@@ -136,7 +138,7 @@ def _subscriptions(arguments) -> int:
     try:
         action = arguments.subscriptions_command
         if action == "add":
-            kind = next(k for k in ("relay", "family", "contact") if getattr(arguments, k))
+            kind = next(k for k in ("relay", "family", "operator", "contact") if getattr(arguments, k))
             try:
                 added = store.add_active(arguments.email, kind, getattr(arguments, kind), int(time.time()))
             except SubscriptionError as error:

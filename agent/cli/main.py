@@ -100,6 +100,9 @@ def _parser() -> argparse.ArgumentParser:
     from agent.cli.relay import add_commands as add_relay_commands
 
     add_relay_commands(commands, _with_config)
+    from agent.cli.aroi import add_commands as add_aroi_commands
+
+    add_aroi_commands(commands, _with_config)
 
     testnet = commands.add_parser("testnet", help="a private Tor network on 127.0.0.1")
     testnet_commands = testnet.add_subparsers(dest="testnet_command", required=True)
@@ -227,8 +230,9 @@ def _run(arguments) -> int:
     if config.subscriptions.listen:
         from agent.web.subscriptions import WebServer
 
-        web = WebServer(config).start()
+        web = WebServer(config, proofs=runner.proofs.book).start()
     finished = Daemon(runner, stop, config.schedule.grace_seconds).run()
+    runner.proofs.stop()
     if web is not None:
         web.stop()
     if not finished:

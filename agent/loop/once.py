@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from agent.aroi.service import read_book
 from agent.config.loader import Config
 from agent.loop.collect import collect
 from agent.metrics.geoip import GeoIP
@@ -33,6 +34,8 @@ def once_from(snapshot: Snapshot, config: Config, state: State, store: Store, ge
     detectors = Detectors(config) if config.detect.enabled else None
     snapshot, _ = admissible(snapshot, config.checks.thresholds)  # the memory is read for the period judged
     memory = memory_of(snapshot, state, detectors, learners=None if snapshot.archived else config)
+    if not snapshot.archived:  # the proofs as `run` or `aroi verify` last checked them; once checks none itself
+        memory = replace(memory, proofs=read_book(config.state_dir))
     result = judge(snapshot, memory, config, geoip)
     saved = record(result, store, state, memory, detectors=detectors)
     # The snapshot as judged: what judging refused or rejected is marked on its records.

@@ -16,13 +16,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import cast
 
 from agent.alerts.dispatch import Alerting
 from agent.alerts.quality import quality as alert_quality
 from agent.alerts.quality import quality_points
+from agent.aroi.service import OperatorProofs
 from agent.config.loader import Config
 from agent.loop.collect import collect
 from agent.metrics.geoip import GeoIP
@@ -56,6 +57,7 @@ class PeriodRunner:
         self.authorities = list(config.authorities.bootstrap)
         self.alerting = Alerting(config, state.db)
         self.watch = RelayWatch(state.db, config.subscriptions)
+        self.proofs = OperatorProofs(config.aroi, config.state_dir)  # its verifier thread starts with a period
         self.detectors = Detectors(config) if config.detect.enabled else None
         self._lines_written = 0  # by the previous save, reported with the next period
         self._lock = threading.Lock()
@@ -130,6 +132,8 @@ class PeriodRunner:
     def _judge(self, snapshot: Snapshot) -> tuple[PeriodResult, Memory]:
         """The period judged (what judging rejected is in the result), and the memory it was judged with."""
         memory = memory_of(snapshot, self.state, self.detectors, learners=None if snapshot.archived else self.config)
+        if not snapshot.archived:
+            memory = replace(memory, proofs=self.proofs.book())
         return judge(snapshot, memory, self.config, self.geoip), memory
 
     def _failed(self, result: PeriodResult, memory: Memory, summary: dict) -> tuple[str, datetime]:
@@ -158,6 +162,10 @@ class PeriodRunner:
         saved = self._record(result, memory, summary, processed=processed)
         self.state.record_processed(result.time, period, unix(utc_now()))
         summary.update(points=saved.points, storage=describe(saved), periods_waiting=saved.periods_waiting)
+        try:
+            self.proofs.after_period(result.snapshot, result.time)
+        except Exception:
+            log.exception("queueing the period's AROI claims failed; proofs are checked again next period")
 
     def _count_skipped(self, valid_after: int, period: int, last: int | None, when: datetime) -> None:
         skipped = max(0, (valid_after - last) // period - 1) if last is not None and period > 0 else 0
@@ -217,7 +225,7 @@ class PeriodRunner:
         for warning in result.warnings:  # the at-risk learner's, this period
             warnings.setdefault(warning.fingerprint, []).append(warning)
         try:
-            return self.watch.alerts(snapshot, now, warnings)
+            return self.watch.alerts(snapshot, now, warnings, self.proofs.book())
         except Exception:
             log.exception("evaluating subscriptions failed; network alerts go out regardless")
             return None

@@ -31,10 +31,12 @@ from agent.checks.registry import Check, Context
 from agent.checks.run import health_points, run_checks
 from agent.checks.settings import CheckThresholds
 from agent.config.loader import Config
+from agent.metrics.aroi import aroi_points
 from agent.metrics.authority import fetch_points
 from agent.metrics.geoip import GeoIP
 from agent.metrics.period import relays_of, snapshot_points
 from agent.metrics.relays import RelayTable, table_of
+from agent.model.aroi import EMPTY, ProofBook
 from agent.model.entries import ABSENT, entries_of
 from agent.model.findings import Finding, Hit
 from agent.model.points import Point
@@ -65,6 +67,7 @@ class Memory:
     bandwidth_authorities: Mapping[str, float] = field(default_factory=dict)  # nickname -> last Measured= vote
     detector: Detector | None = None  # None: no anomaly detection this period
     learners: dict[str, Any] = field(default_factory=dict)  # agent.pipeline.learners: forecast, ...
+    proofs: ProofBook | None = None  # operators' AROI proofs (agent.aroi); None: not verified (backfill)
 
 
 @dataclass
@@ -254,6 +257,8 @@ def measure(snapshot: Snapshot, memory: Memory, config: Config, geoip: GeoIP,
     time = period_time_of(snapshot)
     table = table_of(snapshot, consensus, geoip) if consensus is not None else None
     points = snapshot_points(snapshot, memory.previous_relays, geoip, config.metrics.operators_top_n, table)
+    if table is not None:
+        points += aroi_points(table, memory.proofs, config.metrics.operators_top_n, time)
     findings, bandwidth_authorities = judge_checks(snapshot, memory, config, checks)
     points += health_points(findings, time)
     return PeriodResult(time, points, findings, relays_of(consensus) if consensus is not None else None,
@@ -273,7 +278,8 @@ def judge_checks(snapshot: Snapshot, memory: Memory, config: Config,
         horizon = (consensus.fresh_until - consensus.valid_after).total_seconds() * BWAUTH_MEMORY_PERIODS
         remembered = {name: seen for name, seen in remembered.items()
                       if consensus.valid_after.timestamp() - seen <= horizon}
-    context = Context(snapshot, _judged_at(snapshot), config.checks.thresholds, frozenset(remembered))
+    context = Context(snapshot, _judged_at(snapshot), config.checks.thresholds, frozenset(remembered),
+                      memory.proofs or EMPTY)
     findings = run_checks(context, config.checks.silences, config.checks.disabled, checks)
     if consensus is not None:
         for view in snapshot.views.values():

@@ -75,7 +75,7 @@ MIGRATIONS = (
     """CREATE TABLE subscriptions (
            id INTEGER PRIMARY KEY AUTOINCREMENT,
            email TEXT NOT NULL,
-           kind TEXT NOT NULL,               -- relay | family | contact
+           kind TEXT NOT NULL,               -- relay | family | operator | contact
            target TEXT NOT NULL,             -- fingerprint, or contact string
            status TEXT NOT NULL,             -- pending | active
            created INTEGER NOT NULL,

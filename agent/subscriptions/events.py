@@ -17,6 +17,8 @@ from typing import Any
 
 from stem.version import Version
 
+from agent.model.aroi import ProofBook
+from agent.model.ciiss import parse_contact
 from agent.model.entries import ABSENT, entries_of
 from agent.model.relays import OVERLOAD_KEPT_SECONDS
 from agent.model.time import unix
@@ -95,6 +97,19 @@ def contact_of(descriptor) -> str:
 
 def relays_with_contact(contact: str, descriptors: dict) -> set[str]:
     return {fp for fp, descriptor in descriptors.items() if contact_of(descriptor) == contact.strip()}
+
+
+def relays_of_operator(domain: str, descriptors: dict, proofs: ProofBook) -> set[str]:
+    """The relays whose contact line claims ``domain`` and whose claim its proof verifies (AROI)."""
+    contacts: dict = {}
+    found = set()
+    for fingerprint, descriptor in descriptors.items():
+        raw = getattr(descriptor, "contact", None)
+        if raw not in contacts:
+            contacts[raw] = parse_contact(raw)
+        if contacts[raw].claims_domain == domain and proofs.verdict(fingerprint, contacts[raw]).verified_domain:
+            found.add(fingerprint)
+    return found
 
 
 def bandwidth_votes(votes: list) -> list:

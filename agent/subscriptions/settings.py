@@ -28,6 +28,7 @@ class SubscriptionsConfig:
     min_bandwidth_authorities: int
     low_bandwidth_kbytes: float
     flags: tuple[str, ...]
+    public_contact: bool
 
     SETTINGS: ClassVar[tuple[tuple[str, Any, str], ...]] = (
         ("listen", None, "listen"),
@@ -50,4 +51,7 @@ class SubscriptionsConfig:
         # Tor Weather's default: observed bandwidth under 20 kB/s is low (0: never reported).
         ("low_bandwidth_kbytes", 20, "non_negative_number"),
         ("flags", ["Guard", "Exit", "Stable", "Fast", "HSDir", "Valid", "Running"], "flags"),
+        # Contact-string subscriptions from the public endpoint: anyone can put any string in a contact line,
+        # so they could mail strangers; off, only administrators add them (`subscriptions add`).
+        ("public_contact", False, "boolean"),
     )

@@ -14,9 +14,12 @@ import secrets
 import unicodedata
 from dataclasses import dataclass
 
+from agent.model.aroi import normalised_domain
 from agent.model.errors import SubscriptionError
 
-KINDS = ("relay", "family", "contact")
+#: relay and family: by fingerprint; operator: every relay a verified AROI domain's proof lists; contact: relays
+#: whose contact line contains a string (anyone can write anything there: administrators only, see the web endpoints).
+KINDS = ("relay", "family", "operator", "contact")
 _FINGERPRINT = re.compile(r"^[0-9A-F]{40}$")
 _EMAIL = re.compile(r"^[^@\s<>(),;:\"\[\]\\]{1,64}@[A-Za-z0-9.-]{1,253}\.?[A-Za-z0-9-]*$")
 CONTACT_LIMIT = 500
@@ -69,6 +72,11 @@ def normalise(email: str, kind: str, target: str) -> tuple[str, str, str]:
         target = target.upper().lstrip("$").replace(" ", "")
         if not _FINGERPRINT.match(target):
             raise SubscriptionError(f"target: a relay fingerprint is 40 hex digits, got {target[:50]!r}")
+    elif kind == "operator":
+        domain = normalised_domain(target)
+        if domain is None:
+            raise SubscriptionError(f"target: an operator is a domain like example.org, got {target[:80]!r}")
+        target = domain
     elif not target or len(target) > CONTACT_LIMIT or not header_safe(target):
         raise SubscriptionError(f"target: a contact string of 1-{CONTACT_LIMIT} printable characters (no control, "
                                 "format or line-separator characters)")

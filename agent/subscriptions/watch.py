@@ -1,7 +1,8 @@
 """Each period: which relays the active subscriptions cover, their history, and the alerts they raise.
 
-Family and contact subscriptions are resolved again every period, so a relay
-that joins the family later is covered at once; relays they covered before
+Family, operator and contact subscriptions are resolved again every period,
+so a relay that joins the family (or that its operator's proof lists) later
+is covered at once; relays they covered before
 are remembered for HISTORY_SECONDS, so one that vanished is reported down
 rather than silently dropped. What subscriptions read of each watched relay's
 descriptor is remembered too: a period whose descriptors did not arrive uses
@@ -17,8 +18,16 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from agent.model.alerts import Alert
+from agent.model.aroi import EMPTY, ProofBook
 from agent.model.time import unix
-from agent.subscriptions.events import bandwidth_votes, conditions, effective_family, relay_status, relays_with_contact
+from agent.subscriptions.events import (
+    bandwidth_votes,
+    conditions,
+    effective_family,
+    relay_status,
+    relays_of_operator,
+    relays_with_contact,
+)
 from agent.subscriptions.store import Subscription, SubscriptionStore
 
 HISTORY_SECONDS = 7 * 86400
@@ -43,10 +52,12 @@ class RelayWatch:
         self.settings = settings
         self.store = SubscriptionStore(db)
 
-    def alerts(self, snapshot, now: int, warnings: dict | None = None) -> list[Alert] | None:
+    def alerts(self, snapshot, now: int, warnings: dict | None = None,
+               proofs: ProofBook = EMPTY) -> list[Alert] | None:
         """Alerts for every active subscription; None when the period cannot be judged (no consensus).
 
-        ``warnings``: each relay's at-risk warnings this period (``agent.metrics.atrisk.RiskWarning``).
+        ``warnings``: each relay's at-risk warnings this period (``agent.metrics.atrisk.RiskWarning``);
+        ``proofs``: the operators' AROI proofs, which say the relays of an operator subscription.
         """
         consensus = snapshot.latest_consensus()
         if consensus is None:
@@ -58,7 +69,7 @@ class RelayWatch:
         measuring = bandwidth_votes(votes)
         valid_after = unix(consensus.valid_after)
         period_seconds = unix(consensus.fresh_until) - valid_after
-        members = {s.id: self._members(s, descriptors, valid_after) for s in subscriptions}
+        members = {s.id: self._members(s, descriptors, valid_after, proofs) for s in subscriptions}
         watched = sorted(set().union(*members.values())) if members else []
         history, nicknames = self._history(watched, valid_after)
         known = descriptors or self._last_descriptors(watched, valid_after)  # none: their fetch failed
@@ -73,11 +84,14 @@ class RelayWatch:
                 for subscription in subscriptions for fingerprint in sorted(members[subscription.id])
                 for status, listed in [found[fingerprint]] for condition in listed]
 
-    def _members(self, subscription: Subscription, descriptors: dict, valid_after: int) -> set[str]:
+    def _members(self, subscription: Subscription, descriptors: dict, valid_after: int,
+                 proofs: ProofBook) -> set[str]:
         if subscription.kind == "relay":
             return {subscription.target}
         if subscription.kind == "family":
             current = effective_family(subscription.target, descriptors)
+        elif subscription.kind == "operator":
+            current = relays_of_operator(subscription.target, descriptors, proofs)
         else:
             current = relays_with_contact(subscription.target, descriptors)
         with self.db:

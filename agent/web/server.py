@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 
 from waitress import wasyncore
 from waitress.server import create_server
@@ -25,6 +26,7 @@ from waitress.trigger import trigger
 
 from agent.alerts.dispatch import Alerting
 from agent.config.loader import Config
+from agent.model.aroi import ProofBook
 from agent.model.errors import ConfigError
 from agent.pipeline.state import State
 
@@ -70,7 +72,7 @@ class WebServer:
     """The endpoints served by waitress from threads of the daemon, and their Mailer; ``stop`` closes every
     connection and joins every thread."""
 
-    def __init__(self, config: Config, environ=os.environ):
+    def __init__(self, config: Config, environ=os.environ, proofs: Callable[[], ProofBook] | None = None):
         from agent.web.subscriptions import create_app
 
         settings = config.subscriptions
@@ -78,7 +80,7 @@ class WebServer:
             raise ConfigError(config.source, ["subscriptions.listen: must be host:port to serve the endpoints"])
         host, port = settings.listen
         self.mailer = Mailer(config, environ)
-        app = create_app(config, environ, mail_queued=self.mailer.wake.set)
+        app = create_app(config, environ, mail_queued=self.mailer.wake.set, proofs=proofs)
         self.map: dict = {}  # every socket of the server (one per listening address, the connections, triggers)
         self.server = create_server(
             app, map=self.map, host=host, port=port, threads=THREADS, ident="allium-agent",

@@ -19,6 +19,7 @@ import html
 import os
 import threading
 import time
+from collections.abc import Callable
 
 from flask import Flask, request
 from flask_limiter import Limiter
@@ -26,7 +27,9 @@ from flask_limiter import Limiter
 from agent.alerts.dispatch import Alerting
 from agent.alerts.notifiers import subscription_channel
 from agent.alerts.render import Message, clean
+from agent.aroi.service import read_book
 from agent.config.loader import Config
+from agent.model.aroi import ProofBook
 from agent.model.errors import SubscriptionError
 from agent.pipeline.state import State
 from agent.subscriptions.store import Subscription, SubscriptionStore, normalise, normalise_email
@@ -40,9 +43,11 @@ _ACTIVE_SUBJECT = "Your Allium Agent subscription is already active"
 _LIST_SUBJECT = "Your Allium Agent subscriptions"
 
 
-def create_app(config: Config, environ=os.environ, clock=time.time, mail_queued=lambda: None) -> Flask:
+def create_app(config: Config, environ=os.environ, clock=time.time, mail_queued=lambda: None,
+               proofs: Callable[[], ProofBook] | None = None) -> Flask:
     """The endpoints. Mails are only queued here (``mail_queued`` is called after each), so every
-    answer takes the same time whatever it did; a Mailer sends them."""
+    answer takes the same time whatever it did; a Mailer sends them. ``proofs``: the operators' AROI
+    proofs as they stand (default: as last saved in the state directory)."""
     settings = config.subscriptions
     app = Flask("allium-agent-subscriptions")
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, MAX_FORM_MEMORY_SIZE=settings.max_body_bytes)
@@ -52,6 +57,7 @@ def create_app(config: Config, environ=os.environ, clock=time.time, mail_queued=
     store = SubscriptionStore(state.db)
     alerting = Alerting(config, state.db, environ, clock)
     recipients = RecipientLimit(settings.mails_per_address)
+    current_proofs = proofs or (lambda: read_book(config.state_dir))
     # Links are built from the configured URL, never the Host header: a forged one would put the attacker's
     # host in a genuine mail. The origin check compares browsers' Origin with it too.
     base_url = (config.alerts.public_url or "http://127.0.0.1").rstrip("/")
@@ -76,6 +82,11 @@ def create_app(config: Config, environ=os.environ, clock=time.time, mail_queued=
                 if kind in ("relay", "family") and not _known_relay(state, target):
                     raise SubscriptionError("target: no relay with this fingerprint in the recent consensuses "
                                             "(mistyped, or it came up within the last hour?)")
+            if kind == "contact" and not settings.public_contact:
+                raise SubscriptionError("kind: contact subscriptions are added by the administrators; subscribe "
+                                        "to your relays by fingerprint, family or verified operator domain")
+            if kind == "operator":
+                _operator_address(current_proofs(), target, email)
         except SubscriptionError as error:
             return {"error": str(error)}, 400
         if not recipients.allow(email):
@@ -176,6 +187,21 @@ def _fields() -> dict:
         return request.form
     found = request.get_json(silent=True)
     return found if isinstance(found, dict) else {}
+
+
+def _operator_address(proofs: ProofBook, domain: str, email: str) -> None:
+    """Raises unless ``domain`` is a verified operator whose verified relays name ``email`` in CIISS email:.
+
+    Only the operator can then subscribe to its relays' alerts: the address
+    comes from relays the domain's proof lists, so a stranger's relay that
+    merely claims the domain cannot add one.
+    """
+    if domain not in proofs.domains():
+        raise SubscriptionError(f"target: {domain} is not a verified operator (no relay's CIISS claim for it "
+                                "is confirmed by its proof yet; see docs/aroi.md)")
+    if email.lower() not in proofs.emails_of(domain):
+        raise SubscriptionError(f"email: not an address the CIISS email: field of {domain}'s verified relays "
+                                "names; subscribe with that address")
 
 
 def _known_relay(state: State, fingerprint: str) -> bool:

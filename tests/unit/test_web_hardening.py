@@ -111,7 +111,7 @@ def test_pages_cannot_be_framed_nor_leak_their_token(tmp_path):
 # --- subjects carry no request text ------------------------------------------------------------------
 
 def test_subjects_hold_nothing_the_request_said(tmp_path):
-    app, config = make_app(tmp_path)
+    app, config = make_app(tmp_path, "  public_contact: true\n")  # contact targets: the most a request can say
     client = app.test_client()
     contact = "URGENT reset your password at evil.example"
     client.post("/subscribe", data={"email": "op@example.org", "kind": "contact", "target": contact})
