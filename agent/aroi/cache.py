@@ -84,8 +84,8 @@ class ProofCache:
 
         Due: never checked; a readable proof ``refresh_hours`` old; an unreadable
         one ``retry_hours`` old; a proof dated after ``now`` (the clock went back);
-        a readable dns-rsa proof that neither lists nor refutes a claiming relay
-        (a new relay's record has not been looked up); with ``everything``, every
+        a readable dns-rsa proof, ``retry_hours`` old, that neither lists nor refutes
+        a claiming relay (a new relay's record has not been looked up); with ``everything``, every
         claimed pair. Never checked first, then the oldest.
         """
         claimers = claimers_of(claims)
@@ -93,7 +93,8 @@ class ProofCache:
         with self._lock:
             for key, fingerprints in claimers.items():
                 proof = self._proofs.get(key)
-                if everything or proof is None or _expired(proof, now, settings) or _unlooked(proof, fingerprints):
+                if (everything or proof is None or _expired(proof, now, settings)
+                        or _unlooked(proof, fingerprints, now, settings)):
                     found.append((proof.checked_at if proof else None, Due(*key, tuple(sorted(fingerprints)))))
         found.sort(key=lambda item: (item[0] is not None, item[0] or 0, item[1].domain, item[1].method))
         return [item for _, item in found]
@@ -156,8 +157,11 @@ class ProofCache:
     def _evict(self, keep: Key | None = None) -> None:
         """Drops the least recently claimed entries, down to 95% of the bound (so a flood does not sort per put)."""
         target = self.max_entries - self.max_entries // 20
+        # Proofs that list nobody (unreadable, refused, or verifying none of their claimers) go first: a flood
+        # of fresh hostile domains, all claimed this round, must not push out operators checked last round.
         order = sorted((key for key in self._proofs if key != keep),
-                       key=lambda key: (self._last_claimed.get(key, 0), self._proofs[key].checked_at, key))
+                       key=lambda key: (bool(self._proofs[key].listed), self._last_claimed.get(key, 0),
+                                        self._proofs[key].checked_at, key))
         for key in order[:max(0, len(self._proofs) - target)]:
             self._drop(key)
 
@@ -205,8 +209,11 @@ def _expired(proof: DomainProof, now: int, settings: AroiConfig) -> bool:
     return not 0 <= now - proof.checked_at < hours * 3600
 
 
-def _unlooked(proof: DomainProof, fingerprints: Collection[str]) -> bool:
-    if proof.method != "dns-rsa" or not proof.readable:
+def _unlooked(proof: DomainProof, fingerprints: Collection[str], now: int, settings: AroiConfig) -> bool:
+    """A readable dns-rsa proof with claiming relays not looked up yet, checked at least retry_hours ago: a name
+    server that drops some lookups (or more than MAX_LOOKUPS claimers) must not have its domain checked every
+    round."""
+    if proof.method != "dns-rsa" or not proof.readable or now - proof.checked_at < settings.retry_hours * 3600:
         return False  # an unreadable dns-rsa proof waits for retry_hours, whatever relays joined
     return any(fingerprint not in proof.listed and fingerprint not in proof.refuted for fingerprint in fingerprints)
 
@@ -251,11 +258,16 @@ def _proof(entry: object, where: str) -> tuple[DomainProof, int]:
 
     proof = DomainProof(
         domain=field("domain", (str,)), method=field("method", (str,), lambda value: value in PROOF_TYPES),
-        checked_at=field("checked_at", (int,)), listed=strings("listed"), refuted=strings("refuted"),
+        checked_at=field("checked_at", (int,), _is_int), listed=strings("listed"), refuted=strings("refuted"),
         error=field("error", (str, type(None))), refused=field("refused", (bool,)),
         dnssec=field("dnssec", (str, type(None))), emails=strings("emails"))
-    return proof, field("last_claimed", (int,))
+    return proof, field("last_claimed", (int,), _is_int)
+
+
+#: The last second the agent reads as a time (2199-12-31T23:59:59Z, as agent.parse.grammar): a tampered file's
+#: larger number would make datetime raise inside a check.
+LAST_SECOND = 7_258_118_399
 
 
 def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= LAST_SECOND

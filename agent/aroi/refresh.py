@@ -135,6 +135,9 @@ class Verifier:
         and at most ``kept_listed`` of the fingerprints it lists (the claiming ones first)."""
         emails = frozenset().union(*(contacts[fingerprint].emails for fingerprint in item.fingerprints
                                      if fingerprint in proof.listed and fingerprint in contacts))
+        if not proof.listed & frozenset(item.fingerprints):
+            # Verifies none of the relays claiming it: not an operator (yet), and what it lists is kept nowhere.
+            return replace(proof, emails=emails, listed=frozenset())
         return replace(proof, emails=emails, listed=kept_listed(proof.listed, item.fingerprints))
 
 
@@ -162,7 +165,11 @@ def claims_of(descriptors: Iterable[Any]) -> dict[str, ContactFields]:
         if kept is None or (descriptor.published is not None
                             and (kept.published is None or descriptor.published > kept.published)):
             newest[fingerprint] = descriptor
-    return {fingerprint: parse_contact(descriptor.contact) for fingerprint, descriptor in newest.items()}
+    parsed: dict[Any, ContactFields] = {}  # a contact line shared by many relays is read once
+    for descriptor in newest.values():
+        if descriptor.contact not in parsed:
+            parsed[descriptor.contact] = parse_contact(descriptor.contact)
+    return {fingerprint: parsed[descriptor.contact] for fingerprint, descriptor in newest.items()}
 
 
 class BackgroundVerifier:

@@ -17,6 +17,7 @@ from agent.aroi.cache import ProofCache
 from agent.aroi.refresh import BackgroundVerifier, Verifier, claims_of
 from agent.aroi.settings import AroiConfig
 from agent.model.aroi import EMPTY, ProofBook
+from agent.model.entries import entries_of
 
 log = logging.getLogger(__name__)
 PROOFS_FILE = "aroi-proofs.json"
@@ -56,15 +57,18 @@ class OperatorProofs:
         consensus = snapshot.latest_consensus() if snapshot is not None else None
         if consensus is None or snapshot.archived:
             return
-        claims = claims_of(snapshot.server_descriptors)
+        # Only relays of the consensus: descriptors of relays that are not running cost an attacker nothing.
+        running = frozenset(entries_of(consensus).fingerprints)
+        claims = {fingerprint: contact for fingerprint, contact in claims_of(snapshot.server_descriptors).items()
+                  if fingerprint in running}
         if self.background is None and self.settings.verify:
             self.background = BackgroundVerifier(self.verifier)
         if self.background is not None:
-            self.background.note_consensus(set(consensus.routers), time)
+            self.background.note_consensus(running, time)
             if claims:  # a period without descriptors says nothing about who claims what
                 self.background.submit(claims, time)
         else:
-            self.cache.note_consensus(set(consensus.routers), time)
+            self.cache.note_consensus(running, time)
             self.cache.save()
 
     def stop(self, timeout: float = 10) -> None:

@@ -205,7 +205,11 @@ def _unix(moment: datetime) -> int:
 
 
 def _when(unix: int) -> str:
-    return datetime.fromtimestamp(unix, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    """A proof's time for a description; a time no calendar holds (a tampered cache) is shown, not raised on."""
+    try:
+        return datetime.fromtimestamp(unix, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    except (OverflowError, OSError, ValueError):
+        return f"(an impossible time: {unix})"
 
 
 def _name(descriptor: Any) -> str:

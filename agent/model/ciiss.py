@@ -42,7 +42,9 @@ _AT = r"\[\]|\[at\]|\(at\)|\{at\}|<at>|\[@\]|\(@\)"
 _DOT = r"\[dot\]|\(dot\)|\{dot\}|<dot>|\[\.\]|\(\.\)"
 _AT_MARK, _DOT_MARK = re.compile(_AT, re.IGNORECASE), re.compile(_DOT, re.IGNORECASE)
 # "ops [at] example.org": a spaced mark joins its neighbours, unless the next token is a field of its own.
-_SPACED_MARK = re.compile(rf"\s++({_AT}|{_DOT})\s++(?![A-Za-z][A-Za-z0-9_-]{{0,31}}:)", re.IGNORECASE)
+# Anchored at the start of a run of spaces: unanchored, a long run is retried from each of its positions
+# (quadratic: 50 ms for one 4,096-character line).
+_SPACED_MARK = re.compile(rf"(?<!\s)\s++({_AT}|{_DOT})\s++(?![A-Za-z][A-Za-z0-9_-]{{0,31}}:)", re.IGNORECASE)
 _LOCAL_PART = re.compile(r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*")  # RFC 5322 dot-atom
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _SCHEME = re.compile(r"^(?:[a-z][a-z0-9+.-]*:)?//", re.IGNORECASE)

@@ -77,6 +77,7 @@ def normalise(email: str, kind: str, target: str) -> tuple[str, str, str]:
         if domain is None:
             raise SubscriptionError(f"target: an operator is a domain like example.org, got {target[:80]!r}")
         target = domain
+        email = email.lower()  # as the CIISS email: fields it must match are read
     elif not target or len(target) > CONTACT_LIMIT or not header_safe(target):
         raise SubscriptionError(f"target: a contact string of 1-{CONTACT_LIMIT} printable characters (no control, "
                                 "format or line-separator characters)")

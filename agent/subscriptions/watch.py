@@ -91,6 +91,9 @@ class RelayWatch:
         if subscription.kind == "family":
             current = effective_family(subscription.target, descriptors)
         elif subscription.kind == "operator":
+            if subscription.target in proofs.domains() \
+                    and subscription.email.lower() not in proofs.emails_of(subscription.target):
+                return set()  # the operator's verified relays no longer name this address: it hears nothing
             current = relays_of_operator(subscription.target, descriptors, proofs)
         else:
             current = relays_with_contact(subscription.target, descriptors)

@@ -109,6 +109,12 @@ def create_app(config: Config, environ=os.environ, clock=time.time, mail_queued=
     def confirm():
         with lock:
             subscription = store.confirm(request.values.get("token", ""), int(clock()))
+            if subscription is not None and subscription.kind == "operator":
+                try:  # the operator may have dropped the address since it subscribed
+                    _operator_address(current_proofs(), subscription.target, subscription.email)
+                except SubscriptionError as error:
+                    store.remove(subscription.id)
+                    return {"error": str(error)}, 409
         if subscription is None:
             return {"error": "unknown, used or expired confirmation token"}, 404
         return {"status": "active", "kind": subscription.kind, "target": subscription.target}, 200

@@ -134,7 +134,10 @@ def test_a_new_relay_makes_a_dns_proof_due_and_a_refuted_one_does_not(tmp_path):
     cache.put(DomainProof("d.example", "dns-rsa", T0, listed=frozenset({fp(1)}), refuted=frozenset({fp(2)})))
     known = {fp(1): contact("d.example", "dns-rsa"), fp(2): contact("d.example", "dns-rsa")}
     assert cache.due(known, T0 + 60, settings()) == []
-    due = cache.due({**known, fp(3): contact("d.example", "dns-rsa")}, T0 + 60, settings())
+    joined = {**known, fp(3): contact("d.example", "dns-rsa")}
+    # ... after retry_hours (a name server dropping some lookups must not have its domain checked every round)
+    assert cache.due(joined, T0 + 2 * HOUR - 1, settings()) == []
+    due = cache.due(joined, T0 + 2 * HOUR, settings())
     assert due == [Due("d.example", "dns-rsa", (fp(1), fp(2), fp(3)))]
     # a uri-rsa proof lists everything the domain serves: a relay it does not list is not listed, not new
     cache.put(DomainProof("u.example", "uri-rsa", T0, listed=frozenset({fp(1)})))
@@ -442,3 +445,35 @@ def test_a_proof_listing_a_flood_of_fingerprints_keeps_the_claiming_ones_and_a_b
     assert len(kept) == MAX_UNCLAIMED_LISTED + 1 and claiming[0] in kept and "F" * 40 not in kept
     small = frozenset(list(flood)[:10])
     assert kept_listed(small, claiming) is small
+
+
+def test_a_flood_claimed_this_round_does_not_push_out_an_operator_checked_before(tmp_path):
+    cache = ProofCache(tmp_path / "proofs.json", max_entries=50)
+    cache.put(DomainProof("operator.example", "uri-rsa", T0, listed=frozenset({fp(1)})))
+    for number in range(200):  # all newer and claimed later than the operator, all verifying nobody
+        cache.put(DomainProof(f"flood{number}.example", "uri-rsa", T0 + HOUR + number))
+    assert ("operator.example", "uri-rsa") in cache.book().proofs and len(cache) <= 50
+
+
+def test_a_proof_verifying_none_of_its_claimers_keeps_no_fingerprints(tmp_path):
+    made_up = {f"{number:040X}" for number in range(100, 600)}
+    served = Served({"hostile.example": made_up, "operator.example": {fp(1), fp(9)}})
+    claims = {fp(2): contact("hostile.example"), fp(1): contact("operator.example")}
+    checker = verifier(tmp_path, served)
+    checker.refresh(claims, T0)
+    book = checker.cache.book()
+    assert book.proofs[("hostile.example", "uri-rsa")].listed == frozenset()
+    assert book.domains() == {"operator.example"}
+    assert book.listed_by("operator.example") == {fp(1), fp(9)}
+
+
+@pytest.mark.parametrize("field_name, value", [("checked_at", 10**13), ("checked_at", -1), ("last_claimed", 2**70)])
+def test_a_cache_file_with_impossible_times_is_set_aside(tmp_path, field_name, value):
+    cache = ProofCache(tmp_path / "proofs.json")
+    cache.put(DomainProof("operator.example", "uri-rsa", T0, listed=frozenset({fp(1)})))
+    cache.save()
+    document = json.loads(cache.path.read_text())
+    document["proofs"][0][field_name] = value
+    cache.path.write_text(json.dumps(document))
+    assert len(ProofCache(cache.path)) == 0
+    assert list(tmp_path.glob("proofs.unreadable-*"))  # set aside, not overwritten

@@ -5,6 +5,8 @@ ProofBooks built here, as the verifier would leave them (the verifier's own
 tests run it against real HTTPS and DNS servers).
 """
 
+import re
+
 import pytest
 
 from agent.config.loader import load_config
@@ -101,3 +103,30 @@ def test_contact_subscriptions_are_for_administrators_unless_switched_on(app, tm
     opened = create_app(load_config(path, environ={}), environ={}).test_client()
     assert opened.post("/subscribe", data={"email": "x@example.org", "kind": "contact",
                                            "target": "op@example.org"}).status_code == 202
+
+
+def test_an_address_the_operator_no_longer_names_is_dropped_at_confirmation_and_hears_nothing(tmp_path):
+    from agent.web.subscriptions import create_app
+
+    path = tmp_path / "agent.yaml"
+    path.write_text("state_dir: state\nalerts:\n  public_url: https://agent.example.org\n")
+    config = load_config(path, environ={})
+    current = {"book": book()}
+    client = create_app(config, environ={}, proofs=lambda: current["book"]).test_client()
+    assert client.post("/subscribe", data={"email": "OPS@operator.example", "kind": "operator",
+                                           "target": "operator.example"}).status_code == 202
+    state = State(config.state_dir)
+    [pending] = SubscriptionStore(state.db).everything()
+    assert pending.email == "ops@operator.example"  # stored as the CIISS field it matches is read
+    token = re.search(r"confirm\?token=([\w-]+)", state.db.execute(
+        "SELECT message FROM deliveries").fetchone()[0]).group(1)
+    current["book"] = book(emails=("new@operator.example",))  # the operator changed its relays' email: field
+    answer = client.post("/confirm", data={"token": token})
+    assert answer.status_code == 409 and answer.json["error"].startswith("email: not an address")
+    assert SubscriptionStore(state.db).everything() == []
+    # an active subscription whose address the verified relays stop naming covers nobody any more
+    SubscriptionStore(state.db).add_active("ops@operator.example", "operator", "operator.example", 0)
+    snapshot = snapshot_of(consensus_of(entry(A)), [descriptor(B, contact=CLAIM)])
+    watch = RelayWatch(state.db, SETTINGS)
+    assert [a.subjects["relay"] for a in watch.alerts(snapshot, 1000, proofs=book())] == [B]
+    assert watch.alerts(snapshot, 2000, proofs=book(emails=("new@operator.example",))) == []
