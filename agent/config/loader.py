@@ -26,6 +26,7 @@ from agent.fetch.settings import AuthoritiesConfig, FetchConfig
 from agent.loop.settings import ScheduleConfig
 from agent.metrics.settings import MetricsConfig
 from agent.model.errors import ConfigError
+from agent.reports.settings import ReportsConfig
 from agent.store.settings import QueryConfig, StoreConfig
 from agent.subscriptions.settings import SubscriptionsConfig
 
@@ -61,6 +62,7 @@ PARTS: dict[str, type] = {
     "query": QueryConfig,
     "subscriptions": SubscriptionsConfig,
     "aroi": AroiConfig,
+    "reports": ReportsConfig,
 }
 
 
@@ -91,6 +93,7 @@ class Config:
     notifiers: Mapping[str, Any]  # channel -> that notifier's settings
     subscriptions: SubscriptionsConfig
     aroi: AroiConfig
+    reports: ReportsConfig
     query: QueryConfig
     detect: DetectConfig
 

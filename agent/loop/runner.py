@@ -214,10 +214,22 @@ class PeriodRunner:
             notices = self.alerting.on_period(result.findings, self._relay_alerts(snapshot, period or now, result),
                                               period)
             self.state.set_last_alerted(now)
+            if not failed:
+                self._monthly_reports(now)
             counts = self.alerting.drain()
             summary.update(notices=len(notices), deliveries_waiting=counts["waiting"])
         except Exception:
             log.exception("alerting failed; the period's findings are stored and alerting resumes next period")
+
+    def _monthly_reports(self, now: int) -> None:
+        """Queues last month's report per subscription, in the first period of a month (a no-op after that)."""
+        try:
+            from agent.reports.mail import due_reports
+
+            url = self.config.query.url or (self.store.embedded.url if self.store.embedded is not None else None)
+            due_reports(self.config, self.alerting, url, now)
+        except Exception:
+            log.exception("monthly reports failed; they are tried again next period")
 
     def _relay_alerts(self, snapshot: Snapshot, now: int, result: PeriodResult):
         """Subscription alerts, or None if they cannot be judged (then they stay as they were)."""
