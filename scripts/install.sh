@@ -15,6 +15,8 @@ packages=(tor tor-geoipdb victoria-metrics python3-venv python3-pip ca-certifica
 # (Debian's prometheus package) and vmalert, and run the InfluxQL dashboard
 # targets against Debian's InfluxDB 1.x.
 [ "$with_tests" -eq 1 ] && packages+=(systemd prometheus influxdb)
+# The subscription page is driven in a real headless browser (Playwright with Debian's chromium, no download).
+[ "$with_tests" -eq 1 ] && packages+=(chromium)
 
 # tsc type-checks the dashboards against Grafana's schema (npm packages in grafana/schema-check).
 if [ "$with_tests" -eq 1 ] && ! command -v npm >/dev/null 2>&1; then packages+=(nodejs npm); fi

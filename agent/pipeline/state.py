@@ -131,6 +131,19 @@ MIGRATIONS = (
     # A watched relay's family mismatch as last read (JSON [lists_unreturned, listed_unreturned]; NULL: unknown),
     # so a period without descriptors neither ends nor starts TorRelayFamilyBroken.
     """ALTER TABLE watched_descriptors ADD COLUMN family TEXT""",
+    # A subscription's own choices (JSON: alert kinds, wait hours, thresholds; NULL: the global defaults).
+    """ALTER TABLE subscriptions ADD COLUMN preferences TEXT""",
+    # REST API keys (agent/web): shown once, kept as a SHA-256 hash; scopes as a space-separated list.
+    """CREATE TABLE api_keys (
+           id INTEGER PRIMARY KEY AUTOINCREMENT,
+           name TEXT NOT NULL,
+           prefix TEXT NOT NULL UNIQUE,      -- the key's first characters, to name it in lists and logs
+           hash TEXT NOT NULL,
+           scopes TEXT NOT NULL,             -- read | subscriptions-admin, space-separated
+           created INTEGER NOT NULL,
+           revoked INTEGER,                  -- Unix seconds; NULL while valid
+           last_used INTEGER
+       )""",
 )
 KEEP_PERIODS = 48
 #: A stored period's relays inflate to about 0.5 MB on the live network; more than this is not ours.

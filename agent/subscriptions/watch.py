@@ -9,12 +9,15 @@ descriptor is remembered too: a period whose descriptors did not arrive uses
 the last ones, so it neither ends nor starts the alerts that read them.
 The overload-general time (TorRelayOverloaded) is not in that table: it is
 kept in the active alert's ``extra`` and read back from there.
+Each subscription's preferences (agent.subscriptions.store.Preferences) decide
+what it hears: its own thresholds replace the configured ones for its relays,
+and only the alert kinds it chose reach it.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from agent.model.alerts import Alert
@@ -73,16 +76,24 @@ class RelayWatch:
         watched = sorted(set().union(*members.values())) if members else []
         history, nicknames = self._history(watched, valid_after)
         known = descriptors or self._last_descriptors(watched, valid_after)  # none: their fetch failed
-        found = {}
-        for fingerprint in watched:
-            status = relay_status(fingerprint, consensus, known, votes, measuring, nicknames.get(fingerprint),
-                                  tuple((warnings or {}).get(fingerprint, ())))
-            found[fingerprint] = (status, conditions(status, history.get(fingerprint, []), consensus,
-                                                     self.settings, valid_after, period_seconds))
+        found = {fingerprint: relay_status(fingerprint, consensus, known, votes, measuring,
+                                           nicknames.get(fingerprint), tuple((warnings or {}).get(fingerprint, ())))
+                 for fingerprint in watched}
         self._remember(found, descriptors, valid_after)
-        return [self._alert(subscription, status, condition)
-                for subscription in subscriptions for fingerprint in sorted(members[subscription.id])
-                for status, listed in [found[fingerprint]] for condition in listed]
+        judged: dict[tuple, list] = {}  # (relay, thresholds): its conditions, once per distinct thresholds
+
+        def judge(fingerprint: str, preferences) -> list:
+            key = (fingerprint, preferences.thresholds())
+            if key not in judged:
+                judged[key] = conditions(found[fingerprint], history.get(fingerprint, []), consensus,
+                                         preferences.applied(self.settings), valid_after, period_seconds)
+            return judged[key]
+
+        return _shortest_waits([
+            self._alert(subscription, found[fingerprint], condition)
+            for subscription in subscriptions for fingerprint in sorted(members[subscription.id])
+            for condition in judge(fingerprint, subscription.preferences)
+            if subscription.preferences.hears(condition.id)])
 
     def _members(self, subscription: Subscription, descriptors: dict, valid_after: int,
                  proofs: ProofBook) -> set[str]:
@@ -162,12 +173,12 @@ class RelayWatch:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany("INSERT OR REPLACE INTO relay_history VALUES (?, ?, ?, ?, ?)",
                                 [(fp, valid_after, status.weight, " ".join(sorted(status.flags)), status.nickname)
-                                 for fp, (status, _) in found.items()])
+                                 for fp, status in found.items()])
             self.db.execute("DELETE FROM relay_history WHERE valid_after < ?", (valid_after - HISTORY_SECONDS,))
             self.db.executemany("INSERT OR REPLACE INTO watched_descriptors VALUES (?, ?, ?, ?, ?, ?)",
                                 [(fp, valid_after, int(status.hibernating), status.uptime_seconds,
                                   status.observed_bandwidth, _mismatch_text(status))
-                                 for fp, (status, _) in found.items() if fp in descriptors])
+                                 for fp, status in found.items() if fp in descriptors])
             self.db.execute("DELETE FROM watched_descriptors WHERE seen < ?", (valid_after - HISTORY_SECONDS,))
 
     @staticmethod
@@ -181,6 +192,16 @@ class RelayWatch:
         return Alert(condition.id, condition.severity, subjects, condition.summary, condition.description,
                      wait_seconds=condition.wait_seconds, recipient=subscription.email,
                      unsubscribe_token=subscription.unsubscribe_token, extra=extra)
+
+
+def _shortest_waits(alerts: list[Alert]) -> list[Alert]:
+    """Alerts one address hears through two subscriptions are one alert (the engine keeps the first of a key):
+    each gets the shortest wait among them, so the address is told as soon as one of its subscriptions asks."""
+    shortest: dict[str, int] = {}
+    for alert in alerts:
+        shortest[alert.key] = min(alert.wait_seconds, shortest.get(alert.key, alert.wait_seconds))
+    return [alert if alert.wait_seconds == shortest[alert.key] else replace(alert, wait_seconds=shortest[alert.key])
+            for alert in alerts]
 
 
 def _mismatch_text(status) -> str | None:
