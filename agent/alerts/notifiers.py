@@ -1,7 +1,8 @@
 """The ways a message can leave the agent, keyed by channel: the one list the dispatcher and routes read.
 
-A notifier is one module (``email``, ``matrix``, ``maildir``) whose class conforms to
-``NotifierFactory``; adding one is that module plus one entry in NOTIFIERS.
+A notifier is one module (``email``, ``matrix``, ``maildir``, ``webhook``) whose class conforms to
+``NotifierFactory``; adding one is that module plus one entry in NOTIFIERS. Webhook targets are
+endpoint names from ``webhook.endpoints``, never URLs: a route cannot send anywhere unconfigured.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from agent.alerts.email import EmailSender
 from agent.alerts.maildir import MaildirSender
 from agent.alerts.matrix import MatrixSender
 from agent.alerts.render import Message
+from agent.alerts.webhook import WebhookSender
 
 
 class Notifier(Protocol):
@@ -46,6 +48,7 @@ NOTIFIERS: dict[str, NotifierFactory] = {
     "email": EmailSender,
     "matrix": MatrixSender,
     "maildir": MaildirSender,
+    "webhook": WebhookSender,
 }
 
 #: Where subscription alerts go: subscribers sign up with an email address.

@@ -7,6 +7,11 @@ HTML part. "Control characters" are every character ``str.splitlines`` or
 the ``email`` package treat as a line break (C0, DEL, C1 with U+0085,
 U+2028, U+2029), lone surrogates (no encoding can carry them) and the
 bidirectional overrides that make a subject read differently than it is.
+
+A message also carries the notices it tells as plain data (``alerts``, with
+the ``vantage``), cleaned and bounded the same way, for the channels that
+deliver machine-readable payloads (``agent.alerts.webhook``); the mail and
+Matrix notifiers do not read them.
 """
 
 from __future__ import annotations
@@ -32,9 +37,15 @@ class Message:
     text: str
     html: str
     headers: dict = field(default_factory=dict)
+    #: The notices told, as JSON-ready mappings (see ``facts``); empty for messages that are no alerts.
+    alerts: tuple = ()
+    vantage: str = ""
 
     def as_dict(self) -> dict:
-        return {"subject": self.subject, "text": self.text, "html": self.html, "headers": self.headers}
+        data = {"subject": self.subject, "text": self.text, "html": self.html, "headers": self.headers}
+        if self.alerts:  # only then, so rows and dicts of other messages are as they always were
+            data.update(alerts=list(self.alerts), vantage=self.vantage)
+        return data
 
     @classmethod
     def from_dict(cls, data: object) -> Message:
@@ -51,7 +62,10 @@ class Message:
         headers = data.get("headers", {})
         if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
             raise ValueError("the message's headers are not a mapping of text")
-        return cls(data["subject"], data["text"], data["html"], dict(headers))
+        alerts, vantage = data.get("alerts", []), data.get("vantage", "")
+        if not isinstance(alerts, list) or not all(isinstance(a, dict) for a in alerts) or not isinstance(vantage, str):
+            raise ValueError("the message's alerts are not a list of mappings")
+        return cls(data["subject"], data["text"], data["html"], dict(headers), tuple(alerts), vantage)
 
 
 def clean(value: object, limit: int = FIELD_LIMIT) -> str:
@@ -130,7 +144,27 @@ def compose(notices: list[Notice], vantage: str, public_url: str | None = None) 
         if headers["List-Unsubscribe"]:
             headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"  # RFC 8058
     return Message(subject_of(ordered), "\n".join(text).rstrip() + "\n", "\n".join(body), {
-        key: value for key, value in headers.items() if value})
+        key: value for key, value in headers.items() if value}, tuple(facts(n) for n in ordered), clean(vantage, 60))
+
+
+def facts(notice: Notice) -> dict:
+    """One notice as plain data: what a machine-readable payload says about it (no recipient, no token).
+
+    ``status`` is ``firing`` or ``resolved`` (a reminder is firing, with
+    ``reminder`` true); times are ISO 8601 UTC with Z, ``ended_at`` null
+    while it fires. Texts are cleaned and bounded as in the mail.
+    """
+    alert = notice.alert
+    resolved = notice.status == "resolved"
+    return {"id": clean(alert.id, 200), "severity": alert.severity, "status": "resolved" if resolved else "firing",
+            "reminder": notice.status == "reminder", "label": clean(alert.label, 200),
+            "subjects": {clean(name, 100): clean(value, 200) for name, value in alert.subjects.items()},
+            "summary": clean(alert.summary, FIELD_LIMIT), "description": clean(alert.description, DESCRIPTION_LIMIT),
+            "started_at": _iso(notice.first_seen), "ended_at": _iso(notice.now) if resolved else None}
+
+
+def _iso(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _describe(notice: Notice) -> tuple[str, str]:

@@ -152,7 +152,7 @@ def load_config(path: str | os.PathLike | None = None, environ=os.environ) -> Co
     parts = {section: _build(part, section, values) for section, part in PARTS.items()}
     notifiers = {channel: _build(part, channel, values) for channel, part in notifier_parts().items()}
     state_dir = _relative_to(path, values["state_dir"])
-    problems = _state_dir_problems(state_dir) + _cross_checks(parts)
+    problems = _state_dir_problems(state_dir) + _cross_checks(parts) + _route_targets(parts, notifiers)
     for section, part in (parts | notifiers).items():
         if hasattr(part, "problems"):
             problems.extend(part.problems(section))
@@ -184,6 +184,15 @@ def _cross_checks(parts: dict) -> list[str]:
         problems.append("alerts.public_url: must be set when subscriptions.listen is (links in mails must not "
                         "be built from the Host header a client sends)")
     return problems
+
+
+def _route_targets(parts: dict, notifiers: dict) -> list[str]:
+    """Routes naming a webhook endpoint that ``webhook.endpoints`` does not define (it would never be sent)."""
+    endpoints = getattr(notifiers.get("webhook"), "endpoints", None)
+    if endpoints is None:  # a webhook notifier whose targets are not named endpoints
+        return []
+    return [f"alerts.routes: ({route.name}) names webhook endpoint {name}, which webhook.endpoints does not define"
+            for route in parts["alerts"].routes for name in route.targets.get("webhook", ()) if name not in endpoints]
 
 
 def _detect_config(values: dict) -> DetectConfig:

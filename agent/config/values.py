@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from agent.alerts.routes import InvalidRoutes, Route, parse_routes  # noqa: F401 (Route: re-exported for the loader)
+from agent.alerts.webhook import InvalidEndpoints, parse_endpoints
 from agent.model.authorities import default_authorities, make_authority, parse_dir_authority_line
 from agent.model.snapshot import DocKind
 
@@ -132,6 +133,14 @@ def routes(value):
     try:
         return parse_routes(value)
     except InvalidRoutes as error:
+        raise InvalidValue(str(error)) from None
+
+
+def webhook_endpoints(value):
+    """``webhook.endpoints``: parsed by ``agent.alerts.webhook``, next to the notifier that posts to them."""
+    try:
+        return parse_endpoints(value)
+    except InvalidEndpoints as error:
         raise InvalidValue(str(error)) from None
 
 

@@ -130,7 +130,8 @@ def test_bad_routes_are_reported_with_their_index(tmp_path):
     with pytest.raises(ConfigError) as error:
         load_config(path, environ={})
     assert error.value.problems == [
-        "alerts.routes: [0] (a): names no email address, Matrix room or maildir address; [1] (b): email must be a "
+        "alerts.routes: [0] (a): names no email address, Matrix room, maildir address or webhook endpoint; [1] (b): "
+        "email must be a "
         "list of strings; [2] (c): unknown severity loud"]
 
 
