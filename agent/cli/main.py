@@ -106,6 +106,9 @@ def _parser() -> argparse.ArgumentParser:
     from agent.cli.reports import add_commands as add_report_commands
 
     add_report_commands(commands, _with_config)
+    from agent.cli.apikeys import add_commands as add_api_key_commands
+
+    add_api_key_commands(commands, _with_config)
 
     testnet = commands.add_parser("testnet", help="a private Tor network on 127.0.0.1")
     testnet_commands = testnet.add_subparsers(dest="testnet_command", required=True)

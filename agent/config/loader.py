@@ -29,6 +29,7 @@ from agent.model.errors import ConfigError
 from agent.reports.settings import ReportsConfig
 from agent.store.settings import QueryConfig, StoreConfig
 from agent.subscriptions.settings import SubscriptionsConfig
+from agent.web.settings import ApiConfig
 
 #: Environment variable naming the config file when ``--config`` is not given.
 CONFIG_ENV = "ALLIUM_AGENT_CONFIG"
@@ -63,6 +64,7 @@ PARTS: dict[str, type] = {
     "subscriptions": SubscriptionsConfig,
     "aroi": AroiConfig,
     "reports": ReportsConfig,
+    "api": ApiConfig,
 }
 
 
@@ -94,6 +96,7 @@ class Config:
     subscriptions: SubscriptionsConfig
     aroi: AroiConfig
     reports: ReportsConfig
+    api: ApiConfig
     query: QueryConfig
     detect: DetectConfig
 

@@ -1,4 +1,5 @@
-"""The subscription endpoints' server: waitress in the daemon's process, in threads of its own, and the Mailer.
+"""The web server: the subscription endpoints and the REST API (agent/web/api.py) under one waitress in the
+daemon's process, in threads of its own, and the Mailer.
 
 Why waitress: it is pure Python (nothing to build, one pinned package),
 production-grade, and serves from a thread as werkzeug's development server
@@ -19,6 +20,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from waitress import wasyncore
 from waitress.server import create_server
@@ -29,6 +31,7 @@ from agent.config.loader import Config
 from agent.model.aroi import ProofBook
 from agent.model.errors import ConfigError
 from agent.pipeline.state import State
+from agent.web.settings import ApiConfig, api_settings
 
 log = logging.getLogger(__name__)
 #: Worker threads running the app; the database work is serialised anyway, so a few suffice.
@@ -68,11 +71,27 @@ class Mailer:
         self.thread.join(timeout=30)
 
 
+class PathDispatcher:
+    """One WSGI app of two: the API's paths (agent.web.api.serves) to the API app, the rest to the subscription
+    endpoints. Each keeps its own limits and headers; both see the client as agent.web.guards decides it."""
+
+    def __init__(self, api, other):
+        from agent.web.api import serves
+
+        self.api, self.other, self.serves = api, other, serves
+
+    def __call__(self, environ, start_response):
+        app = self.api if self.serves(environ.get("PATH_INFO", "")) else self.other
+        return app(environ, start_response)
+
+
 class WebServer:
     """The endpoints served by waitress from threads of the daemon, and their Mailer; ``stop`` closes every
     connection and joins every thread."""
 
-    def __init__(self, config: Config, environ=os.environ, proofs: Callable[[], ProofBook] | None = None):
+    def __init__(self, config: Config, environ=os.environ, proofs: Callable[[], ProofBook] | None = None,
+                 api: ApiConfig | None = None):
+        from agent.web.api import create_api_app
         from agent.web.subscriptions import create_app
 
         settings = config.subscriptions
@@ -80,7 +99,11 @@ class WebServer:
             raise ConfigError(config.source, ["subscriptions.listen: must be host:port to serve the endpoints"])
         host, port = settings.listen
         self.mailer = Mailer(config, environ)
-        app = create_app(config, environ, mail_queued=self.mailer.wake.set, proofs=proofs)
+        app: Any = create_app(config, environ, mail_queued=self.mailer.wake.set, proofs=proofs)
+        api_config = api or api_settings(config)
+        self.api = create_api_app(config, api_config) if api_config.enabled else None
+        if self.api is not None:
+            app = PathDispatcher(self.api, app)
         self.map: dict = {}  # every socket of the server (one per listening address, the connections, triggers)
         self.server = create_server(
             app, map=self.map, host=host, port=port, threads=THREADS, ident="allium-agent",
@@ -98,7 +121,8 @@ class WebServer:
     def start(self) -> WebServer:
         self.mailer.thread.start()
         self.thread.start()
-        log.info("subscription endpoints on %s", ", ".join(f"http://{host}:{port}" for host, port in self.listening))
+        served = "subscription endpoints" + (" and the API (/api/v1, /healthz, /metrics)" if self.api else "")
+        log.info("%s on %s", served, ", ".join(f"http://{host}:{port}" for host, port in self.listening))
         return self
 
     def stop(self) -> None:
@@ -112,6 +136,8 @@ class WebServer:
             self._close_all()
         self.server.task_dispatcher.shutdown(timeout=STOP_SECONDS)
         self.mailer.stop()
+        if self.api is not None:
+            self.api.extensions["allium_api"].close()
         if self.thread.is_alive():
             log.warning("the subscription endpoints' thread did not stop within %d s", STOP_SECONDS)
 
