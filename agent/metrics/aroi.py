@@ -12,10 +12,10 @@ counted in ``claimed_unverified`` instead.
 
 Bounded series: operators are written for the ``top_n`` by consensus weight
 and for each category's champion, so at most ``top_n`` plus one per category.
-Allium's reliability categories (operators with 25+ relays, by uptime) are
-not computed: the relay table carries no reliability column (the reliability
-learner's scores join the tor_relay points after the metrics,
-``agent.metrics.reliability``).
+Allium's reliability category (operators with 25+ relays, by uptime) needs
+the reliability learner's scores, which come after the metrics: the learner
+writes it (``agent.metrics.aroi_reliability``). Its 5-year variants and the
+"bandwidth served" ones need history the agent does not keep; not computed.
 """
 
 from __future__ import annotations

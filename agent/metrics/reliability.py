@@ -29,7 +29,9 @@ from typing import Any
 
 import numpy as np
 
+from agent.metrics.aroi_reliability import aroi_reliability_points
 from agent.metrics.relays import KNOWN_FLAGS, NO_DESCRIPTOR, RelayTable
+from agent.model.aroi import ProofBook
 from agent.model.points import Point, PointColumns, point
 
 DAY, WEEK = 86400, 7 * 86400
@@ -366,8 +368,9 @@ def operator_reliability_points(memory: ReliabilityMemory, table: RelayTable, to
 
 
 def reliability_points(memory: ReliabilityMemory, table: RelayTable, top_n: int, time: int,
-                       bwauths: int | None = None) -> list[Point]:
-    """The period's reliability points: per relay of the table (tor_relay) and per top operator (tor_operator).
+                       bwauths: int | None = None, proofs: ProofBook | None = None) -> list[Point]:
+    """The period's reliability points: per relay of the table (tor_relay), per top operator (tor_operator)
+    and, with the AROI ``proofs``, per verified operator (``agent.metrics.aroi_reliability``).
 
     Call after ``memory.learn`` of the same period. ``relay_columns`` gives
     the per-relay fields as columns, to join a period's other tor_relay fields.
@@ -375,7 +378,9 @@ def reliability_points(memory: ReliabilityMemory, table: RelayTable, top_n: int,
     scores = memory.scores()
     columns = relay_columns(memory, table, bwauths, scores)
     relays: list = PointColumns("tor_relay", "fingerprint", table.fingerprints, columns, time).points()
-    return relays + operator_reliability_points(memory, table, top_n, time, bwauths, scores)
+    verified = aroi_reliability_points(table, columns["running_30d"], proofs, time) if "running_30d" in columns \
+        else []
+    return relays + operator_reliability_points(memory, table, top_n, time, bwauths, scores) + verified
 
 
 def leaderboard(memory: ReliabilityMemory, table: RelayTable, top: int = 20, *, group: str = "contact",
@@ -412,4 +417,5 @@ class ReliabilityLearner:
         if not self.memory.learn(result.table, result.time, seconds):
             return []  # a rerun
         return reliability_points(self.memory, result.table, self.top_n, result.time,
-                                  bwauths=len(result.bandwidth_authorities) or None)
+                                  bwauths=len(result.bandwidth_authorities) or None,
+                                  proofs=getattr(result, "proofs", None))

@@ -85,6 +85,7 @@ class PeriodResult:
     learned: list[str] = field(default_factory=list)  # the memory's learners that took this period in: save them
     warnings: tuple[Any, ...] = ()  # per-relay warnings a learner gave this period (at-risk), for subscriptions
     rejected: list[FetchRecord] = field(default_factory=list)  # documents judging refused, each with its reason
+    proofs: ProofBook | None = None  # the AROI proofs it was judged with (the reliability learner reads them)
 
     @property
     def has_consensus(self) -> bool:
@@ -120,6 +121,7 @@ def judge(snapshot: Snapshot, memory: Memory, config: Config, geoip: GeoIP) -> P
     screened, refused = admissible(snapshot, config.checks.thresholds)
     result = _isolated(screened, memory, config, geoip)
     result.rejected = refused + result.rejected
+    result.proofs = memory.proofs
     judged = cast(Snapshot, result.snapshot)
     consensus = judged.latest_consensus() if result.has_consensus else None
     if consensus is not None and result.table is not None and memory.detector is not None:
