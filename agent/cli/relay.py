@@ -10,9 +10,9 @@ left out unless ``--unverified`` (cropped samples have such signatures).
 
 The explanations are ``agent.metrics.eligibility``'s; docs/relays.md gives
 the rules. The ``stats`` lines (the authority's WFU, time known and MTBF)
-are read from the vote files' bytes; the live parser drops them, so live
-those figures are unknown unless ``--history`` derives them from the
-agent's store (the relay's ``tor_relay_flag_running`` series).
+are read from each vote (tor 0.4.7 and later write them); where a vote has
+none, ``--history`` derives the figures from the agent's store (the relay's
+``tor_relay_flag_running`` series).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def fingerprint(text: str) -> str:
 
 def _relay(arguments) -> int:
     from agent.config.loader import load_config
-    from agent.metrics.eligibility import explain, vote_stats
+    from agent.metrics.eligibility import VoteStats, explain, vote_stats
 
     config = load_config(arguments.config)
     problems: list[str] = []
@@ -77,7 +77,6 @@ def _relay(arguments) -> int:
         snapshot = collect(config)
         votes = [(vote, None, None) for vote in snapshot.votes()]
         descriptors = snapshot.server_descriptors
-        problems.append("live votes: the parser keeps no stats lines (the authorities' WFU, time known and MTBF)")
         if not votes:
             problems.append("no authority served its vote this period")
     history = None
@@ -85,7 +84,7 @@ def _relay(arguments) -> int:
         history = _history(config, arguments.fingerprint, max(v.valid_after for v, _, _ in votes), problems)
     verdicts = []
     for vote, raw, trust in votes:
-        stats = vote_stats(raw).get(arguments.fingerprint) if raw is not None else None
+        stats = (vote_stats(raw) if raw is not None else VoteStats(vote)).get(arguments.fingerprint)
         descriptor = descriptor_for(descriptors, arguments.fingerprint, getattr(vote, "published", vote.valid_after))
         verdicts.append((explain(vote, arguments.fingerprint, descriptor, stats or history,
                                  arguments.hsdir_hours * 3600), trust))

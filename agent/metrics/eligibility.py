@@ -12,17 +12,15 @@ given as ``stats``), else it is "unknown", never guessed. A margin is quantity /
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
-from agent.model.entries import ABSENT, RouterEntries, entries_of
+from agent.model.entries import ABSENT, STATS_KEYS, RouterEntries, entries_of, read_vote_stats
 from agent.model.points import PointColumns
 
 # tor's defaults for what the flag-thresholds line leaves out (dirauth_options.inc, voteflags.c; the guarantees were
@@ -137,39 +135,36 @@ class RelayStats:
     derived: bool = False
 
 
-_STATS_LINES = re.compile(rb"^(r|stats) ([^\n]*)", re.M)
-_FIGURE = re.compile(r"[0-9]{1,20}(?:\.[0-9]{1,20})?")
-_STAT_VALUES = {"wfu": re.compile(r"0(?:\.[0-9]{1,20})?|1(?:\.0{1,20})?"), "tk": _FIGURE, "mtbf": _FIGURE}
-
-
 def vote_stats(raw: bytes) -> dict[str, RelayStats]:
-    """Fingerprint -> its entry's ``stats`` line in a vote's bytes (the agent's vote parser skips these lines).
-
-    A value that is no plain non-negative number (a WFU above 1) is left out, and an entry left with none.
-    """
-    found: dict[str, RelayStats] = {}
-    fingerprint = None
-    for keyword, line in _STATS_LINES.findall(raw):
-        if keyword == b"r":
-            fingerprint = _identity(line.split(b" ")[1:2])
-            continue
-        values: dict[str, float] = {}
-        for word in line.decode("ascii", "replace").split():
-            key, _, value = word.partition("=")
-            if key in _STAT_VALUES and key not in values and _STAT_VALUES[key].fullmatch(value):
-                values[key] = float(value)
-        if fingerprint is not None and values:
-            found[fingerprint] = RelayStats(values.get("wfu"), values.get("tk"), values.get("mtbf"))
-        fingerprint = None  # one stats line an entry
-    return found
+    """Fingerprint -> its entry's ``stats`` line, from a vote's bytes (``agent.model.entries.read_vote_stats``, which
+    reads them as the vote parser does); ``VoteStats`` gives a parsed vote's the same."""
+    return {fingerprint: RelayStats(*figures) for fingerprint, figures in read_vote_stats(raw).items()}
 
 
-def _identity(words: list[bytes]) -> str | None:
-    try:
-        digest = base64.b64decode(words[0] + b"=", validate=True)
-    except (IndexError, binascii.Error, ValueError):
-        return None
-    return digest.hex().upper() if len(digest) == 20 else None
+class VoteStats(Mapping[str, RelayStats]):
+    """A parsed vote's own ``stats`` lines (``RouterEntries.stats``) as fingerprint -> RelayStats, each built when
+    asked; ``margin_columns`` reads them as columns, whole. What ``vote_stats`` gives from the vote's bytes."""
+
+    def __init__(self, vote: Any) -> None:
+        self.entries = entries_of(vote)
+
+    def __getitem__(self, fingerprint: str) -> RelayStats:
+        row = self.entries.rows.get(fingerprint)
+        figures = None if row is None else self.entries.stats_of(row)
+        if figures is None:
+            raise KeyError(fingerprint)
+        return RelayStats(*figures)
+
+    def __iter__(self) -> Iterator[str]:
+        return (self.entries.fingerprints[row] for row in self._rows().tolist())
+
+    def __len__(self) -> int:
+        return len(self._rows())
+
+    def _rows(self) -> np.ndarray:
+        """The rows whose entry has figures."""
+        stats = self.entries.stats
+        return np.zeros(0, np.int64) if stats is None else np.flatnonzero(~np.isnan(stats).all(axis=1))
 
 
 # -- one relay, one vote -----------------------------------------------------------------------------------------
@@ -300,7 +295,8 @@ class Verdict:
 
 def explain(vote: Any, fingerprint: str, descriptor: Any = None, stats: RelayStats | None = None,
             hsdir_uptime: float = HSDIR_UPTIME) -> Verdict:
-    """Why ``vote`` gives the relay ``fingerprint`` the flags it does; ``stats``: the vote's or derived figures."""
+    """Why ``vote`` gives the relay ``fingerprint`` the flags it does; ``stats``: figures derived or read elsewhere
+    (default: the vote's own stats line, ``VoteStats``)."""
     thresholds = thresholds_of(vote)
     known = tuple(vote.known_flags or ())
     entry = vote.routers.get(fingerprint)
@@ -311,7 +307,8 @@ def explain(vote: Any, fingerprint: str, descriptor: Any = None, stats: RelaySta
     but_authority = _measured_but_authority(entry.unrecognized_bandwidth_entries or ())
     bandwidth = _bandwidth(entry.measured, but_authority, entry.bandwidth, thresholds.get("ignoring-advertised-bws"))
     uptime = _uptime(descriptor, _vote_time(vote))
-    stats = stats or RelayStats(source="no stats line in this vote, no history given")
+    none = RelayStats(source="no stats line in this vote, no history given")
+    stats = stats or VoteStats(vote).get(fingerprint) or none
     checks = _rules(flags, thresholds, bandwidth, uptime, stats, hsdir_uptime)
     hint = "" if "Running" in flags else f"the relay is not Running in this vote, and {_AT_ODDS}"
     decisions = tuple(FlagDecision(flag, flag in flags, checks.get(flag, ()), _POLICY.get(flag, hint))
@@ -418,7 +415,8 @@ def margin_columns(relays: RouterEntries, votes: Sequence[Any], descriptors: Ite
     """Per relay of ``relays``: each margin's median over the votes that list it and give its threshold (NaN: none).
 
     ``stats`` (one mapping per vote, or None) gives WFU, time known and MTBF: without them the guard_wfu, guard_tk
-    and (where enough-mtbf=1) stable margins are NaN. Linear in relays times votes.
+    and (where enough-mtbf=1) stable margins are NaN. ``VoteStats(vote)``: the vote's own lines, read as columns.
+    Linear in relays times votes.
     """
     count = len(relays)
     per_vote = {name: np.full((len(votes), count), np.nan) for name in MARGIN_FIELDS}
@@ -437,7 +435,7 @@ def margin_columns(relays: RouterEntries, votes: Sequence[Any], descriptors: Ite
         uptime = np.where(present, uptime_base[np.maximum(rows, 0)], np.nan) + _vote_time(vote).timestamp()
         uptime[uptime < 0] = np.nan  # a descriptor newer than the vote that shows a restart after it
         figures = (stats[index] if stats else None) or {}
-        wfu, tk, mtbf = (_figures(figures, entries.fingerprints, name) for name in ("wfu", "tk", "mtbf"))
+        wfu, tk, mtbf = (_figures(figures, entries, name) for name in STATS_KEYS)
         enough = t.get("enough-mtbf")
         stable = (_ratio(mtbf, _lowest(t, ("stable-mtbf",), STABLE_MTBF)[0]) if enough == 1 else
                   _ratio(uptime, _lowest(t, ("stable-uptime",), STABLE_UPTIME)[0]) if enough == 0 else None)
@@ -476,11 +474,13 @@ def _bandwidth_column(entries: RouterEntries, ignoring: float | None) -> np.ndar
     return column
 
 
-def _figures(stats: Mapping[str, RelayStats], fingerprints: list[str], name: str) -> np.ndarray:
+def _figures(stats: Mapping[str, RelayStats], entries: RouterEntries, name: str) -> np.ndarray:
+    if isinstance(stats, VoteStats) and stats.entries is entries and entries.stats is not None:
+        return entries.stats[:, STATS_KEYS.index(name)]
     if not stats:
-        return np.full(len(fingerprints), np.nan)
-    values = (getattr(stats.get(fingerprint), name, None) for fingerprint in fingerprints)
-    return np.array([np.nan if value is None else value for value in values], float).reshape(len(fingerprints))
+        return np.full(len(entries), np.nan)
+    values = (getattr(stats.get(fingerprint), name, None) for fingerprint in entries.fingerprints)
+    return np.array([np.nan if value is None else value for value in values], float).reshape(len(entries))
 
 
 def _ratio(values: np.ndarray, threshold: float | None) -> np.ndarray | None:

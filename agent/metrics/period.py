@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.metrics.authority import authority_points, fetch_points
-from agent.metrics.eligibility import margin_columns
+from agent.metrics.eligibility import VoteStats, margin_columns
 from agent.metrics.geoip import GeoIP
 from agent.metrics.network import network_points
 from agent.metrics.operator import operator_points
@@ -35,6 +35,7 @@ def snapshot_points(snapshot: Snapshot, previous: PreviousRelays | None, geoip: 
     chances = path_probabilities(consensus)  # per relay, in the table's order (both follow the consensus)
     overload = overload_of(table, snapshot.server_descriptors, time)
     operators = operator_points(table, operators_top_n, time)
+    votes = snapshot.votes()
     return (_merged(network_points(consensus, table, previous, time)
                     + overload_network_points(table, overload, time)
                     + operators
@@ -44,8 +45,10 @@ def snapshot_points(snapshot: Snapshot, previous: PreviousRelays | None, geoip: 
             + relay_points(table, previous, time, {
                 **relay_fields(chances),
                 **overload_fields(overload),
-                # NaN where a margin is unknown: left out of that relay's point
-                **margin_columns(entries_of(consensus), snapshot.votes(), snapshot.server_descriptors)}))
+                # NaN where a margin is unknown: left out of that relay's point. Each vote's own stats lines give the
+                # WFU, time known and MTBF margins (votes of tor 0.4.7 and later have them).
+                **margin_columns(entries_of(consensus), votes, snapshot.server_descriptors,
+                                 [VoteStats(vote) for vote in votes])}))
 
 
 def family_points(descriptors: list, operators: list[Point], time: int) -> list[Point]:

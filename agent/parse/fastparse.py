@@ -18,6 +18,12 @@ and converted in bulk; a line the bulk check refuses is read on its own,
 which names what is wrong with it. ``r`` lines are also remembered by their
 text: the consensus and the nine votes of a period, and consecutive hours,
 mostly repeat them.
+
+A vote's ``stats`` lines (tor 0.4.7+, tor#40314: the authority's WFU, time
+known and MTBF of the relay) are kept too, but never refuse a document: tor
+writes them and never reads them (no rule of its parser names the keyword).
+A line ``agent.model.entries.read_stats`` cannot read whole, or a second one
+in an entry, gives that entry no figures.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from itertools import islice
 import numpy as np
 import stem.version
 
-from agent.model.entries import ABSENT, RouterEntries
+from agent.model.entries import ABSENT, STATS_KEYS, RouterEntries, read_stats_lines
 from agent.parse import grammar
 
 ENTRY_START = b"\nr "
@@ -52,8 +58,13 @@ def split_network_status(raw: bytes) -> tuple[bytes, bytes, bytes]:
 
 
 #: The lines the agent reads, keyword included; the rest are skipped in C. Anchored on the newline before each
-#: line (the text gets one in front and one at the end), which the engine finds far faster than ``^``.
-_ENTRY_LINES = re.compile(r"\n([rsavw](?: [^\n]*)?)(?=\n)")
+#: line (the text gets one in front and one at the end), which the engine finds far faster than ``^``. A line's
+#: first character is its keyword, so a ``stats`` line, which would be an ``s`` (flags) line that way, is picked
+#: without its "s": as "tats ...", keyword "t", which no other line we pick has (a line that really starts with
+#: "tats" fails the look-ahead). Only votes have them, and a vote is never of the microdesc flavour. Written so
+#: (no look-behind, no look-ahead after the line) it is as fast as the pattern without stats lines was.
+_ENTRY_LINES = re.compile(r"\n(?:s(?=tats[ \n])|(?=[rsavw][ \n]))([rsavw][^\n]*|tats[^\n]*)")
+_STATS_KEYWORD = b"t"
 _MICRODESC_ENTRY_LINES = re.compile(r"\n([rsavwm](?: [^\n]*)?)(?=\n)")
 #: Shapes stem also accepts, seen in no real document since 2012, so only looked for once: the old ``opt``
 #: prefix, and a tab or more than one space after a keyword. Where present they are rewritten first.
@@ -117,10 +128,11 @@ def _parse_lines(lines: list[str], microdesc: bool) -> RouterEntries:
     def of_kind(keyword: bytes) -> tuple[list[int], list[str], list[int]]:
         """(rows, values, line numbers) of the lines of one keyword that belong to an entry."""
         numbers = np.flatnonzero((keywords == keyword) & (row_of_line >= 0))
-        return row_of_line[numbers].tolist(), [lines[i][2:] for i in numbers.tolist()], numbers.tolist()
+        start = 5 if keyword == _STATS_KEYWORD else 2  # after "tats " or "s "
+        return row_of_line[numbers].tolist(), [lines[i][start:] for i in numbers.tolist()], numbers.tolist()
 
     digest_line = (b"m",) if microdesc else ()
-    kinds = {keyword: of_kind(keyword) for keyword in (b"s", b"v", b"w", b"a") + digest_line}
+    kinds = {keyword: of_kind(keyword) for keyword in (b"s", b"v", b"w", b"a", _STATS_KEYWORD) + digest_line}
     for keyword in (b"s", b"v", b"w") + digest_line:
         _refuse_repeats(keyword.decode(), *kinds[keyword])  # stem allows each once: which would count?
     for keyword in (b"s",) + digest_line:
@@ -135,9 +147,11 @@ def _parse_lines(lines: list[str], microdesc: bool) -> RouterEntries:
     for row, value, number in zip(*kinds[b"a"]):
         or_addresses.setdefault(row, []).append(_or_address(value, number))
     digests = _microdescriptor_digests(*kinds[b"m"], count) if microdesc else None
+    stats_rows, stats_values, _ = kinds[_STATS_KEYWORD]
     parsed = RouterEntries(**columns, flag_lines=flag_lines, flag_code=flag_code, bandwidth=bandwidth,
                            measured=measured, unmeasured=unmeasured, version_lines=version_lines, versions=versions,
-                           or_addresses=or_addresses, unrecognized=unrecognized, microdescriptor_digests=digests)
+                           or_addresses=or_addresses, unrecognized=unrecognized, microdescriptor_digests=digests,
+                           stats=_stats(stats_rows, stats_values, count) if stats_rows else None)
     if len(set(parsed.fingerprints)) != count:
         _refuse_duplicates(parsed.fingerprints, r_lines)
     return parsed
@@ -327,6 +341,19 @@ def _w_line(value: str, number: int) -> dict:
         else:
             items.setdefault("unrecognized", []).append(item)
     return items
+
+
+def _stats(rows: list[int], values: list[str], count: int) -> np.ndarray:
+    """Per row (wfu, tk, mtbf) of its ``stats`` line, NaN where not given; never refuses (see the module's doc).
+
+    A second line in one entry is not refused as a second ``s``, ``v`` or ``w`` line is (stem refuses those, and
+    which would count?): tor has no rule for the keyword, so the vote is still one, but neither line counts.
+    """
+    column = np.full((count, len(STATS_KEYS)), np.nan)
+    column[rows] = read_stats_lines(values)
+    row_numbers = np.array(rows, np.int64)
+    column[row_numbers[1:][np.diff(row_numbers) == 0]] = np.nan  # rows come in order: a repeat follows its first
+    return column
 
 
 def _or_address(value: str, number: int) -> tuple[str, int, bool]:

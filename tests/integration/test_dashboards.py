@@ -27,8 +27,8 @@ MAY_BE_EMPTY_REASONS = {
     r"> 0$": "a problem filter: a healthy network has none",
     r"tor_forecast_": "forecasts start once a UTC day of live periods has closed (docs/forecast.md); the fills span "
                       "minutes, and backfilled periods are not fed to the forecaster",
-    r"tor_relay_guard_(wfu|tk)_margin": "WFU and time known come from the votes' stats lines, which the agent's vote "
-                                        "parser does not keep (docs/relays.md); the backfill has no votes",
+    r"tor_relay_guard_(wfu|tk)_margin": "from the votes' stats lines against flag-thresholds: the private network's "
+                                        "votes say guard-tk=0 (no time-known threshold) and the backfill has no votes",
     r"tor_relay_dropout_risk": "the at-risk learner writes after a week of live periods (docs/relays.md)",
     r"tor_operator_family_not_mutual": "the private network's relays declare no family and have no contact line",
     r"tor_aroi_(operator|champion)_": "verified operators need a proof listing their relays: the private network's "

@@ -25,6 +25,7 @@ from stem.descriptor.server_descriptor import RelayDescriptor
 
 from agent.metrics import eligibility as E
 from agent.model.entries import entries_of
+from agent.model.errors import DocumentError
 from agent.model.snapshot import DocKind
 from agent.parse.documents import parse_document
 from tests.conftest import DATA, SHARED_TORDATA, read_data
@@ -188,6 +189,96 @@ def test_margin_points_on_a_real_period(maatuska):
 
     assert all(("tor_relay", name) in catalogue() for name in E.MARGIN_FIELDS)
     assert problems(points) == []
+
+
+# -- the votes' own stats lines, as the vote parser keeps them ----------------------------------------------------
+
+def period_of_testnet(name: str = "074550", change=lambda raw: raw) -> tuple[list, list[bytes]]:
+    """Our network's three votes of one period (parsed, and their bytes), each changed by ``change`` first."""
+    raws = [change((TESTNET / f"{name}-auth{number}.vote").read_bytes()) for number in (1, 2, 3)]
+    return [parse_document(DocKind.VOTE, raw, f"auth{number}") for number, raw in zip((1, 2, 3), raws)], raws
+
+
+def tk_and_mtbf_decide(raw: bytes) -> bytes:
+    """The vote with a time-known threshold (its guard-tk=0 gives no margin) and Stable judged by MTBF."""
+    changed = raw.replace(b" guard-tk=0 ", b" guard-tk=40 ").replace(b" enough-mtbf=0 ", b" enough-mtbf=1 ")
+    assert changed.count(b"guard-tk=40") == changed.count(b"enough-mtbf=1") == 1
+    return changed
+
+
+@pytest.mark.parametrize("change", [lambda raw: raw, tk_and_mtbf_decide], ids=["as voted", "tk and mtbf decide"])
+def test_margins_from_parsed_votes_are_those_from_their_bytes(change):
+    votes, raws = period_of_testnet(change=change)
+    relays = entries_of(votes[0])
+    parsed = E.margin_columns(relays, votes, stats=[E.VoteStats(vote) for vote in votes])
+    from_bytes = E.margin_columns(relays, votes, stats=[E.vote_stats(raw) for raw in raws])
+    for name in E.MARGIN_FIELDS:
+        np.testing.assert_array_equal(parsed[name], from_bytes[name], err_msg=name)  # NaN where both are
+    assert all(dict(E.VoteStats(vote)) == E.vote_stats(raw) for vote, raw in zip(votes, raws))
+    assert np.isnan(E.margin_columns(relays, votes)["guard_wfu_margin"]).all()  # the figures come from the lines
+    # relay1: stats wfu=1.000000 tk=54 mtbf=54 in all three votes; guard-wfu=98.000%. auth1: stats wfu=0.000000
+    # tk=0 mtbf=0 in its own vote, the others as relay1's: the median of three is theirs.
+    row, auth1 = relays.rows[RELAY1], relays.rows["49ABAE9C2BB358A3D94D66B60FA8FDE7070F6484"]
+    assert parsed["guard_wfu_margin"][[row, auth1]] == pytest.approx([1 / 0.98, 1 / 0.98])
+    if change is tk_and_mtbf_decide:  # guard-tk=40; stable-mtbf=54, under tor's 5-day guarantee
+        assert parsed["guard_tk_margin"][[row, auth1]] == pytest.approx([54 / 40, 54 / 40])
+        assert parsed["stable_margin"][row] == pytest.approx(54 / 54)
+    else:  # guard-tk=0: everyone passes, no margin; enough-mtbf=0: Stable by uptime (no descriptors here)
+        assert np.isnan(parsed["guard_tk_margin"]).all() and np.isnan(parsed["stable_margin"]).all()
+
+
+def test_a_period_writes_the_margins_its_votes_stats_lines_give():
+    from agent.metrics.geoip import GeoIP
+    from agent.metrics.period import snapshot_points
+    from agent.model.authorities import default_authorities
+    from agent.model.snapshot import AuthorityView, SignatureCheck, SignatureReport, Snapshot
+
+    votes, _ = period_of_testnet("074610")  # no consensus of our network is kept: auth1's vote stands for it
+    authorities = list(default_authorities())
+    views = {authority.nickname: AuthorityView(authority) for authority in authorities}
+    for authority, vote in zip(authorities, votes):
+        views[authority.nickname].vote = vote
+    views[authorities[0].nickname].consensus = votes[0]
+    views[authorities[0].nickname].consensus_signatures = SignatureReport(
+        tuple(SignatureCheck(authority.v3ident, "sha1", True) for authority in authorities))
+    now = datetime(2026, 11, 24, 7, 47)
+    snapshot = Snapshot("test", now, now, authorities, views, [])
+    points = snapshot_points(snapshot, None, GeoIP.load(DATA / "geoip-excerpt"))
+    relays = {p.tags["fingerprint"]: p.fields for p in points if p.measurement == "tor_relay"}
+    # relay1 at 07:46: stats wfu=1.000000 tk=74 mtbf=74 in all three votes; guard-wfu=98.000%
+    assert relays[RELAY1]["guard_wfu_margin"] == pytest.approx(1 / 0.98)
+    assert all("guard_wfu_margin" in fields for fields in relays.values()) and len(relays) == 6
+
+
+def test_explain_reads_the_votes_own_stats_line(testnet):
+    vote, _ = testnet
+    wfu = check(E.explain(vote, RELAY1), "Guard", "WFU")  # no stats given: the vote's own, "stats wfu=1.000000"
+    assert wfu.value == 1.0 and wfu.source == "the vote's stats line" and wfu.status == E.PASS
+    assert check(E.explain(vote, RELAY1, stats=E.RelayStats(0.5)), "Guard", "WFU").value == 0.5  # given ones win
+
+
+STATS_LINES = [b"stats wfu=1.000000 tk=54 mtbf=54", b"stats wfu=0.250000 tk=7 mtbf=8", b"stats wfu=1.5 tk=1 mtbf=1",
+               b"stats tk=3", b"stats", b"stats wfu=1 wfu=1", b"stats x", "stats tk=\u0665".encode(),
+               b"stats wfu=0.5 tk=1 mtbf=2 later=9", b"tats wfu=1", b"stats\twfu=1", b"opt stats wfu=1", b"s Fast",
+               b"stats  wfu=0.1  tk=2", b"stats wfu=0.1\r", b"r", b"w Bandwidth=1"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 200), st.sampled_from(STATS_LINES)), max_size=8))
+def test_the_parsed_and_the_byte_readings_of_stats_lines_agree(insertions):
+    raw = (TESTNET / "074550-auth1.vote").read_bytes()
+    lines = raw.split(b"\n")
+    first = next(number for number, line in enumerate(lines) if line.startswith(b"r "))
+    footer = lines.index(b"directory-footer")
+    for at, line in insertions:  # anywhere among the entries' lines, after the first r line
+        lines.insert(first + 1 + at % (footer - first), line)
+        footer += 1
+    changed = b"\n".join(lines)
+    try:
+        vote = parse_document(DocKind.VOTE, changed, "auth1")
+    except DocumentError:
+        return  # refused (a malformed s, r or w line): no figures at all
+    assert dict(E.VoteStats(vote)) == E.vote_stats(changed)
 
 
 # -- edge cases built with stem ------------------------------------------------------------------------------------
@@ -448,4 +539,4 @@ def test_relay_command_without_files_uses_the_collected_period(cli, capsys, monk
     assert cli.main(["relay", SEELE, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["source"] == "live" and report["authorities"][0]["withheld"] == ["Fast", "Guard", "HSDir"]
-    assert any("keeps no stats lines" in problem for problem in report["problems"])
+    assert not any("stats lines" in problem for problem in report["problems"])  # the parser keeps them now

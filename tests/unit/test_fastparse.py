@@ -7,16 +7,22 @@ validating parser rejects is left out (the fast path has nothing to be
 compared with) and counted.
 """
 
+import base64
 import io
 import lzma
+import pickle
+import re
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import stem.descriptor
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from stem.descriptor.networkstatus import NetworkStatusDocumentV3
 
-from agent.model.entries import ABSENT, RouterEntries, entries_of
+from agent.model.entries import ABSENT, RouterEntries, entries_of, read_stats, read_stats_lines, read_vote_stats
 from agent.model.errors import DocumentError
 from agent.model.snapshot import DocKind
 from agent.parse import fastdesc, fastparse
@@ -425,3 +431,181 @@ def test_a_descriptor_giving_a_line_twice_is_refused(keyword):
     raw = read(DESCRIPTORS).replace(line, line + b"\n" + line, 1)
     with pytest.raises(DocumentError, match=f"server descriptor \\w+: a second '{keyword.decode()}' line"):
         parse_document(DocKind.SERVER_DESCRIPTORS, raw, "moria1")
+
+
+# -- a vote's stats lines (votes since tor 0.4.7, tor#40314): kept, and never a reason to refuse the vote -----------
+
+TESTNET_VOTES = sorted((DATA / "testnet-shared-random").glob("*.vote"))  # our private network's: with stats lines
+RELAY1, AUTH1 = "8499E9F410962F1C9F6B3577592624E1677F1931", "49ABAE9C2BB358A3D94D66B60FA8FDE7070F6484"
+RELAY1_STATS = b"\nstats wfu=1.000000 tk=54 mtbf=54\nm 32,33,34,35 sha256=uuz2dR7C"  # relay1's line in 074550-auth1
+
+
+def stats_by_hand(raw: bytes) -> dict[str, tuple]:
+    """Fingerprint -> (wfu, tk, mtbf) of each entry's stats line, read line by line here (tor's shape only)."""
+    found, fingerprint = {}, None
+    for line in raw.decode().split("\n"):
+        if line.startswith("r "):
+            fingerprint = base64.b64decode(line.split(" ")[2] + "=").hex().upper()
+        elif line.startswith("stats "):
+            words = dict(word.split("=") for word in line.split(" ")[1:])
+            found[fingerprint] = (float(words["wfu"]), float(words["tk"]), float(words["mtbf"]))
+    return found
+
+
+def vote_entries(raw: bytes) -> RouterEntries:
+    return parse_document(DocKind.VOTE, raw, "testnet").entries
+
+
+def figures(entries: RouterEntries) -> dict[str, tuple]:
+    """Fingerprint -> the parsed figures of every entry that has some."""
+    return {fingerprint: entries[fingerprint].stats for fingerprint in entries if entries[fingerprint].stats}
+
+
+def test_stats_lines_are_kept_from_real_votes():
+    for path in TESTNET_VOTES:
+        raw = path.read_bytes()
+        entries = vote_entries(raw)
+        expected = stats_by_hand(raw)
+        assert len(expected) == len(entries) == 6, path.name  # every entry has one
+        assert figures(entries) == expected, path.name
+        assert read_vote_stats(raw) == expected, path.name  # the reading of bytes, for what has no parsed vote
+        assert entries.stats.shape == (6, 3) and entries.stats.dtype == np.float64
+    entries = vote_entries((DATA / "testnet-shared-random" / "074550-auth1.vote").read_bytes())
+    # relay1: stats wfu=1.000000 tk=54 mtbf=54; auth1: stats wfu=0.000000 tk=0 mtbf=0
+    assert entries[RELAY1].stats == (1.0, 54.0, 54.0) and entries[AUTH1].stats == (0.0, 0.0, 0.0)
+    assert entries.stats_of(entries.rows[RELAY1]) == (1.0, 54.0, 54.0)
+
+
+def test_flag_lines_parse_as_before_beside_stats_lines():
+    """A stats line starts with "s", as a flags line does: the vote parses as it does without its stats lines."""
+    for path in TESTNET_VOTES:
+        raw = path.read_bytes()
+        stripped = re.sub(rb"\nstats [^\n]*", b"", raw)
+        assert stripped.count(b"\nstats") == 0 < raw.count(b"\nstats ")
+        with_stats, without = vote_entries(raw), vote_entries(stripped)
+        assert without.stats is None and figures(without) == {}
+        assert list(with_stats) == list(without)
+        for fingerprint in with_stats:
+            assert [getattr(with_stats[fingerprint], name) for name in ENTRY_FIELDS] == \
+                [getattr(without[fingerprint], name) for name in ENTRY_FIELDS], (path.name, fingerprint)
+        assert column_mismatches(with_stats, NetworkStatusDocumentV3(raw, validate=True)) == []
+    raw = (DATA / "testnet-shared-random" / "074550-auth1.vote").read_bytes()
+    start = raw.index(b"\nr relay1 ")
+    s_line = raw[start:].index(b"\ns ") + start
+    without_s = raw[:s_line] + raw[raw.index(b"\n", s_line + 1):]  # relay1 keeps its stats line, loses its flags
+    with pytest.raises(DocumentError, match="no 's' line in the entry"):
+        vote_entries(without_s)
+    flags_like = vote_entries(raw.replace(RELAY1_STATS, RELAY1_STATS.replace(
+        b"stats wfu=1.000000 tk=54 mtbf=54", b"stats Fast Guard"), 1))
+    assert flags_like[RELAY1].flags == vote_entries(raw)[RELAY1].flags and flags_like[RELAY1].stats is None
+    not_stats = vote_entries(raw.replace(RELAY1_STATS, RELAY1_STATS.replace(b"\nstats ", b"\ntats "), 1))
+    assert not_stats[RELAY1].stats is None and not_stats[AUTH1].stats == (0.0, 0.0, 0.0)  # "tats" is not "stats"
+
+
+def test_a_refused_line_after_stats_lines_is_named_by_its_number_in_the_file():
+    raw = (DATA / "testnet-shared-random" / "074550-auth1.vote").read_bytes()
+    where = raw.index(b"w Bandwidth=0 Measured=1300")  # relay1's, after three entries' stats lines
+    broken = raw[:where] + b"w Bandwidth=lots" + raw[where + len(b"w Bandwidth=0 Measured=1300"):]
+    number = broken.count(b"\n", 0, where) + 1
+    with pytest.raises(DocumentError, match=rf"^vote from testnet: line {number}: Bandwidth= needs a number"):
+        vote_entries(broken)
+
+
+@pytest.mark.parametrize("line, expected", [
+    (b"stats wfu=1.5 tk=54 mtbf=54", None),  # a WFU above 1
+    (b"stats wfu=nan tk=54 mtbf=54", None),
+    (b"stats wfu=1.000000 tk=-54 mtbf=54", None),
+    (b"stats wfu=1.000000 tk=1e3 mtbf=54", None),
+    ("stats wfu=1.000000 tk=\u0665\u0664 mtbf=54".encode(), None),  # Unicode digits
+    (b"stats wfu=1.000000 tk=54 mtbf=" + b"9" * 21, None),  # more digits than an unsigned 64-bit number has
+    (b"stats wfu=1.000000 tk=54 tk=54 mtbf=54", None),  # a key twice
+    (b"stats wfu=1.000000 tk=54 mtbf", None),  # a word that is no key=value
+    (b"stats wfu=1.000000 \xff tk=54 mtbf=54", None),
+    (b"stats", None),
+    (b"stats future=1", None),  # nothing known
+    (b"stats tk=54", (None, 54.0, None)),  # a key left out
+    (b"stats mtbf=5 future=x wfu=0.25", (0.25, None, 5.0)),  # any order; unknown keys ignored
+    (b"stats  wfu=1  tk=2 mtbf=3.5\r", (1.0, 2.0, 3.5)),
+])
+def test_a_stats_line_is_read_whole_or_not_at_all_and_never_refuses_the_vote(line, expected):
+    raw = (DATA / "testnet-shared-random" / "074550-auth1.vote").read_bytes()
+    changed = raw.replace(RELAY1_STATS, RELAY1_STATS.replace(b"stats wfu=1.000000 tk=54 mtbf=54", line), 1)
+    assert changed != raw
+    entries = vote_entries(changed)
+    assert entries[RELAY1].stats == expected
+    others = {fingerprint: values for fingerprint, values in stats_by_hand(raw).items() if fingerprint != RELAY1}
+    assert {key: value for key, value in figures(entries).items() if key != RELAY1} == others
+    assert read_vote_stats(changed) == figures(entries)
+
+
+@pytest.mark.parametrize("second", [b"stats wfu=1.000000 tk=54 mtbf=54", b"stats wfu=0.500000 tk=9 mtbf=9",
+                                    b"stats nonsense"])
+def test_an_entry_with_two_stats_lines_gets_no_figures_and_the_vote_stands(second):
+    raw = (DATA / "testnet-shared-random" / "074550-auth1.vote").read_bytes()
+    changed = raw.replace(RELAY1_STATS, RELAY1_STATS.replace(b"\nm ", b"\n" + second + b"\nm ", 1), 1)
+    entries = vote_entries(changed)
+    assert entries[RELAY1].stats is None and not np.isnan(entries.stats).all()
+    assert entries[AUTH1].stats == (0.0, 0.0, 0.0) and len(figures(entries)) == 5
+    assert read_vote_stats(changed) == figures(entries)
+
+
+def test_documents_without_stats_lines_have_none():
+    for name in ("2016-09-20-13-00-00-vote-maatuska.xz", "2017-07-17-17-00-00-vote-cropped"):
+        raw = read(DATA / name)
+        assert b"\nstats " not in raw
+        entries = vote_entries(raw)
+        assert len(entries) > 0 and entries.stats is None and figures(entries) == {}
+        assert read_vote_stats(raw) == {}
+    consensus = parse_document(DocKind.CONSENSUS, read(DATA / "2020-02-29-10-00-00-consensus.xz"), "moria1")
+    assert consensus.entries.stats is None
+
+
+def test_stats_survive_pickling_and_the_column_operations():
+    entries = vote_entries((DATA / "testnet-shared-random" / "074550-auth1.vote").read_bytes())
+    expected = figures(entries)
+    assert figures(pickle.loads(pickle.dumps(entries))) == expected
+    assert figures(RouterEntries.from_entries({fp: entries[fp] for fp in entries})) == expected
+    plain = vote_entries(read(DATA / "2017-07-17-17-00-00-vote-cropped"))  # no stats lines
+    picked = RouterEntries.picked(entries, plain, np.array([len(entries), entries.rows[RELAY1], len(entries) + 1]))
+    assert [picked.stats_of(row) for row in range(3)] == [None, (1.0, 54.0, 54.0), None]
+    assert RouterEntries.picked(plain, plain, np.array([0, 1])).stats is None
+
+
+#: Figures as tor writes them ("wfu=%.6f tk=%lu mtbf=%.0f"), and figures for lines of its shape that it would not
+#: write (out of range, too long, not plain numbers).
+TOR_FIGURES = st.one_of(st.integers(0, 2 ** 64 - 1).map(str), st.floats(0, 1).map("{:.6f}".format))
+ODD_TEXTS = ["", "1.", ".5", "-1", "+1", "1e3", "nan", "inf", "\u0665", "\uff15", "9" * 21, "0." + "5" * 21, "00.5",
+             "1.0000001", "1.5", "2", "0x1", "1_0", "1 ", " 1"]
+ODD_FIGURES = st.one_of(st.floats(0, 2).map("{:.6f}".format), st.integers(2 ** 64, 2 ** 70).map(str),
+                        st.sampled_from(ODD_TEXTS))
+TOR_WFU = st.floats(0, 1).map("{:.6f}".format)
+LINES_AS_WRITTEN = st.builds("wfu={} tk={} mtbf={}".format, TOR_WFU, TOR_FIGURES, TOR_FIGURES)
+OTHER_LINES = st.one_of(st.builds("wfu={} tk={} mtbf={}".format, st.one_of(TOR_WFU, ODD_FIGURES),
+                                  st.one_of(TOR_FIGURES, ODD_FIGURES), st.one_of(TOR_FIGURES, ODD_FIGURES)),
+                        st.text(st.sampled_from("wfutkmb= .0123456789-e\u0665\r\t"), max_size=40))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(LINES_AS_WRITTEN, max_size=12), st.lists(OTHER_LINES, max_size=2), st.randoms())
+def test_the_bulk_reading_of_stats_lines_is_read_stats_line_by_line(as_written, others, random):
+    """Lines as tor writes them, read in bulk, with none, one or two others among them (each tries the bulk check)."""
+    values = as_written + [value.replace("\n", " ") for value in others]
+    random.shuffle(values)
+    if not values:
+        return
+    column = fastparse._stats(list(range(len(values))), values, len(values))
+    expected = [read_stats(value) for value in values]
+    assert [tuple(None if np.isnan(x) else x for x in row) if not np.isnan(row).all() else None
+            for row in column.tolist()] == expected
+
+
+def test_each_odd_figure_among_lines_as_written_is_read_as_read_stats_reads_it():
+    written = ["wfu=1.000000 tk=54 mtbf=54", "wfu=0.000000 tk=0 mtbf=0"]
+    for odd in ODD_TEXTS:
+        for position in range(3):
+            figures = ["0.500000", "7", "8"]
+            figures[position] = odd
+            values = written + ["wfu={} tk={} mtbf={}".format(*figures)]
+            expected = [read_stats(value) or (None,) * 3 for value in values]
+            read = read_stats_lines(values).tolist()
+            assert [[None if x != x else x for x in row] for row in read] == [list(row) for row in expected], values

@@ -34,7 +34,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.model.entries import ABSENT
+from agent.model.entries import ABSENT, read_vote_stats
 from agent.model.errors import DocumentError
 from agent.model.snapshot import DocKind
 from agent.parse import fastparse
@@ -113,7 +113,9 @@ HOSTILE_LINES = [b"known-flags " + b" ".join(b"F%02d" % index for index in range
                  b"family $" + b"A" * 39, b"ipv6-policy accept \xd9\xa8\xd9\xa0", b"fingerprint 0x" + b"A" * 38,
                  b"bw=1 bw=2 node_id=$" + b"A" * 40, b"bw=" + b"9" * 20 + b" node_id=$" + b"A" * 40,
                  b"flag-thresholds fast-speed=\xd9\xa5", b"dir-source x " + b"A" * 40 + b" h 1.2.3.4 99999 1",
-                 b"recommended-relay-protocols Link=1-64", b"shared-rand-current-value -1 AAAA"]
+                 b"recommended-relay-protocols Link=1-64", b"shared-rand-current-value -1 AAAA",
+                 b"stats wfu=1.5 tk=-1 mtbf=nan", b"stats wfu=1.000000 tk=" + b"9" * 21 + b" mtbf=54",
+                 b"stats wfu=0.500000 tk=7 mtbf=7"]
 NUMBER = re.compile(rb"\d+")
 DATE = re.compile(rb"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
 NAMED_LINE = re.compile(rb"(?m)^(?:r|router|dir-source|extra-info) (\S*)")
@@ -258,6 +260,10 @@ def _check_network_status(document) -> None:
     assert all(FINGERPRINT.fullmatch(fingerprint) for fingerprint in entries.fingerprints)
     for published in set(entries.published):
         _check_time("published", published)
+    if entries.stats is not None:  # a vote's stats lines: a WFU of 0-1, plain numbers; NaN where not read
+        figures = entries.stats[~np.isnan(entries.stats)]
+        assert entries.stats.shape == (len(entries), 3) and np.isfinite(figures).all() and (figures >= 0).all()
+        assert (np.isnan(entries.stats[:, 0]) | (entries.stats[:, 0] <= 1)).all()
     if document.is_vote:
         assert set().union(*map(set, entries.flag_lines)) <= set(flags)
         bits = {flag: 1 << index for index, flag in enumerate(flags)}
@@ -325,6 +331,10 @@ def test_a_mutated_real_document_parses_sanely_or_is_refused_by_name(kind, data)
         assert str(error).startswith(f"{kind.value} from {SOURCE}: "), str(error)
     else:
         _check_sane(kind, parsed)
+    if kind is DocKind.VOTE and error is None:  # the reading of a vote's bytes gives what the parser kept
+        entries = parsed.entries
+        assert read_vote_stats(raw) == {entries.fingerprints[row]: figures for row in range(len(entries))
+                                        if (figures := entries.stats_of(row)) is not None}
     if kind in (DocKind.CONSENSUS, DocKind.MICRODESC_CONSENSUS):
         memory = EntryMemory()
         parse_document(kind, seed, SOURCE, memory=memory)
