@@ -140,6 +140,7 @@ def _show(book, claims: dict | None, as_json: bool) -> int:
     print("\n".join(table([[row["domain"], row["method"], row["listed"],
                             *([row["claiming"], row["verified"]] if claims is not None else []), row["checked_at"],
                             (("refused: " if row["refused"] else "") + row["error"]) if row["error"] else
+                            "read; lists none of the relays claiming it" if not row["listed"] else
                             (f"DNSSEC {row['dnssec']}" if row["dnssec"] else "")]
                            for row in rows], header, right={2, 3, 4} if claims is not None else {2})))
     return EXIT_OK
