@@ -2,8 +2,9 @@
 
 Alert first (it never fails the period), then one save of the period's
 points with the agent's self-metrics, then what the next period needs (its
-relays, the bandwidth authorities, the detector's learned state) into the
-state. ``memory_of`` reads that memory back for the next ``judge``.
+relays, the bandwidth authorities, the detector's learned state, and the
+relay directory the REST API searches) into the state. ``memory_of`` reads
+that memory back for the next ``judge``.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from agent.config.loader import Config
+from agent.model.ciiss import ContactFields
+from agent.model.entries import entries_of
 from agent.model.points import Point
 from agent.model.snapshot import Snapshot
 from agent.pipeline.judge import Detector, Memory, PeriodResult, period_time_of
 from agent.pipeline.learners import load_learners, save_learners
-from agent.pipeline.state import State
+from agent.pipeline.state import DirectoryEntry, State
 from agent.store.store import SaveResult, Store
 
 log = logging.getLogger(__name__)
@@ -86,12 +89,49 @@ def record(result: PeriodResult, store: Store, state: State, memory: Memory | No
     if result.relays is not None:
         state.save_relays(result.time, result.relays)
         state.set_bandwidth_authorities(result.bandwidth_authorities)
+        save_directory(result, state)
     if result.detector_learned and detectors is not None and memory is not None and memory.detector is not None:
         detectors.save(memory.detector)
     if result.learned and memory is not None:
         save_learners(state.directory, memory.learners, result.learned)
     log.debug("period %s: %d points, %s", result.time, saved.points, describe(saved))
     return saved
+
+
+def directory_of(result: PeriodResult) -> list[DirectoryEntry]:
+    """The relay directory of a judged live period: each relay's nickname, country, version, contact line and
+    verified operator (``result.proofs``' verdict; none without proofs). Empty without a relay table."""
+    table = result.table
+    consensus = result.snapshot.latest_consensus() if result.snapshot is not None else None
+    if table is None or consensus is None:
+        return []
+    entries = entries_of(consensus)
+    nicknames = dict(zip(entries.fingerprints, entries.nicknames))
+    contacts: list[ContactFields | None] = list(table.contacts) or [None] * len(table)
+    directory = []
+    for row, fingerprint in enumerate(table.fingerprints):
+        contact = contacts[row]
+        operator = result.proofs.verdict(fingerprint, contact).verified_domain \
+            if result.proofs is not None and contact is not None else None
+        country = table.country[row]
+        directory.append(DirectoryEntry(
+            fingerprint, nicknames.get(fingerprint), country if len(country) == 2 and country.isalpha() else None,
+            table.version[row], (contact.raw.strip() or None) if contact is not None else None, operator))
+    return directory
+
+
+def save_directory(result: PeriodResult, state: State) -> None:
+    """Replaces the state's relay directory with this live period's (for the REST API's relay search).
+
+    A failure is logged and costs the API only a stale directory: it never fails the period.
+    """
+    try:
+        entries = directory_of(result)
+        if entries:
+            state.replace_relay_directory(result.time, entries)
+    except Exception:
+        log.exception("period %s: the relay directory could not be written; the API searches the last one",
+                      result.time)
 
 
 def describe(saved: SaveResult) -> str:

@@ -22,8 +22,10 @@ import os
 import sqlite3
 import time
 import zlib
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from agent.model.errors import StateError
@@ -144,8 +146,26 @@ MIGRATIONS = (
            revoked INTEGER,                  -- Unix seconds; NULL while valid
            last_used INTEGER
        )""",
+    # What the REST API searches relays by (agent/web/api_handlers.py): the newest live period's relays only,
+    # replaced whole each live period (record.py); never written by a backfill.
+    """CREATE TABLE relay_directory (
+           fingerprint TEXT PRIMARY KEY,
+           valid_after INTEGER NOT NULL,     -- the period it describes (Unix seconds)
+           nickname TEXT,
+           country TEXT,                     -- two letters, upper case; NULL: unknown
+           version TEXT,                     -- tor version as the consensus gives it; NULL: none or other software
+           contact TEXT,                     -- the descriptor's contact line, normalised, at most 200 characters
+           operator TEXT                     -- the verified AROI domain; NULL: none verified
+       )""",
+    """CREATE INDEX relay_directory_country ON relay_directory (country)""",
+    """CREATE INDEX relay_directory_version ON relay_directory (version)""",
+    """CREATE INDEX relay_directory_nickname ON relay_directory (lower(nickname))""",
+    """CREATE INDEX relay_directory_operator ON relay_directory (operator)""",
 )
 KEEP_PERIODS = 48
+#: The relay directory keeps this much of each contact line (and searches for no more).
+MAX_DIRECTORY_CONTACT = 200
+_LAST_CHARACTER = chr(0x10FFFF)  # sorts after any text: a prefix's range ends at prefix + this
 #: A stored period's relays inflate to about 0.5 MB on the live network; more than this is not ours.
 MAX_RELAYS_BYTES = 64 * 2**20
 
@@ -321,6 +341,105 @@ class State:
         with self._db:
             self._db.execute("BEGIN")
             self._db.execute("INSERT OR REPLACE INTO backfilled VALUES (?, ?)", (valid_after, written_at))
+
+    def replace_relay_directory(self, valid_after: int, entries: Iterable[DirectoryEntry]) -> int:
+        """Makes the relay directory the relays of the period ``valid_after``, in one transaction; how many."""
+        rows = [(entry.fingerprint.upper(), valid_after, entry.nickname, entry.country, entry.version,
+                 (entry.contact or "")[:MAX_DIRECTORY_CONTACT] or None, entry.operator) for entry in entries]
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM relay_directory")
+            self._db.executemany("INSERT OR REPLACE INTO relay_directory VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        return len(rows)
+
+    def relay_directory_period(self) -> int | None:
+        """The valid-after (Unix s) of the period the relay directory describes; None while it is empty."""
+        period = self._db.execute("SELECT MAX(valid_after) FROM relay_directory").fetchone()[0]
+        return None if period is None else int(period)
+
+    def relay_directory(self, search: DirectorySearch | None = None,
+                        fingerprints: Collection[str] | None = None) -> dict[str, DirectoryEntry]:
+        """The directory's relays matching ``search`` (every filter given must hold), among ``fingerprints`` if
+        given, in fingerprint order. Only parameters reach SQL; LIKE patterns are escaped and bounded."""
+        clauses, values = (search or DirectorySearch()).where()
+        if fingerprints is None:
+            return self._directory_rows(clauses, values)
+        found: dict[str, DirectoryEntry] = {}
+        wanted = sorted({fingerprint.upper() for fingerprint in fingerprints})
+        for start in range(0, len(wanted), 500):  # well under SQLite's bound on parameters
+            chunk = wanted[start:start + 500]
+            found.update(self._directory_rows([*clauses, f"fingerprint IN ({', '.join('?' * len(chunk))})"],
+                                              [*values, *chunk]))
+        return found
+
+    def _directory_rows(self, clauses: list[str], values: list[Any]) -> dict[str, DirectoryEntry]:
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._db.execute("SELECT fingerprint, nickname, country, version, contact, operator "
+                                f"FROM relay_directory{where} ORDER BY fingerprint", values)
+        return {row[0]: DirectoryEntry(*row) for row in rows}
+
+
+class DirectoryEntry(NamedTuple):
+    """One relay of the relay directory (None: not known)."""
+
+    fingerprint: str
+    nickname: str | None = None
+    country: str | None = None  # two letters, upper case
+    version: str | None = None  # e.g. 0.4.2.6, 0.4.3.2-alpha
+    contact: str | None = None  # the contact line, normalised (agent.model.ciiss.ContactFields.raw)
+    operator: str | None = None  # the verified AROI domain
+
+
+@dataclass(frozen=True)
+class DirectorySearch:
+    """Filters of the relay directory; None: not filtered on.
+
+    ``nickname`` is a case-insensitive prefix, ``contact`` a case-insensitive
+    (ASCII) substring of the contact line, ``country`` two letters,
+    ``version`` a tor version that matches itself and the versions it
+    begins up to a ``.`` or ``-`` (0.4.2 matches 0.4.2.6 and 0.4.2.6-dev,
+    not 0.4.20.1), ``operator`` a verified domain (lower case).
+    """
+
+    nickname: str | None = None
+    contact: str | None = None
+    country: str | None = None
+    version: str | None = None
+    operator: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return any(value is not None for value in (self.nickname, self.contact, self.country, self.version,
+                                                    self.operator))
+
+    def where(self) -> tuple[list[str], list[Any]]:
+        """SQL conditions (placeholders only) and their values; prefixes as ranges, so the indexes serve them."""
+        clauses: list[str] = []
+        values: list[Any] = []
+        if self.nickname is not None:
+            start = self.nickname.lower()
+            clauses.append("lower(nickname) >= ? AND lower(nickname) < ?")
+            values += [start, start + _LAST_CHARACTER]
+        if self.contact is not None:
+            clauses.append("contact LIKE ? ESCAPE '\\'")
+            values.append(f"%{like_escaped(self.contact[:MAX_DIRECTORY_CONTACT])}%")
+        if self.country is not None:
+            clauses.append("country = ?")
+            values.append(self.country.upper())
+        if self.version is not None:
+            # '-' and '.' are adjacent in ASCII ('/' follows): the range holds exactly the versions continuing
+            # with either.
+            clauses.append("(version = ? OR (version >= ? AND version < ?))")
+            values += [self.version, self.version + "-", self.version + "/"]
+        if self.operator is not None:
+            clauses.append("operator = ?")
+            values.append(self.operator.lower())
+        return clauses, values
+
+
+def like_escaped(text: str) -> str:
+    """``text`` matched literally by LIKE ... ESCAPE '\\': its backslashes, % and _ escaped."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _writable_directory(directory: Path) -> None:

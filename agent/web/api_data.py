@@ -12,13 +12,13 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from agent.alerts.engine import AlertBook, Tracked
 from agent.model.errors import QueryError
 from agent.model.relays import PreviousRelays
-from agent.pipeline.state import State
+from agent.pipeline.state import DirectoryEntry, DirectorySearch, State
 from agent.store.query import run_query
 from agent.web.settings import ApiConfig
 
@@ -103,6 +103,17 @@ class Sources:
             if self._relays[0] != period:
                 self._relays = (period, self.state.relays_before(period + 1) or {})
             return self._relays
+
+    def directory_period(self) -> int | None:
+        """The period the relay directory describes (the newest live one recorded); None before the first."""
+        with self.lock:
+            return self.state.relay_directory_period()
+
+    def directory(self, search: DirectorySearch | None = None, fingerprints: Collection[str] | None = None
+                  ) -> dict[str, DirectoryEntry]:
+        """The relay directory's relays matching ``search`` (among ``fingerprints`` if given)."""
+        with self.lock:
+            return self.state.relay_directory(search, fingerprints)
 
     def alerts(self) -> list[Tracked]:
         with self.lock:

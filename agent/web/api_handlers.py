@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import replace
 from typing import Any
-
-from flask import request
 
 from agent.aroi.service import read_book
 from agent.model.aroi import normalised_domain
+from agent.pipeline.state import DirectoryEntry, DirectorySearch
 from agent.web.api_data import SERIES_DAYS, Sources, StoreUnavailable, fields, grouped, number, public_findings
-from agent.web.api_schema import UNAVAILABLE_FILTERS
 from agent.web.openapi import BadParameter
 
 NETWORK_FIELDS = ("relays", "weight_total", "advertised_bandwidth_bytes", "descriptors_ratio", "signatures",
@@ -50,30 +49,46 @@ def decode_cursor(text: str) -> str:
 
 
 def relays(sources: Sources, params: dict) -> dict:
-    for name in UNAVAILABLE_FILTERS:
-        if name in request.args:
-            raise BadParameter(name, f"this agent keeps no per-relay {name}; filter by fingerprint, "
-                                    "operator (verified domain) or flag")
     period, known = sources.newest_relays()
+    directory_period = sources.directory_period()
     matching = sorted(known)
     if params.get("fingerprint"):
         start = params["fingerprint"].lstrip("$").upper()
         matching = [fp for fp in matching if fp.startswith(start)]
     if params.get("flag"):
         matching = [fp for fp in matching if params["flag"] in known[fp]]
-    if params.get("operator"):
-        domain = normalised_domain(params["operator"])
-        listed = read_book(sources.config.state_dir).listed_by(domain) if domain else frozenset()
+    search = DirectorySearch(nickname=params.get("nickname"), contact=params.get("contact"),
+                             country=params.get("country"), version=params.get("version"))
+    operator = normalised_domain(params["operator"]) if params.get("operator") else None
+    if params.get("operator") and not operator:
+        matching = []
+    elif operator and directory_period is None:
+        # No directory yet (an agent upgraded since its last live period): the relays the domain's proof lists.
+        listed = read_book(sources.config.state_dir).listed_by(operator)
         matching = [fp for fp in matching if fp in listed]
+    elif operator:
+        search = replace(search, operator=operator)
+    if search.active:
+        found = sources.directory(search)
+        matching = [fp for fp in matching if fp in found]
     total = len(matching)
     if params.get("cursor"):
         after = decode_cursor(params["cursor"])
         matching = [fp for fp in matching if fp > after]
     page = matching[:params["limit"]]
     weights = _weights(sources, page)
-    return {"period": period, "total": total,
-            "relays": [{"fingerprint": fp, "flags": sorted(known[fp]), **weights.get(fp, _NO_WEIGHT)} for fp in page],
+    described = sources.directory(fingerprints=page) if page else {}
+    return {"period": period, "directory_period": directory_period, "total": total,
+            "relays": [{"fingerprint": fp, "flags": sorted(known[fp]), **weights.get(fp, _NO_WEIGHT),
+                        **_described(described.get(fp))} for fp in page],
             "next_cursor": encode_cursor(page[-1]) if len(matching) > len(page) else None}
+
+
+def _described(entry: DirectoryEntry | None) -> dict:
+    if entry is None:
+        return dict.fromkeys(("nickname", "country", "version", "contact", "operator"))
+    return {"nickname": entry.nickname, "country": entry.country, "version": entry.version,
+            "contact": entry.contact, "operator": entry.operator}
 
 
 _NO_WEIGHT = {"weight": None, "weight_fraction": None}

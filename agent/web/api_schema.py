@@ -13,9 +13,8 @@ from agent.web.settings import ApiConfig
 PREFIX = "/api/v1"
 FLAGS = ("Authority", "BadExit", "Exit", "Fast", "Guard", "HSDir", "MiddleOnly", "NoEdConsensus", "Running",
          "Stable", "StaleDesc", "Sybil", "V2Dir", "Valid")
-#: Relay filters this agent cannot apply: it keeps no per-relay nickname, contact, country or version. They are
-#: not in the spec; a request using one is answered 400 naming it (rather than ignoring it and answering all).
-UNAVAILABLE_FILTERS = ("nickname", "contact", "country", "version")
+#: A tor version as the consensus gives it, or its beginning up to a component: 0.4, 0.4.2.6, 0.4.3.2-alpha.
+VERSION_PATTERN = r"^[0-9]{1,4}(\.[0-9]{1,4}){0,3}(-[0-9A-Za-z]{1,20}){0,3}$"
 
 NUMBER = {"type": ["number", "null"]}
 TIME = {"type": ["integer", "null"], "description": "Unix seconds (UTC)"}
@@ -45,8 +44,13 @@ SERIES_SUMMARY = _object({
     "in_consensus_share": NUMBER, "weight_min": NUMBER, "weight_max": NUMBER, "weight_mean": NUMBER,
     "weight_last": NUMBER,
 })
+TEXT_OR_NULL = {"type": ["string", "null"]}
 RELAY = _object({"fingerprint": FINGERPRINT, "flags": {"type": "array", "items": {"type": "string"}},
-                 "weight": NUMBER, "weight_fraction": NUMBER})
+                 "weight": NUMBER, "weight_fraction": NUMBER, "nickname": TEXT_OR_NULL,
+                 "country": {**TEXT_OR_NULL, "description": "two letters, upper case (GeoIP)"},
+                 "version": {**TEXT_OR_NULL, "description": "the tor version in the consensus"},
+                 "contact": {**TEXT_OR_NULL, "description": "the contact line (at most 200 characters)"},
+                 "operator": {**TEXT_OR_NULL, "description": "the verified operator's domain (AROI)"}})
 
 
 def _values(*names: str) -> dict:
@@ -65,15 +69,28 @@ def routes(settings: ApiConfig) -> tuple[Route, ...]:
               errors=(503,)),
         Route("relays", f"{PREFIX}/relays", "Search the relays of the newest period",
               "Relays of the newest recorded consensus, by fingerprint order, a page at a time: pass the answer's "
-              "next_cursor as cursor for the next page. Filters combine (all must hold).",
-              _object({"period": TIME, "total": {"type": "integer", "description": "relays matching, all pages"},
+              "next_cursor as cursor for the next page. Filters combine (all must hold). Nickname, country, "
+              "version, contact and operator come from the relay directory of the newest live period "
+              "(directory_period); null where it does not know the relay.",
+              _object({"period": TIME, "directory_period": TIME,
+                       "total": {"type": "integer", "description": "relays matching, all pages"},
                        "relays": {"type": "array", "items": RELAY},
                        "next_cursor": {"type": ["string", "null"]}}),
               params=(
                   Param("fingerprint", "query", {"type": "string", "pattern": "^[$]?[0-9A-Fa-f]{1,40}$"},
                         "a fingerprint or its beginning (hex digits)"),
+                  Param("nickname", "query", {"type": "string", "pattern": "^[A-Za-z0-9]{1,19}$"},
+                        "a nickname or its beginning, any case (moria matches moria1 and Moria2)"),
+                  Param("contact", "query", {"type": "string", "minLength": 2, "maxLength": 100},
+                        "text the contact line contains, any case (ASCII letters); % and _ are literal"),
+                  Param("country", "query", {"type": "string", "pattern": "^[A-Za-z]{2}$"},
+                        "the relay's country, two letters (GeoIP), any case"),
+                  Param("version", "query", {"type": "string", "pattern": VERSION_PATTERN},
+                        "a tor version: that version and those continuing it after a . or - (0.4.2 matches "
+                        "0.4.2.6 and 0.4.2.6-dev, not 0.4.20.1)"),
                   Param("operator", "query", {"type": "string", "minLength": 1, "maxLength": 253},
-                        "a verified operator's domain (AROI): the relays its proof lists"),
+                        "a verified operator's domain (AROI): the relays whose contact claims it and whose proof "
+                        "lists them"),
                   Param("flag", "query", {"type": "string", "enum": list(FLAGS)}, "relays with this flag"),
                   limit,
                   Param("cursor", "query", {"type": "string", "pattern": "^[A-Z2-7]{32}$"},

@@ -114,7 +114,8 @@ def test_bad_parameters_are_named_with_400(config):
     _, client, _ = make(config, anonymous=("*",))
     for query, name in (("limit=0", "limit"), ("limit=abc", "limit"), ("limit=100000", "limit"),
                         ("flag=Fastest", "flag"), ("cursor=notacursor", "cursor"), ("fingerprint=xyz", "fingerprint"),
-                        ("nickname=moria1", "nickname"), ("country=de", "country")):
+                        ("nickname=moria_1", "nickname"), ("nickname=%25", "nickname"), ("country=deu", "country"),
+                        ("version=0.4.%25", "version"), ("contact=x", "contact"), ("contact=" + "x" * 101, "contact")):
         answer = client.get(f"/api/v1/relays?{query}")
         assert answer.status_code == 400, query
         assert set(answer.json) == {"error", "detail"} and answer.json["detail"].startswith(f"{name}:")
@@ -144,6 +145,35 @@ def test_relays_page_through_the_newest_period_of_the_state(config, relays):
     by_prefix = client.get("/api/v1/relays", query_string={"fingerprint": "$" + some[:6].lower()}).json
     assert some in {item["fingerprint"] for item in by_prefix["relays"]}
     assert all(item["fingerprint"].startswith(some[:6]) for item in by_prefix["relays"])
+
+
+def test_relays_are_searched_by_the_directory_of_the_newest_live_period(config, relays):
+    from agent.pipeline.state import DirectoryEntry
+
+    _, client, sources = make(config, anonymous=("*",))
+    sources.state.save_relays(NOW, relays)
+    some = sorted(relays)[:4]
+    sources.state.replace_relay_directory(NOW, [
+        DirectoryEntry(some[0], "moria1", "US", "0.4.2.6", "Roger arma@mit.edu", None),
+        DirectoryEntry(some[1], "Moria2", "DE", "0.4.2.6-dev", "50%_ops", "example.org"),
+        DirectoryEntry(some[2], "other", "DE", "0.4.20.1", "50 percent", None)])
+
+    def fingerprints(**query):
+        answer = client.get("/api/v1/relays", query_string=query)
+        assert answer.status_code == 200, answer.json
+        return [item["fingerprint"] for item in answer.json["relays"]]
+
+    assert fingerprints(nickname="MORIA") == some[:2] and fingerprints(country="de") == some[1:3]
+    assert fingerprints(version="0.4.2") == some[:2] and fingerprints(contact="50%_") == [some[1]]
+    assert fingerprints(operator="EXAMPLE.org") == [some[1]] and fingerprints(operator="example.net") == []
+    assert fingerprints(country="DE", nickname="oth", fingerprint=some[2][:4]) == [some[2]]
+    page = client.get("/api/v1/relays", query_string={"nickname": "moria", "limit": 1}).json
+    assert page["total"] == 2 and page["directory_period"] == NOW
+    assert page["relays"][0]["contact"] == "Roger arma@mit.edu"
+    second = client.get("/api/v1/relays", query_string={"nickname": "moria", "cursor": page["next_cursor"]}).json
+    assert [item["nickname"] for item in second["relays"]] == ["Moria2"] and second["next_cursor"] is None
+    unknown = client.get("/api/v1/relays", query_string={"fingerprint": some[3]}).json["relays"][0]
+    assert unknown["nickname"] is None and unknown["operator"] is None  # not in the directory: null, still listed
 
 
 def alert(relay=None, recipient=None, severity="warning") -> Alert:
