@@ -12,11 +12,11 @@ for the domains with enough relays, plus the category's champion.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 
 import numpy as np
 
 from agent.metrics.relays import RelayTable
+from agent.metrics.reliability import weighted_means
 from agent.model.aroi import ProofBook
 from agent.model.points import Point, point
 
@@ -32,17 +32,16 @@ def aroi_reliability_points(table: RelayTable, running_30d: np.ndarray, proofs: 
     ``tor_aroi_champion{category=reliability}`` point; ``running_30d`` is per relay of ``table`` (NaN: unknown)."""
     if proofs is None or not proofs.proofs or not table.contacts:
         return []
-    members: dict[str, list[int]] = defaultdict(list)
+    code_of: dict[str, int] = {}
+    codes = np.full(len(table), -1, np.int64)
     for index, (fingerprint, contact) in enumerate(zip(table.fingerprints, table.contacts)):
         domain = contact.claims_domain and proofs.verdict(fingerprint, contact).verified_domain
         if domain:
-            members[domain].append(index)
-    scores = {}
-    for domain, indices in members.items():
-        if len(indices) >= min_relays:
-            score = _weighted_mean(running_30d[indices], table.weight[indices])
-            if not math.isnan(score):
-                scores[domain] = score
+            codes[index] = code_of.setdefault(domain, len(code_of))
+    relays = np.bincount(codes[codes >= 0], minlength=len(code_of))
+    means = weighted_means(codes, running_30d, table.weight, len(code_of))
+    scores = {domain: float(means[code]) for domain, code in code_of.items()
+              if relays[code] >= min_relays and not math.isnan(means[code])}
     points = [point("tor_aroi_operator", {"domain": domain}, {FIELD: score}, time) for domain, score in
               sorted(scores.items())]
     if scores:
@@ -51,11 +50,3 @@ def aroi_reliability_points(table: RelayTable, running_30d: np.ndarray, proofs: 
                             {"score": scores[champion]}, time))
     return points
 
-
-def _weighted_mean(values: np.ndarray, weights: np.ndarray) -> float:
-    """Mean of the known values weighted by consensus weight (a plain mean where those weights are all 0)."""
-    known = ~np.isnan(values)
-    if not known.any():
-        return math.nan
-    value, weight = values[known], np.maximum(weights[known], 0)
-    return float((value * weight).sum() / weight.sum()) if weight.sum() > 0 else float(value.mean())

@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from agent.metrics.aroi_reliability import aroi_reliability_points
 from agent.metrics.relays import KNOWN_FLAGS, NO_DESCRIPTOR, RelayTable
 from agent.model.aroi import ProofBook
 from agent.model.points import Point, PointColumns, point
@@ -333,7 +332,7 @@ def standings(memory: ReliabilityMemory, table: RelayTable, group: str, bwauths:
     scores["measured_share"] = np.full(len(memory), np.nan)
     scores["measured_share"][rows[rows >= 0]] = measured_share(table, bwauths)[rows >= 0]
     counted = np.bincount(codes[codes >= 0], minlength=count).tolist()
-    means = {name: _weighted_means(codes, scores[name], memory.last_weight, count).tolist() for name in RELAY_FIELDS}
+    means = {name: weighted_means(codes, scores[name], memory.last_weight, count).tolist() for name in RELAY_FIELDS}
     relays, total = np.bincount(now_codes[now], minlength=count).tolist(), float(table.weight.sum()) or 1.0
     first = np.unique(now_codes[now], return_index=True)[1]  # where each operator first appears in the table
     tags = [(table.operator_id[index], table.operator_label[index]) if group == "contact"
@@ -348,7 +347,7 @@ def _identities(relays: RelayTable | ReliabilityMemory, group: str) -> list[str 
     return relays.operator_id if group == "contact" else relays.family_id
 
 
-def _weighted_means(codes: np.ndarray, values: np.ndarray, weights: np.ndarray, count: int) -> np.ndarray:
+def weighted_means(codes: np.ndarray, values: np.ndarray, weights: np.ndarray, count: int) -> np.ndarray:
     """Per operator code: sum(w x) / sum(w) over its relays with a known x (plain mean if sum(w) is 0)."""
     known = (codes >= 0) & ~np.isnan(values)
     group, x, w = codes[known], values[known], np.maximum(weights[known], 0)
@@ -378,6 +377,8 @@ def reliability_points(memory: ReliabilityMemory, table: RelayTable, top_n: int,
     scores = memory.scores()
     columns = relay_columns(memory, table, bwauths, scores)
     relays: list = PointColumns("tor_relay", "fingerprint", table.fingerprints, columns, time).points()
+    from agent.metrics.aroi_reliability import aroi_reliability_points  # it reads weighted_means from here
+
     verified = aroi_reliability_points(table, columns["running_30d"], proofs, time) if "running_30d" in columns \
         else []
     return relays + operator_reliability_points(memory, table, top_n, time, bwauths, scores) + verified
