@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.aroi.cache import ProofCache
-from agent.aroi.refresh import BackgroundVerifier, Verifier, claims_of
+from agent.aroi.refresh import BackgroundVerifier, Verifier
 from agent.aroi.settings import AroiConfig
 from agent.model.aroi import EMPTY, ProofBook
-from agent.model.entries import entries_of
 
 log = logging.getLogger(__name__)
 PROOFS_FILE = "aroi-proofs.json"
@@ -52,15 +51,20 @@ class OperatorProofs:
     def book(self) -> ProofBook:
         return self.background.book() if self.background is not None else self.cache.book()
 
-    def after_period(self, snapshot: Any, time: int) -> None:
-        """Notes which listed relays the period's consensus lacks and queues its claims for checking."""
-        consensus = snapshot.latest_consensus() if snapshot is not None else None
-        if consensus is None or snapshot.archived:
+    def after_period(self, result: Any) -> None:
+        """Notes which listed relays the period's consensus lacks and queues its claims for checking.
+
+        ``result`` is the judged period (``agent.pipeline.judge.PeriodResult``): its relay table already
+        holds each consensus relay's contact line read as CIISS, and only relays of the consensus count
+        (descriptors of relays that are not running cost an attacker nothing).
+        """
+        snapshot, table = result.snapshot, result.table
+        if snapshot is None or table is None or snapshot.archived:
             return
-        # Only relays of the consensus: descriptors of relays that are not running cost an attacker nothing.
-        running = frozenset(entries_of(consensus).fingerprints)
-        claims = {fingerprint: contact for fingerprint, contact in claims_of(snapshot.server_descriptors).items()
-                  if fingerprint in running}
+        time = result.time
+        running = frozenset(table.fingerprints)
+        claims = {fingerprint: contact for fingerprint, contact in zip(table.fingerprints, table.contacts)
+                  if contact.raw}
         if self.background is None and self.settings.verify:
             self.background = BackgroundVerifier(self.verifier)
         if self.background is not None:

@@ -163,7 +163,7 @@ class PeriodRunner:
         self.state.record_processed(result.time, period, unix(utc_now()))
         summary.update(points=saved.points, storage=describe(saved), periods_waiting=saved.periods_waiting)
         try:
-            self.proofs.after_period(result.snapshot, result.time)
+            self.proofs.after_period(result)
         except Exception:
             log.exception("queueing the period's AROI claims failed; proofs are checked again next period")
 
