@@ -99,16 +99,18 @@ def relays_with_contact(contact: str, descriptors: dict) -> set[str]:
     return {fp for fp, descriptor in descriptors.items() if contact_of(descriptor) == contact.strip()}
 
 
-def relays_of_operator(domain: str, descriptors: dict, proofs: ProofBook) -> set[str]:
-    """The relays whose contact line claims ``domain`` and whose claim its proof verifies (AROI)."""
+def verified_operators(descriptors: dict, proofs: ProofBook) -> dict[str, set[str]]:
+    """Each verified operator domain -> the relays whose contact line claims it and whose claim its proof
+    verifies (AROI); read once a period for every operator subscription."""
     contacts: dict = {}
-    found = set()
+    found: dict[str, set[str]] = {}
     for fingerprint, descriptor in descriptors.items():
         raw = getattr(descriptor, "contact", None)
         if raw not in contacts:
             contacts[raw] = parse_contact(raw)
-        if contacts[raw].claims_domain == domain and proofs.verdict(fingerprint, contacts[raw]).verified_domain:
-            found.add(fingerprint)
+        domain = contacts[raw].claims_domain and proofs.verdict(fingerprint, contacts[raw]).verified_domain
+        if domain:
+            found.setdefault(domain, set()).add(fingerprint)
     return found
 
 

@@ -28,8 +28,8 @@ from agent.subscriptions.events import (
     conditions,
     effective_family,
     relay_status,
-    relays_of_operator,
     relays_with_contact,
+    verified_operators,
 )
 from agent.subscriptions.store import Subscription, SubscriptionStore
 
@@ -72,7 +72,9 @@ class RelayWatch:
         measuring = bandwidth_votes(votes)
         valid_after = unix(consensus.valid_after)
         period_seconds = unix(consensus.fresh_until) - valid_after
-        members = {s.id: self._members(s, descriptors, valid_after, proofs) for s in subscriptions}
+        operators = verified_operators(descriptors, proofs) if any(s.kind == "operator" for s in subscriptions) \
+            else {}
+        members = {s.id: self._members(s, descriptors, valid_after, proofs, operators) for s in subscriptions}
         watched = sorted(set().union(*members.values())) if members else []
         history, nicknames = self._history(watched, valid_after)
         known = descriptors or self._last_descriptors(watched, valid_after)  # none: their fetch failed
@@ -96,7 +98,7 @@ class RelayWatch:
             if subscription.preferences.hears(condition.id)])
 
     def _members(self, subscription: Subscription, descriptors: dict, valid_after: int,
-                 proofs: ProofBook) -> set[str]:
+                 proofs: ProofBook, operators: dict[str, set[str]]) -> set[str]:
         if subscription.kind == "relay":
             return {subscription.target}
         if subscription.kind == "family":
@@ -105,7 +107,7 @@ class RelayWatch:
             if subscription.target in proofs.domains() \
                     and subscription.email.lower() not in proofs.emails_of(subscription.target):
                 return set()  # the operator's verified relays no longer name this address: it hears nothing
-            current = relays_of_operator(subscription.target, descriptors, proofs)
+            current = set(operators.get(subscription.target, ()))
         else:
             current = relays_with_contact(subscription.target, descriptors)
         with self.db:
