@@ -19,11 +19,22 @@ in the periods it remembers (``window_periods``, four weeks of hours):
 - per elapsed period: after a gap of ``g`` periods the change is judged
   against the limit plus ``g - 1`` ordinary periods (the window's 90th
   percentile each), so a gap never blinds the baseline and never alarms by
-  itself; what is learned is the change per period;
+  itself; what is learned is the change per period. A flow seen after less
+  than a period (an irregular series: 6 h after an 8-hourly snapshot) has
+  the missing part of an ordinary period taken off its limit the same way;
 - an anomalous period is not learned (an incident does not widen its own
   band), unless ``adapt_after`` come in a row: then the new normal is.
   A level re-anchors on every value it sees, so a step alerts once, and a
-  return to the last normal value is a recovery, not a second alert.
+  return to the last normal value is a recovery, not a second alert;
+- a reversal: a flow undoing an anomaly of its counterpart within
+  ``REVERSAL_PERIODS`` (the Guard flags lost an hour ago regained, a /24
+  that left coming back, a flood leaving) is judged as usual but marked a
+  reversal (info at most, see ``series``) and never learned: learning it
+  widened the band until the next such flap passed unseen (2026-08-17,
+  Guard +347 and +339 an hour after each loss). One that undoes at least
+  ``REVERSAL_SHARE`` of what is owed is told even inside the band (at half
+  the limit or more): the anomaly's alert said something went; this one
+  says it came back.
 
 The score is the judged change over the limit (1 = at the limit); from
 ``warning_ratio`` times the limit a series' anomaly is a warning.
@@ -40,6 +51,16 @@ BOTH, UP, DOWN = "both", "up", "down"  # which departures matter
 TAIL_QUANTILE = 0.995  # the window's ordinary extreme (about one period in 200)
 TYPICAL_QUANTILE = 0.9  # what a busy ordinary period does: the allowance per extra period of a gap
 MAX_GAP_PERIODS = 48  # a level older than this is no anchor: the next value re-anchors it
+#: How long an anomalous flow's counterpart may undo it as a reversal. The real reversals labelled in the
+#: 2024-2026 hourly history come 1-14 h later (dips return within the hour, Guard flaps within 1-6 h, a
+#: wave of new relays leaves after 14 h, a flood after 23 h): a day covers them, a longer debt would hide
+#: a second, unrelated event of the same size.
+REVERSAL_PERIODS = 24
+#: A reversal undoing at least this share of what is still owed, and at least half its limit, is told (info)
+#: even inside the band: the loss's alert said something broke; this says it came back.
+REVERSAL_SHARE = 0.5
+#: The shortest interval judged, in periods: two snapshots minutes apart are not a period with no churn.
+MIN_ELAPSED = 0.25
 
 
 @dataclass(frozen=True)
@@ -64,10 +85,15 @@ class Verdict:
     score: float  # the judged change over the limit: >= 1 is anomalous
     anomalous: bool
     warming: bool
+    reversal: bool = False  # it undoes a recent anomaly of the counterpart flow (judged, never learned)
 
 
 class SeriesModel:
     """The judged change's rolling tail for one series; River objects and plain Python, so it pickles."""
+
+    owed = 0.0  # how much of the counterpart's anomaly may still come back as a reversal (class defaults:
+    owed_until: int | None = None  # models pickled before reversals existed read as owing nothing)
+    interval = 1.0  # periods since the last value, unclamped (a flow's limit shrinks below one period)
 
     def __init__(self, spec: SeriesSpec, window: int, warmup: int, adapt_after: int = 3):
         from river import stats  # about a second to import: only where a model is made
@@ -93,16 +119,24 @@ class SeriesModel:
 
     def resume(self, time: int, period: int) -> None:
         """Notes how many periods passed since the last value; a level too old to anchor on is dropped."""
-        self.elapsed = max(1.0, (time - self.last_time) / period) if self.last_time is not None else 1.0
+        self.interval = max(MIN_ELAPSED, (time - self.last_time) / period) if self.last_time is not None else 1.0
+        self.elapsed = max(1.0, self.interval)
         if self.elapsed > MAX_GAP_PERIODS:
             self.last = None
+        if self.owed_until is not None and time > self.owed_until:
+            self.owed, self.owed_until = 0.0, None
+
+    def expect_reversal(self, amount: float, until: int) -> None:
+        """The counterpart flow was anomalous by ``amount``: up to that may come back until ``until``."""
+        self.owed, self.owed_until = self.owed + max(amount, 0.0), until
 
     def limit(self, base: float, tail_multiple: float) -> float:
         """How far the series may move in the periods elapsed, ``base`` being the population (or the level)."""
         tail = (self.tail.get() or 0.0) if self.periods_learned else 0.0
         one = max(self.spec.floor_absolute, self.spec.floor_relative * abs(base), tail_multiple * tail)
         typical = (self.typical.get() or 0.0) if self.periods_learned else 0.0
-        return one + (self.elapsed - 1.0) * max(typical, self.spec.floor_absolute)
+        spanned = self.elapsed if self.spec.kind == LEVEL else self.interval
+        return max(one + (spanned - 1.0) * max(typical, self.spec.floor_absolute), self.spec.floor_absolute)
 
     def judge(self, name: str, value: float, tail_multiple: float, population: float | None = None) -> Verdict:
         """Scores ``value`` against the model as it stands (it does not learn here)."""
@@ -123,10 +157,18 @@ class SeriesModel:
         if score > 1.0 and level and self.normal is not None and self.normal != self.last:
             # back to where it was before the anomaly: a recovery, which the anomaly's alert already covered
             score = min(score, abs(value - self.normal) / limit)
-        return Verdict(name, value, expected, low, high, score, score > 1.0 and not warming, warming)
+        ordinary = (self.typical.get() or 0.0) if self.periods_learned else 0.0
+        reversal = not level and self.owed > 0 and value > ordinary and value - ordinary <= self.owed
+        told = score > 1.0 or (reversal and score >= 0.5 and value - ordinary >= REVERSAL_SHARE * self.owed)
+        return Verdict(name, value, expected, low, high, score, told and not warming, warming, reversal)
 
     def learn(self, value: float, verdict: Verdict, time: int, period: int) -> None:
-        """Takes the period in; an anomalous one is kept out, unless anomalies persist (then: a new normal)."""
+        """Takes the period in; an anomalous one is kept out, unless anomalies persist (then: a new normal);
+        a reversal is always kept out (it belongs to the counterpart's incident)."""
+        if verdict.reversal:
+            self.owed = max(0.0, self.owed - value)
+            self.last_time = time
+            return
         self.anomalous_run = self.anomalous_run + 1 if verdict.anomalous else 0
         adapt = self.anomalous_run > self.adapt_after
         if self.spec.kind == LEVEL and self.last is None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.detect.baseline import FLOW, LEVEL, UP, SeriesModel, SeriesSpec, Verdict
+from agent.detect.baseline import FLOW, LEVEL, REVERSAL_PERIODS, UP, SeriesModel, SeriesSpec, Verdict
 from agent.detect.facts import FLAG_BITS, PeriodFacts
 from agent.detect.groups import Cluster
 from agent.detect.protocol import BaseDetector, Period, Scores
@@ -64,8 +64,21 @@ SPECS = {
 }
 
 
+#: Flows that undo each other: an anomaly of one may be reversed by the other (same labels) within
+#: REVERSAL_PERIODS; the reversal is judged, told as such, info at most, and never learned.
+COUNTERPARTS = {"joined": "left", "left": "joined", "flag_joined": "flag_left", "flag_left": "flag_joined",
+                "flag_gained": "flag_lost", "flag_lost": "flag_gained"}
+
+
 def family_of(name: str) -> str:
     return name.split("{", 1)[0]
+
+
+def counterpart_of(name: str) -> str | None:
+    """The flow that would undo this one (``flag_lost{flag="Guard"}`` -> ``flag_gained{flag="Guard"}``)."""
+    family = family_of(name)
+    other = COUNTERPARTS.get(family)
+    return None if other is None else other + name[len(family):]
 
 
 def network_series(facts: PeriodFacts, changes: RelayChanges,
@@ -147,7 +160,7 @@ ALONE_MATTERS = frozenset({"authority_measured_relays"})
 
 def severity_of(verdict: Verdict, warning_ratio: float) -> str:
     """A warning from ``warning_ratio`` times the limit: the magnitude, not the series, makes the severity."""
-    if family_of(verdict.series) in INFO_ONLY:
+    if family_of(verdict.series) in INFO_ONLY or verdict.reversal:
         return Severity.INFO
     return Severity.WARNING if verdict.score >= warning_ratio else Severity.INFO
 
@@ -239,6 +252,11 @@ class NetworkBaselines(BaseDetector):
         facts, scores = period.facts, period.scores[self.name]
         for verdict in scores.details:
             self.series[verdict.series].learn(verdict.observed, verdict, facts.time, facts.period_seconds)
+        until = facts.time + REVERSAL_PERIODS * facts.period_seconds
+        for verdict in scores.details:
+            counterpart = counterpart_of(verdict.series)
+            if verdict.anomalous and not verdict.reversal and counterpart in self.series:
+                self.series[counterpart].expect_reversal(verdict.observed, until)
         self._forget(facts.time)
         if scores.warming:  # counted after learning: the periods learned including this one
             scores.findings.append(self._warming())
@@ -260,8 +278,9 @@ class NetworkBaselines(BaseDetector):
         return self.finding("TorAnomalySeries", severity, {"series": verdict.series}, (
             f"{verdict.series} is {_number(verdict.observed)}; expected {_number(verdict.expected)} "
             f"(between {_number(max(verdict.low, 0))} and {_number(verdict.high)}), anomaly score "
-            f"{verdict.score:.6f}{involved}"), {"observed": verdict.observed, "expected": verdict.expected,
-                                                 "low": verdict.low, "high": verdict.high, "score": verdict.score})
+            f"{verdict.score:.6f}{_reverses(verdict)}{involved}"), {
+                "observed": verdict.observed, "expected": verdict.expected, "low": verdict.low,
+                "high": verdict.high, "score": verdict.score})
 
     def _warming(self) -> Finding:
         warmup = self.settings.warmup_periods
@@ -307,6 +326,13 @@ def _arrivals(relays, joined, clusters: list[Cluster]) -> str:
     order = {fingerprint: rank for rank, fingerprint in enumerate(grouped)}
     rows = sorted(joined, key=lambda row: order.get(relays.fingerprint[row], len(order)))[:LIST_AT_MOST]
     return ", ".join(f"{relays.nickname[i]} ({relays.fingerprint[i]})" for i in rows)
+
+
+def _reverses(verdict: Verdict) -> str:
+    """"; it reverses ..." for a reversal (the counterpart's anomaly of the last day undone), else ""."""
+    if not verdict.reversal:
+        return ""
+    return f"; it reverses the anomalous {counterpart_of(verdict.series)} of the last {REVERSAL_PERIODS} periods"
 
 
 def _number(value: float) -> str:
