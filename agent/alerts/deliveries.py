@@ -29,7 +29,6 @@ import secrets
 from dataclasses import dataclass, replace
 
 from agent.alerts.engine import read_rows
-from agent.alerts.inline import message_from_dict
 from agent.alerts.render import Message
 from agent.model.redact import redact
 from agent.model.retry import RetryPolicy
@@ -195,4 +194,4 @@ def _parse(row: tuple | None) -> tuple[Delivery, int]:
         data = json.loads(message)
     except ValueError:
         raise ValueError("the message is not JSON") from None
-    return Delivery(id_, channel, target, token, message_from_dict(data), attempts, last_error, lease), next_attempt
+    return Delivery(id_, channel, target, token, Message.from_dict(data), attempts, last_error, lease), next_attempt

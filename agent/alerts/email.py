@@ -29,7 +29,7 @@ from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Any, ClassVar
 
-from agent.alerts.inline import attach, images_of
+from agent.alerts.inline import attach
 from agent.alerts.render import SUBJECT_LIMIT, Message, clean
 from agent.model import redact
 from agent.model.errors import DeliveryError
@@ -173,7 +173,7 @@ def compose(sender: str, target: str, message: Message, token: str) -> EmailMess
             mail[canonical] = clean(value, 900)
     mail.set_content(_body(message.text))
     mail.add_alternative(f"<html><body>{_body(message.html)}</body></html>", subtype="html")
-    attach(mail, images_of(message))  # a RichMessage's inline images (agent.alerts.inline)
+    attach(mail, message.images)  # inline images (agent.alerts.inline), the monthly report's chart
     return mail
 
 

@@ -1,13 +1,12 @@
 """Images carried inside a message's HTML part (``cid:`` references), through the outbox and into the mail.
 
-A ``Message`` (``agent.alerts.render``) holds text only. A ``RichMessage``
-is the same message plus inline images; it is stored in the outbox as the
-same JSON object with one more key, ``inline`` (a list of objects: ``cid``,
-``subtype``, ``filename``, ``alt`` and the bytes as base64), which
-``Message.from_dict`` ignores, so an older reader still sends the text.
-``message_from_dict`` reads it back, and ``attach`` turns the mail's HTML
-part into a ``multipart/related`` holding the HTML and each image, so the
-whole mail is::
+A ``Message`` (``agent.alerts.render``) carries its inline images in
+``images``; in the outbox they are one more key of its JSON object,
+``inline`` (a list of objects: ``cid``, ``subtype``, ``filename``, ``alt``
+and the bytes as base64), written only when there are images, so an older
+reader ignores it and still sends the text. ``attach`` turns the mail's
+HTML part into a ``multipart/related`` holding the HTML and each image, so
+the whole mail is::
 
     multipart/alternative
         text/plain
@@ -25,9 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from dataclasses import dataclass, fields
-
-from agent.alerts.render import Message
+from dataclasses import dataclass
 
 #: Image subtypes a mail may carry inline.
 SUBTYPES = ("png", "jpeg", "gif")
@@ -71,31 +68,13 @@ class InlineImage:
         return cls(data["cid"], raw, data["alt"], data["subtype"], data["filename"])
 
 
-@dataclass(frozen=True)
-class RichMessage(Message):
-    """A message with inline images; everything that takes a Message takes it."""
-
-    images: tuple[InlineImage, ...] = ()
-
-    def as_dict(self) -> dict:
-        return {**super().as_dict(), "inline": [image.as_dict() for image in self.images]}
-
-
-def message_from_dict(data: object) -> Message:
-    """A stored message: a RichMessage when it has inline images, else a plain Message; ValueError if damaged."""
-    message = Message.from_dict(data)
-    stored = data.get("inline") if isinstance(data, dict) else None
+def images_from(stored: object) -> tuple[InlineImage, ...]:
+    """A stored message's ``inline`` value as images (none when absent); ValueError if it is damaged."""
     if not stored:
-        return message
+        return ()
     if not isinstance(stored, list):
         raise ValueError("the message's inline images are not a list")
-    images = tuple(InlineImage.from_dict(item) for item in stored)
-    return RichMessage(**{field.name: getattr(message, field.name) for field in fields(message)}, images=images)
-
-
-def images_of(message: Message) -> tuple[InlineImage, ...]:
-    """The message's inline images; none for a plain Message."""
-    return tuple(getattr(message, "images", ()))
+    return tuple(InlineImage.from_dict(item) for item in stored)
 
 
 def attach(mail, images: tuple[InlineImage, ...]) -> None:

@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from agent.alerts.inline import InlineImage, images_from
 from agent.model.alerts import Notice
 from agent.model.findings import SEVERITIES
 
@@ -40,11 +41,15 @@ class Message:
     #: The notices told, as JSON-ready mappings (see ``facts``); empty for messages that are no alerts.
     alerts: tuple = ()
     vantage: str = ""
+    #: Images the HTML part shows inline (``cid:``; ``agent.alerts.inline``): the monthly report's chart.
+    images: tuple[InlineImage, ...] = ()
 
     def as_dict(self) -> dict:
         data = {"subject": self.subject, "text": self.text, "html": self.html, "headers": self.headers}
         if self.alerts:  # only then, so rows and dicts of other messages are as they always were
             data.update(alerts=list(self.alerts), vantage=self.vantage)
+        if self.images:
+            data["inline"] = [image.as_dict() for image in self.images]
         return data
 
     @classmethod
@@ -65,7 +70,8 @@ class Message:
         alerts, vantage = data.get("alerts", []), data.get("vantage", "")
         if not isinstance(alerts, list) or not all(isinstance(a, dict) for a in alerts) or not isinstance(vantage, str):
             raise ValueError("the message's alerts are not a list of mappings")
-        return cls(data["subject"], data["text"], data["html"], dict(headers), tuple(alerts), vantage)
+        return cls(data["subject"], data["text"], data["html"], dict(headers), tuple(alerts), vantage,
+                   images_from(data.get("inline")))
 
 
 def clean(value: object, limit: int = FIELD_LIMIT) -> str:

@@ -1,8 +1,8 @@
 """The monthly report as a mail, queued once per subscription and month through the delivery outbox.
 
 The mail is plain text (all of it readable there) and HTML with the chart
-inline (``cid:``, alt text saying what it shows); the chart travels as an
-inline image of a ``RichMessage`` (``agent.alerts.inline``). Its outbox
+inline (``cid:``, alt text saying what it shows); the chart travels in the
+message's ``images`` (``agent.alerts.inline``). Its outbox
 token is ``monthly|<subscription id>|<YYYY-MM>``: the outbox's token is
 unique, so queueing the same month again (a restart, a second ``report
 monthly --send``) queues nothing.
@@ -20,9 +20,9 @@ import json
 import logging
 from dataclasses import dataclass
 
-from agent.alerts.inline import InlineImage, RichMessage
+from agent.alerts.inline import InlineImage
 from agent.alerts.notifiers import subscription_channel
-from agent.alerts.render import clean
+from agent.alerts.render import Message, clean
 from agent.model.errors import QueryError
 from agent.reports import chart
 from agent.reports.monthly import Month, MonthlyReport, RelayMonth, build
@@ -46,7 +46,7 @@ def cid(report: MonthlyReport) -> str:
 
 @dataclass(frozen=True)
 class Rendered:
-    message: RichMessage
+    message: Message
     png: bytes
 
 
@@ -93,8 +93,8 @@ def render(report: MonthlyReport, vantage: str, public_url: str | None = None) -
     if link.startswith("http"):
         headers = {"List-Unsubscribe": f"<{link}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
     image = InlineImage(cid(report), png, alt, "png", f"allium-{month.label}.png")
-    message = RichMessage(subject=subject, text="\n".join(text).rstrip() + "\n", html="\n".join(body), headers=headers,
-                          images=(image,))
+    message = Message(subject=subject, text="\n".join(text).rstrip() + "\n", html="\n".join(body), headers=headers,
+                      images=(image,))
     return Rendered(message, png)
 
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from agent.alerts.deliveries import DeliveryOutbox
-from agent.alerts.inline import InlineImage, RichMessage, attach, images_of, message_from_dict
+from agent.alerts.inline import InlineImage, attach
 from agent.alerts.quality import SUBSCRIPTIONS, note_period
 from agent.alerts.render import Message
 from agent.config.loader import load_config
@@ -218,20 +218,22 @@ def test_a_chart_without_data_says_so(state):
 
 # --- inline images through the outbox and into the MIME structure -----------------------------------------------
 
-def test_a_rich_message_survives_the_outbox_and_becomes_multipart_related(state):
+def test_a_message_with_images_survives_the_outbox_and_becomes_multipart_related(state):
     image = InlineImage("chart.2024-03.1@allium-agent", b"\x89PNG\r\n\x1a\n" + b"x" * 50, "alt text")
-    message = RichMessage(subject="s", text="plain\n", html=f'<img src="cid:{image.cid}" alt="alt text">',
-                          images=(image,))
+    message = Message(subject="s", text="plain\n", html=f'<img src="cid:{image.cid}" alt="alt text">',
+                      images=(image,))
     stored = json.loads(json.dumps(message.as_dict()))
-    assert Message.from_dict(stored).text == "plain\n"  # an older reader still has the text
-    back = message_from_dict(stored)
-    assert isinstance(back, RichMessage) and images_of(back) == (image,)
-    assert images_of(message_from_dict({"subject": "s", "text": "t", "html": "h"})) == ()
+    older = {key: value for key, value in stored.items() if key != "inline"}
+    assert Message.from_dict(older).text == "plain\n"  # the text stands without the images' key
+    back = Message.from_dict(stored)
+    assert back == message and back.images == (image,)
+    assert Message.from_dict({"subject": "s", "text": "t", "html": "h"}).images == ()
+    assert "inline" not in Message(subject="s", text="t", html="h").as_dict()  # other rows as they always were
 
     mail = EmailMessage()  # as agent.alerts.email.compose builds it, which calls attach itself once wired
     mail.set_content(back.text)
     mail.add_alternative(back.html, subtype="html")
-    attach(mail, images_of(back))
+    attach(mail, back.images)
     parsed = email.message_from_bytes(mail.as_bytes(policy=email.policy.SMTP), policy=email.policy.default)
     assert [part.get_content_type() for part in parsed.walk()] == [
         "multipart/alternative", "text/plain", "multipart/related", "text/html", "image/png"]
@@ -255,7 +257,7 @@ def test_a_rich_message_survives_the_outbox_and_becomes_multipart_related(state)
 ])
 def test_a_damaged_inline_image_is_refused_when_read(stored, complaint):
     with pytest.raises(ValueError, match=complaint):
-        message_from_dict({"subject": "s", "text": "t", "html": "h", "inline": [stored]})
+        Message.from_dict({"subject": "s", "text": "t", "html": "h", "inline": [stored]})
 
 
 # --- once a month -----------------------------------------------------------------------------------------------
