@@ -16,6 +16,8 @@ left it). Everything here is counted from those rows, never from wall time:
 
 Figures are per alert ID (a check or detector), all its subjects together,
 over the newest ``HISTORY_PERIODS`` periods of its scope (older rows are pruned).
+Given the IDs a scope can raise (``agent.pipeline.alert_ids``), the quiet
+ones are listed too, with no alarm, so a check is never missing for being good.
 """
 
 from __future__ import annotations
@@ -68,14 +70,16 @@ class CheckQuality:
                 "flaps": self.flaps, "active": self.active}
 
 
-def summarise(episodes: Iterable[Episode], periods_observed: Mapping[str, int], flap_periods: int
-              ) -> list[CheckQuality]:
+def summarise(episodes: Iterable[Episode], periods_observed: Mapping[str, int], flap_periods: int,
+              known: Mapping[str, Iterable[str]] | None = None) -> list[CheckQuality]:
     """Each alert ID's figures, most alarms per period first; pure.
 
     ``periods_observed``: periods evaluated per scope. An episode is a flap
     when it resolved after at most ``flap_periods`` evaluated periods.
+    ``known``: scope -> the alert IDs it can raise; those without an alarm get a row of zeros.
     """
-    grouped: dict[tuple[str, str], list[Episode]] = {}
+    grouped: dict[tuple[str, str], list[Episode]] = {
+        (check, scope): [] for scope, checks in (known or {}).items() for check in checks}
     for episode in episodes:
         grouped.setdefault((episode.alert_id, episode.scope), []).append(episode)
     report = []
@@ -136,10 +140,10 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def quality(db, flap_periods: int) -> list[CheckQuality]:
-    """Every alert ID's figures from the state's alert history."""
+def quality(db, flap_periods: int, known: Mapping[str, Iterable[str]] | None = None) -> list[CheckQuality]:
+    """Every alert ID's figures from the state's alert history (and ``known``'s quiet ones, see summarise)."""
     episodes, observed = load(db)
-    return summarise(episodes, observed, flap_periods)
+    return summarise(episodes, observed, flap_periods, known)
 
 
 def quality_points(report: Iterable[CheckQuality], vantage: str, time: int) -> list[Point]:

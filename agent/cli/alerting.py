@@ -45,6 +45,7 @@ def _alerts(arguments) -> int:
     from agent.alerts.dispatch import Alerting
     from agent.alerts.quality import load, summarise
     from agent.config.loader import load_config
+    from agent.pipeline.alert_ids import alert_ids
     from agent.pipeline.state import State
 
     config = load_config(arguments.config)
@@ -62,7 +63,7 @@ def _alerts(arguments) -> int:
         active, waiting, counts = alerting.book.active(), alerting.outbox.waiting(), alerting.outbox.counts()
         flap_periods = config.alerts.flap_periods
         episodes, observed = load(state.db)
-        report = summarise(episodes, observed, flap_periods)
+        report = summarise(episodes, observed, flap_periods, alert_ids())
         if arguments.json:
             print(json.dumps(_status_json(active, waiting, counts, alerting.quarantined(), report, observed,
                                           flap_periods), indent=2))
@@ -109,13 +110,18 @@ def quality_lines(report, observed: dict[str, int], flap_periods: int) -> list[s
     """Each check's alarms per 1,000 periods, mean time to resolve and flaps (``agent.alerts.quality``)."""
     from agent.alerts.quality import FINDINGS
 
-    if not report:
-        return [f"alert quality: no alarm in the {plural(observed.get(FINDINGS, 0), 'period')} observed"]
+    alarmed = [q for q in report if q.alarms]
+    if not alarmed:
+        watched = plural(len(report), "check or alert kind", "checks and alert kinds")
+        return [f"alert quality: no alarm in the {plural(observed.get(FINDINGS, 0), 'period')} observed"
+                + (f" from any of the {watched} (--json lists them)" if report else "")]
+    quiet = plural(len(report) - len(alarmed), "other check or alert kind", "other checks and alert kinds")
     rows = [(q.check, f"{q.alarms_per_1000_periods:.1f}", duration(q.mean_seconds_to_resolve), q.flaps,
-             q.periods_observed) for q in report]
+             q.periods_observed) for q in alarmed]
     header = ("check", "alarms/1000 periods", "mean time to resolve", "flaps", "periods observed")
     return [f"alert quality (a flap: an alarm gone within {plural(flap_periods, 'period')}):",
-            *table(rows, header, right={1, 3, 4})]
+            *table(rows, header, right={1, 3, 4}),
+            *([f"no alarm from the {quiet} (--json lists them)"] if len(alarmed) < len(report) else [])]
 
 
 def set_aside_lines(counts: dict[str, int]) -> list[str]:

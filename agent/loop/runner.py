@@ -31,6 +31,7 @@ from agent.model.errors import StateError
 from agent.model.points import Point, point
 from agent.model.snapshot import Outcome, Snapshot
 from agent.model.time import unix, utc_now
+from agent.pipeline.alert_ids import alert_ids
 from agent.pipeline.judge import Memory, PeriodResult, admissible, judge
 from agent.pipeline.record import Detectors, describe, memory_of, record
 from agent.pipeline.state import State
@@ -279,7 +280,7 @@ class PeriodRunner:
     def _alert_quality(self, time: int) -> list[Point]:
         """The allium_agent_alert_quality points (``agent.alerts.quality``); none if the history cannot be read."""
         try:
-            report = alert_quality(self.state.db, self.config.alerts.flap_periods)
+            report = alert_quality(self.state.db, self.config.alerts.flap_periods, alert_ids())
         except Exception:
             log.exception("the alert history could not be read; no alert-quality metrics this period")
             return []

@@ -21,6 +21,7 @@ from agent.metrics.catalogue import problems
 from agent.model.alerts import Alert
 from agent.model.errors import ConfigError
 from agent.model.findings import Finding
+from agent.pipeline.alert_ids import alert_ids
 from agent.pipeline.state import State
 
 HOUR = 3600
@@ -177,11 +178,18 @@ def test_the_daemon_writes_them_with_its_self_metrics(tmp_path):
     summary = {"started_at": utc_now().isoformat(), "fetch_failures": 0, "documents_rejected": 0}
     points = runner._self_metrics(summary, PeriodResult(START + 2 * HOUR, [], [], None, {}), 3)
     assert problems(points) == []
-    [agent, clock_skew] = points
-    assert agent.fields["points"] == 2
+    agent, *quality = points
+    known = alert_ids()
+    assert agent.fields["points"] == 1 + len(quality) == 1 + sum(len(ids) for ids in known.values())
+    by_check = {point.tags["check"]: point for point in quality}
+    clock_skew = by_check["TorAuthorityClockSkew"]
     assert (clock_skew.measurement, clock_skew.tags) == ("allium_agent_alert_quality",
                                                          {"vantage": "v", "check": "TorAuthorityClockSkew"})
     assert clock_skew.fields["flaps"] == 0 and clock_skew.fields["periods_observed"] == 3  # 2 periods > 1
+    # a check that never fired is there with no alarm, so a dashboard shows it quiet rather than missing
+    quiet = by_check["TorConsensusStale"]
+    assert quiet.fields["alarms"] == 0 and quiet.fields["periods_observed"] == 3
+    assert by_check["TorRelayDown"].fields["alarms"] == 0 and by_check["TorAnomalyIncident"].fields["alarms"] == 0
     state.close()
 
 
@@ -206,7 +214,11 @@ def test_alerts_status_shows_the_table_and_the_json(tmp_path, capsys):
     assert main(["alerts", "status", "--config", str(path), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["quality"]["flap_periods"] == 3 and report["quality"]["periods_observed"] == {FINDINGS: 20}
-    assert report["quality"]["checks"] == [
+    checks = report["quality"]["checks"]
+    known = alert_ids()
+    assert sorted(q["check"] for q in checks) == sorted(known[FINDINGS] + known[SUBSCRIPTIONS])
+    assert all(q["alarms"] == 0 and q["flaps"] == 0 for q in checks[2:])  # the quiet ones come last
+    assert checks[:2] == [
         {"check": "TorAuthorityClockSkew", "scope": FINDINGS, "periods_observed": 20, "alarms": 6,
          "alarms_per_1000_periods": 300.0, "mean_time_to_resolve_seconds": 3600.0, "resolved": 6, "flaps": 6,
          "active": 0},
@@ -221,14 +233,15 @@ def test_alerts_status_shows_the_table_and_the_json(tmp_path, capsys):
     assert lines[start + 1:] == [
         "check                  alarms/1000 periods  mean time to resolve  flaps  periods observed",
         "TorAuthorityClockSkew                300.0  1 h                       6                20",
-        "TorConsensusStale                     50.0  5 h                       0                20"]
+        "TorConsensusStale                     50.0  5 h                       0                20",
+        f"no alarm from the {len(checks) - 2} other checks and alert kinds (--json lists them)"]
 
 
 def test_alerts_status_without_history_says_so(tmp_path, capsys):
     path = tmp_path / "agent.yaml"
     path.write_text(f"state_dir: {tmp_path / 'state'}\n")
     assert main(["alerts", "status", "--config", str(path)]) == 0
-    assert "alert quality: no alarm in the 0 periods observed" in capsys.readouterr().out
+    assert "alert quality: no alarm in the 0 periods observed from any of the" in capsys.readouterr().out
 
 
 def test_the_dashboard_panel_shows_alarms_and_flaps_per_check():
