@@ -40,6 +40,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
+from agent.alerts.deadline import Deadline, deadline_session
 from agent.alerts.render import Message
 from agent.model.errors import DeliveryError
 from agent.model.redact import redact, register
@@ -143,13 +144,15 @@ class WebhookConfig:
     """The ``webhook`` section: the named endpoints routes send to."""
 
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
-    timeout_seconds: float = 10.0
+    timeout_seconds: float = 10.0  # each connect or read
+    deadline_seconds: float = 30.0  # the whole request, however slowly the receiver answers
     #: Alertmanager payloads' ``externalURL`` and ``generatorURL`` (the agent's web address, if it has one).
     external_url: str | None = None
 
     SETTINGS: ClassVar[tuple[tuple[str, Any, str], ...]] = (
         ("endpoints", {}, "webhook_endpoints"),
         ("timeout_seconds", 10, "positive_number"),
+        ("deadline_seconds", 30, "positive_number"),
         ("external_url", None, "url"),
     )
 
@@ -167,15 +170,11 @@ class WebhookSender:
         return cls(settings, environ) if settings.endpoints else None
 
     def __init__(self, settings: WebhookConfig, environ: Mapping[str, str], clock=time.time):
-        import requests  # here, not at the top: the config loader reads this module
-
         self.settings = settings
         self.clock = clock
         self.secrets = {name: environ.get(e.secret_env) if e.secret_env else None
                         for name, e in settings.endpoints.items()}
         register(*self.secrets.values(), *(e.url for e in settings.endpoints.values()))
-        self.session = requests.Session()
-        self.session.trust_env = False  # no proxy or .netrc from the environment: the URL is the destination
 
     def send(self, target: str, message: Message, token: str) -> int:
         """POSTs one message to the endpoint named ``target``; returns the HTTP status (2xx) or raises DeliveryError."""
@@ -201,17 +200,23 @@ class WebhookSender:
         return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
 
     def _post(self, endpoint: Endpoint, body: bytes, sent: dict[str, str]) -> int:
-        import requests
+        """One request under one deadline (``agent.alerts.deadline``): the status and the answer's start."""
+        import requests  # here, not at the top: the config loader reads this module
 
-        try:
-            response = self.session.post(endpoint.url, data=body, headers=sent, allow_redirects=False, stream=True,
-                                         timeout=self.settings.timeout_seconds)
-        except requests.RequestException as error:
-            raise DeliveryError(f"webhook {endpoint.name}: {type(error).__name__}") from None
-        try:
-            status, answer = response.status_code, _answer(response, sent.get(SIGNATURE_HEADER))
-        finally:
-            response.close()
+        with deadline_session() as session, Deadline(self.settings.deadline_seconds) as deadline:
+            try:
+                response = session.post(endpoint.url, data=body, headers=sent, allow_redirects=False, stream=True,
+                                        timeout=self.settings.timeout_seconds)
+                try:
+                    status, answer = response.status_code, _answer(response, sent.get(SIGNATURE_HEADER))
+                finally:
+                    response.close()
+            except requests.RequestException as error:
+                if not deadline.expired:
+                    raise DeliveryError(f"webhook {endpoint.name}: {type(error).__name__}") from None
+        if deadline.expired:  # a cut answer can still parse (headers end at the cut): it is no answer
+            raise DeliveryError(f"webhook {endpoint.name}: no answer within the "
+                                f"{self.settings.deadline_seconds:g} s deadline")
         if 200 <= status < 300:
             return status
         text = f"webhook {endpoint.name} answered {status}" + (f": {answer}" if answer else "")
