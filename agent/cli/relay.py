@@ -61,7 +61,8 @@ def fingerprint(text: str) -> str:
 
 def _relay(arguments) -> int:
     from agent.config.loader import load_config
-    from agent.metrics.eligibility import VoteStats, explain, vote_stats
+    from agent.metrics.eligibility import explain
+    from agent.metrics.thresholds import VoteStats, vote_stats
 
     config = load_config(arguments.config)
     problems: list[str] = []
@@ -192,7 +193,7 @@ def history_from_running(samples, now: float, period: float = 3600):
     STABILITY_ALPHA and STABILITY_INTERVAL; here continuously), so these
     approximate, never equal, an authority's figures.
     """
-    from agent.metrics.eligibility import RelayStats
+    from agent.metrics.thresholds import RelayStats
 
     points = sorted((start, up) for start, up in samples if start < now)
     if not points:

@@ -24,6 +24,7 @@ from stem.descriptor.router_status_entry import RouterStatusEntryV3
 from stem.descriptor.server_descriptor import RelayDescriptor
 
 from agent.metrics import eligibility as E
+from agent.metrics import thresholds as T
 from agent.model.entries import entries_of
 from agent.model.errors import DocumentError
 from agent.model.snapshot import DocKind
@@ -116,7 +117,7 @@ def test_withheld_fast_slow_and_unmeasured_relays(maatuska):
 
 def test_stats_lines_decide_guard_on_our_network(testnet):
     vote, raw = testnet
-    stats = E.vote_stats(raw)
+    stats = T.vote_stats(raw)
     # relay1: w Bandwidth=0 Measured=1300 / stats wfu=1.000000 tk=54 mtbf=54; guard-bw-inc-exits=1400000
     assert stats[RELAY1] == E.RelayStats(1.0, 54, 54)
     relay1 = E.explain(vote, RELAY1, stats=stats[RELAY1], hsdir_uptime=0)
@@ -211,10 +212,10 @@ def test_margins_from_parsed_votes_are_those_from_their_bytes(change):
     votes, raws = period_of_testnet(change=change)
     relays = entries_of(votes[0])
     parsed = E.margin_columns(relays, votes, stats=[E.VoteStats(vote) for vote in votes])
-    from_bytes = E.margin_columns(relays, votes, stats=[E.vote_stats(raw) for raw in raws])
+    from_bytes = E.margin_columns(relays, votes, stats=[T.vote_stats(raw) for raw in raws])
     for name in E.MARGIN_FIELDS:
         np.testing.assert_array_equal(parsed[name], from_bytes[name], err_msg=name)  # NaN where both are
-    assert all(dict(E.VoteStats(vote)) == E.vote_stats(raw) for vote, raw in zip(votes, raws))
+    assert all(dict(E.VoteStats(vote)) == T.vote_stats(raw) for vote, raw in zip(votes, raws))
     assert np.isnan(E.margin_columns(relays, votes)["guard_wfu_margin"]).all()  # the figures come from the lines
     # relay1: stats wfu=1.000000 tk=54 mtbf=54 in all three votes; guard-wfu=98.000%. auth1: stats wfu=0.000000
     # tk=0 mtbf=0 in its own vote, the others as relay1's: the median of three is theirs.
@@ -278,7 +279,7 @@ def test_the_parsed_and_the_byte_readings_of_stats_lines_agree(insertions):
         vote = parse_document(DocKind.VOTE, changed, "auth1")
     except DocumentError:
         return  # refused (a malformed s, r or w line): no figures at all
-    assert dict(E.VoteStats(vote)) == E.vote_stats(changed)
+    assert dict(E.VoteStats(vote)) == T.vote_stats(changed)
 
 
 # -- edge cases built with stem ------------------------------------------------------------------------------------
@@ -358,7 +359,7 @@ WORDS = st.one_of(st.tuples(st.sampled_from(KEYS), VALUES).map("=".join), st.sam
 @given(st.lists(WORDS, max_size=20))
 def test_hostile_flag_thresholds_never_crash(words):
     line = " ".join(words)
-    thresholds = E.parse_flag_thresholds(line)
+    thresholds = T.parse_flag_thresholds(line)
     for key, value in thresholds.values.items():
         assert math.isfinite(value) and 0 <= value <= 2**64, (key, value)
         if key == "guard-wfu":
@@ -375,7 +376,7 @@ def test_hostile_flag_thresholds_never_crash(words):
 
 
 def test_flag_thresholds_problems_are_clear():
-    thresholds = E.parse_flag_thresholds("fast-speed=-5 guard-tk=NaN stable-uptime=99999999999999999999999 "
+    thresholds = T.parse_flag_thresholds("fast-speed=-5 guard-tk=NaN stable-uptime=99999999999999999999999 "
                                          "guard-wfu=101.000% enough-mtbf=2 noequals guard-bw-inc-exits=1 "
                                          "guard-bw-inc-exits=2 stable-mtbf=7 stable-mtbf=7 guard-wfu=0.98")
     assert thresholds.values == {"stable-mtbf": 7}
@@ -392,7 +393,7 @@ def test_flag_thresholds_problems_are_clear():
                                                           b"AAoQ1DAR6kkoo19hBAX5K0QztNw ", b"-3", b"nan", b" "]),
                                          max_size=30))
 def test_stats_lines_of_any_bytes_never_crash(noise, pieces):
-    for fingerprint, stats in E.vote_stats(noise + b"".join(pieces)).items():
+    for fingerprint, stats in T.vote_stats(noise + b"".join(pieces)).items():
         assert len(fingerprint) == 40
         assert stats.wfu is None or 0 <= stats.wfu <= 1
         assert all(value is None or (math.isfinite(value) and value >= 0) for value in (stats.tk, stats.mtbf))
