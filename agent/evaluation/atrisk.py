@@ -1,38 +1,43 @@
 """How good the at-risk warnings (``agent.metrics.atrisk``) are on real history: precision, recall, lead time.
 
-What: the alireza-tor-nodes series (hourly Onionoo lists of running relays,
-with Guard) is turned into, per relay and snapshot, "listed" and "Guard";
-at every snapshot each listed relay gets the history features of
-``agent.metrics.atrisk`` computed from the snapshots up to it, and the
-warning is scored against what happened in the next ``HORIZON`` snapshots:
+What: a history (``agent.evaluation.atrisk_input``: the alireza-tor-nodes
+series, hourly Onionoo lists with Guard; or consecutive consensuses, with
+Guard, Stable, HSDir and Fast) is turned into, per relay and snapshot,
+"listed" and "has the flag"; at every snapshot each listed relay gets the
+history features of ``agent.metrics.atrisk`` computed from the snapshots up
+to it, and the warning is scored against what happened in the next
+``HORIZON`` snapshots:
 
 - ``dropout``: a listed relay is missing from a later snapshot (onset: listed, then not);
-- ``guard``: a listed Guard is listed without Guard (onset: listed without Guard, Guard when last listed).
+- a flag (``guard``, ``stable``, ``hsdir``, ``fast``): a listed relay with the flag is listed without it
+  (onset: listed without the flag, with it when last listed).
 
 Precision: warnings followed by an onset within the horizon / warnings.
 Recall: onsets with a warning for that relay in the ``HORIZON`` snapshots
 before / onsets. Lead time: hours from the earliest such warning to the
 onset (snapshot times). The cell rates and the thresholds are fitted on the
-tuning part only (segment 1 before 2025-01-01) and measured on the held-out
-rest of segment 1 and on segment 2 (after a week of warm-up). The baseline
-warns every relay that changed (left, came back, gained or lost Guard) in
-the last day.
+tuning part only and measured on the held-out rest: alireza, tuned on
+segment 1 before 2025-01-01, held out on the rest of segment 1 and on
+segment 2; consensuses, tuned on the first ``--split-fraction`` (0.5) of
+the time span, held out on the rest. Each segment starts with a week of
+warm-up (``--warmup``). The baseline warns every relay that changed (left,
+came back, gained or lost the flag; Guard for dropout) in the last day.
 
 Why: an operator may subscribe to a warning only once its measured precision
 says it is worth reading (``MIN_PRECISION``). Vectorised over blocks of
 relays x snapshots: the whole series is about 75 s of CPU.
 
     python -m agent.evaluation.atrisk [--series DIR] [--json]
+    python -m agent.evaluation.atrisk --consensuses PATH [PATH ...] [--config FILE] [--split-fraction F]
 """
 
 from __future__ import annotations
 
 import argparse
 import calendar
-import csv
-import gzip
 import json
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -40,45 +45,13 @@ from typing import Any
 
 import numpy as np
 
+from agent.evaluation.atrisk_input import SERIES, SPLIT, Series, load, load_consensuses
 from agent.metrics import atrisk
 
-SERIES = Path(__file__).resolve().parents[3] / "shared" / "timeseries" / "alireza-tor-nodes"
-SPLIT = "2025-01-01T00:00:00Z"  # tuning before, held out from
+__all__ = ["SERIES", "SPLIT", "Series", "load", "load_consensuses", "fit", "evaluate", "render", "main"]
 WARMUP = atrisk.LONG_WINDOW  # snapshots of a segment before its features have a week of history
-CHUNK = 4000  # relays per vectorised block
+CHUNK = 4000  # relays per vectorised block (divided among the flags: each flag has its own features)
 SPAN = 2000  # snapshots per vectorised block (plus its context)
-
-
-@dataclass
-class Series:
-    """The series as arrays: snapshot times (hours) and segments, and the relays' state runs."""
-
-    hours: np.ndarray
-    segment: np.ndarray
-    relay: np.ndarray
-    start: np.ndarray
-    stop: np.ndarray  # inclusive, as in the file
-    guard: np.ndarray
-    relays: int
-
-
-def load(directory: Path, max_snapshots: int | None = None) -> Series:
-    """Reads snapshots.csv and relay_runs.csv.gz (optionally only the first ``max_snapshots``)."""
-    hours, segment = [], []
-    with open(directory / "snapshots.csv", newline="") as handle:
-        for row in csv.DictReader(handle):
-            moment = datetime.strptime(row["ts_utc"], "%Y-%m-%dT%H:%M:%SZ")
-            hours.append(calendar.timegm(moment.timetuple()) / 3600.0)
-            segment.append(int(row["segment"]))
-    count = len(hours) if max_snapshots is None else min(max_snapshots, len(hours))
-    with gzip.open(directory / "relay_runs.csv.gz", "rt", newline="") as handle:
-        reader = csv.reader(handle)
-        next(reader)
-        runs = np.array([(int(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in reader], np.int64).reshape(-1, 4)
-    runs = runs[runs[:, 1] < count]
-    runs[:, 2] = np.minimum(runs[:, 2], count - 1)
-    return Series(np.array(hours[:count]), np.array(segment[:count]), runs[:, 0], runs[:, 1], runs[:, 2],
-                  (runs[:, 3] & 1).astype(bool), int(runs[:, 0].max()) + 1 if len(runs) else 0)
 
 
 def _matrix(series: Series, relays: np.ndarray, first: int, last: int, which: np.ndarray) -> np.ndarray:
@@ -107,7 +80,7 @@ def _window_after(events: np.ndarray, horizon: int) -> np.ndarray:
 class Blocks:
     """Some relays over some snapshots: features, eligibility, outcomes and onsets per target."""
 
-    features: dict[str, np.ndarray]
+    features: dict[str, dict[str, np.ndarray]]  # per target: the history features it is scored on
     eligible: dict[str, np.ndarray]
     outcome: dict[str, np.ndarray]
     onset: dict[str, np.ndarray]
@@ -115,12 +88,14 @@ class Blocks:
     present: np.ndarray
     columns: np.ndarray  # the absolute snapshot index of each column
     core: np.ndarray  # the columns this block answers for (the others are history or look-ahead context)
+    relays: np.ndarray | None = None  # the relay index of each row
 
 
-def blocks(series: Series, horizon: int = atrisk.HORIZON, span: int = SPAN):
+def blocks(series: Series, horizon: int = atrisk.HORIZON, span: int = SPAN) -> Iterator[Blocks]:
     """Yields ``Blocks``: per segment (history never crosses a segment gap), per ``span`` snapshots (with a
     week and a horizon of history before and a horizon after), per ``CHUNK`` relays listed in that time."""
     everyone = np.ones(len(series.relay), bool)
+    size = CHUNK // max(1, len(series.flags))
     first_start = np.full(series.relays, np.iinfo(np.int64).max)
     for seg in np.unique(series.segment):
         columns = np.flatnonzero(series.segment == seg)
@@ -133,8 +108,8 @@ def blocks(series: Series, horizon: int = atrisk.HORIZON, span: int = SPAN):
             first = max(seg_first, core_first - atrisk.LONG_WINDOW - horizon - 1)
             last = min(seg_last, core_last + horizon)
             relays = np.unique(series.relay[(series.stop >= first) & (series.start < last)])
-            for begin in range(0, len(relays), CHUNK):
-                chunk = relays[begin:begin + CHUNK]
+            for begin in range(0, len(relays), size):
+                chunk = relays[begin:begin + size]
                 yield _block(series, chunk, first, last, everyone, first_start[chunk] < first, horizon,
                              core_first, core_last)
 
@@ -142,59 +117,85 @@ def blocks(series: Series, horizon: int = atrisk.HORIZON, span: int = SPAN):
 def _block(series: Series, chunk: np.ndarray, first: int, last: int, everyone: np.ndarray,
            seen_before: np.ndarray, horizon: int, core_first: int, core_last: int) -> Blocks:
     present = _matrix(series, chunk, first, last, everyone)
-    guard = _matrix(series, chunk, first, last, series.guard)
-    features = atrisk.history_features(present, guard, seen_before=seen_before)
     width = last - first
     before = np.concatenate([np.zeros((len(chunk), 1), bool), present[:, :-1]], axis=1)
     last_present = np.maximum.accumulate(np.where(present, np.arange(width), 0), axis=1)
-    guard_when_last = np.take_along_axis(guard, last_present, axis=1) & np.logical_or.accumulate(present, axis=1)
-    guard_when_last = np.concatenate([np.zeros((len(chunk), 1), bool), guard_when_last[:, :-1]], axis=1)
-    onset = {"dropout": before & ~present, "guard": present & ~guard & guard_when_last}
+    ever = np.logical_or.accumulate(present, axis=1)
+    features, onset, eligible = {}, {"dropout": before & ~present}, {"dropout": present}
+    for target, runs in series.flags.items():
+        flag = _matrix(series, chunk, first, last, runs)
+        features[target] = atrisk.history_features(present, flag, seen_before=seen_before)
+        flag_when_last = np.take_along_axis(flag, last_present, axis=1) & ever
+        flag_when_last = np.concatenate([np.zeros((len(chunk), 1), bool), flag_when_last[:, :-1]], axis=1)
+        onset[target] = present & ~flag & flag_when_last
+        eligible[target] = present & flag
+    # dropout is scored on the first flag's features (Guard: state age counts its changes), as FITTED was fitted
+    features["dropout"] = (features[next(iter(series.flags))] if series.flags
+                           else atrisk.history_features(present, seen_before=seen_before))
     outcome = {target: _window_after(events, horizon) for target, events in onset.items()}
-    eligible = {"dropout": present, "guard": present & guard}
-    quiet = {target: np.concatenate([np.zeros((len(chunk), 1), bool), features[name][:, :-1] == 0], axis=1)
-             for target, name in (("dropout", "drops_168"), ("guard", "losses_168"))}
+    quiet = {target: np.concatenate([np.zeros((len(chunk), 1), bool),
+                                     features[target]["drops_168" if target == "dropout" else "losses_168"][:, :-1]
+                                     == 0], axis=1) for target in onset}
     fresh = {target: onset[target] & quiet[target] for target in onset}
     columns = np.arange(first, last)
     return Blocks(features, eligible, outcome, onset, fresh, present, columns,
-                  (columns >= core_first) & (columns < core_last))
+                  (columns >= core_first) & (columns < core_last), chunk)
 
 
-def parts(series: Series, horizon: int = atrisk.HORIZON, split: int | None = None) -> dict[str, tuple[int, int]]:
-    """Snapshot ranges [start, stop): tuning (segment 1 before ``split``, by default the first snapshot from
-    ``SPLIT``), held-out (the rest of segment 1), segment 2; a week of warm-up and the last ``horizon``
-    snapshots of a part left out (their outcome would reach past it)."""
+def parts(series: Series, horizon: int = atrisk.HORIZON, split: int | None = None,
+          warmup: int = WARMUP) -> dict[str, list[tuple[int, int]]]:
+    """Per part of ``series.plan``, its snapshot ranges [start, stop), one per segment it covers: the segment's
+    snapshots on its side of ``split`` (default ``series.split``, else the first snapshot from ``SPLIT``),
+    without the segment's first ``warmup`` snapshots and the part's last ``horizon`` (their outcome would reach
+    past it). Alireza: tune (segment 1 before), held-out (segment 1 from), segment 2; consensuses: tune, held-out."""
+    if split is None:
+        split = series.split
     if split is None:
         split_hour = calendar.timegm(datetime.strptime(SPLIT, "%Y-%m-%dT%H:%M:%SZ").timetuple()) / 3600.0
         split = int(np.searchsorted(series.hours, split_hour))
-    out = {}
-    for name, seg, low, high in (("tune", 1, 0, split), ("held-out", 1, split, None), ("segment 2", 2, 0, None)):
-        columns = np.flatnonzero(series.segment == seg)
-        if not len(columns):
-            continue
-        start = max(int(columns[0]) + WARMUP, low)
-        stop = min(int(columns[-1]) + 1, high if high is not None else 1 << 62) - horizon
-        if stop > start:
-            out[name] = (start, stop)
+    out: dict[str, list[tuple[int, int]]] = {}
+    for name, wanted, side in series.plan:
+        low, high = {"before": (0, split), "after": (split, 1 << 62), "all": (0, 1 << 62)}[side]
+        for seg in np.unique(series.segment) if wanted is None else [wanted]:
+            columns = np.flatnonzero(series.segment == seg)
+            if not len(columns):
+                continue
+            start = max(int(columns[0]) + warmup, low)
+            stop = min(int(columns[-1]) + 1, high) - horizon
+            if stop > start:
+                out.setdefault(name, []).append((start, stop))
     return out
 
 
-def fit(series: Series, split: int | None = None) -> dict[str, dict[str, Any]]:
+def _within(columns: np.ndarray, ranges: list[tuple[int, int]]) -> np.ndarray:
+    """Whether each absolute snapshot index is in one of ``ranges``."""
+    inside = np.zeros(len(columns), bool)
+    for start, stop in ranges:
+        inside |= (columns >= start) & (columns < stop)
+    return inside
+
+
+def fit(series: Series, split: int | None = None, horizon: int = atrisk.HORIZON,
+        warmup: int = WARMUP) -> dict[str, dict[str, Any]]:
     """Per target: the cell rates, counts and positives on the tuning part, and the two thresholds."""
-    start, stop = parts(series, split=split)["tune"]
-    counts = {target: np.zeros(atrisk.CELLS) for target in atrisk.TARGETS}
-    positives = {target: np.zeros(atrisk.CELLS) for target in atrisk.TARGETS}
-    for block in blocks(series):
-        window = block.core & (block.columns >= start) & (block.columns < stop)
+    tune = parts(series, horizon, split, warmup).get("tune")
+    if not tune:
+        raise ValueError(f"no tuning part: {len(series.hours)} snapshots leave none before the split after "
+                         f"{warmup} of warm-up and a horizon of {horizon} (try --warmup, --horizon, --split-*)")
+    counts = {target: np.zeros(atrisk.CELLS) for target in series.targets}
+    positives = {target: np.zeros(atrisk.CELLS) for target in series.targets}
+    for block in blocks(series, horizon):
+        window = block.core & _within(block.columns, tune)
         if not window.any():
             continue
-        for target in atrisk.TARGETS:
+        for target in series.targets:
             mask = block.eligible[target] & window
-            codes = atrisk.cell_codes({name: values[mask] for name, values in block.features.items()}, target)
+            codes = atrisk.cell_codes({name: values[mask] for name, values in block.features[target].items()},
+                                      target)
             counts[target] += np.bincount(codes, minlength=atrisk.CELLS)
             positives[target] += np.bincount(codes, weights=block.outcome[target][mask], minlength=atrisk.CELLS)
     fitted = {}
-    for target in atrisk.TARGETS:
+    for target in series.targets:
         rates = atrisk.rates_of(counts[target], positives[target])
         fitted[target] = {"rates": rates, "counts": counts[target], "positives": positives[target],
                           "best_f1": atrisk.choose_threshold(rates, counts[target], positives[target]),
@@ -251,24 +252,25 @@ def _score(score: Score, warn: np.ndarray, block: Blocks, target: str, window: n
 
 
 def evaluate(series: Series, split: int | None = None, fitted: dict[str, dict[str, Any]] | None = None,
-             horizon: int = atrisk.HORIZON) -> list[dict[str, Any]]:
+             horizon: int = atrisk.HORIZON, warmup: int = WARMUP) -> list[dict[str, Any]]:
     """The table: per target and part (the tuning part too, marked), the model at both thresholds and the
-    baseline. ``fitted`` defaults to ``fit(series, split)``."""
-    fitted = fitted if fitted is not None else fit(series, split)
-    ranges = parts(series, horizon, split)
+    baseline. ``fitted`` defaults to ``fit(series, split, horizon, warmup)``."""
+    fitted = fitted if fitted is not None else fit(series, split, horizon, warmup)
+    ranges = parts(series, horizon, split, warmup)
     scores: dict[tuple[str, str, str], Score] = {}
     for block in blocks(series, horizon):
-        for target in atrisk.TARGETS:
+        for target in series.targets:
+            features = block.features[target]
             mask = block.eligible[target] & block.core
             rates = np.zeros(mask.shape)
             rates[mask] = fitted[target]["rates"][
-                atrisk.cell_codes({name: values[mask] for name, values in block.features.items()}, target)]
-            predictors = {"baseline": block.features["flaps_24"] > 0}
+                atrisk.cell_codes({name: values[mask] for name, values in features.items()}, target)]
+            predictors = {"baseline": features["flaps_24"] > 0}
             for point in ("best_f1", "confident"):
                 if fitted[target][point] is not None:
                     predictors[point] = rates >= fitted[target][point]
-            for name, (start, stop) in ranges.items():
-                window = block.core & (block.columns >= start) & (block.columns < stop)
+            for name, spans in ranges.items():
+                window = block.core & _within(block.columns, spans)
                 if not window.any():
                     continue
                 for predictor, warn in predictors.items():
@@ -276,12 +278,14 @@ def evaluate(series: Series, split: int | None = None, fitted: dict[str, dict[st
                     _score(scores.setdefault(key, Score()), warn & block.eligible[target], block, target, window,
                            series.hours, horizon)
     table = []
-    for target in atrisk.TARGETS:
+    for target in series.targets:
         for name in ranges:
             base = scores.get((target, name, "baseline"), Score()).row()
             for point in ("best_f1", "confident"):
                 threshold = fitted[target][point]
                 model = scores.get((target, name, point), Score()).row()
+                if threshold is None:  # no model warnings at this point; the onsets happened all the same
+                    model["onsets"] = base["onsets"]
                 table.append({"target": target, "part": name, "horizon_h": horizon, "operating_point": point,
                               "threshold": threshold, **model, "baseline_precision": base["precision"],
                               "baseline_recall": base["recall"], "baseline_fresh_recall": base["fresh_recall"],
@@ -330,16 +334,44 @@ def fitted_literal(fitted: dict[str, dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agent.evaluation.atrisk", description=__doc__.split("\n")[0])
-    parser.add_argument("--series", type=Path, default=SERIES, help="the alireza-tor-nodes directory")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--series", type=Path, default=SERIES, help="the alireza-tor-nodes directory (default)")
+    source.add_argument("--consensuses", type=Path, nargs="+", metavar="PATH",
+                        help="consecutive consensuses: directories, files, CollecTor .tar/.tar.xz (as backfill)")
+    parser.add_argument("--config", type=Path, default=None, help="with --consensuses: the agent config whose "
+                        "authorities trust comes from (default: the live network's)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
-    parser.add_argument("--max-snapshots", type=int, default=None, help="only the first N snapshots")
-    parser.add_argument("--split-snapshot", type=int, default=None, help=f"tune before this snapshot ({SPLIT})")
+    parser.add_argument("--max-snapshots", type=int, default=None, help="alireza: only the first N snapshots")
+    parser.add_argument("--split-snapshot", type=int, default=None, help=f"tune before this snapshot (alireza: "
+                        f"{SPLIT}; consensuses: see --split-fraction)")
+    parser.add_argument("--split-fraction", type=float, default=0.5, help="consensuses: tune on this first "
+                        "fraction of the time span, hold out the rest (default 0.5)")
+    parser.add_argument("--max-gap", type=int, default=None, help="consensuses: more missing periods than this "
+                        "start a new segment (default 24); shorter gaps are skipped, never dropouts")
+    parser.add_argument("--horizon", type=int, default=atrisk.HORIZON, help="periods a warning speaks for "
+                        f"(default {atrisk.HORIZON})")
+    parser.add_argument("--warmup", type=int, default=WARMUP, help="periods of each segment before it is scored "
+                        f"(default {WARMUP})")
     parser.add_argument("--fitted", action="store_true", help="also print the tuned rates as agent.metrics.atrisk's"
                         " FITTED literal")
     args = parser.parse_args(argv)
-    series = load(args.series, args.max_snapshots)
-    fitted = fit(series, args.split_snapshot)
-    table = evaluate(series, args.split_snapshot, fitted)
+    if args.consensuses:
+        from agent.config.loader import load_config
+        from agent.evaluation.atrisk_input import MAX_GAP
+
+        config = load_config(args.config, environ={}) if args.config is not None else None
+        series = load_consensuses(args.consensuses, config, MAX_GAP if args.max_gap is None else args.max_gap,
+                                  args.split_fraction, progress=True)
+        print(f"atrisk: {series.source}; {len(series.hours)} periods used, {int(series.segment.max(initial=0))} "
+              f"segment(s), {series.relays} relays", file=sys.stderr)
+    else:
+        series = load(args.series, args.max_snapshots)
+    try:
+        fitted = fit(series, args.split_snapshot, args.horizon, args.warmup)
+    except ValueError as error:
+        print(f"atrisk: {error}", file=sys.stderr)
+        return 2
+    table = evaluate(series, args.split_snapshot, fitted, args.horizon, args.warmup)
     sys.stdout.write((json.dumps(table, indent=1, default=float) if args.json else render(table)) + "\n")
     if args.fitted:
         sys.stdout.write(fitted_literal(fitted) + "\n")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import calendar
 import csv
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -188,7 +188,8 @@ class ConsensusHistory:
     period_seconds: int = 3600  # the detectors take each consensus's own (fresh-until minus valid-after)
 
     @classmethod
-    def open(cls, path: Path, config: Any) -> ConsensusHistory:
+    def open(cls, path: Path | Sequence[Path], config: Any) -> ConsensusHistory:
+        """The consensuses in ``path`` (or in several paths, read together as backfill reads its arguments)."""
         from agent.loop.archived import BackfillResult
         from agent.loop.backfill import _gather  # backfill's own grouping by valid-after, reused
 
@@ -196,11 +197,12 @@ class ConsensusHistory:
             from agent.config.loader import load_config
 
             config = load_config(None, environ={})
+        paths = [Path(path)] if isinstance(path, (str, Path)) else [Path(each) for each in path]
         found = BackfillResult()
-        periods, certificates, descriptors = _gather([path], found)
+        periods, certificates, descriptors = _gather(paths, found)
         ordered = [periods[key] for key in sorted(periods) if periods[key].consensuses]
         descriptors.sort(key=lambda descriptor: descriptor.published)
-        return cls([path], config, ordered, certificates, descriptors, found.documents, found.read.unreadable or [])
+        return cls(paths, config, ordered, certificates, descriptors, found.documents, found.read.unreadable or [])
 
     def __len__(self) -> int:
         return len(self.periods)
@@ -216,19 +218,16 @@ class ConsensusHistory:
         return f"{', '.join(map(str, self.paths))} (consensuses): {len(self.periods):,} periods{span}; " \
                f"{self.read_summary()}"
 
-    def facts(self, start: int, stop: int, geoip: Any = None) -> Iterator[tuple[int, PeriodFacts]]:
-        """Each period's consensus as trust chooses it, its relay table and facts as the live path builds them."""
-        from agent.detect.facts import facts_of
+    def consensuses(self, start: int, stop: int) -> Iterator[tuple[int, Any, Any]]:
+        """(index, Snapshot, consensus) of the periods ``start``..``stop`` (exclusive), each period's consensus as
+        trust chooses it (``agent.loop.archived``); a period without a usable one is skipped, as live."""
         from agent.loop.archived import BackfillResult, archived_snapshot
         from agent.loop.backfill import _DescriptorFeed
-        from agent.metrics.geoip import GeoIP
-        from agent.metrics.relays import table_of
         from agent.parse.entrymemory import EntryMemory
         from agent.parse.signatures import trust_certificates
 
         trusted, _ = trust_certificates(self.certificates)
         feed, entries, found = _DescriptorFeed(self.descriptors), EntryMemory(), BackfillResult()
-        geoip = geoip if geoip is not None else GeoIP.empty()
         for index in range(start, min(stop, len(self.periods))):
             period = self.periods[index]
             snapshot = archived_snapshot(period, self.config, trusted, feed.until(period.valid_after), found,
@@ -236,6 +235,16 @@ class ConsensusHistory:
             consensus = snapshot.latest_consensus() if snapshot is not None else None
             if snapshot is None or consensus is None:
                 continue  # no usable consensus (reasons in ``found``): the period is missing, as live
+            yield index, snapshot, consensus
+
+    def facts(self, start: int, stop: int, geoip: Any = None) -> Iterator[tuple[int, PeriodFacts]]:
+        """Each period's consensus as trust chooses it, its relay table and facts as the live path builds them."""
+        from agent.detect.facts import facts_of
+        from agent.metrics.geoip import GeoIP
+        from agent.metrics.relays import table_of
+
+        geoip = geoip if geoip is not None else GeoIP.empty()
+        for index, snapshot, consensus in self.consensuses(start, stop):
             yield index, facts_of(snapshot, consensus, table_of(snapshot, consensus, geoip))
 
 

@@ -30,6 +30,10 @@ from agent.model.points import Point, PointColumns
 HORIZON = 24  # periods ahead a warning speaks for (a day of hourly periods)
 WINDOW, LONG_WINDOW = 24, 168  # "recent" and "over a week", in periods
 TARGETS = ("dropout", "guard")  # measured on real history; Stable/HSDir/Fast only live (see margin_warnings)
+#: Every flag target the evaluation (``agent.evaluation.atrisk --consensuses``) can measure on consecutive
+#: consensuses, target -> consensus flag. Only TARGETS have FITTED rates and are scored live; stable, hsdir and
+#: fast have no real measurement here, so they are never scored live nor offered (OFFERED).
+FLAG_TARGETS = {"guard": "Guard", "stable": "Stable", "hsdir": "HSDir", "fast": "Fast"}
 #: Cell edges: a value v falls in bin sum(v >= edge) over the edges after the first.
 RECENT_EDGES, LONG_EDGES = (0, 1, 2, 3), (0, 1, 3, 7)
 STATE_AGE_EDGES, AGE_EDGES = (0, 6, 24), (0, 24, LONG_WINDOW)
@@ -179,7 +183,7 @@ def history_warnings(fingerprints: list[str], present: np.ndarray, flagged: np.n
     eligible = present[:, -1] & (flagged[:, -1] if target != "dropout" else True)
     risk = np.where(eligible, rates[cell_codes(features, target)[:, 0]], np.nan)
     warned = np.flatnonzero(risk >= threshold)
-    label = "dropout" if target == "dropout" else target.capitalize()
+    label = "dropout" if target == "dropout" else FLAG_TARGETS.get(target, target.capitalize())
     return risk, [RiskWarning(fingerprints[row], label, float(risk[row]),
                           reason(features, label if target != "dropout" else target, int(row), 0, float(risk[row])))
                   for row in warned]

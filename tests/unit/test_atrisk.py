@@ -4,6 +4,7 @@ the evaluation on a slice of the real alireza-tor-nodes series, and properties o
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -93,7 +94,8 @@ def series_of(states: list[str], guards: list[str]) -> evaluation.Series:
     runs_array = np.array(runs, np.int64)
     width = len(states[0])
     return evaluation.Series(np.arange(width, dtype=float), np.ones(width, int), runs_array[:, 0],
-                             runs_array[:, 1], runs_array[:, 2], runs_array[:, 3].astype(bool), len(states))
+                             runs_array[:, 1], runs_array[:, 2], {"guard": runs_array[:, 3].astype(bool)},
+                             len(states))
 
 
 def test_precision_recall_and_lead_on_a_constructed_case():
@@ -129,6 +131,148 @@ def test_the_evaluation_on_a_slice_of_the_real_series_gives_finite_figures():
             for key in ("precision", "recall", "baseline_precision", "baseline_recall", "warnings_per_1000"):
                 assert math.isfinite(row[key]) and 0 <= row[key] <= (1 if "per_1000" not in key else 1000), key
     assert "precision" in evaluation.render(table)
+
+
+#: evaluate(load(SERIES, 600), split=380) before the harness took consensuses (the Series generalised to any
+#: flags): (target, part, point) -> (warnings, onsets, precision, threshold); the alireza path must not move.
+#: One deliberate change: a point without a threshold now reports the part's onsets (608, 762), not 0.
+ALIREZA_600 = {
+    ("dropout", "tune", "best_f1"): (48423, 8515, 0.595812, 0.211477),
+    ("dropout", "tune", "confident"): (51256, 8515, 0.572557, 0.16725),
+    ("dropout", "held-out", "best_f1"): (36401, 8225, 0.743908, 0.211477),
+    ("dropout", "held-out", "confident"): (38001, 8225, 0.720376, 0.16725),
+    ("guard", "tune", "best_f1"): (16794, 608, 0.125759, 0.098806),
+    ("guard", "tune", "confident"): (0, 608, None, None),
+    ("guard", "held-out", "best_f1"): (19583, 762, 0.174999, 0.098806),
+    ("guard", "held-out", "confident"): (0, 762, None, None),
+}
+
+
+@pytest.mark.skipif(not (evaluation.SERIES / "relay_runs.csv.gz").exists(), reason="no alireza-tor-nodes series")
+def test_the_alireza_slice_gives_the_same_numbers_as_before_the_consensus_input():
+    table = evaluation.evaluate(evaluation.load(evaluation.SERIES, 600), split=380)
+    found = {(row["target"], row["part"], row["operating_point"]): row for row in table}
+    assert set(found) == set(ALIREZA_600)
+    for key, (warnings, onsets, precision, threshold) in ALIREZA_600.items():
+        row = found[key]
+        assert (row["warnings"], row["onsets"]) == (warnings, onsets), key
+        assert (math.isnan(row["precision"]) if precision is None else row["precision"] == pytest.approx(
+            precision, abs=1e-6)), key
+        assert (row["threshold"] is None if threshold is None else row["threshold"] == pytest.approx(
+            threshold, abs=1e-6)), key
+
+
+# -- consecutive consensuses: the loader, onsets per flag, gaps ---------------------------------------------------
+
+HOUR_10, HOUR_11 = "2020-02-29-10-00-00-consensus.xz", "2020-02-29-11-00-00-consensus.xz"
+
+
+def _entries(raw: bytes) -> dict[str, set[str]]:
+    """Fingerprint -> flags of a consensus, read with a regex (independently of the agent's parser)."""
+    import base64
+    import re
+
+    out = {}
+    for identity, flags in re.findall(rb"^r \S+ (\S+) .*\n(?:(?!r ).*\n)*?s ?(.*)$", raw, re.MULTILINE):
+        fingerprint = base64.b64decode(identity + b"=" * (-len(identity) % 4)).hex().upper()
+        out[fingerprint] = set(flags.decode().split())
+    return out
+
+
+def _redated(raw: bytes, hour: str) -> bytes:
+    """The consensus with its valid-after moved to 2020-02-29 ``hour``:00 (fresh 1 h, valid 3 h later); its
+    signatures no longer match, and with no certificate in the input it is taken as unverified, as archived."""
+    from datetime import datetime, timedelta
+
+    moment = datetime(2020, 2, 29, int(hour))
+    lines = {b"valid-after": moment, b"fresh-until": moment + timedelta(hours=1),
+             b"valid-until": moment + timedelta(hours=3)}
+    out = []
+    for line in raw.split(b"\n"):
+        key = line.split(b" ", 1)[0]
+        out.append(key + b" " + lines[key].strftime("%Y-%m-%d %H:%M:%S").encode() if key in lines else line)
+    return b"\n".join(out)
+
+
+def _onsets(series: evaluation.Series, horizon: int = 1) -> dict[str, set[tuple[str, int]]]:
+    """Target -> (fingerprint, snapshot) of every onset in the series."""
+    found: dict[str, set[tuple[str, int]]] = {target: set() for target in series.targets}
+    names = series.fingerprints
+    assert names is not None
+    for block in evaluation.blocks(series, horizon=horizon, span=100):
+        assert block.relays is not None
+        for target, onset in block.onset.items():
+            rows, cols = np.nonzero(onset & block.core)
+            found[target] |= {(names[block.relays[r]], int(block.columns[c])) for r, c in zip(rows, cols)}
+    return found
+
+
+def test_consecutive_real_consensuses_give_dropout_and_flag_onsets(tmp_path):
+    from tests.conftest import read_data
+
+    raw = {name: read_data(name) for name in (HOUR_10, HOUR_11)}
+    for name, data in raw.items():
+        (tmp_path / name.removesuffix(".xz")).write_bytes(data)
+    series = evaluation.load_consensuses([tmp_path])
+    assert series.targets == ("dropout", "guard", "stable", "hsdir", "fast")
+    assert series.hours.tolist() == [18321 * 24 + 10, 18321 * 24 + 11] and series.segment.tolist() == [1, 1]
+    first, second = _entries(raw[HOUR_10]), _entries(raw[HOUR_11])
+    assert len(first) == 6433 and len(second) == 6463 and series.relays == len(first.keys() | second.keys())
+    found = _onsets(series)
+    dropped = first.keys() - second.keys()
+    assert found["dropout"] == {(fingerprint, 1) for fingerprint in dropped} and len(dropped) > 10
+    for target, flag in atrisk.FLAG_TARGETS.items():
+        lost = {f for f in first.keys() & second.keys() if flag in first[f] and flag not in second[f]}
+        assert found[target] == {(fingerprint, 1) for fingerprint in lost}, target
+    assert found["stable"]  # relays that really lost Stable between the two hours
+
+
+def test_a_gap_in_the_archive_is_not_an_onset(tmp_path):
+    """10:00, (11:00 missing), 12:00 with the same relays: nothing happened; 13:00 with the 11:00 relays: the
+    relays missing from it dropped then. A gap longer than ``max_gap`` periods starts a new segment."""
+    from tests.conftest import read_data
+
+    ten, eleven = read_data(HOUR_10), read_data(HOUR_11)
+    (tmp_path / "10").write_bytes(ten)
+    (tmp_path / "12").write_bytes(_redated(ten, "12"))
+    (tmp_path / "13").write_bytes(_redated(eleven, "13"))
+    series = evaluation.load_consensuses([tmp_path / "10", tmp_path / "12", tmp_path / "13"])
+    assert (series.hours - series.hours[0]).tolist() == [0, 2, 3] and series.segment.tolist() == [1, 1, 1]
+    found = _onsets(series)
+    assert {column for events in found.values() for _, column in events} == {2}  # none at the gap
+    assert len(found["dropout"]) == len(_entries(ten).keys() - _entries(eleven).keys())
+    split = evaluation.load_consensuses([tmp_path / "10", tmp_path / "12"], max_gap=0)
+    assert split.segment.tolist() == [1, 2]
+    assert not any(_onsets(split).values())
+
+
+def test_runs_merge_consecutive_periods_and_end_at_changes():
+    from agent.evaluation.atrisk_input import runs_of, segments_of
+
+    segment = segments_of(np.array([0.0, 1, 2, 3, 30]), np.ones(5))
+    assert segment.tolist() == [1, 1, 1, 1, 2]
+    relay = np.array([0, 0, 0, 0, 0, 1, 1])
+    column = np.array([0, 1, 2, 3, 4, 0, 2])
+    bits = np.array([1, 1, 3, 3, 3, 0, 0], np.uint8)
+    runs = [tuple(map(int, run)) for run in zip(*runs_of(relay, column, bits, segment))]
+    assert runs == [(0, 0, 1, 1), (0, 2, 3, 3), (0, 4, 4, 3), (1, 0, 0, 0), (1, 2, 2, 0)]
+
+
+def test_the_command_measures_every_target_on_consensuses(tmp_path, capsys):
+    """Six hourly consensuses (the two real hours alternating, re-dated): the table has rows for every target;
+    tuned on 10:00-12:00 (split at half the time span, 12:30), held out from 13:00."""
+    from tests.conftest import read_data
+
+    ten, eleven = read_data(HOUR_10), read_data(HOUR_11)
+    for hour, raw in (("10", ten), ("11", eleven), ("12", ten), ("13", eleven), ("14", ten), ("15", eleven)):
+        (tmp_path / f"2020-02-29-{hour}").write_bytes(_redated(raw, hour))
+    assert evaluation.main(["--consensuses", str(tmp_path), "--horizon", "1", "--warmup", "0", "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    assert {row["target"] for row in table} == {"dropout", "guard", "stable", "hsdir", "fast"}
+    assert {row["part"] for row in table} == {"tune", "held-out"}
+    onsets = {(row["target"], row["part"]): row["onsets"] for row in table}
+    assert onsets[("dropout", "tune")] > 10 and onsets[("dropout", "held-out")] > 10
+    assert evaluation.main(["--consensuses", str(tmp_path / "2020-02-29-10")]) == 2  # too short: said so
 
 
 histories = st.integers(1, 40).flatmap(lambda width: st.tuples(
