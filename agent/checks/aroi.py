@@ -10,9 +10,10 @@ A *verified operator* is a domain with a readable proof listing at least one rel
 claim for a domain that verifies nobody is only an unverified claim, and a proof that could not be read says
 nothing either way: neither makes an impersonation.
 
-Families are tor's effective families as ``agent.model.family`` reads them (mutual ``$FINGERPRINT`` entries,
-joined transitively); a relay with no family line is a family of its own. As in ``agent.checks.family``,
-tor 0.4.9's family-ids (``family-cert``) are not read: an operator relying on them alone looks undeclared.
+Families are tor's effective families as ``agent.model.family`` reads them (mutual ``$FINGERPRINT`` entries
+and tor 0.4.9 family IDs, i.e. valid ``family-cert`` objects for one family key, joined transitively); a relay
+with neither is a family of its own. So an operator relying on a FamilyId alone, without MyFamily lines, is
+one family here, as it is to tor; a relay whose family-cert does not count is judged without it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from agent.checks.registry import Context, check
 from agent.model.aroi import Outcome, ProofBook
 from agent.model.ciiss import ContactFields, parse_contact
 from agent.model.entries import entries_of
-from agent.model.family import declared, effective_families
+from agent.model.family import declared, effective_families, family_ids
 from agent.model.findings import Hit
 
 #: Relays named in one description at most; the rest are counted ("and N more").
@@ -114,7 +115,9 @@ def operator_family_inconsistent(context: Context):
         return
     minimum = context.thresholds.operator_family_min_relays
     newest = _newest(context.snapshot.server_descriptors)
-    family = effective_families({fingerprint: declared(descriptor) for fingerprint, descriptor in newest.items()})
+    now = _unix(context.now)
+    ids = {fingerprint: family_ids(descriptor, now) for fingerprint, descriptor in newest.items()}
+    family = effective_families({fingerprint: declared(descriptor) for fingerprint, descriptor in newest.items()}, ids)
     family_sizes = Counter(family.values())
     for domain, members in sorted(by_domain.items()):
         if len(members) < minimum:
@@ -124,14 +127,14 @@ def operator_family_inconsistent(context: Context):
             continue
         largest = min(sizes, key=lambda root: (-sizes[root], root))
         outside = [fp for fp in members if family[fp] != largest]
-        bare = [fp for fp in members if not declared(relays[fp])]
+        bare = [fp for fp in members if not declared(relays[fp]) and not family_ids(relays[fp], now)]
         no_line = f"; {len(bare)} declare no family at all" if bare else ""
         yield Hit({"domain": domain},
                   f"{domain} verifies {len(members)} relays in the consensus, but they fall into {len(sizes)} "
                   f"families{no_line}; the largest holds {sizes[largest]} of them, outside it: "
                   f"{_names(outside, relays)}. "
                   f"tor requires an operator of more than one relay to declare them all as one family (MyFamily, "
-                  f"listed both ways), else a client may pick two of them for one circuit",
+                  f"listed both ways, or one FamilyId), else a client may pick two of them for one circuit",
                   {"relays": len(members), "families": len(sizes), "undeclared": len(bare)})
     operators: dict[str, dict[str, list[str]]] = {}
     for domain, members in by_domain.items():

@@ -36,6 +36,8 @@ CHECKS: tuple[Check, ...] = (
     consensus.time_impossible,
     family.family_not_mutual,
     family.family_undeclared,
+    family.family_cert_invalid,
+    family.family_cert_expiring,
     probes.orport_unreachable,
     probes.vote_not_propagated,
     shared_random.commit_mismatch,

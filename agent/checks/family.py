@@ -1,11 +1,15 @@
-"""Family hygiene: MyFamily declarations tor ignores, and operators whose relays declare no family at all.
+"""Family hygiene: MyFamily declarations tor ignores, operators whose relays declare no family at all, and
+family-certs (tor 0.4.9 family IDs) that do not count or soon will not.
 
-tor puts two relays in one family only when each lists the other (dir-spec
-3.1.x, tor's ``nodes_in_same_family``): a one-sided line is silently ignored,
-so the operator believes their relays will never share a circuit while tor
-may put them in one. Relays with the same contact line and no mutual family
-are the other way this happens. Both are told per operator (info), and
-counted per operator for the ``tor_operator`` series.
+tor 0.4.9 puts two relays in one family when each lists the other (MyFamily,
+dir-spec; tor's ``nodes_in_same_family``) or when both carry a valid
+``family-cert`` for the same family key (proposal 321). A one-sided MyFamily
+line is silently ignored, so the operator believes their relays will never
+share a circuit while tor may put them in one. Relays with the same contact
+line and no family in common are the other way this happens. Both are told
+per operator (info), and counted per operator for the ``tor_operator`` series.
+A pair sharing a valid family ID is one family whatever its MyFamily lines
+say: it is never reported as one-sided, nor as undeclared.
 
 Rules, as ``agent.metrics.relays`` applies them for effective families:
 only ``$FINGERPRINT`` entries count (``=nick`` / ``~nick`` suffixes dropped,
@@ -25,10 +29,19 @@ at least one of them shares no mutual family with any other relay of the
 group: such a relay may share a circuit with its siblings. Two disjoint
 families under one contact are not counted (it can be deliberate).
 
-The tor 0.4.9 family-id mechanism (``family-cert`` in server descriptors,
-``family-ids`` in microdescriptors) is not judged: neither stem 1.8 nor
-``agent.parse.fastdesc`` keeps those lines, and no document in tests/data or
-the shared corpus carries one.
+Family IDs come from the server descriptors' ``family-cert`` objects, which
+``agent.parse.fastdesc`` keeps and ``agent.parse.familycert`` verifies (an
+Ed25519 cert by the family key over the relay's ed25519 identity). A cert
+counts when its signature verifies, it certifies the descriptor's
+``master-key-ed25519``, and it has not expired at the check's time. One that
+does not count is told per problem kind and operator (``TorFamilyCertInvalid``,
+warning: that relay's family ID is void, so tor may put it in one circuit
+with its siblings); a valid one expiring within 7 days is told per operator
+(``TorFamilyCertExpiring``, info: tor writes a fresh 30-day cert with every
+descriptor, so this means the relay has not published one for three weeks).
+Relays without a distinctive contact line are told one by one. The
+microdescriptors' ``family-ids`` lines are not read: they are the
+authorities' copy of the same IDs.
 
 The core functions live in ``agent.model.family``, shared with the
 ``tor_operator`` series.
@@ -39,8 +52,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from agent.checks.registry import Context, check
-from agent.model.family import broken_pairs, operator_families
+from agent.model.family import (
+    CERT_PROBLEMS,
+    EXPIRING_KIND,
+    broken_pairs,
+    distinctive,
+    normalised_contact,
+    operator_families,
+    operator_key,
+    relay_cert_problems,
+)
 from agent.model.findings import Hit
+from agent.model.time import unix
 
 #: Relays named in one description at most; the rest are counted ("and N more").
 LISTED = 5
@@ -62,8 +85,9 @@ def family_not_mutual(context: Context):
     descriptors = context.snapshot.server_descriptors
     nicknames = {str(d.fingerprint).upper(): str(getattr(d, "nickname", "?")) for d in descriptors
                  if d is not None and getattr(d, "fingerprint", None)}
-    broken = broken_pairs(descriptors)
-    grouped = {group.operator_id: group for group in operator_families(descriptors) if group.not_mutual}
+    now = unix(context.now)
+    broken = broken_pairs(descriptors, now)
+    grouped = {group.operator_id: group for group in operator_families(descriptors, now) if group.not_mutual}
     covered = {lister for group in grouped.values() for lister, _ in group.not_mutual}
     for operator_id, group in sorted(grouped.items()):
         listers = sorted({lister for lister, _ in group.not_mutual})
@@ -88,10 +112,50 @@ def family_undeclared(context: Context):
     descriptors = context.snapshot.server_descriptors
     nicknames = {str(d.fingerprint).upper(): str(getattr(d, "nickname", "?")) for d in descriptors
                  if d is not None and getattr(d, "fingerprint", None)}
-    for group in operator_families(descriptors):
+    for group in operator_families(descriptors, unix(context.now)):
         if group.undeclared:
             yield Hit({"operator": group.operator_id},
                       f"operator {_label(group.contact)!r} has {len(group.relays)} relays; "
                       f"{len(group.undeclared)} of them share no mutual family with the others, so tor may put "
                       f"them in one circuit: {_names(group.undeclared, nicknames)}",
                       {"relays": len(group.relays), "undeclared": len(group.undeclared)})
+
+
+@check("TorFamilyCertInvalid", "warning", "A relay's family-cert does not count: it does not verify or has expired")
+def family_cert_invalid(context: Context):
+    """One finding per problem kind and operator (or relay, without a distinctive contact line)."""
+    yield from _cert_hits(context, CERT_PROBLEMS, "so tor does not count that family ID for them and may put them "
+                          "in one circuit with the relays sharing it: check their FamilyId line and the family's "
+                          "secret key file in their KeyDirectory, and that they publish fresh descriptors")
+
+
+@check("TorFamilyCertExpiring", "info", "A relay's family-cert expires within 7 days")
+def family_cert_expiring(context: Context):
+    """One finding per operator (or relay): tor writes a 30-day cert with every descriptor it publishes."""
+    yield from _cert_hits(context, (EXPIRING_KIND,), "and tor writes a fresh one with every descriptor: these "
+                          "relays have not published a descriptor for about three weeks")
+
+
+def _cert_hits(context: Context, kinds: tuple[str, ...], why: str):
+    descriptors = context.snapshot.server_descriptors
+    problems = relay_cert_problems(descriptors, unix(context.now))
+    if not problems:
+        return
+    nicknames = {str(d.fingerprint).upper(): str(getattr(d, "nickname", "?")) for d in descriptors
+                 if d is not None and getattr(d, "fingerprint", None)}
+    contacts = {str(d.fingerprint).upper(): normalised_contact(getattr(d, "contact", None)) for d in descriptors
+                if d is not None and getattr(d, "fingerprint", None)}
+    for kind in kinds:
+        groups: dict[tuple[str, str], dict[str, str]] = {}
+        for fingerprint, found in sorted(problems.items()):
+            if kind in found:
+                contact = contacts.get(fingerprint)
+                key = ("operator", contact) if contact is not None and distinctive(contact) else ("relay", fingerprint)
+                groups.setdefault(key, {})[fingerprint] = found[kind]
+        for (subject, name), relays in sorted(groups.items()):
+            subjects = {subject: operator_key(name) if subject == "operator" else name}
+            if len(kinds) > 1:
+                subjects["problem"] = kind
+            who = f"operator {_label(name)!r}: " if subject == "operator" else ""
+            example = next(iter(relays.values()))
+            yield Hit(subjects, f"{who}{_names(relays, nicknames)}: {example}, {why}", {"relays": len(relays)})

@@ -12,7 +12,7 @@ from agent.metrics.paths import path_points, path_probabilities, relay_fields
 from agent.metrics.relay import relay_points
 from agent.metrics.relays import RelayTable, table_of
 from agent.model.entries import entries_of
-from agent.model.family import operator_families
+from agent.model.family import CERT_PROBLEMS, EXPIRING_KIND, operator_families
 from agent.model.points import Point, point
 from agent.model.relays import PreviousRelays
 from agent.model.snapshot import Snapshot
@@ -52,14 +52,18 @@ def snapshot_points(snapshot: Snapshot, previous: PreviousRelays | None, geoip: 
 
 
 def family_points(descriptors: list, operators: list[Point], time: int) -> list[Point]:
-    """Family hygiene per operator (contact line) that ``operator_points`` writes (``agent.model.family``).
+    """Family hygiene per operator (contact line) that ``operator_points`` writes (``agent.model.family``),
+    family-certs judged at the period's time.
 
     A period without descriptors writes nothing rather than zeros.
     """
     written = {p.tags["operator_id"]: p.tags for p in operators if p.tags.get("group") == "contact"}
     return [point("tor_operator", written[group.operator_id],
-                  {"family_not_mutual": group.family_not_mutual, "family_undeclared": group.family_undeclared}, time)
-            for group in operator_families(descriptors) if group.operator_id in written]
+                  {"family_not_mutual": group.family_not_mutual, "family_undeclared": group.family_undeclared,
+                   "family_cert_relays": len(group.certified),
+                   "family_cert_invalid": len(group.with_problem(*CERT_PROBLEMS)),
+                   "family_cert_expiring": len(group.with_problem(EXPIRING_KIND))}, time)
+            for group in operator_families(descriptors, time) if group.operator_id in written]
 
 
 def _merged(points: list[Point]) -> list[Point]:

@@ -16,7 +16,8 @@ from agent.metrics.geoip import GeoIP
 from agent.model import versions
 from agent.model.ciiss import ContactFields, parse_contact
 from agent.model.entries import ABSENT, RouterEntries, entries_of
-from agent.model.family import effective_families, normalised_contact, operator_key
+from agent.model.family import effective_families, family_ids, normalised_contact, operator_key
+from agent.model.time import unix
 
 #: Every flag tor has voted in recent years; a flag missing from a consensus
 #: is reported as 0 relays, not left out, so dashboards keep their series.
@@ -111,7 +112,7 @@ def build_table(consensus, descriptors: list, geoip: GeoIP, votes: list = ()) ->
         platform=per_distinct(_platform_name, [d.platform if d is not None else _ABSENT for d in matched]),
         operator_id=per_distinct(operator_id, contacts),
         operator_label=[contact[:64] if contact else None for contact in contacts],
-        family_id=_families(matched),
+        family_id=_families(matched, unix(consensus.valid_after) if getattr(consensus, "valid_after", None) else None),
         advertised_bytes=_advertised(matched),
         ipv6_exit=np.array(per_distinct(_ipv6_exit, [getattr(d, "exit_policy_v6", None) for d in matched]), bool),
         listed_by=listed,
@@ -180,20 +181,22 @@ def _ipv6_exit(policy) -> bool:
     return bool(policy is not None and policy.is_exiting_allowed())
 
 
-def _families(descriptors: list) -> list[str | None]:
-    """Effective family of each relay: relays that list each other, joined transitively.
+def _families(descriptors: list, now: int | None = None) -> list[str | None]:
+    """Effective family of each relay: relays that list each other or share a family ID valid at ``now`` (tor
+    0.4.9 family-certs, ``agent.model.family``), joined transitively.
 
     Only ``$FINGERPRINT`` entries count (nicknames are ambiguous); the family
     key is the smallest fingerprint of the group. Relays alone get None.
     """
-    declared = {}
+    declared, ids = {}, {}
     for descriptor in descriptors:
         if descriptor is None:
             continue
         members = {entry.lstrip("$").split("=")[0].split("~")[0].upper()
                    for entry in (descriptor.family or ()) if entry.startswith("$")}
         declared[descriptor.fingerprint] = members
-    family_of = effective_families(declared)
+        ids[descriptor.fingerprint] = family_ids(descriptor, now)
+    family_of = effective_families(declared, ids)
     groups = Counter(family_of.values())
     result = []
     for descriptor in descriptors:

@@ -17,6 +17,14 @@ malformed one is ignored with a reason (``overload_general_ignored``) and
 never refuses the descriptor, because tor's authorities do not read the line
 at all (it is no token of routerparse.c's ``routerdesc_token_table``), so a
 relay whose line is garbage is still in the consensus.
+
+Two more lines are kept that stem 1.8.2 does not read: ``master-key-ed25519``
+(stem's ``ed25519_master_key``, the relay's ed25519 identity, base64 as
+written) and every ``family-cert`` with its ``FAMILY CERT`` object (tor
+0.4.9, proposal 321), judged by ``agent.parse.familycert`` into
+``family_certs`` (a tuple of ``agent.model.family.FamilyCert``). Like
+overload-general, a bad family-cert never refuses the descriptor: it is
+kept with the reason it does not count, and costs only that cert.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from functools import lru_cache
 import stem.exit_policy
 
 from agent.parse import grammar
+from agent.parse.familycert import read_family_object
 
 
 class ServerDescriptor:
@@ -35,12 +44,15 @@ class ServerDescriptor:
 
     __slots__ = ("nickname", "fingerprint", "address", "or_port", "published", "platform", "contact", "family",
                  "average_bandwidth", "burst_bandwidth", "observed_bandwidth", "hibernating", "uptime",
-                 "exit_policy_v6", "overload_general", "overload_general_ignored")
+                 "exit_policy_v6", "overload_general", "overload_general_ignored", "ed25519_master_key",
+                 "family_certs")
 
     def __init__(self):
         # overload_general: the line's time (naive UTC, as published) or None; overload_general_ignored: why a
         # line that was there is not read (None when it was read, or when there was none).
         self.platform = self.contact = self.uptime = self.overload_general = self.overload_general_ignored = None
+        self.ed25519_master_key = None
+        self.family_certs: tuple | list = ()  # the objects' text while parsing; FamilyCerts once finished
         self.family = _NO_FAMILY
         self.hibernating = False
         self.exit_policy_v6 = _DEFAULT_IPV6_POLICY
@@ -50,9 +62,12 @@ _DEFAULT_IPV6_POLICY = stem.exit_policy.MicroExitPolicy("reject 1-65535")
 _NO_FAMILY: frozenset = frozenset()  # shared by the descriptors without a family line (equal to stem's set())
 
 
-#: The lines the agent reads, found in C (``opt`` is an old prefix stem also accepts); about 9 of a descriptor's 30.
-_LINES = re.compile(r"\n(?:opt )?(router-signature|router|fingerprint|published|platform|contact|family|bandwidth|"
-                    r"hibernating|uptime|ipv6-policy|overload-general)(?: |(?=\n)|\Z)([^\n]*)")
+#: The lines the agent reads, found in C (``opt`` is an old prefix stem also accepts); about 10 of a descriptor's 30.
+#: A ``family-cert`` line's value is its FAMILY CERT object (the lookbehind keeps any other line from taking one).
+_LINES = re.compile(r"\n(?:opt )?(router-signature|router|fingerprint|published|platform|contact|family-cert|family|"
+                    r"bandwidth|hibernating|uptime|ipv6-policy|overload-general|master-key-ed25519)(?: |(?=\n)|\Z)"
+                    r"([^\n]*(?:(?<=\nfamily-cert)\n-----BEGIN FAMILY CERT-----\n[A-Za-z0-9+/=\n]*"
+                    r"-----END FAMILY CERT-----)?)")
 _REQUIRED = ("bandwidth", "fingerprint", "published")
 #: A family line as tor's is_legal_nickname_or_hexdigest takes its members: nicknames, or "$" and 40 hex digits
 #: with an optional "=nickname" or "~nickname"; separated by spaces.
@@ -70,6 +85,7 @@ _MICRO_POLICY = re.compile(r"(?:accept|reject) [0-9]{1,5}(?:-[0-9]{1,5})?(?:,[0-
 #: arguments at the end ("for forward compatibility"). The version is what tor writes with %d (1 so far).
 _OVERLOAD = re.compile(r"([0-9]{1,10}) ([0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2})(?: [^\n]*)?")
 OVERLOAD = "overload-general"
+FAMILY_CERT = "family-cert"  # any number of times (one per family key)
 
 
 def parse_server_descriptors(raw: bytes) -> list[ServerDescriptor]:
@@ -80,11 +96,14 @@ def parse_server_descriptors(raw: bytes) -> list[ServerDescriptor]:
         if keyword == "router":
             _finish(descriptor, seen)
             descriptor, seen, signed = _router(value), set(), False
+            descriptor.family_certs = []
             descriptors.append(descriptor)
         elif descriptor is None or signed:
             continue  # before the first descriptor, or inside a signature
         elif keyword == "router-signature":
             signed = True
+        elif keyword == FAMILY_CERT:
+            descriptor.family_certs.append(value)  # judged in _finish, with the identity key
         elif keyword in seen:  # tor allows each of these lines once a descriptor: which would count?
             if keyword != OVERLOAD:
                 raise ValueError(f"{_named(descriptor)}: a second '{keyword}' line")
@@ -176,6 +195,8 @@ def _read(descriptor: ServerDescriptor, keyword: str, value: str) -> None:
         descriptor.uptime = int(value)
     elif keyword == OVERLOAD:
         _overload(descriptor, value)
+    elif keyword == "master-key-ed25519":
+        descriptor.ed25519_master_key = value
     else:  # ipv6-policy
         if _MICRO_POLICY.fullmatch(value) is None:
             raise ValueError(f"{_named(descriptor)}: 'ipv6-policy {value[:60]}' is not accept or reject and ports")
@@ -215,6 +236,9 @@ def _overload(descriptor: ServerDescriptor, value: str) -> None:
 
 
 def _finish(descriptor: ServerDescriptor | None, seen: set) -> None:
+    if descriptor is not None:
+        descriptor.family_certs = tuple(read_family_object(text, descriptor.ed25519_master_key)
+                                        for text in descriptor.family_certs) if descriptor.family_certs else ()
     if descriptor is not None and len(seen.intersection(_REQUIRED)) != len(_REQUIRED):
         missing = sorted(set(_REQUIRED) - seen)
         raise ValueError(f"server descriptor {descriptor.nickname}: no {', '.join(missing)} line")

@@ -34,7 +34,8 @@ ENTRY_FIELDS = ("nickname", "fingerprint", "digest", "published", "address", "or
                 "flags", "version_line", "version", "bandwidth", "measured", "is_unmeasured",
                 "unrecognized_bandwidth_entries")
 DESCRIPTOR_FIELDS = ("nickname", "fingerprint", "address", "or_port", "published", "platform", "contact", "family",
-                     "average_bandwidth", "burst_bandwidth", "observed_bandwidth", "hibernating", "uptime")
+                     "average_bandwidth", "burst_bandwidth", "observed_bandwidth", "hibernating", "uptime",
+                     "ed25519_master_key")
 
 
 def read(path: Path) -> bytes:
