@@ -215,6 +215,7 @@ def test_alerts_status_tables(tmp_path, capsys):
     from agent.alerts.dispatch import Alerting
     from agent.config.loader import load_config
     from agent.model.findings import Finding
+    from agent.pipeline.alert_ids import alert_ids
 
     path = config_file(tmp_path, "alerts:\n  routes:\n    - name: all\n      email: [list@example.org]\n")
     state = State(tmp_path / "state")
@@ -231,9 +232,11 @@ def test_alerts_status_tables(tmp_path, capsys):
     assert lines[3] == "messages: 1 waiting, 0 delivered, 0 given up"
     assert lines[4].split() == ["channel", "to", "subject", "tries", "last", "error"]
     assert lines[5].split()[:2] == ["email", "list@example.org"] and lines[5].endswith("0  not tried yet")
+    quiet = sum(len(ids) for ids in alert_ids().values()) - 1
     assert lines[6:] == ["alert quality (a flap: an alarm gone within 3 periods):",
                          "check                  alarms/1000 periods  mean time to resolve  flaps  periods observed",
-                         "TorAuthorityClockSkew               1000.0  -                         0                 1"]
+                         "TorAuthorityClockSkew               1000.0  -                         0                 1",
+                         f"no alarm from the {quiet} other checks and alert kinds (--json lists them)"]
 
 
 def test_subscriptions_list_is_a_table_and_json(tmp_path, capsys):
