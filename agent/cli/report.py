@@ -39,6 +39,7 @@ def build_report(snapshot: Snapshot, saved=None) -> dict:
     latest = snapshot.latest_consensus()
     authorities = [_authority(snapshot, view, names) for view in snapshot.views.values()]
     descriptor_records = [r for r in snapshot.records if r.kind is DocKind.SERVER_DESCRIPTORS]
+    extra_records = [r for r in snapshot.records if r.kind is DocKind.EXTRA_INFOS]
     served_by = next((r.authority for r in descriptor_records if r.outcome is Outcome.OK), None)
     return {
         "schema": SCHEMA_ID,
@@ -59,6 +60,13 @@ def build_report(snapshot: Snapshot, saved=None) -> dict:
             "from": served_by,
             "fetches": [_fetch(record) for record in descriptor_records],
         },
+        # Each relay's newest extra-info held (remembered or fetched now), the relays whose descriptors name one,
+        # and this period's requests by digest (best effort: what the deadline cuts off comes next period).
+        "extra_infos": {
+            "held": len(snapshot.extra_infos),
+            "named": len(snapshot.extra_info_digests),
+            "fetches": [_fetch(record) for record in extra_records],
+        },
         "failures": sum(len(item["failures"]) for item in authorities)
         + sum(1 for record in descriptor_records if record.outcome is Outcome.FAILED),
         "storage": None if saved is None else {
@@ -75,7 +83,8 @@ def build_report(snapshot: Snapshot, saved=None) -> dict:
 
 def _authority(snapshot: Snapshot, view: AuthorityView, names: dict[str, str]) -> dict:
     authority = view.authority
-    records = [r for r in snapshot.records_of(authority.nickname) if r.kind is not DocKind.SERVER_DESCRIPTORS]
+    records = [r for r in snapshot.records_of(authority.nickname)
+               if r.kind not in (DocKind.SERVER_DESCRIPTORS, DocKind.EXTRA_INFOS)]
     consensus_record = next((r for r in records if r.kind is DocKind.CONSENSUS), None)
     return {
         "nickname": authority.nickname,
@@ -183,6 +192,12 @@ def render_table(report: dict, wall_seconds: float | None = None) -> str:
             lines.append(f"authorities {label} (vs. the consensus): {', '.join(changes[label])}")
     descriptors = report["server_descriptors"]
     lines.append(f"server descriptors: {number(descriptors['count'])} (from {descriptors['from'] or 'nobody'})")
+    extra = report.get("extra_infos") or {}
+    if extra.get("named") or extra.get("fetches"):
+        fetches = extra["fetches"]
+        lines.append(f"extra-infos: {number(extra['held'])} held of {number(extra['named'])} named; "
+                     f"{number(len(fetches))} requests by digest this period, "
+                     f"{number(sum(fetch['bytes'] or 0 for fetch in fetches))} bytes")
     lines.append(f"failures: {number(report['failures'])}")
     lines += [f"  {line}" for line in failure_lines(report)]
     if report["storage"] is not None:

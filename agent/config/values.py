@@ -16,7 +16,7 @@ from typing import Any
 from agent.alerts.routes import InvalidRoutes, Route, parse_routes  # noqa: F401 (Route: re-exported for the loader)
 from agent.alerts.webhook import InvalidEndpoints, parse_endpoints
 from agent.model.authorities import default_authorities, make_authority, parse_dir_authority_line
-from agent.model.snapshot import DocKind
+from agent.model.snapshot import DOCUMENT_KINDS, DocKind
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -209,7 +209,7 @@ def log_level(value):
 
 
 def document_kinds(value):
-    known = [kind.value for kind in DocKind]
+    known = [kind.value for kind in DOCUMENT_KINDS]
     if not isinstance(value, list) or not value:
         raise InvalidValue(f"must be a non-empty list of {', '.join(known)}, got {_describe(value)}")
     unknown = [item for item in value if item not in known]

@@ -45,6 +45,7 @@ PATHS = {
     DocKind.KEY_CERTIFICATES: "/tor/keys/all",
     DocKind.BANDWIDTH_FILE: "/tor/status-vote/next/bandwidth",
     DocKind.SERVER_DESCRIPTORS: "/tor/server/all",
+    DocKind.EXTRA_INFOS: "/tor/extra/d/",  # + the digests, "+"-separated (dir-spec appendix B)
 }
 
 _CHUNK_BYTES = 64 * 1024
@@ -306,8 +307,9 @@ def _judge_status(record: FetchRecord, reason: str, body: bytes) -> Download:
         record.outcome = Outcome.OK
         record.digest = hashlib.sha256(body).hexdigest()
         return Download(record, body)
-    if record.status == 404 and record.kind is DocKind.BANDWIDTH_FILE:
-        # Only bandwidth authorities serve a bandwidth file; 404 elsewhere is normal.
+    if record.status == 404 and record.kind in (DocKind.BANDWIDTH_FILE, DocKind.EXTRA_INFOS):
+        # Only bandwidth authorities serve a bandwidth file; 404 elsewhere is normal. Asked for extra-infos by
+        # digest, tor answers 404 when it holds none of them.
         record.outcome = Outcome.ABSENT
         return Download(record)
     record.error = f"HTTP {record.status} {reason or ''}".strip()

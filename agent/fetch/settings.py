@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from agent.model.authorities import Authority
-from agent.model.snapshot import DocKind
+from agent.model.snapshot import DOCUMENT_KINDS, DocKind
 
 
 @dataclass(frozen=True)
@@ -21,14 +21,18 @@ class FetchConfig:
     documents: tuple[DocKind, ...]
     probe_orports: bool = True
     probe_vote_propagation: bool = True
+    extra_info: bool = True
 
     SETTINGS: ClassVar[tuple[tuple[str, Any, str], ...]] = (
         ("deadline_seconds", 60, "positive_number"),
         ("timeout_seconds", 30, "positive_number"),
         ("max_workers", 10, "positive_int"),
-        ("documents", [kind.value for kind in DocKind], "document_kinds"),
+        ("documents", [kind.value for kind in DOCUMENT_KINDS], "document_kinds"),
         ("probe_orports", True, "boolean"),
         ("probe_vote_propagation", True, "boolean"),
+        # Extra-info descriptors (overload-ratelimits, overload-fd-exhausted), fetched by digest after the server
+        # descriptors, only those not read before (agent.loop.extrainfo).
+        ("extra_info", True, "boolean"),
     )
 
     def problems(self, section: str) -> list[str]:

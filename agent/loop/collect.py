@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import wait
 from datetime import datetime, timezone
 
@@ -20,10 +20,13 @@ from agent.config.loader import Config
 from agent.fetch.crosscheck import probe_orports, vote_digest, vote_holdings
 from agent.fetch.http import PATHS, POLL_SECONDS, Deadline, download, new_session
 from agent.fetch.workers import DaemonPool
+from agent.loop.extrainfo import ExtraInfoJob
 from agent.model.authorities import Authority, AuthorityChanges, from_consensus, merge
 from agent.model.errors import DocumentError
+from agent.model.extrainfo import ExtraInfo
 from agent.model.snapshot import AuthorityView, DocKind, FetchRecord, Outcome, SignatureReport, Snapshot, accepted_by
 from agent.parse.documents import parse_document
+from agent.parse.extrainfo import named_digests
 from agent.parse.signatures import check_signatures, trust_certificates
 
 log = logging.getLogger(__name__)
@@ -142,11 +145,14 @@ class _DescriptorJob:
     """Server descriptors from one authority: the first whose consensus arrived.
 
     Runs beside the authority jobs so that a hanging authority does not delay
-    it; tries the next authority that served a consensus if one fails.
+    it; tries the next authority that served a consensus if one fails. Then,
+    with an ``extra_infos`` job, the extra-infos the descriptors name that it
+    has not read, from the same authority (``agent.loop.extrainfo``).
     """
 
-    def __init__(self, candidates: queue.Queue):
+    def __init__(self, candidates: queue.Queue, extra_infos: ExtraInfoJob | None = None):
         self.candidates = candidates
+        self.extra_infos = extra_infos
         self.descriptors: list = []
         self.records: list[FetchRecord] = []
         self._lock = threading.Lock()
@@ -175,7 +181,12 @@ class _DescriptorJob:
                 self.records.append(fetched.record)
                 if descriptors is not None:
                     self.descriptors = descriptors
-                    return
+            if descriptors is not None:
+                if self.extra_infos is not None and fetched.body is not None:
+                    named = named_digests(fetched.body)
+                    del fetched  # the descriptors' bytes (~20 MB) are not held while the extra-infos arrive
+                    self.extra_infos.run(session, authority, named, deadline, timeout)
+                return
 
     def collect(self) -> tuple[list, list[FetchRecord]]:
         with self._lock:
@@ -196,10 +207,15 @@ def _parse(record: FetchRecord, body: bytes | None):
 
 
 def collect(config: Config, authorities: list[Authority] | None = None,
-            cancel: threading.Event | None = None) -> Snapshot:
+            cancel: threading.Event | None = None, extra_infos: Mapping[str, ExtraInfo] | None = None) -> Snapshot:
     """Fetches one voting period from every authority and returns its Snapshot.
 
     Setting ``cancel`` ends the fetches early, as if the deadline had passed.
+    ``extra_infos``: each relay's newest extra-info the state remembers; only
+    the ones the server descriptors name beyond these are fetched
+    (``fetch.extra_info``), and the snapshot holds both. None (the commands
+    that keep no state: check, relay, aroi) fetches none: without a memory
+    every period would fetch all of them.
     """
     started_at = datetime.now(timezone.utc)
     deadline = Deadline(config.fetch.deadline_seconds, cancel)
@@ -210,7 +226,8 @@ def collect(config: Config, authorities: list[Authority] | None = None,
     # deadline ends by its sockets' bound, and meanwhile never keeps the process from exiting.
     pool = DaemonPool(config.fetch.max_workers + 1, "fetch")
     consensus_ok: queue.Queue = queue.Queue()
-    descriptor_job = _DescriptorJob(consensus_ok)
+    extra_job = ExtraInfoJob(extra_infos) if config.fetch.extra_info and extra_infos is not None else None
+    descriptor_job = _DescriptorJob(consensus_ok, extra_job)
     try:
         if DocKind.SERVER_DESCRIPTORS in config.fetch.documents:
             descriptor_future = pool.submit(descriptor_job.run, deadline, timeout)
@@ -233,7 +250,8 @@ def collect(config: Config, authorities: list[Authority] | None = None,
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     descriptors, descriptor_records = descriptor_job.collect()
-    records = [record for job in jobs.values() for record in job.collect()] + descriptor_records
+    held, named, extra_records = extra_job.collect() if extra_job is not None else ({}, {}, [])
+    records = [record for job in jobs.values() for record in job.collect()] + descriptor_records + extra_records
     log.debug("trusted %d signing keys", len(trusted))
     return Snapshot(
         vantage=config.vantage,
@@ -244,6 +262,8 @@ def collect(config: Config, authorities: list[Authority] | None = None,
         records=records,
         changes=changes,
         server_descriptors=descriptors,
+        extra_infos=held,
+        extra_info_digests=named,
         orport_probes=probes,
         vote_holdings=holdings,
     )

@@ -9,6 +9,7 @@ from agent.config.loader import Config
 from agent.loop.collect import collect
 from agent.metrics.geoip import GeoIP
 from agent.model.snapshot import Snapshot
+from agent.pipeline.extrainfos import remembered_extra_infos
 from agent.pipeline.judge import admissible, judge
 from agent.pipeline.record import Detectors, memory_of, record
 from agent.pipeline.state import State
@@ -26,7 +27,7 @@ class CycleResult:
 
 def run_cycle(config: Config, state: State, store: Store, geoip: GeoIP) -> CycleResult:
     """``once``: fetches one period, judges it and records it (no alerts: those are the daemon's)."""
-    return once_from(collect(config), config, state, store, geoip)
+    return once_from(collect(config, extra_infos=remembered_extra_infos(state)), config, state, store, geoip)
 
 
 def once_from(snapshot: Snapshot, config: Config, state: State, store: Store, geoip: GeoIP) -> CycleResult:

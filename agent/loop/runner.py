@@ -32,6 +32,7 @@ from agent.model.points import Point, point
 from agent.model.snapshot import Outcome, Snapshot
 from agent.model.time import unix, utc_now
 from agent.pipeline.alert_ids import alert_ids
+from agent.pipeline.extrainfos import remembered_extra_infos
 from agent.pipeline.judge import Memory, PeriodResult, admissible, judge
 from agent.pipeline.record import Detectors, describe, memory_of, record
 from agent.pipeline.state import State
@@ -81,7 +82,8 @@ class PeriodRunner:
         summary: dict = {"started_at": started_at.isoformat(timespec="seconds")}
         try:
             # A consensus dated impossibly far from now is refused here, before it can become the period.
-            snapshot, _ = admissible(collect(self.config, self.authorities, cancel=stop),
+            snapshot, _ = admissible(collect(self.config, self.authorities, cancel=stop,
+                                             extra_infos=remembered_extra_infos(self.state)),
                                      self.config.checks.thresholds)
             if snapshot.latest_consensus() is not None:
                 self.authorities = snapshot.authorities  # discovery carries over to the next cycle

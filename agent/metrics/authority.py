@@ -6,7 +6,7 @@ import numpy as np
 
 from agent.model.entries import ABSENT, RouterEntries, entries_of, take
 from agent.model.points import Point, point
-from agent.model.snapshot import Outcome, Snapshot
+from agent.model.snapshot import DocKind, FetchRecord, Outcome, Snapshot
 from agent.model.time import unix
 
 #: flavour tag -> (AuthorityView document attribute, its signature report attribute)
@@ -43,7 +43,7 @@ def fetch_points(snapshot: Snapshot, time: int) -> list[Point]:
     """
     points = _probe_points(snapshot, time)
     answering = {record.authority for record in snapshot.records if record.answered}
-    for record in snapshot.records:
+    for record in _batches_joined(snapshot.records):
         if record.outcome is Outcome.SKIPPED and record.authority in answering:
             continue
         points.append(point("tor_authority_fetch",
@@ -53,6 +53,34 @@ def fetch_points(snapshot: Snapshot, time: int) -> list[Point]:
                              "wire_bytes": record.wire_bytes, "clock_skew_seconds": record.clock_skew_seconds},
                             time))
     return points
+
+
+def _batches_joined(records: list[FetchRecord]) -> list[FetchRecord]:
+    """The records, an authority's extra-info requests (one per batch of digests) joined into one: one series
+    point per authority and document. Joined: answered if any was, ok if all attempted were, latency and bytes
+    summed, the first skew; a lone request stays as it is."""
+    batches: dict[str, list[FetchRecord]] = {}
+    for record in records:
+        if record.kind is DocKind.EXTRA_INFOS:
+            batches.setdefault(record.authority, []).append(record)
+    joined = [record for record in records if record.kind is not DocKind.EXTRA_INFOS]
+    for authority, batch in batches.items():
+        # Batches the deadline left for the next period are no failure of the authority's.
+        group = [record for record in batch if record.outcome is not Outcome.SKIPPED] or batch[:1]
+        if len(group) == 1:
+            joined.append(group[0])
+            continue
+        answered = [record for record in group if record.answered]
+        all_ok = all(record.outcome in (Outcome.OK, Outcome.ABSENT) for record in group)
+        joined.append(FetchRecord(
+            authority, DocKind.EXTRA_INFOS, group[0].url, group[0].started_at,
+            outcome=Outcome.OK if all_ok else Outcome.SKIPPED if not answered else Outcome.FAILED,
+            status=answered[-1].status if answered else None,
+            latency_seconds=sum(record.latency_seconds or 0.0 for record in group),
+            bytes=sum(record.bytes for record in group), wire_bytes=sum(record.wire_bytes for record in group),
+            clock_skew_seconds=next((r.clock_skew_seconds for r in answered if r.clock_skew_seconds is not None),
+                                    None)))
+    return joined
 
 
 def _probe_points(snapshot: Snapshot, time: int) -> list[Point]:

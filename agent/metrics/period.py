@@ -33,7 +33,7 @@ def snapshot_points(snapshot: Snapshot, previous: PreviousRelays | None, geoip: 
     if table is None:
         table = table_of(snapshot, consensus, geoip)
     chances = path_probabilities(consensus)  # per relay, in the table's order (both follow the consensus)
-    overload = overload_of(table, snapshot.server_descriptors, time)
+    overload = overload_of(table, snapshot.server_descriptors, time, snapshot.extra_infos)
     operators = operator_points(table, operators_top_n, time)
     votes = snapshot.votes()
     return (_merged(network_points(consensus, table, previous, time)

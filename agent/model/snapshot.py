@@ -13,6 +13,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from agent.model.authorities import Authority, AuthorityChanges
+from agent.model.extrainfo import ExtraInfo
 
 if TYPE_CHECKING:
     from stem.descriptor.networkstatus import KeyCertificate
@@ -44,6 +45,13 @@ class DocKind(str, Enum):
     KEY_CERTIFICATES = "key-certificates"
     BANDWIDTH_FILE = "bandwidth-file"
     SERVER_DESCRIPTORS = "server-descriptors"
+    # Fetched by digest after the server descriptors, when ``fetch.extra_info`` is on (not a ``fetch.documents``
+    # choice: the server descriptors name which to fetch).
+    EXTRA_INFOS = "extra-infos"
+
+
+#: The kinds ``fetch.documents`` chooses among (extra-infos have their own switch, ``fetch.extra_info``).
+DOCUMENT_KINDS = tuple(kind for kind in DocKind if kind is not DocKind.EXTRA_INFOS)
 
 
 class Outcome(str, Enum):
@@ -149,6 +157,10 @@ class Snapshot:
     records: list[FetchRecord]
     changes: AuthorityChanges = field(default_factory=AuthorityChanges)
     server_descriptors: list[Any] = field(default_factory=list)  # agent.parse.fastdesc's (tests: stem's)
+    # Each relay's newest extra-info the agent holds this period (fetched now by digest, or remembered from an
+    # earlier period), by fingerprint; and the extra-info-digest each relay's newest server descriptor names.
+    extra_infos: dict[str, ExtraInfo] = field(default_factory=dict)
+    extra_info_digests: dict[str, str] = field(default_factory=dict)
     orport_probes: list[OrPortProbe] = field(default_factory=list)
     vote_holdings: list[VoteHolding] = field(default_factory=list)
     # A period read from an archive (backfill) rather than fetched: its one

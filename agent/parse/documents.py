@@ -31,7 +31,7 @@ from stem.descriptor.networkstatus import NetworkStatusDocumentV3
 from agent.model.errors import DocumentError
 from agent.model.network_status import NetworkStatus
 from agent.model.snapshot import DocKind
-from agent.parse import entrymemory, fastdesc, fastparse, stemchecks
+from agent.parse import entrymemory, extrainfo, fastdesc, fastparse, stemchecks
 from agent.parse.entrymemory import EntryMemory
 
 _NEWLINE = b"\n"
@@ -81,6 +81,8 @@ def collector_paused():
 
 
 def _parse(kind: DocKind, raw: bytes, source: str, memory: EntryMemory | None):
+    if kind is DocKind.EXTRA_INFOS:
+        return _extra_infos(raw, source)
     try:
         if kind not in (DocKind.CONSENSUS, DocKind.MICRODESC_CONSENSUS, DocKind.VOTE, DocKind.SERVER_DESCRIPTORS):
             _refuse_what_stem_mishandles(kind, raw)  # network status: only the part stem parses is checked
@@ -102,6 +104,23 @@ def _parse(kind: DocKind, raw: bytes, source: str, memory: EntryMemory | None):
     if kind is DocKind.BANDWIDTH_FILE:
         return parsed[0]
     return parsed
+
+
+def _extra_infos(raw: bytes, source: str) -> list:
+    """Extra-info documents (``agent.parse.extrainfo``): those that read; refused only when none does.
+
+    The fetch reads them with ``parse_extra_infos`` itself, where each bad
+    one is logged with its reason; here a reply is one document, as for the
+    other kinds.
+    """
+    try:
+        documents, problems = extrainfo.parse_extra_infos(raw)
+    except DocumentError as error:
+        raise DocumentError(f"{DocKind.EXTRA_INFOS.value} from {source}: {error}") from None
+    if not documents:
+        why = problems[0] if problems else "no extra-info in the document"
+        raise DocumentError(f"{DocKind.EXTRA_INFOS.value} from {source}: {why}")
+    return documents
 
 
 class _Refused(ValueError):

@@ -2,8 +2,8 @@
 
 Alert first (it never fails the period), then one save of the period's
 points with the agent's self-metrics, then what the next period needs (its
-relays, the bandwidth authorities, the detector's learned state, and the
-relay directory the REST API searches) into the state. ``memory_of`` reads
+relays, the bandwidth authorities, the detector's learned state, the
+relay directory the REST API searches, and the relays' extra-infos) into the state. ``memory_of`` reads
 that memory back for the next ``judge``.
 """
 
@@ -18,6 +18,7 @@ from agent.model.ciiss import ContactFields
 from agent.model.entries import entries_of
 from agent.model.points import Point
 from agent.model.snapshot import Snapshot
+from agent.pipeline.extrainfos import save_extra_infos
 from agent.pipeline.judge import Detector, Memory, PeriodResult, period_time_of
 from agent.pipeline.learners import load_learners, save_learners
 from agent.pipeline.state import DirectoryEntry, State
@@ -90,6 +91,8 @@ def record(result: PeriodResult, store: Store, state: State, memory: Memory | No
         state.save_relays(result.time, result.relays)
         state.set_bandwidth_authorities(result.bandwidth_authorities)
         save_directory(result, state)
+        if result.snapshot is not None and not result.snapshot.archived:
+            save_extra_infos(state, result.snapshot, result.time)
     if result.detector_learned and detectors is not None and memory is not None and memory.detector is not None:
         detectors.save(memory.detector)
     if result.learned and memory is not None:

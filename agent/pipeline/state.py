@@ -161,6 +161,17 @@ MIGRATIONS = (
     """CREATE INDEX relay_directory_version ON relay_directory (version)""",
     """CREATE INDEX relay_directory_nickname ON relay_directory (lower(nickname))""",
     """CREATE INDEX relay_directory_operator ON relay_directory (operator)""",
+    # Each relay's newest extra-info descriptor as read (agent/pipeline/extrainfos.py): so a digest read once is
+    # not fetched again, and the overload lines hold through periods without a fetch.
+    """CREATE TABLE extra_infos (
+           fingerprint TEXT PRIMARY KEY,
+           nickname TEXT NOT NULL,
+           digest TEXT NOT NULL,             -- SHA-1, upper-case hex (what extra-info-digest names)
+           published INTEGER NOT NULL,       -- Unix seconds
+           seen INTEGER NOT NULL,            -- valid-after of the last live period whose descriptors named one
+           overload TEXT NOT NULL            -- JSON: ratelimits [time, rate, burst, read, write] | null,
+                                             -- fd_exhausted time | null, ignored [reasons]
+       )""",
 )
 KEEP_PERIODS = 48
 #: The relay directory keeps this much of each contact line (and searches for no more).

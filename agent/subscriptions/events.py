@@ -20,6 +20,8 @@ from stem.version import Version
 from agent.model.aroi import ProofBook
 from agent.model.ciiss import parse_contact
 from agent.model.entries import ABSENT, entries_of
+from agent.model.extrainfo import FD_EXHAUSTED_KEPT_SECONDS, ExtraInfo, reported
+from agent.model.family import id_siblings, lost_ids
 from agent.model.relays import OVERLOAD_KEPT_SECONDS
 from agent.model.time import unix
 
@@ -53,10 +55,15 @@ class RelayStatus:
     uptime_seconds: int | None = None  # from its newest server descriptor
     observed_bandwidth: int | None = None  # bytes/s, from its newest server descriptor
     overload_general: datetime | None = None  # the overload-general time of its newest descriptor (naive UTC)
+    fd_exhausted: datetime | None = None  # the overload-fd-exhausted time of its newest extra-info held (naive UTC)
     # TorRelayFamilyBroken: relays it lists that do not list it back, and relays listing it that it does not
     # list (both with a descriptor this period); None when its own descriptor is not here (unknown).
     family_lists_unreturned: tuple[str, ...] | None = None
     family_listed_unreturned: tuple[str, ...] | None = None
+    # Its family IDs as remembered for the next period (held now, or lost while siblings keep them; None: its
+    # descriptor is not here), and why each lost one is lost (agent.model.family).
+    family_ids: tuple[str, ...] | None = None
+    family_ids_lost: tuple[str, ...] = ()
     risk_warnings: tuple[Any, ...] = ()  # its agent.metrics.atrisk.RiskWarning this period
 
 
@@ -81,13 +88,15 @@ def family_fingerprints(descriptor) -> set[str]:
     return found
 
 
-def effective_family(fingerprint: str, descriptors: dict) -> set[str]:
-    """The relay and every relay that lists it and that it lists (tor's mutual-declaration rule)."""
+def effective_family(fingerprint: str, descriptors: dict, now: int | None = None) -> set[str]:
+    """The relay, every relay that lists it and that it lists (tor's mutual-declaration rule), and every relay
+    sharing a family ID with it (tor 0.4.9; certs judged at ``now``, None: expiry not judged)."""
     mine = descriptors.get(fingerprint)
     if mine is None:
         return {fingerprint}
-    return {fingerprint} | {other for other in family_fingerprints(mine)
-                            if other in descriptors and fingerprint in family_fingerprints(descriptors[other])}
+    return {fingerprint} | id_siblings(fingerprint, descriptors, now) | {
+        other for other in family_fingerprints(mine)
+        if other in descriptors and fingerprint in family_fingerprints(descriptors[other])}
 
 
 def contact_of(descriptor) -> str:
@@ -120,8 +129,10 @@ def bandwidth_votes(votes: list) -> list:
 
 
 def relay_status(fingerprint: str, consensus, descriptors: dict, votes: list, measuring: list,
-                 known_nickname: str | None = None, risk_warnings: tuple = ()) -> RelayStatus:
-    """One relay's period; ``measuring`` is ``bandwidth_votes(votes)``, computed once per period."""
+                 known_nickname: str | None = None, risk_warnings: tuple = (), now: int | None = None,
+                 family_ids_before: tuple[str, ...] = (), extra_info: ExtraInfo | None = None) -> RelayStatus:
+    """One relay's period; ``measuring`` is ``bandwidth_votes(votes)``, computed once per period; ``now`` the
+    period's time (family-certs' expiry) and ``family_ids_before`` its family IDs as remembered last period."""
     router = consensus.routers.get(fingerprint)
     descriptor = descriptors.get(fingerprint)
     return RelayStatus(
@@ -140,7 +151,9 @@ def relay_status(fingerprint: str, consensus, descriptors: dict, votes: list, me
         uptime_seconds=getattr(descriptor, "uptime", None),
         observed_bandwidth=getattr(descriptor, "observed_bandwidth", None),
         overload_general=getattr(descriptor, "overload_general", None),  # agent.parse.fastdesc's (not stem's)
+        fd_exhausted=extra_info.fd_exhausted if extra_info is not None else None,  # the snapshot's extra_infos
         **_family_mismatch(fingerprint, descriptors),
+        **_family_ids(fingerprint, descriptors, now, family_ids_before),
         risk_warnings=risk_warnings,
     )
 
@@ -177,6 +190,17 @@ def _family_mismatch(fingerprint: str, descriptors: dict) -> dict[str, tuple[str
             "family_listed_unreturned": tuple(sorted(_LISTERS[1].get(fingerprint, set()) - lists - {fingerprint}))}
 
 
+def _family_ids(fingerprint: str, descriptors: dict, now: int | None,
+                before: tuple[str, ...]) -> dict[str, tuple[str, ...] | None]:
+    """RelayStatus's family ID fields; a remembered descriptor carries them as last judged."""
+    mine = descriptors.get(fingerprint)
+    if hasattr(mine, "family_ids_lost"):  # remembered (KnownDescriptor)
+        return {"family_ids": mine.family_ids, "family_ids_lost": mine.family_ids_lost}
+    if mine is None or not hasattr(mine, "family"):
+        return {}
+    held, lost = lost_ids(fingerprint, mine, descriptors, now, before)
+    return {"family_ids": held, "family_ids_lost": lost}
+
 
 #: Every subscription alert: ID -> (severity, the static summary its messages carry). Descriptions are built below.
 ALERTS: dict[str, tuple[str, str]] = {
@@ -189,7 +213,8 @@ ALERTS: dict[str, tuple[str, str]] = {
     "TorRelayFewAuthorities": ("warning", "Few authorities list a relay you watch"),
     "TorRelayFewBandwidthAuthorities": ("info", "Few bandwidth authorities measure a relay you watch"),
     "TorRelayOverloaded": ("info", "A relay you watch reports overload"),
-    "TorRelayFamilyBroken": ("info", "A relay you watch has a family declaration that is not mutual"),
+    "TorRelayFamilyBroken": ("info", "A relay you watch has a family declaration that is not mutual or lost its "
+                                     "family ID"),
     "TorRelayAtRisk": ("info", "A relay you watch will probably drop out of the consensus within a day"),
 }
 
@@ -288,21 +313,31 @@ def _votes(status: RelayStatus, name: str, settings, period_seconds: int) -> lis
 
 def _overloaded(status: RelayStatus, name: str, now: int) -> list[Condition]:
     """Relay Search's "overloaded": an ``overload-general`` line from the 72 h before ``now`` (the period's
-    valid-after). Info, not warning: the state lasts 72 h by design, and warning's 4-hourly reminders would be 18
-    mails for one event. It resolves when a newer descriptor drops the line or the 72 h pass."""
-    if status.overload_general is None:
+    valid-after); or an ``overload-fd-exhausted`` line of its newest extra-info held, in the same 72 h (tor keeps
+    that line 72 h too). One alert either way, naming each cause. Info, not warning: the state lasts 72 h by
+    design, and warning's 4-hourly reminders would be 18 mails for one event. It resolves when newer
+    descriptors drop the lines or the 72 h pass. ``overload-ratelimits`` alerts nobody: it is usually the
+    operator's own BandwidthRate at work (a series only, ``tor_relay_overload_ratelimits``)."""
+    general = status.overload_general if reported(status.overload_general, now, OVERLOAD_KEPT_SECONDS) else None
+    fd = status.fd_exhausted if reported(status.fd_exhausted, now, FD_EXHAUSTED_KEPT_SECONDS) else None
+    if general is None and fd is None:
         return []
-    since = unix(status.overload_general)
-    if not 0 <= now - since < OVERLOAD_KEPT_SECONDS:  # tor: reported while since > now - 72 h
-        return []
-    until = datetime.fromtimestamp(since + OVERLOAD_KEPT_SECONDS, timezone.utc)
+    texts = []
+    if general is not None:
+        until = datetime.fromtimestamp(unix(general) + OVERLOAD_KEPT_SECONDS, timezone.utc)
+        texts.append(f"{name} reported overload at {general:%Y-%m-%d %H:%M} UTC (overload-general in its server "
+                     "descriptor): its out-of-memory handler ran, it dropped circuit handshakes (ntor onionskins) "
+                     "or it ran out of local TCP ports (older tors: too many DNS timeouts). tor reports an event "
+                     f"for 72 h, so this ends by {until:%Y-%m-%d %H:%M} UTC unless it happens again.")
+    if fd is not None:
+        until = datetime.fromtimestamp(unix(fd) + FD_EXHAUSTED_KEPT_SECONDS, timezone.utc)
+        texts.append(f"{name} ran out of file descriptors at {fd:%Y-%m-%d %H:%M} UTC (overload-fd-exhausted in its "
+                     "extra-info descriptor): it could not open more connections; raise the limit on open files "
+                     f"(ulimit -n, LimitNOFILE). This ends by {until:%Y-%m-%d %H:%M} UTC unless it happens again.")
+    # Only overload-general's time is kept with the alert (watch.py reads it back as that line's).
     return [_condition("TorRelayOverloaded",
-                       f"{name} reported overload at {status.overload_general:%Y-%m-%d %H:%M} UTC (overload-general "
-                       "in its server descriptor): its out-of-memory handler ran, it dropped circuit handshakes "
-                       "(ntor onionskins) or it ran out of local TCP ports (older tors: too many DNS timeouts). tor "
-                       f"reports an event for 72 h, so this ends by {until:%Y-%m-%d %H:%M} UTC unless it happens "
-                       "again. See https://support.torproject.org/relays/performance/overloaded/",
-                       overload_since=since)]
+                       " ".join(texts) + " See https://support.torproject.org/relays/performance/overloaded/",
+                       overload_since=unix(general) if general is not None else None)]
 
 
 def _at_risk(status: RelayStatus, name: str) -> list[Condition]:
@@ -317,17 +352,23 @@ def _family_broken(status: RelayStatus, name: str, period_seconds: int) -> list[
     operator's relays may share a circuit. Told after two periods (relays of a family publish their new lines
     one by one); resolved when both sides list each other or the entry goes."""
     lists, listed = status.family_lists_unreturned or (), status.family_listed_unreturned or ()
-    if not lists and not listed:
+    if not lists and not listed and not status.family_ids_lost:
         return []
-    parts = []
+    parts, texts = [], []
     if lists:
         parts.append(f"it lists {_few(lists)}, which do not list it back")
     if listed:
         parts.append(f"{_few(listed)} list it, but it does not list them")
-    return [_condition("TorRelayFamilyBroken",
-                       f"{name}'s family is not mutual: {'; '.join(parts)}. tor treats only relays that list each "
-                       "other (MyFamily) as one family and ignores the rest, so they may share a circuit: list them "
-                       "on both sides if they are yours, or remove the entry", wait_seconds=2 * period_seconds)]
+    if parts:
+        texts.append(f"{name}'s family is not mutual: {'; '.join(parts)}. tor treats only relays that list each "
+                     "other (MyFamily) as one family and ignores the rest, so they may share a circuit: list them "
+                     "on both sides if they are yours, or remove the entry")
+    if status.family_ids_lost:
+        texts.append(f"{name} is out of its family: {'; '.join(status.family_ids_lost[:5])}. tor counts a relay "
+                     "in a family ID's family only while its family-cert for that key verifies and has not "
+                     "expired, so it may share a circuit with them: give it the family's secret key file and "
+                     "FamilyId line again (tor --keygen-family), or remove the ID from the others if it left")
+    return [_condition("TorRelayFamilyBroken", ". ".join(texts), wait_seconds=2 * period_seconds)]
 
 
 def _few(fingerprints: tuple[str, ...], shown: int = 5) -> str:

@@ -8,7 +8,11 @@ rather than silently dropped. What subscriptions read of each watched relay's
 descriptor is remembered too: a period whose descriptors did not arrive uses
 the last ones, so it neither ends nor starts the alerts that read them.
 The overload-general time (TorRelayOverloaded) is not in that table: it is
-kept in the active alert's ``extra`` and read back from there.
+kept in the active alert's ``extra`` and read back from there. The table's
+``family`` column holds, as JSON, the family mismatch (MyFamily) and the
+relay's tor 0.4.9 family IDs with why any were lost
+(``agent.model.family.lost_ids``), so a relay whose family-cert vanished
+is still known to have held the ID its siblings keep.
 Each subscription's preferences (agent.subscriptions.store.Preferences) decide
 what it hears: its own thresholds replace the configured ones for its relays,
 and only the alert kinds it chose reach it.
@@ -47,6 +51,8 @@ class KnownDescriptor:
     overload_general: datetime | None = None  # from the relay's active TorRelayOverloaded alert, if any
     # (lists_unreturned, listed_unreturned) as last judged (TorRelayFamilyBroken); None: unknown
     family_mismatch: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+    family_ids: tuple[str, ...] | None = None  # as RelayStatus.family_ids was last judged
+    family_ids_lost: tuple[str, ...] = ()
 
 
 class RelayWatch:
@@ -78,8 +84,11 @@ class RelayWatch:
         watched = sorted(set().union(*members.values())) if members else []
         history, nicknames = self._history(watched, valid_after)
         known = descriptors or self._last_descriptors(watched, valid_after)  # none: their fetch failed
+        before = self._family_ids_before(watched, valid_after) if descriptors else {}
         found = {fingerprint: relay_status(fingerprint, consensus, known, votes, measuring,
-                                           nicknames.get(fingerprint), tuple((warnings or {}).get(fingerprint, ())))
+                                           nicknames.get(fingerprint), tuple((warnings or {}).get(fingerprint, ())),
+                                           valid_after, before.get(fingerprint, ()),
+                                           snapshot.extra_infos.get(fingerprint))
                  for fingerprint in watched}
         self._remember(found, descriptors, valid_after)
         judged: dict[tuple, list] = {}  # (relay, thresholds): its conditions, once per distinct thresholds
@@ -102,7 +111,7 @@ class RelayWatch:
         if subscription.kind == "relay":
             return {subscription.target}
         if subscription.kind == "family":
-            current = effective_family(subscription.target, descriptors)
+            current = effective_family(subscription.target, descriptors, valid_after)
         elif subscription.kind == "operator":
             if subscription.target in proofs.domains() \
                     and subscription.email.lower() not in proofs.emails_of(subscription.target):
@@ -134,8 +143,16 @@ class RelayWatch:
             f"WHERE seen >= ? AND fingerprint IN ({', '.join('?' * len(fingerprints))})",
             (valid_after - HISTORY_SECONDS, *fingerprints)).fetchall() if fingerprints else []
         overloads = self._overloads(set(fingerprints)) if rows else {}
-        return {row[0]: KnownDescriptor(bool(row[1]), row[2], row[3], overloads.get(row[0]), _mismatch(row[4]))
-                for row in rows}
+        return {row[0]: KnownDescriptor(bool(row[1]), row[2], row[3], overloads.get(row[0]), _mismatch(row[4]),
+                                        *_family_ids(row[4])) for row in rows}
+
+    def _family_ids_before(self, fingerprints: list[str], valid_after: int) -> dict[str, tuple[str, ...]]:
+        """Each watched relay's family IDs as last remembered before this period (within HISTORY_SECONDS)."""
+        rows = self.db.execute(
+            "SELECT fingerprint, family FROM watched_descriptors WHERE seen < ? AND seen >= ? "
+            f"AND fingerprint IN ({', '.join('?' * len(fingerprints))}) ORDER BY seen",
+            (valid_after, valid_after - HISTORY_SECONDS, *fingerprints)).fetchall() if fingerprints else []
+        return {fingerprint: _family_ids(text)[0] or () for fingerprint, text in rows}  # the newest row wins
 
     def _overloads(self, fingerprints: set[str]) -> dict[str, datetime]:
         """The overload-general time of the watched relays' active TorRelayOverloaded alerts (the newest per relay).
@@ -207,18 +224,32 @@ def _shortest_waits(alerts: list[Alert]) -> list[Alert]:
 
 
 def _mismatch_text(status) -> str | None:
-    """A relay's family mismatch as stored (JSON), or None when its family line was not judged."""
+    """A relay's family mismatch and family IDs as stored (JSON: [lists, listed, ids, lost]), or None when its
+    family line was not judged."""
     if status.family_lists_unreturned is None or status.family_listed_unreturned is None:
         return None
-    return json.dumps([list(status.family_lists_unreturned), list(status.family_listed_unreturned)])
+    return json.dumps([list(status.family_lists_unreturned), list(status.family_listed_unreturned),
+                       list(status.family_ids or ()), list(status.family_ids_lost)])
 
 
 def _mismatch(text: str | None) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
     """The stored family mismatch back; None for none or a row that does not read as one (never fatal)."""
     try:
-        lists, listed = json.loads(text) if text else (None, None)
+        lists, listed = (json.loads(text) if text else (None, None))[:2]
         if all(isinstance(side, list) and all(isinstance(fp, str) for fp in side) for side in (lists, listed)):
             return tuple(lists), tuple(listed)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, KeyError):
         pass
     return None
+
+
+def _family_ids(text: str | None) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+    """The stored family IDs and why any were lost; (None, ()) for a row without them (older rows: two lists)."""
+    try:
+        stored = json.loads(text) if text else []
+        ids, lost = (stored[2], stored[3]) if isinstance(stored, list) and len(stored) >= 4 else (None, [])
+        if isinstance(ids, list) and isinstance(lost, list) and all(isinstance(x, str) for x in ids + lost):
+            return tuple(ids), tuple(lost)
+    except (ValueError, TypeError):
+        pass
+    return None, ()

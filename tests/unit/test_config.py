@@ -11,7 +11,7 @@ from agent.checks.settings import CheckThresholds
 from agent.cli import main as cli
 from agent.config.loader import PARTS, SETTINGS, load_config
 from agent.model.errors import ConfigError
-from agent.model.snapshot import DocKind
+from agent.model.snapshot import DOCUMENT_KINDS
 
 EXAMPLE = Path(__file__).parents[2] / "config" / "allium-agent.example.yaml"
 
@@ -28,7 +28,8 @@ def test_defaults_watch_the_nine_live_voting_authorities():
     assert [a.nickname for a in config.authorities.bootstrap] == [
         "moria1", "tor26", "dizum", "gabelmoo", "dannenberg", "maatuska", "longclaw", "bastet", "faravahar"]
     assert config.fetch.deadline_seconds == 60.0
-    assert config.fetch.documents == tuple(DocKind)
+    assert config.fetch.documents == DOCUMENT_KINDS
+    assert config.fetch.extra_info is True
     assert config.vantage  # the host name
 
 

@@ -40,7 +40,7 @@ from agent.model.snapshot import DocKind
 from agent.parse import fastparse
 from agent.parse.documents import _strip_annotations, parse_document
 from agent.parse.entrymemory import EntryMemory
-from tests.conftest import read_data
+from tests.conftest import SHARED_TORDATA, read_data
 
 #: CI's slice: this many examples per parser, the same ones every run. A long run (ALLIUM_FUZZ_EXAMPLES=5000) draws
 #: new ones each time; Hypothesis prints any failing example whole, so it can be made a test of its own.
@@ -88,6 +88,8 @@ def seeds(kind: DocKind) -> tuple[bytes, ...]:
                                              _first_descriptors("2020-02-29-10-05-00-server-descriptors.xz", 12)),
         DocKind.KEY_CERTIFICATES: lambda: (read_data("2022-11-certs"),),
         DocKind.BANDWIDTH_FILE: lambda: (read_data("bandwidth-file-v1.4"),),
+        DocKind.EXTRA_INFOS: lambda: ((SHARED_TORDATA / "extra-infos" / "2016-10-02-08-05-00-extra-infos")
+                                      .read_bytes(),),
     }[kind]()
 
 
@@ -290,6 +292,14 @@ def _check_sane(kind: DocKind, parsed) -> None:
     elif kind is DocKind.SERVER_DESCRIPTORS:
         for descriptor in parsed:
             _check_descriptor(descriptor)
+    elif kind is DocKind.EXTRA_INFOS:
+        for extra in parsed:
+            assert re.fullmatch(r"[0-9A-F]{40}", extra.fingerprint) and re.fullmatch(r"[0-9A-F]{40}", extra.digest)
+            _check_time("published", extra.published)
+            if extra.ratelimits is not None:
+                _check_time("overload-ratelimits", extra.ratelimits.at)
+            if extra.fd_exhausted is not None:
+                _check_time("overload-fd-exhausted", extra.fd_exhausted)
     elif kind is DocKind.KEY_CERTIFICATES:
         for certificate in parsed:
             _check_time("dir-key-published", certificate.published)
