@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.metrics.authority import authority_points, fetch_points
-from agent.metrics.eligibility import VoteStats, margin_columns
+from agent.metrics.eligibility import margin_columns
 from agent.metrics.geoip import GeoIP
 from agent.metrics.network import network_points
 from agent.metrics.operator import operator_points
@@ -11,6 +11,7 @@ from agent.metrics.overload import overload_fields, overload_network_points, ove
 from agent.metrics.paths import path_points, path_probabilities, relay_fields
 from agent.metrics.relay import relay_points
 from agent.metrics.relays import RelayTable, table_of
+from agent.metrics.thresholds import VoteStats
 from agent.model.entries import entries_of
 from agent.model.family import CERT_PROBLEMS, EXPIRING_KIND, operator_families
 from agent.model.points import Point, point
