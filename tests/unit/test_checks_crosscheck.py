@@ -5,7 +5,7 @@ in the last commit round and the second reveal round of one protocol run
 (tests/data/testnet-shared-random, see tests/data/README.md).
 """
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 import pytest
 from stem.descriptor.networkstatus import NetworkStatusDocumentV3
@@ -105,6 +105,31 @@ def test_reveal_family(consensus):
     hits = sr_findings(sr_snapshot(consensus, edited(raws, "auth1", own, own[:-10] + b"XXXXXXXXX=")))
     assert [f.subjects for f in hits["TorSharedRandomRevealInvalid"]] == [{"authority": "auth1"}]
     assert "does not hash to its commitment AAAAAGsFQHzca/VE" in hits["TorSharedRandomRevealInvalid"][0].description
+
+
+def test_a_commitment_made_in_the_last_commit_round_is_not_held_to_reveal(consensus):
+    """An authority that starts at the end of a commit phase commits in its last round (TIMESTAMP 07:45:50
+    here) and tor lists that commitment without a reveal, the others lagging behind it: a demo network did
+    this at its first reveal round (2026-12-06, CI). A commitment of an earlier round still must reveal."""
+    import base64
+
+    raws = raw_votes(REVEAL_ROUND)
+    late_time = (int(datetime(2026, 11, 24, 7, 45, 50, tzinfo=timezone.utc).timestamp())).to_bytes(8, "big")
+
+    def made_late(line: bytes) -> bytes:
+        words = line.split(b" ")
+        words[4] = base64.b64encode(late_time + base64.b64decode(words[4])[8:])
+        return b" ".join(words)
+
+    own = commit_line(raws["auth1"], AUTH1)
+    late_unrevealed = made_late(own).rsplit(b" ", 1)[0]
+    hits = sr_findings(sr_snapshot(consensus, edited(raws, "auth1", own, late_unrevealed)))
+    assert hits["TorSharedRandomNoReveal"] == []
+
+    late_raws = edited(raws, "auth1", own, made_late(own))  # auth1 made its commitment late and revealed
+    held = commit_line(late_raws["auth2"], AUTH1)
+    hits = sr_findings(sr_snapshot(consensus, edited(late_raws, "auth2", held, held.rsplit(b" ", 1)[0])))
+    assert hits["TorSharedRandomRevealMissing"] == []
 
 
 def test_reveal_matches_the_commit_as_srv_spec_says():
