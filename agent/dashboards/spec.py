@@ -109,8 +109,12 @@ NETWORK = Dashboard("allium-network", "Tor network overview",
           (s("tor_health_component", "contribution", "component"),), width=12,
           description="Weight times score per component; they add up to the score, so a drop shows the part that "
                       "moved."),
-    Panel("Overloaded relays (overload-general in the last 72 h)", "timeseries",
-          (s("tor_network", "overloaded_relays", legend="relays"),), width=24),
+    Panel("Overloaded relays", "timeseries",
+          (s("tor_network", "overloaded_relays", legend="overload-general (72 h)"),
+           s("tor_network", "overload_fd_exhausted_relays", legend="out of file descriptors (72 h)"),
+           s("tor_network", "overload_ratelimits_relays", legend="rate limit reached (24 h)")), width=24,
+          description="Relays whose newest descriptor reports overload within tor's window; file descriptors and "
+                      "rate limits come from extra-info descriptors, fetched by digest (docs/alerts.md)."),
     Panel("Consensus age at each authority (ns flavour)", "timeseries",
           (s("tor_authority_consensus", "age_seconds", "authority", flavour="ns"),), unit="s", width=24),
     Panel("Capacity", "row"),
@@ -177,8 +181,13 @@ RELAY = Dashboard("allium-relay", "Relay", "One relay by fingerprint: flags, wei
           (s("tor_relay", "dropout_risk", legend="drop-out risk", fingerprint="$fingerprint"),), unit="percentunit",
           description="How often relays with the same recent history dropped out within 24 periods (docs/relays.md, "
                       "At-risk warnings); written after the learner's first week."),
-    Panel("Overloaded (1 = overload-general in the last 72 h)", "timeseries",
-          (s("tor_relay", "overloaded", fingerprint="$fingerprint"),)),
+    Panel("Overloaded (1 = reported within tor's window)", "timeseries",
+          (s("tor_relay", "overloaded", legend="overload-general (72 h)", fingerprint="$fingerprint"),
+           s("tor_relay", "overload_fd_exhausted", legend="out of file descriptors (72 h)",
+             fingerprint="$fingerprint"),
+           s("tor_relay", "overload_ratelimits", legend="rate limit reached (24 h)", fingerprint="$fingerprint")),
+          description="From the server descriptor (overload-general) and the extra-info descriptor (the others); "
+                      "a rate limit reached is usually the operator's own BandwidthRate (docs/alerts.md)."),
     Panel("Path-selection probability", "timeseries", tuple(
         s("tor_relay", f"{position}_probability", legend=position, fingerprint="$fingerprint")
         for position in ("guard", "middle", "exit")), unit="percentunit",
@@ -208,6 +217,7 @@ OPERATORS = Dashboard("allium-operators", "Operators",
     by_operator("running_30d", "Most reliable operators: Running over 30 days"),
     by_operator("flag_changes_per_week", "Most flag changes per week", unit="short"),
     by_operator("family_not_mutual", "Family entries not returned (tor ignores them)", unit="short"),
+    by_operator("family_cert_invalid", "Relays whose family-cert does not count", unit="short"),
     by_operator("guard_probability", "Guard probability by operator"),
     by_operator("middle_probability", "Middle probability by operator"),
     by_operator("exit_probability", "Exit probability by operator"),

@@ -30,7 +30,8 @@ MAY_BE_EMPTY_REASONS = {
     r"tor_relay_guard_(wfu|tk)_margin": "from the votes' stats lines against flag-thresholds: the private network's "
                                         "votes say guard-tk=0 (no time-known threshold) and the backfill has no votes",
     r"tor_relay_dropout_risk": "the at-risk learner writes after a week of live periods (docs/relays.md)",
-    r"tor_operator_family_not_mutual": "the private network's relays declare no family and have no contact line",
+    r"tor_operator_family_(not_mutual|cert_invalid)": "the private network's relays declare no family and have no "
+                                                     "contact line",
     r"tor_aroi_(operator|champion)_": "verified operators need a proof listing their relays: the private network's "
                                       "relays have no contact line and backfill checks no proofs "
                                       "(tests/integration/test_aroi_dashboard.py fills them)",
@@ -43,7 +44,7 @@ MAY_BE_EMPTY_INFLUXQL_REASONS = {
     r'FROM "tor_forecast"': MAY_BE_EMPTY_REASONS[r"tor_forecast_"],
     r'"guard_(wfu|tk)_margin"': MAY_BE_EMPTY_REASONS[r"tor_relay_guard_(wfu|tk)_margin"],
     r'"dropout_risk"': MAY_BE_EMPTY_REASONS[r"tor_relay_dropout_risk"],
-    r'"family_not_mutual"': MAY_BE_EMPTY_REASONS[r"tor_operator_family_not_mutual"],
+    r'"family_(not_mutual|cert_invalid)"': MAY_BE_EMPTY_REASONS[r"tor_operator_family_(not_mutual|cert_invalid)"],
     r'FROM "tor_aroi_(operator|champion)"': MAY_BE_EMPTY_REASONS[r"tor_aroi_(operator|champion)_"],
     r'FROM "tor_aroi_(os|hoster)"': MAY_BE_EMPTY_REASONS[r"tor_aroi_(os|hoster)_"],
 }
