@@ -1,6 +1,7 @@
 """Integration fixtures: a real private Tor network on 127.0.0.1 for the session."""
 
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -10,18 +11,29 @@ from agent.testnet import network as testnet
 from agent.testnet.watch import wait_until_ready
 
 
-@pytest.fixture(scope="session")
-def tor_network(tmp_path_factory):
-    """Three authorities and three relays voting every 10 s, stopped by PID afterwards."""
+def require_tor() -> None:
+    """Fails (not skips) the test when Debian's tor is missing: the integration tests need it."""
     if shutil.which("tor") is None or shutil.which("tor-gencert") is None:
         pytest.fail("Debian's tor package is required for the integration tests (apt-get install tor)")
-    network = testnet.create(tmp_path_factory.mktemp("testnet"))
+
+
+@contextmanager
+def running(network):
+    """Starts a created private network, waits for its first consensus, and stops it by PID on leaving."""
     testnet.start(network)
     try:
         wait_until_ready(network, timeout=120)
         yield network
     finally:
         testnet.stop(network)
+
+
+@pytest.fixture(scope="session")
+def tor_network(tmp_path_factory):
+    """Three authorities and three relays voting every 10 s, stopped by PID afterwards."""
+    require_tor()
+    with running(testnet.create(tmp_path_factory.mktemp("testnet"))) as network:
+        yield network
 
 
 @pytest.fixture

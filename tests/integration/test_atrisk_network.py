@@ -8,7 +8,6 @@ periods its precision and recall are no evidence of anything (docs/relays.md "At
 
 import json
 import re
-import shutil
 import time
 
 import pytest
@@ -18,7 +17,8 @@ from agent.evaluation import atrisk as evaluation
 from agent.fetch.http import Deadline, download, new_session
 from agent.model.snapshot import DocKind
 from agent.testnet import network as testnet
-from agent.testnet.watch import as_authority, wait_until_ready
+from agent.testnet.watch import as_authority
+from tests.integration.conftest import require_tor, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PERIODS = 20  # tune periods 4-5 and held-out 10-15 (warm-up 4, horizon 4, split in half): 200 s of voting
@@ -30,15 +30,9 @@ VALID_AFTER = re.compile(rb"^valid-after (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)$", re.
 @pytest.fixture(scope="module")
 def atrisk_network(tmp_path_factory):
     """Three authorities and three relays of its own (relay3 is stopped for good), stopped by PID afterwards."""
-    if shutil.which("tor") is None or shutil.which("tor-gencert") is None:
-        pytest.fail("Debian's tor package is required for the integration tests (apt-get install tor)")
-    network = testnet.create(tmp_path_factory.mktemp("atrisk-testnet") / "net")
-    testnet.start(network)
-    try:
-        wait_until_ready(network, timeout=120)
+    require_tor()
+    with running(testnet.create(tmp_path_factory.mktemp("atrisk-testnet") / "net")) as network:
         yield network
-    finally:
-        testnet.stop(network)
 
 
 def _served(network) -> tuple[str, bytes] | None:

@@ -24,7 +24,7 @@ from agent.metrics.relays import build_table
 from agent.model.family import family_ids, operator_families
 from agent.model.time import unix
 from agent.testnet import network as testnet
-from agent.testnet.watch import wait_until_ready
+from tests.integration.conftest import require_tor, running
 from tests.integration.sockets import off_loopback
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -35,8 +35,7 @@ FAMILY_CHECKS = ("TorFamilyNotMutual", "TorFamilyUndeclared", "TorFamilyCertInva
 @pytest.fixture(scope="module")
 def family_network(tmp_path_factory):
     """A private network whose two relays share one FamilyId (and a contact line); its family ID."""
-    if shutil.which("tor") is None or shutil.which("tor-gencert") is None:
-        pytest.fail("Debian's tor package is required for the integration tests (apt-get install tor)")
+    require_tor()
     directory = tmp_path_factory.mktemp("family-testnet")
     network = testnet.create(directory / "net", authorities=3, relays=2)
     made = subprocess.run(["tor", "--keygen-family", str(directory / "family")], capture_output=True, text=True,
@@ -49,12 +48,8 @@ def family_network(tmp_path_factory):
         lines = [f"ContactInfo {CONTACT}" if line.startswith("ContactInfo ") else line for line in lines]
         assert not any(line.startswith("MyFamily") for line in lines)
         relay.torrc_path.write_text("\n".join(lines + [f"FamilyId {family_id}"]) + "\n")
-    testnet.start(network)
-    try:
-        wait_until_ready(network, timeout=120)
+    with running(network):
         yield network, family_id
-    finally:
-        testnet.stop(network)
 
 
 def _period_with_both_descriptors(network, timeout: float = 60.0):
