@@ -13,8 +13,8 @@ import pytest
 
 from agent.config.loader import load_config
 from agent.detect.baseline import FLOW, LEVEL, REVERSAL_PERIODS, SeriesModel, SeriesSpec
-from agent.detect.engine import Detector
 from agent.evaluation.populations import periods
+from tests.unit.test_detect_real import replay as replay_history
 
 TIMESERIES = Path(__file__).resolve().parents[3] / "shared" / "timeseries"
 ALIREZA, MIRROR = TIMESERIES / "alireza-tor-nodes", TIMESERIES / "dmitry-onionoo-mirror"
@@ -29,8 +29,7 @@ def settings():
 
 def replay(directory: Path, start: int, stop: int, settings) -> dict:
     """Each period's DetectionResult by snapshot index, snapshots start..stop-1 through Detector.update."""
-    detector = Detector(settings)
-    return {snapshot.index: detector.update(facts) for snapshot, facts in periods(directory, None, start, stop)}
+    return replay_history(list(periods(directory, None, start, stop)), settings)
 
 
 def verdict(result, series: str):
